@@ -1,0 +1,226 @@
+//! `coreheap info`: what the core is, as plain data.
+
+use crate::addr::{Addr, Range};
+use crate::core::notes::signal_name;
+use crate::core::{perms_string, Arch, Producer};
+use crate::error::Diagnostic;
+use crate::memory::AddressSpace;
+use crate::modules::FileStatus;
+use crate::process::Process;
+use crate::version::{detect_glibc, detect_python, GlibcInfo, PythonInfo};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct SignalInfo {
+    pub number: u32,
+    pub name: &'static str,
+    /// The thread that took the signal (the kernel writes it first).
+    pub tid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_address: Option<Addr>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadInfo {
+    pub tid: u32,
+    pub signal: u32,
+    pub pc: Addr,
+    pub sp: Addr,
+    pub thread_pointer: Option<Addr>,
+    /// Module holding the program counter.
+    pub pc_module: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MappingInfo {
+    pub start: Addr,
+    pub end: Addr,
+    pub perms: Option<String>,
+    pub path: Option<String>,
+    pub file_offset: Option<u64>,
+    pub size: u64,
+    pub in_core: u64,
+    pub from_disk: u64,
+    pub unavailable: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModuleInfo {
+    pub path: String,
+    pub base: Addr,
+    pub load_bias: Option<Addr>,
+    pub build_id: Option<String>,
+    #[serde(flatten)]
+    pub status: FileStatus,
+    pub disk_path: Option<String>,
+    pub symtab: bool,
+    pub debug_file: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub mapped: u64,
+    pub in_core: u64,
+    pub from_disk: u64,
+    pub unavailable: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Info {
+    pub core: String,
+    pub core_size: u64,
+    pub compression: Option<&'static str>,
+    pub producer: Producer,
+    pub arch: Arch,
+    pub truncated: bool,
+    pub pid: Option<u32>,
+    pub ppid: Option<u32>,
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub signal: Option<SignalInfo>,
+    /// For snapshots: the stop signal gdb recorded (e.g. "SIGSTOP").
+    pub stop_signal: Option<&'static str>,
+    pub threads: Vec<ThreadInfo>,
+    pub totals: Totals,
+    pub mappings: Vec<MappingInfo>,
+    pub modules: Vec<ModuleInfo>,
+    pub glibc_version: Option<String>,
+    pub glibc: Option<GlibcInfo>,
+    pub python_version: Option<String>,
+    pub python: Option<PythonInfo>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn mappings(p: &Process) -> Vec<MappingInfo> {
+    let space: &AddressSpace = &p.space;
+    let core = &p.core;
+    let mut out: Vec<MappingInfo> = Vec::new();
+    let mut add = |range: Range, perms: Option<String>, file: Option<(&str, u64)>| {
+        let (c, d) = space.coverage(range);
+        // A mapping without access rights (guard pages, reserved heap space) holds no data:
+        // nothing of it is "missing".
+        let no_access = perms.as_deref() == Some("---");
+        out.push(MappingInfo {
+            start: range.start,
+            end: range.end,
+            perms,
+            path: file.map(|f| f.0.to_string()),
+            file_offset: file.map(|f| f.1),
+            size: range.len(),
+            in_core: c,
+            from_disk: d,
+            unavailable: if no_access { 0 } else { range.len() - c - d },
+        });
+    };
+    // Every PT_LOAD is a mapping; gcore writes no segment for mappings it left out, so
+    // NT_FILE entries without a segment are mappings too.
+    let mut files = core.files.clone();
+    files.sort_by_key(|f| f.range.start);
+    for s in &core.segments {
+        let r = s.range();
+        let f = files.iter().find(|f| f.range.start == r.start);
+        add(
+            r,
+            Some(perms_string(s.flags)),
+            f.map(|f| (f.path.as_str(), f.file_offset)),
+        );
+    }
+    for f in &files {
+        let covered = core
+            .segments
+            .iter()
+            .any(|s| s.range().intersect(&f.range).is_some());
+        if !covered {
+            add(f.range, None, Some((f.path.as_str(), f.file_offset)));
+        }
+    }
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+pub fn info(p: &Process) -> Info {
+    let core = &p.core;
+    let mappings = mappings(p);
+    let mut totals = Totals::default();
+    for m in &mappings {
+        totals.mapped += m.size;
+        totals.in_core += m.in_core;
+        totals.from_disk += m.from_disk;
+        totals.unavailable += m.unavailable;
+    }
+    let signal = core.signal().map(|(sig, tid)| SignalInfo {
+        number: sig,
+        name: signal_name(sig),
+        tid,
+        code: core
+            .siginfo
+            .as_ref()
+            .filter(|s| s.signo == sig)
+            .map(|s| s.code),
+        fault_address: core.siginfo.as_ref().and_then(|s| s.fault_addr),
+    });
+    let threads = core
+        .threads
+        .iter()
+        .map(|t| ThreadInfo {
+            tid: t.tid,
+            signal: t.signal,
+            pc: t.pc,
+            sp: t.sp,
+            thread_pointer: t.thread_pointer,
+            pc_module: p.modules.containing(t.pc).map(|m| m.path.clone()),
+        })
+        .collect();
+    let modules = p
+        .modules
+        .modules
+        .iter()
+        .map(|m| ModuleInfo {
+            path: m.path.clone(),
+            base: m.base,
+            load_bias: m.bias.map(Addr),
+            build_id: m.build_id_hex(),
+            status: m.status.clone(),
+            disk_path: m.file.as_ref().map(|f| f.path.display().to_string()),
+            symtab: m.has_symtab(),
+            debug_file: m.debug_file.as_ref().map(|f| f.path.display().to_string()),
+        })
+        .collect();
+    let glibc = detect_glibc(p);
+    let python = detect_python(p);
+    let mut diagnostics = p.diagnostics.clone();
+    if let Some(py) = &python {
+        if py.free_threaded {
+            diagnostics.push(Diagnostic::warning(
+                "this is a free-threaded CPython build (mimalloc): the Python heap commands do not support it yet",
+            ));
+        }
+    }
+    Info {
+        core: core.path.display().to_string(),
+        core_size: core.file_len(),
+        compression: core.compression.map(|c| c.name()),
+        producer: core.producer,
+        arch: core.arch,
+        truncated: core.truncated.is_some(),
+        pid: core.pid(),
+        ppid: core.prpsinfo.as_ref().map(|x| x.ppid),
+        uid: core.prpsinfo.as_ref().map(|x| x.uid),
+        exe: p.exe_path(),
+        cmdline: p.cmdline(),
+        signal,
+        stop_signal: core.stop_signal().map(signal_name),
+        threads,
+        totals,
+        mappings,
+        modules,
+        glibc_version: glibc.as_ref().map(|g| g.version.clone()),
+        glibc,
+        python_version: python.as_ref().and_then(|x| x.version.clone()),
+        python,
+        diagnostics,
+    }
+}

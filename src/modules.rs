@@ -1,0 +1,612 @@
+//! The ELF modules the process had mapped: executable, shared libraries, the vDSO.
+//!
+//! For each module we read its headers and GNU build-id from the core's own copy of its
+//! first page (the kernel dumps ELF header pages with the default coredump_filter), then
+//! look for the file on disk (`--sysroot DIR` first, then the recorded path) and use it
+//! only when its build-id is the same. Symbols come from `.dynsym`/`.symtab` of the disk
+//! file and of a separate debug file found by build-id, or, when no file is usable, from the
+//! dynamic symbol table in the process image itself. Everything is built lazily.
+
+use crate::addr::{Addr, Range};
+use crate::core::notes::FileMapping;
+use crate::error::Diagnostic;
+use crate::memory::AddressSpace;
+use memmap2::Mmap;
+use object::{Object, ObjectSymbol};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+/// Where to look for files the core refers to.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPaths {
+    pub sysroot: Option<PathBuf>,
+    pub debug_dirs: Vec<PathBuf>,
+}
+
+/// How the on-disk file of a module relates to the core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum FileStatus {
+    /// Found, and its build-id equals the core's: its bytes fill what the core left out.
+    Verified,
+    /// Everything this module maps is in the core; no file needed.
+    NotNeeded,
+    /// Found, but it is another build.
+    Mismatch { disk_build_id: Option<String> },
+    /// Not found at any candidate path.
+    Missing,
+    /// The core has no copy of the module's headers, so the file cannot be verified.
+    Unverifiable,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sym {
+    /// Address in the process (load bias applied).
+    pub addr: Addr,
+    pub size: u64,
+}
+
+pub struct DiskFile {
+    pub path: PathBuf,
+    pub map: Arc<Mmap>,
+    pub build_id: Option<Vec<u8>>,
+}
+
+pub struct Module {
+    /// Path as recorded in the core (NT_FILE), without a " (deleted)" suffix.
+    pub path: String,
+    pub deleted: bool,
+    pub mappings: Vec<FileMapping>,
+    /// Lowest mapped address.
+    pub base: Addr,
+    /// Load bias: add to a link-time address to get the runtime address.
+    pub bias: Option<u64>,
+    pub build_id: Option<Vec<u8>>,
+    pub is_elf: bool,
+    pub file: Option<DiskFile>,
+    pub status: FileStatus,
+    /// Path of a candidate that was rejected (for the hint), when there is one.
+    pub rejected_path: Option<PathBuf>,
+    pub debug_file: Option<DiskFile>,
+    /// Dynamic section facts read from the image, for symbol lookup without files.
+    dynamic: Option<MemDynsym>,
+    symbols: OnceLock<HashMap<String, Sym>>,
+}
+
+impl Module {
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+
+    pub fn build_id_hex(&self) -> Option<String> {
+        self.build_id.as_deref().map(hex)
+    }
+
+    pub fn range(&self) -> Range {
+        let end = self
+            .mappings
+            .iter()
+            .map(|m| m.range.end)
+            .max()
+            .unwrap_or(self.base);
+        Range::new(self.base, end)
+    }
+
+    pub fn has_symtab(&self) -> bool {
+        self.file
+            .as_ref()
+            .is_some_and(|f| has_section(&f.map, ".symtab"))
+            || self.debug_file.is_some()
+    }
+
+    fn symbol_table(&self) -> &HashMap<String, Sym> {
+        self.symbols.get_or_init(|| {
+            let mut map = HashMap::new();
+            let Some(bias) = self.bias else { return map };
+            // Debug file first: its .symtab has the local symbols (main_arena, mp_, ...).
+            for f in self.debug_file.iter().chain(self.file.iter()) {
+                if let Ok(obj) = object::File::parse(&**f.map) {
+                    for s in obj.symbols().chain(obj.dynamic_symbols()) {
+                        if s.is_undefined() || s.address() == 0 {
+                            continue;
+                        }
+                        if let Ok(name) = s.name() {
+                            map.entry(name.to_string()).or_insert(Sym {
+                                addr: Addr(s.address().wrapping_add(bias)),
+                                size: s.size(),
+                            });
+                        }
+                    }
+                }
+            }
+            map
+        })
+    }
+
+    /// Look a symbol up by name: debug file, disk file (.symtab, .dynsym), then the
+    /// dynamic symbol table of the process image.
+    pub fn symbol(&self, space: &AddressSpace, name: &str) -> Option<Sym> {
+        if let Some(s) = self.symbol_table().get(name) {
+            return Some(*s);
+        }
+        let bias = self.bias?;
+        self.dynamic.as_ref()?.lookup(space, bias, name)
+    }
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn has_section(data: &[u8], name: &str) -> bool {
+    object::File::parse(data)
+        .ok()
+        .and_then(|o| o.section_by_name(name).map(|_| ()))
+        .is_some()
+}
+
+pub struct ModuleSet {
+    pub modules: Vec<Module>,
+}
+
+impl ModuleSet {
+    /// Build the module list from the core's NT_FILE note, verify files on disk, and attach
+    /// the verified ones to `space`. Diagnostics go to `diags`.
+    pub fn load(
+        space: &mut AddressSpace,
+        search: &SearchPaths,
+        diags: &mut Vec<Diagnostic>,
+    ) -> ModuleSet {
+        // Group mappings by path, in address order.
+        let mut by_path: Vec<(String, Vec<FileMapping>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut files = space.core().files.clone();
+        files.sort_by_key(|f| f.range.start);
+        for f in files {
+            let i = *index.entry(f.path.clone()).or_insert_with(|| {
+                by_path.push((f.path.clone(), Vec::new()));
+                by_path.len() - 1
+            });
+            by_path[i].1.push(f);
+        }
+        let page = space.core().page_size;
+        let mut modules = Vec::new();
+        for (raw_path, mappings) in by_path {
+            let (path, deleted) = match raw_path.strip_suffix(" (deleted)") {
+                Some(p) => (p.to_string(), true),
+                None => (raw_path.clone(), false),
+            };
+            // Only mappings that start at file offset 0 can hold an ELF header.
+            let head = mappings.iter().find(|m| m.file_offset == 0);
+            let image = head.and_then(|m| read_image_headers(space, m.range.start));
+            let disk_kind = disk_is_elf(&path, search);
+            let is_elf = image.is_some() || disk_kind == Some(true);
+            if !is_elf {
+                // Data files (locale archives, caches, fonts) are not modules. Keep only
+                // what cannot be told apart: no header in the core and no file on disk.
+                let header_in_core = head.is_some_and(|m| space.is_available(m.range.start));
+                if header_in_core || disk_kind.is_some() || head.is_none() {
+                    continue;
+                }
+            }
+            let base = mappings[0].range.start;
+            let mut m = Module {
+                path,
+                deleted,
+                mappings,
+                base,
+                bias: None,
+                build_id: None,
+                is_elf,
+                file: None,
+                status: FileStatus::Missing,
+                rejected_path: None,
+                debug_file: None,
+                dynamic: None,
+                symbols: OnceLock::new(),
+            };
+            if let Some(img) = &image {
+                m.bias = img.bias(&m.mappings, page);
+                m.build_id = img.build_id(space, m.bias);
+                m.dynamic = m.bias.and_then(|b| MemDynsym::read(space, img, b));
+            }
+            locate_file(&mut m, space, search);
+            if m.bias.is_none() {
+                // Headers only on disk (the core lacks them): take the program headers from
+                // the verified file. (Unverified files are never trusted for anything.)
+                if let Some(f) = &m.file {
+                    if let Some(img) = ImageHeaders::parse_file(&f.map) {
+                        m.bias = img.bias(&m.mappings, page);
+                    }
+                }
+            }
+            if let Some(id) = &m.build_id {
+                m.debug_file = find_debug_file(id, search);
+            }
+            if let Some(f) = &m.file {
+                for mp in &m.mappings {
+                    space.attach_file(f.map.clone(), mp.range, mp.file_offset);
+                }
+            }
+            modules.push(m);
+        }
+        // Now that files are attached, report what is still missing.
+        for m in &mut modules {
+            let missing: u64 = m
+                .mappings
+                .iter()
+                .map(|mp| {
+                    let (c, d) = space.coverage(mp.range);
+                    mp.range.len() - c - d
+                })
+                .sum();
+            if m.status == FileStatus::Missing && missing == 0 {
+                m.status = FileStatus::NotNeeded;
+            }
+            if missing == 0 {
+                continue;
+            }
+            let what = crate::report::human_bytes(missing);
+            match &m.status {
+                FileStatus::Mismatch { disk_build_id } => {
+                    let p = m.rejected_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    diags.push(
+                        Diagnostic::warning(format!(
+                            "{}: the file on disk ({p}) is another build (build-id {} in the file, {} in the core); {what} of this module are unavailable",
+                            m.path,
+                            disk_build_id.as_deref().unwrap_or("none"),
+                            m.build_id_hex().unwrap_or_else(|| "?".into()),
+                        ))
+                        .hint("pass --sysroot DIR with the binaries the process ran (e.g. a copy of its container image)"),
+                    );
+                }
+                FileStatus::Missing => diags.push(
+                    Diagnostic::warning(format!(
+                        "{}: not found on disk; {what} of this module are unavailable",
+                        m.path
+                    ))
+                    .hint("pass --sysroot DIR with the binaries the process ran"),
+                ),
+                FileStatus::Unverifiable => diags.push(
+                    Diagnostic::warning(format!(
+                        "{}: the core holds no copy of this file's headers, so the file on disk cannot be checked and is not used; {what} unavailable",
+                        m.path
+                    ))
+                    .hint("dump with coredump_filter bit 4 (ELF headers) set, e.g. 0x33 or 0x37"),
+                ),
+                _ => {}
+            }
+        }
+        ModuleSet { modules }
+    }
+
+    /// The module containing `addr`.
+    pub fn containing(&self, addr: Addr) -> Option<&Module> {
+        self.modules
+            .iter()
+            .find(|m| m.mappings.iter().any(|mp| mp.range.contains(addr)))
+    }
+
+    /// First module defining `name`, searching in the given order of preference.
+    pub fn find_symbol(&self, space: &AddressSpace, name: &str) -> Option<(&Module, Sym)> {
+        self.modules
+            .iter()
+            .find_map(|m| m.symbol(space, name).map(|s| (m, s)))
+    }
+}
+
+/// Candidate disk paths for a module, in order: under the sysroot, then as recorded.
+fn candidates(path: &str, search: &SearchPaths) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(root) = &search.sysroot {
+        v.push(root.join(path.trim_start_matches('/')));
+    }
+    v.push(PathBuf::from(path));
+    v
+}
+
+fn map_file(p: &Path) -> Option<Arc<Mmap>> {
+    let f = File::open(p).ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    // SAFETY: read-only map of a binary; nothing we know of writes it concurrently.
+    unsafe { Mmap::map(&f) }.ok().map(Arc::new)
+}
+
+/// Whether the first candidate file on disk is an ELF file (`None`: no file found).
+fn disk_is_elf(path: &str, search: &SearchPaths) -> Option<bool> {
+    candidates(path, search).iter().find_map(|p| {
+        let mut f = File::open(p).ok()?;
+        let mut b = [0u8; 4];
+        Some(std::io::Read::read_exact(&mut f, &mut b).is_ok() && &b == b"\x7fELF")
+    })
+}
+
+fn file_build_id(map: &[u8]) -> Option<Vec<u8>> {
+    object::File::parse(map)
+        .ok()?
+        .build_id()
+        .ok()
+        .flatten()
+        .map(|b| b.to_vec())
+}
+
+fn locate_file(m: &mut Module, space: &AddressSpace, search: &SearchPaths) {
+    let mut first_mismatch = None;
+    for cand in candidates(&m.path, search) {
+        let Some(map) = map_file(&cand) else { continue };
+        if map.len() < 4 || &map[..4] != b"\x7fELF" {
+            continue;
+        }
+        let disk_id = file_build_id(&map);
+        match (&m.build_id, &disk_id) {
+            (Some(core_id), Some(d)) if core_id == d => {
+                m.file = Some(DiskFile {
+                    path: cand,
+                    map,
+                    build_id: disk_id,
+                });
+                m.status = FileStatus::Verified;
+                return;
+            }
+            (Some(_), _) => {
+                if first_mismatch.is_none() {
+                    first_mismatch = Some((cand, disk_id));
+                }
+            }
+            (None, _) => {
+                // Without the core's build-id nothing can be verified.
+                let head_in_core = m
+                    .mappings
+                    .iter()
+                    .find(|mp| mp.file_offset == 0)
+                    .is_some_and(|mp| space.is_available(mp.range.start));
+                m.status = if head_in_core {
+                    // Headers are there but carry no build-id: compare the first page instead.
+                    let first = m.mappings.iter().find(|mp| mp.file_offset == 0).unwrap();
+                    let n = (first.range.len()).min(4096).min(map.len() as u64);
+                    match space.slice(first.range.start, n) {
+                        Some(core_page) if core_page == &map[..n as usize] => {
+                            m.file = Some(DiskFile {
+                                path: cand,
+                                map,
+                                build_id: None,
+                            });
+                            FileStatus::Verified
+                        }
+                        _ => FileStatus::Mismatch {
+                            disk_build_id: None,
+                        },
+                    }
+                } else {
+                    FileStatus::Unverifiable
+                };
+                return;
+            }
+        }
+    }
+    if let Some((p, id)) = first_mismatch {
+        m.rejected_path = Some(p);
+        m.status = FileStatus::Mismatch {
+            disk_build_id: id.as_deref().map(hex),
+        };
+    }
+}
+
+fn find_debug_file(build_id: &[u8], search: &SearchPaths) -> Option<DiskFile> {
+    if build_id.len() < 2 {
+        return None;
+    }
+    let h = hex(build_id);
+    let rel = format!("{}/{}.debug", &h[..2], &h[2..]);
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for d in &search.debug_dirs {
+        dirs.push(d.join(".build-id"));
+        dirs.push(d.clone());
+    }
+    if let Some(root) = &search.sysroot {
+        dirs.push(root.join("usr/lib/debug/.build-id"));
+    }
+    dirs.push(PathBuf::from("/usr/lib/debug/.build-id"));
+    for d in dirs {
+        let p = d.join(&rel);
+        if let Some(map) = map_file(&p) {
+            if file_build_id(&map).as_deref() == Some(build_id) {
+                return Some(DiskFile {
+                    path: p,
+                    map,
+                    build_id: Some(build_id.to_vec()),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// The program headers of an ELF image, as (type, offset, vaddr, filesz, memsz).
+struct ImageHeaders {
+    phdrs: Vec<(u32, u64, u64, u64, u64)>,
+}
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const PT_NOTE: u32 = 4;
+
+impl ImageHeaders {
+    fn parse_raw(read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<ImageHeaders> {
+        let eh = read(0, 64)?;
+        if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+            return None;
+        }
+        let phoff = u64::from_le_bytes(eh[0x20..0x28].try_into().ok()?);
+        let phentsize = u16::from_le_bytes(eh[0x36..0x38].try_into().ok()?) as usize;
+        let phnum = u16::from_le_bytes(eh[0x38..0x3a].try_into().ok()?) as usize;
+        if phentsize != 56 || phnum == 0 || phnum > 512 {
+            return None;
+        }
+        let ph = read(phoff, phnum * 56)?;
+        let phdrs = ph
+            .chunks_exact(56)
+            .map(|p| {
+                let u = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap());
+                (
+                    u32::from_le_bytes(p[0..4].try_into().unwrap()),
+                    u(8),
+                    u(16),
+                    u(32),
+                    u(40),
+                )
+            })
+            .collect();
+        Some(ImageHeaders { phdrs })
+    }
+
+    fn parse_file(map: &[u8]) -> Option<ImageHeaders> {
+        Self::parse_raw(|off, len| {
+            let s = off as usize;
+            map.get(s..s.checked_add(len)?).map(|b| b.to_vec())
+        })
+    }
+
+    /// Load bias from the mapping whose file offset matches a PT_LOAD's page.
+    fn bias(&self, mappings: &[FileMapping], page: u64) -> Option<u64> {
+        for mp in mappings {
+            for &(t, off, vaddr, _, _) in &self.phdrs {
+                if t == PT_LOAD && (off & !(page - 1)) == mp.file_offset {
+                    return Some(mp.range.start.0.wrapping_sub(vaddr & !(page - 1)));
+                }
+            }
+        }
+        None
+    }
+
+    fn build_id(&self, space: &AddressSpace, bias: Option<u64>) -> Option<Vec<u8>> {
+        let bias = bias?;
+        for &(t, _, vaddr, filesz, _) in &self.phdrs {
+            if t != PT_NOTE || filesz > 1 << 16 {
+                continue;
+            }
+            let mut buf = vec![0u8; filesz as usize];
+            if space
+                .read(Addr(vaddr.wrapping_add(bias)), &mut buf)
+                .is_err()
+            {
+                continue;
+            }
+            let mut bad = None;
+            for n in crate::core::notes::iter_notes(&buf, &mut bad) {
+                if n.name == b"GNU" && n.ntype == 3 && !n.desc.is_empty() {
+                    return Some(n.desc.to_vec());
+                }
+            }
+        }
+        None
+    }
+}
+
+fn read_image_headers(space: &AddressSpace, base: Addr) -> Option<ImageHeaders> {
+    ImageHeaders::parse_raw(|off, len| {
+        let mut b = vec![0u8; len];
+        space.read(base.checked_add(off)?, &mut b).ok()?;
+        Some(b)
+    })
+}
+
+/// The dynamic symbol table as mapped in the process (DT_SYMTAB, DT_STRTAB, DT_GNU_HASH),
+/// for symbol lookup when no file is at hand (self-contained cores analysed elsewhere).
+struct MemDynsym {
+    symtab: u64,
+    strtab: u64,
+    strsz: u64,
+    gnu_hash: Option<u64>,
+}
+
+impl MemDynsym {
+    fn read(space: &AddressSpace, img: &ImageHeaders, bias: u64) -> Option<MemDynsym> {
+        let &(_, _, vaddr, _, memsz) = img.phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
+        let dynamic = Addr(vaddr.wrapping_add(bias));
+        let (mut symtab, mut strtab, mut strsz, mut gnu_hash) = (None, None, 0, None);
+        for i in 0..(memsz / 16).min(512) {
+            let a = dynamic.wrapping_add(16 * i);
+            let tag = space.read_u64(a).ok()?;
+            let val = space.read_u64(a.wrapping_add(8)).ok()?;
+            match tag {
+                0 => break,
+                5 => strtab = Some(val),
+                6 => symtab = Some(val),
+                10 => strsz = val,
+                0x6fff_fef5 => gnu_hash = Some(val),
+                _ => {}
+            }
+        }
+        // ld.so relocates these entries in place for most objects; the vDSO and some
+        // read-only dynamic sections keep link-time values. Relocate when below the bias.
+        let fix = |v: u64| if v < bias { v.wrapping_add(bias) } else { v };
+        Some(MemDynsym {
+            symtab: fix(symtab?),
+            strtab: fix(strtab?),
+            strsz,
+            gnu_hash: gnu_hash.map(fix),
+        })
+    }
+
+    /// GNU hash table lookup (the `DT_GNU_HASH` layout of binutils/glibc `dl-lookup.c`).
+    fn lookup(&self, space: &AddressSpace, bias: u64, name: &str) -> Option<Sym> {
+        let gh = Addr(self.gnu_hash?);
+        let nbuckets = space.read_u32(gh).ok()? as u64;
+        let symoffset = space.read_u32(gh.wrapping_add(4)).ok()? as u64;
+        let bloom_size = space.read_u32(gh.wrapping_add(8)).ok()? as u64;
+        if nbuckets == 0 || nbuckets > 1 << 24 || bloom_size > 1 << 24 {
+            return None;
+        }
+        let mut h: u32 = 5381;
+        for b in name.bytes() {
+            h = h.wrapping_mul(33).wrapping_add(b as u32);
+        }
+        let buckets = gh.wrapping_add(16 + 8 * bloom_size);
+        let chains = buckets.wrapping_add(4 * nbuckets);
+        let mut idx = space
+            .read_u32(buckets.wrapping_add(4 * (h as u64 % nbuckets)))
+            .ok()? as u64;
+        if idx < symoffset {
+            return None;
+        }
+        // A chain ends at an entry with its low bit set; bound the walk regardless.
+        let first = idx;
+        while idx - first < 1 << 20 {
+            let h2 = space
+                .read_u32(chains.wrapping_add(4 * (idx - symoffset)))
+                .ok()?;
+            if (h | 1) == (h2 | 1) {
+                let sym = Addr(self.symtab).wrapping_add(24 * idx);
+                let st_name = space.read_u32(sym).ok()? as u64;
+                if st_name < self.strsz || self.strsz == 0 {
+                    if let Some(n) = space.read_cstr(Addr(self.strtab).wrapping_add(st_name), 1024)
+                    {
+                        if n == name.as_bytes() {
+                            let value = space.read_u64(sym.wrapping_add(8)).ok()?;
+                            let size = space.read_u64(sym.wrapping_add(16)).ok()?;
+                            let shndx = space.read_u32(sym.wrapping_add(4)).ok()? >> 16;
+                            if shndx == 0 {
+                                return None; // undefined here
+                            }
+                            return Some(Sym {
+                                addr: Addr(value.wrapping_add(bias)),
+                                size,
+                            });
+                        }
+                    }
+                }
+            }
+            if h2 & 1 == 1 {
+                return None;
+            }
+            idx += 1;
+        }
+        None
+    }
+}

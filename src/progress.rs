@@ -1,0 +1,89 @@
+//! Progress reporting, as a small trait the library takes: the CLI draws indicatif bars on
+//! stderr, tests and library users pass `NoProgress`.
+
+pub trait Progress: Sync {
+    /// Start a phase. `total` is in `unit`s when known.
+    fn phase(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase + '_>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Items,
+}
+
+pub trait Phase {
+    fn inc(&self, n: u64);
+    fn set(&self, pos: u64);
+}
+
+/// Draws nothing.
+pub struct NoProgress;
+
+struct NoPhase;
+impl Phase for NoPhase {
+    fn inc(&self, _: u64) {}
+    fn set(&self, _: u64) {}
+}
+
+impl Progress for NoProgress {
+    fn phase(&self, _: &str, _: Option<u64>, _: Unit) -> Box<dyn Phase + '_> {
+        Box::new(NoPhase)
+    }
+}
+
+/// indicatif bars on stderr; hidden when stderr is not a terminal or when asked to be quiet.
+pub struct Bars {
+    visible: bool,
+}
+
+impl Bars {
+    pub fn new(quiet: bool) -> Bars {
+        use std::io::IsTerminal;
+        Bars {
+            visible: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+struct BarPhase(indicatif::ProgressBar);
+
+impl Phase for BarPhase {
+    fn inc(&self, n: u64) {
+        self.0.inc(n)
+    }
+    fn set(&self, pos: u64) {
+        self.0.set_position(pos)
+    }
+}
+
+impl Drop for BarPhase {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Progress for Bars {
+    fn phase(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase + '_> {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        if !self.visible {
+            return Box::new(NoPhase);
+        }
+        let bar = match total {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::no_length(),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let tmpl = match (total.is_some(), unit) {
+            (true, Unit::Bytes) => "{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})",
+            (true, Unit::Items) => "{msg:>24} [{bar:40}] {human_pos}/{human_len} ({eta})",
+            (false, Unit::Bytes) => "{msg:>24} {spinner} {bytes}",
+            (false, Unit::Items) => "{msg:>24} {spinner} {human_pos}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(tmpl) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(name.to_string());
+        Box::new(BarPhase(bar))
+    }
+}
