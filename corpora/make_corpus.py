@@ -1,0 +1,989 @@
+#!/usr/bin/env python3
+"""make_corpus.py -- regenerate coreheap's core-dump test corpus.
+
+  make_corpus.py generate [--out DIR] [--envs host,pyenv,bullseye,trixie,sid]
+                          [--kinds gcore,kernel] [--filters 0x33,0x37]
+                          [--scenarios c_heap,py_heap,py_leak,py_frag]
+  make_corpus.py reference [--force] [--py-scale F]
+  make_corpus.py roots [--envs bullseye,trixie,sid]
+
+Must run as root (chroot, /proc/sys/kernel/core_pattern, /opt/coreheap).
+Stdlib only.  See corpora/README.md.
+
+Environments:
+  host        the host system: /usr/bin/python3 and the host gcc
+  pyenv       every pyenv CPython >= 3.8 ($PYENV_ROOT or ~/.pyenv), as
+              pyenv-3.8 ... pyenv-3.13 (also accepted one by one); Python
+              scenarios only (the C scenario would be the host's again)
+  <suite>     any Debian suite (bullseye, bookworm, trixie, sid, ...): a
+              debootstrap'ed root in $COREHEAP_CACHE/roots/<suite>, created on
+              demand; processes run there with chroot, gcore runs inside it.
+In every environment the scenarios are installed as /opt/coreheap/scenarios
+and the C program is built as /opt/coreheap/bin/c_heap (inside the root for
+chroot environments, on the host itself for host/pyenv).
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCEN_SRC = os.path.join(HERE, "scenarios")
+CACHE = os.path.abspath(os.path.expanduser(os.environ.get("COREHEAP_CACHE", "~/.cache/coreheap")))
+ROOTS = os.path.join(CACHE, "roots")
+MIRROR = os.environ.get("COREHEAP_MIRROR", "http://deb.debian.org/debian")
+PYENV_ROOT = os.path.abspath(os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv")))
+IN_ROOT_PREFIX = "/opt/coreheap"  # same path inside every root, and on the host
+REFERENCE_DIR = os.path.join(HERE, "reference")
+REFERENCE_LIMIT = 60 * 1000 * 1000
+
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag"]
+DEFAULT_ENVS = "host,pyenv,bullseye,trixie,sid"
+# debootstrap cannot resolve gdb's dependencies on some suites (virtual
+# packages, e.g. bookworm's libboost-regex1.74.0-icu72): gdb comes with apt-get.
+ROOT_PACKAGES = ["python3", "gcc", "libc6-dev", "libc6-dbg"]
+APT_OPTS = ["-o", "Acquire::Check-Valid-Until=false", "-o", "Dpkg::Use-Pty=0"]
+
+T_DEBOOTSTRAP = 3600
+T_APT = 1800
+T_BUILD = 300
+T_TO_STOP = 300  # scenario start -> stopped / aborted
+T_GCORE = 600
+T_ZSTD = 1800
+T_PROBE = 60
+
+NT_PRSTATUS = 1
+NT_SIGINFO = 0x53494749
+NT_FILE = 0x46494C45
+
+CLEAN_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBUGINFOD_URLS": "",
+}
+PY_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+class Failure(Exception):
+    pass
+
+
+def log(msg):
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+def run(cmd, timeout, what, env=None, log_path=None, cwd=None):
+    """Run a command with a timeout; raise Failure with a clear message."""
+    t0 = time.time()
+    out = open(log_path, "ab") if log_path else subprocess.PIPE
+    try:
+        p = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                           env=env or CLEAN_ENV, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        raise Failure("%s: timed out after %ds: %s" % (what, timeout, " ".join(cmd)))
+    finally:
+        if log_path:
+            out.close()
+    if p.returncode != 0:
+        tail = ""
+        if log_path:
+            with open(log_path, "rb") as f:
+                tail = f.read()[-3000:].decode("utf-8", "replace")
+        elif p.stdout:
+            tail = p.stdout[-3000:].decode("utf-8", "replace")
+        raise Failure("%s: exit %d: %s\n%s" % (what, p.returncode, " ".join(cmd), tail))
+    return (p.stdout or b"").decode("utf-8", "replace"), time.time() - t0
+
+
+# ------------------------------------------------------------------ ELF core
+def core_notes(path):
+    """[(type, name, desc)] of every PT_NOTE segment of an ELF64 LE core."""
+    with open(path, "rb") as f:
+        eh = f.read(64)
+        if len(eh) < 64 or eh[:4] != b"\x7fELF":
+            raise Failure("%s: not an ELF file" % path)
+        if eh[4] != 2 or eh[5] != 1:
+            raise Failure("%s: not ELF64 little-endian" % path)
+        e_type = struct.unpack_from("<H", eh, 16)[0]
+        if e_type != 4:
+            raise Failure("%s: e_type %d is not ET_CORE" % (path, e_type))
+        e_phoff, e_shoff = struct.unpack_from("<QQ", eh, 32)
+        e_phentsize, e_phnum = struct.unpack_from("<HH", eh, 54)
+        if e_phnum == 0xFFFF:  # extended numbering: real count in section 0's sh_info
+            f.seek(e_shoff)
+            sh = f.read(64)
+            e_phnum = struct.unpack_from("<I", sh, 44)[0]
+        notes = []
+        for i in range(e_phnum):
+            f.seek(e_phoff + i * e_phentsize)
+            p_type, _flags, p_offset, _va, _pa, p_filesz = struct.unpack("<IIQQQQ", f.read(40))
+            if p_type != 4:
+                continue
+            f.seek(p_offset)
+            data = f.read(p_filesz)
+            off = 0
+            while off + 12 <= len(data):
+                namesz, descsz, ntype = struct.unpack_from("<III", data, off)
+                name = data[off + 12:off + 12 + namesz].rstrip(b"\0")
+                doff = off + 12 + ((namesz + 3) & ~3)
+                notes.append((ntype, name, data[doff:doff + descsz]))
+                off = doff + ((descsz + 3) & ~3)
+        return notes
+
+
+def nt_file_paths(notes):
+    """Mapped file names of the NT_FILE note, in order, deduplicated."""
+    for ntype, name, desc in notes:
+        if ntype == NT_FILE and name == b"CORE":
+            count = struct.unpack_from("<Q", desc, 0)[0]
+            names = desc[16 + 24 * count:].split(b"\0")[:count]
+            seen, out = set(), []
+            for n in names:
+                s = n.decode("utf-8", "surrogateescape")
+                if s not in seen:
+                    seen.add(s)
+                    out.append(s)
+            return out
+    return None
+
+
+def core_summary(path):
+    notes = core_notes(path)
+    threads = []
+    siginfo = None
+    for ntype, name, desc in notes:
+        if ntype == NT_PRSTATUS and name == b"CORE" and len(desc) >= 36:
+            cursig = struct.unpack_from("<h", desc, 12)[0]
+            pid = struct.unpack_from("<i", desc, 32)[0]
+            threads.append({"tid": pid, "cursig": cursig})
+        elif ntype == NT_SIGINFO and name == b"CORE" and siginfo is None and len(desc) >= 4:
+            siginfo = struct.unpack_from("<i", desc, 0)[0]
+    files = nt_file_paths(notes)
+    if files is None:
+        raise Failure("%s: no NT_FILE note" % path)
+    if not threads:
+        raise Failure("%s: no NT_PRSTATUS note" % path)
+    return {"threads": threads, "siginfo_signo": siginfo, "mapped_files": files,
+            "bytes": os.path.getsize(path),
+            "allocated_bytes": os.stat(path).st_blocks * 512}
+
+
+# ------------------------------------------------------------------ environments
+class Env(object):
+    def __init__(self, name, kind, root, python, suite):
+        self.name = name
+        self.kind = kind  # host | pyenv | chroot
+        self.root = root  # "/" or the chroot directory
+        self.python = python  # path inside the root
+        self.suite = suite
+        self.info = {}
+
+    @property
+    def chroot(self):
+        return self.kind == "chroot"
+
+    def host_path(self, in_root_path):
+        if self.root == "/":
+            return in_root_path
+        return os.path.join(self.root, in_root_path.lstrip("/"))
+
+    def wrap(self, cmd):
+        """A command that runs inside the environment (for helper tools)."""
+        return (["chroot", self.root] + cmd) if self.chroot else cmd
+
+
+def host_codename():
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("VERSION_CODENAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "unknown"
+
+
+def pyenv_versions():
+    out = {}
+    vdir = os.path.join(PYENV_ROOT, "versions")
+    if not os.path.isdir(vdir):
+        return out
+    for v in os.listdir(vdir):
+        parts = v.split(".")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            continue
+        major, minor = int(parts[0]), int(parts[1])
+        if (major, minor) < (3, 8):
+            continue
+        exe = os.path.join(vdir, v, "bin", "python%d.%d" % (major, minor))
+        if not os.path.exists(exe):
+            continue
+        key = "%d.%d" % (major, minor)
+        if key not in out or tuple(map(int, parts)) > tuple(map(int, out[key][0].split("."))):
+            out[key] = (v, exe)
+    return out
+
+
+def resolve_envs(spec):
+    envs = []
+    pyv = None
+    for name in [s.strip() for s in spec.split(",") if s.strip()]:
+        if name == "host":
+            envs.append(Env("host", "host", "/", "/usr/bin/python3", host_codename()))
+        elif name == "pyenv" or name.startswith("pyenv-"):
+            if pyv is None:
+                pyv = pyenv_versions()
+            if name == "pyenv":
+                if not pyv:
+                    raise Failure("--envs pyenv: no pyenv CPython >= 3.8 under %s" % PYENV_ROOT)
+                keys = sorted(pyv, key=lambda k: tuple(map(int, k.split("."))))
+            else:
+                keys = [name[len("pyenv-"):]]
+                if keys[0] not in pyv:
+                    raise Failure("--envs %s: no such pyenv version under %s (have: %s)"
+                                  % (name, PYENV_ROOT, ", ".join(sorted(pyv)) or "none"))
+            for k in keys:
+                envs.append(Env("pyenv-" + k, "pyenv", "/", pyv[k][1], host_codename()))
+        elif name.replace("-", "").isalnum():
+            envs.append(Env(name, "chroot", os.path.join(ROOTS, name), "/usr/bin/python3", name))
+        else:
+            raise Failure("bad environment name %r" % name)
+    seen = set()
+    out = []
+    for e in envs:
+        if e.name not in seen:
+            seen.add(e.name)
+            out.append(e)
+    return out
+
+
+MOUNTED = []
+
+
+def proc_mounted(root):
+    target = os.path.join(root, "proc")
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[1] == target:
+                return True
+    return False
+
+
+def ensure_proc(root):
+    if not proc_mounted(root):
+        os.makedirs(os.path.join(root, "proc"), exist_ok=True)
+        run(["mount", "-t", "proc", "proc", os.path.join(root, "proc")], 60, "mount /proc in " + root)
+        MOUNTED.append(os.path.join(root, "proc"))
+
+
+def unmount_ours():
+    while MOUNTED:
+        m = MOUNTED.pop()
+        subprocess.run(["umount", m], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def debootstrap_running(path):
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"debootstrap" in c for c in cmd[:2]) and path.encode() in cmd:
+            return True
+    return False
+
+
+def ensure_root(env):
+    """Create the Debian root on demand and make sure it has what we need."""
+    root = env.root
+    suite = env.suite
+    os.makedirs(ROOTS, exist_ok=True)
+    if not os.path.exists(os.path.join(root, "usr/bin/python3")):
+        tmp = root + ".tmp"
+        logp = os.path.join(ROOTS, suite + ".log")
+        if os.path.exists(root):
+            raise Failure("%s exists but has no usr/bin/python3: remove it to recreate it" % root)
+        if debootstrap_running(tmp):
+            raise Failure("a debootstrap into %s is running: wait for it" % tmp)
+        if shutil.which("debootstrap") is None:
+            log("  installing debootstrap on the host")
+            run(["apt-get", "update"], T_APT, "apt-get update")
+            run(["apt-get", "install", "-y", "debootstrap"], T_APT, "apt-get install debootstrap")
+        if os.path.exists(tmp):
+            if proc_mounted(tmp):
+                run(["umount", os.path.join(tmp, "proc")], 60, "umount stale proc")
+            shutil.rmtree(tmp)
+        log("  creating %s root with debootstrap (log: %s)" % (suite, logp))
+        with open(logp, "w") as f:
+            f.write("debootstrap %s\n" % suite)
+        _, dt = run(["debootstrap", "--variant=minbase", "--include=" + ",".join(ROOT_PACKAGES),
+                     suite, tmp, MIRROR], T_DEBOOTSTRAP, "debootstrap " + suite, log_path=logp)
+        os.rename(tmp, root)
+        with open(logp, "a") as f:
+            f.write("done 0\n")
+        log("  created %s in %.0fs" % (root, dt))
+    ensure_proc(root)
+    missing = [p for p, f in (("gdb", "usr/bin/gdb"), ("gcc", "usr/bin/gcc"),
+                              ("libc6-dev", "usr/include/stdio.h"))
+               if not os.path.exists(os.path.join(root, f))]
+    if missing:
+        log("  installing %s into %s" % (" ".join(missing), root))
+        shutil.copyfile("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))
+        logp = os.path.join(ROOTS, suite + ".apt.log")
+        run(["chroot", root, "apt-get"] + APT_OPTS + ["update"], T_APT, "apt-get update in " + suite,
+            log_path=logp)
+        run(["chroot", root, "apt-get"] + APT_OPTS + ["install", "-y", "--no-install-recommends"]
+            + missing, T_APT, "apt-get install in " + suite, log_path=logp)
+
+
+def install_scenarios(env, need_c, logdir):
+    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap."""
+    dst = env.host_path(IN_ROOT_PREFIX + "/scenarios")
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+    shutil.copytree(SCEN_SRC, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    info = env.info
+    if need_c:
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        exe = IN_ROOT_PREFIX + "/bin/c_heap"
+        if os.path.exists(env.host_path(exe)):
+            os.unlink(env.host_path(exe))
+        cmd = env.wrap(["gcc", "-O1", "-g0", "-pthread", "-o", exe,
+                        IN_ROOT_PREFIX + "/scenarios/c_heap.c"])
+        _, dt = run(cmd, T_BUILD, "build c_heap in " + env.name,
+                    log_path=os.path.join(logdir, "build-%s.log" % env.name))
+        out, _ = run(env.wrap(["gcc", "--version"]), T_PROBE, "gcc --version")
+        info["gcc"] = out.splitlines()[0] if out else None
+        info["c_heap"] = exe
+        log("  built %s%s in %.1fs (%s)" % ("" if env.root == "/" else env.root, exe, dt, info["gcc"]))
+    out, _ = run(env.wrap([env.python, "-c",
+                           "import sys,os;print(sys.version.split()[0]);"
+                           "print(os.confstr('CS_GNU_LIBC_VERSION'))"]), T_PROBE, "probe " + env.name)
+    lines = out.split("\n")
+    info["python"] = env.python
+    info["python_version"] = lines[0].strip()
+    info["glibc_version"] = lines[1].strip().replace("glibc ", "")
+    out, _ = run(env.wrap(["gdb", "--version"]), T_PROBE, "gdb --version in " + env.name)
+    info["gdb"] = out.splitlines()[0] if out else None
+
+
+# ------------------------------------------------------------------ core_pattern
+class CorePattern(object):
+    PATH = "/proc/sys/kernel/core_pattern"
+
+    def __init__(self):
+        self.saved = None
+
+    def current(self):
+        with open(self.PATH) as f:
+            return f.read().rstrip("\n")
+
+    def setup(self):
+        """Make kernel cores land in the process's cwd as core / core.PID."""
+        cur = self.current()
+        if cur not in ("core", "core.%p"):
+            log("core_pattern is %r: setting it to 'core' for this run" % cur)
+            self.saved = cur
+            with open(self.PATH, "w") as f:
+                f.write("core")
+
+    def restore(self):
+        if self.saved is not None:
+            with open(self.PATH, "w") as f:
+                f.write(self.saved)
+            log("core_pattern restored to %r" % self.saved)
+            self.saved = None
+
+
+# ------------------------------------------------------------------ running cases
+LIVE = set()  # pids of scenario processes we started
+
+
+def kill_ours():
+    for pid in list(LIVE):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        LIVE.discard(pid)
+
+
+def task_states(pid):
+    states = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                s = f.read()
+            states.append(s[s.rindex(")") + 2])
+    except OSError:
+        return None
+    return states
+
+
+def tail_of(path, n=2000):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def spawn(env, cmd, workdir_in_root, kind, filt, outdir):
+    """Start a scenario: wrapper sets RLIMIT_CORE and coredump_filter, then
+    chroots (chroot envs) and chdirs into the run directory, then execs."""
+    filt_text = filt
+
+    def pre():
+        if kind == "kernel":
+            resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        else:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with open("/proc/self/coredump_filter", "w") as f:
+            f.write(filt_text)
+        if env.chroot:
+            os.chroot(env.root)
+        os.chdir(workdir_in_root)
+
+    penv = dict(CLEAN_ENV)
+    penv.update(PY_ENV)
+    out = open(os.path.join(outdir, "stdout.txt"), "ab")
+    err = open(os.path.join(outdir, "stderr.txt"), "ab")
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=penv,
+                             preexec_fn=pre, start_new_session=True, close_fds=True)
+    finally:
+        out.close()
+        err.close()
+    LIVE.add(p.pid)
+    with open("/proc/%d/coredump_filter" % p.pid) as f:
+        got = int(f.read().strip(), 16)
+    if got != int(filt, 16):
+        raise Failure("coredump_filter of pid %d is %#x, wanted %s" % (p.pid, got, filt))
+    return p
+
+
+def wait_stopped(p, marker, outdir, what):
+    t0 = time.time()
+    while True:
+        rc = p.poll()
+        if rc is not None:
+            LIVE.discard(p.pid)
+            raise Failure("%s: exited with %s before stopping\nstderr: %s"
+                          % (what, rc, tail_of(os.path.join(outdir, "stderr.txt"))))
+        st = task_states(p.pid)
+        if st and all(s == "T" for s in st) and os.path.exists(marker):
+            return time.time() - t0
+        if time.time() - t0 > T_TO_STOP:
+            raise Failure("%s: not stopped after %ds (states %s)" % (what, T_TO_STOP, st))
+        time.sleep(0.05)
+
+
+def take_gcore(env, pid, run_in_root, run_host, core_name, logp):
+    prefix = run_in_root + "/gcore"
+    _, dt = run(env.wrap(["gcore", "-o", prefix, str(pid)]), T_GCORE, "gcore %d" % pid,
+                log_path=logp)
+    produced = os.path.join(run_host, "gcore.%d" % pid)
+    if not os.path.exists(produced):
+        raise Failure("gcore wrote no %s (see %s)" % (produced, logp))
+    os.rename(produced, os.path.join(run_host, core_name))
+    return dt
+
+
+def find_kernel_core(run_host, pid):
+    for name in ("core", "core.%d" % pid):
+        p = os.path.join(run_host, name)
+        if os.path.exists(p):
+            return p
+    return None
+
+
+def parse_dms(path):
+    """Sum of the 'blocks in use' column of sys._debugmallocstats()."""
+    total = 0
+    in_table = False
+    found = False
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.startswith("class   size   num pools"):
+                found = True
+                continue
+            if line.startswith("-----"):
+                in_table = True
+                continue
+            if in_table:
+                parts = line.split()
+                if len(parts) == 5 and all(x.isdigit() for x in parts):
+                    total += int(parts[3])
+                    continue
+                in_table = False
+    if not found:
+        raise Failure("%s: no 'class   size   num pools' table" % path)
+    return total
+
+
+def scenario_cmd(env, scen, kind, extra):
+    if scen == "c_heap":
+        return [IN_ROOT_PREFIX + "/bin/c_heap", kind] + extra
+    return [env.python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % scen, kind] + extra
+
+
+def stages_of(scen):
+    return ["A", "B"] if scen == "py_leak" else [None]
+
+
+def sfx(stage):
+    return "" if stage is None else "_" + stage
+
+
+def run_case(env, scen, kind, filt, out_root, py_scale=None):
+    case_rel = "%s/%s-%s-%s" % (env.name, scen, kind, filt)
+    case_dir = os.path.join(out_root, case_rel)
+    if os.path.exists(case_dir):
+        shutil.rmtree(case_dir)
+    os.makedirs(case_dir)
+    if env.chroot:
+        run_in_root = "/tmp/coreheap-run/%s-%s-%s" % (scen, kind, filt)
+        run_host = env.host_path(run_in_root)
+        if os.path.exists(run_host):
+            shutil.rmtree(run_host)
+        os.makedirs(run_host)
+    else:
+        run_in_root = run_host = case_dir
+    gcore_log = os.path.join(case_dir, "gcore.log")
+    timings = {}
+    extra = []
+    if scen == "py_heap" and py_scale is not None:
+        extra = ["--scale", repr(py_scale)]
+    stages = stages_of(scen)
+    pids = {}
+    t_case = time.time()
+
+    if kind == "gcore":
+        p = spawn(env, scenario_cmd(env, scen, kind, extra), run_in_root, kind, filt, run_host)
+        try:
+            for i, st in enumerate(stages):
+                marker = os.path.join(run_host, "truth%s.json" % sfx(st))
+                timings["to_stop" + sfx(st)] = wait_stopped(p, marker, run_host, case_rel)
+                timings["gcore" + sfx(st)] = take_gcore(env, p.pid, run_in_root, run_host,
+                                                        "core" + sfx(st), gcore_log)
+                pids[st] = p.pid
+                if i + 1 < len(stages):
+                    os.kill(p.pid, signal.SIGCONT)
+        finally:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait()
+            LIVE.discard(p.pid)
+    else:
+        runs = [(st, ["--stop-at", st]) for st in stages] if scen == "py_leak" else [(None, [])]
+        for st, more in runs:
+            p = spawn(env, scenario_cmd(env, scen, kind, extra + more), run_in_root, kind, filt,
+                      run_host)
+            t0 = time.time()
+            try:
+                rc = p.wait(timeout=T_TO_STOP)
+            except subprocess.TimeoutExpired:
+                raise Failure("%s: did not abort within %ds" % (case_rel, T_TO_STOP))
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                LIVE.discard(p.pid)
+            timings["run" + sfx(st)] = time.time() - t0
+            if rc != -signal.SIGABRT:
+                raise Failure("%s: exit status %s, expected SIGABRT\nstderr: %s"
+                              % (case_rel, rc, tail_of(os.path.join(run_host, "stderr.txt"))))
+            c = find_kernel_core(run_host, p.pid)
+            if c is None:
+                raise Failure("%s: the kernel wrote no core (core_pattern %r, RLIMIT_CORE unlimited) in %s"
+                              % (case_rel, CorePattern().current(), run_host))
+            os.rename(c, os.path.join(run_host, "core" + sfx(st)))
+            pids[st] = p.pid
+
+    if env.chroot:
+        for name in sorted(os.listdir(run_host)):
+            shutil.move(os.path.join(run_host, name), os.path.join(case_dir, name))
+        shutil.rmtree(run_host)
+    # gdb writes unreadable/unused ranges (e.g. the PROT_NONE tail of a
+    # 64 MiB arena heap) as real zeros: punch holes so the cache stays small.
+    # The content is unchanged.
+    if shutil.which("fallocate"):
+        for st in stages:
+            run(["fallocate", "--dig-holes", os.path.join(case_dir, "core" + sfx(st))], T_GCORE,
+                "fallocate --dig-holes")
+    timings["total"] = time.time() - t_case
+    return validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timings)
+
+
+def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timings):
+    case_dir = os.path.join(out_root, case_rel)
+    entry = {
+        "id": case_rel, "env": env.name, "env_kind": env.kind, "suite": env.suite,
+        "scenario": scen, "kind": kind, "filter": filt, "dir": case_rel,
+        "sysroot": env.root, "glibc_version": None, "python_version": None,
+        "stages": [], "timings": {k: round(v, 2) for k, v in timings.items()},
+    }
+    for st in stages:
+        s = sfx(st)
+        core = os.path.join(case_dir, "core" + s)
+        truth_p = os.path.join(case_dir, "truth%s.json" % s)
+        if not os.path.exists(core):
+            raise Failure("%s: missing %s" % (case_rel, core))
+        with open(truth_p) as f:
+            try:
+                truth = json.load(f)
+            except ValueError as e:
+                raise Failure("%s: %s does not parse: %s" % (case_rel, truth_p, e))
+        summ = core_summary(core)
+        if summ["bytes"] < 64 * 1024:
+            raise Failure("%s: %s is only %d bytes" % (case_rel, core, summ["bytes"]))
+        core_tids = sorted(t["tid"] for t in summ["threads"])
+        if core_tids != sorted(truth["tids"]):
+            raise Failure("%s: core threads %s != truth tids %s" % (case_rel, core_tids, truth["tids"]))
+        if truth["pid"] != pids[st]:
+            raise Failure("%s: truth pid %s != process pid %s" % (case_rel, truth["pid"], pids[st]))
+        census = truth.get("census")
+        for typ, want in sorted((truth.get("expected") or {}).items()):
+            if census is not None and "." in typ and census.get(typ) != want:
+                raise Failure("%s: census has %s x %s, the scenario holds %s"
+                              % (case_rel, census.get(typ), typ, want))
+        if kind == "kernel":
+            first = summ["threads"][0]
+            if first["cursig"] != 6 or first["tid"] != truth["signal_tid"]:
+                raise Failure("%s: first core thread %s, expected tid %s with signal 6"
+                              % (case_rel, first, truth["signal_tid"]))
+        stage = {
+            "stage": st, "core": case_rel + "/core" + s, "truth": case_rel + "/truth%s.json" % s,
+            "pid": truth["pid"], "exe": truth["exe"], "core_bytes": summ["bytes"],
+            "core_disk_bytes": summ["allocated_bytes"], "core_threads": summ["threads"],
+            "core_siginfo_signo": summ["siginfo_signo"], "mapped_files": summ["mapped_files"],
+        }
+        if scen == "c_heap":
+            mi = os.path.join(case_dir, "malloc_info.xml")
+            with open(mi) as f:
+                if "<malloc version=" not in f.read():
+                    raise Failure("%s: bad malloc_info.xml" % case_rel)
+            stage["malloc_info"] = case_rel + "/malloc_info.xml"
+        else:
+            dms = os.path.join(case_dir, "debugmallocstats%s.txt" % s)
+            ab = os.path.join(case_dir, "allocated_blocks%s.txt" % s)
+            stage["debugmallocstats"] = case_rel + "/debugmallocstats%s.txt" % s
+            stage["allocated_blocks_file"] = case_rel + "/allocated_blocks%s.txt" % s
+            stage["dms_blocks_in_use"] = parse_dms(dms)
+            with open(ab) as f:
+                stage["allocated_blocks"] = int(f.read().strip())
+        entry["stages"].append(stage)
+        entry["glibc_version"] = truth.get("glibc_version")
+        entry["python_version"] = truth.get("python_version")
+    entry["core"] = entry["stages"][0]["core"]
+    entry["truth"] = entry["stages"][0]["truth"]
+    return entry
+
+
+def applicable(env, scen):
+    return not (scen == "c_heap" and env.kind == "pyenv")
+
+
+def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=None):
+    """Run the matrix; returns (entries, failures)."""
+    os.makedirs(out, exist_ok=True)
+    logdir = os.path.join(out, "logs")
+    os.makedirs(logdir, exist_ok=True)
+    entries, failures = [], []
+    cp = CorePattern()
+    t_all = time.time()
+    env_info = {}
+    try:
+        if "kernel" in kinds:
+            cp.setup()
+        for env in envs:
+            t_env = time.time()
+            scen_here = [s for s in scenarios if applicable(env, s)]
+            for s in scenarios:
+                if s not in scen_here:
+                    log("[%s] %s: not applicable (the pyenv environments share the host's "
+                        "glibc: c_heap runs in 'host')" % (env.name, s))
+            if not scen_here:
+                continue
+            log("[%s] preparing" % env.name)
+            try:
+                if env.chroot:
+                    ensure_root(env)
+                elif not os.path.exists(env.python):
+                    raise Failure("%s: %s not found" % (env.name, env.python))
+                install_scenarios(env, "c_heap" in scen_here, logdir)
+            except Failure as e:
+                failures.append({"env": env.name, "error": str(e)})
+                log("[%s] FAILED to prepare: %s" % (env.name, e))
+                continue
+            env_info[env.name] = dict(env.info, kind=env.kind, suite=env.suite, sysroot=env.root)
+            for scen in scen_here:
+                for kind in kinds:
+                    for filt in filters:
+                        cid = "%s/%s-%s-%s" % (env.name, scen, kind, filt)
+                        t0 = time.time()
+                        try:
+                            e = run_case(env, scen, kind, filt, out, py_scale)
+                            entries.append(e)
+                            log("  ok   %-40s %6.1fs  core %s" % (
+                                cid, time.time() - t0,
+                                " + ".join("%.1f MB" % (s["core_bytes"] / 1e6) for s in e["stages"])))
+                        except Failure as ex:
+                            failures.append({"case": cid, "error": str(ex)})
+                            log("  FAIL %-40s %6.1fs\n%s" % (cid, time.time() - t0, ex))
+                        finally:
+                            kill_ours()
+            log("[%s] done in %.1fs" % (env.name, time.time() - t_env))
+    finally:
+        kill_ours()
+        cp.restore()
+        unmount_ours()
+    index = {
+        "format": 1,
+        "generator": "corpora/make_corpus.py",
+        "host": {"codename": host_codename(), "kernel": os.uname().release},
+        "created_unix": int(time.time()),
+        "seconds": round(time.time() - t_all, 1),
+        "envs": env_info,
+        "cases": entries,
+        "failures": failures,
+    }
+    if index_extra:
+        index.update(index_extra)
+    with open(os.path.join(out, "index.json"), "w") as f:
+        json.dump(index, f, indent=1, sort_keys=False)
+        f.write("\n")
+    log("%d cases ok, %d failures, %.1fs; index: %s" % (
+        len(entries), len(failures), time.time() - t_all, os.path.join(out, "index.json")))
+    return entries, failures
+
+
+# ------------------------------------------------------------------ reference
+def dir_size(path):
+    total = 0
+    for dp, _dn, fn in os.walk(path):
+        for n in fn:
+            p = os.path.join(dp, n)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return total
+
+
+def is_elf(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def reference(args):
+    if os.path.exists(REFERENCE_DIR) and os.listdir(REFERENCE_DIR) and not args.force:
+        raise Failure("%s exists: every replacement stays in git history, so it is only "
+                      "regenerated on purpose: pass --force" % REFERENCE_DIR)
+    if host_codename() != "bookworm":
+        raise Failure("the reference set's host suite must be bookworm, this host is %s"
+                      % host_codename())
+    work = os.path.join(CACHE, "reference-work")
+    if os.path.exists(work):
+        shutil.rmtree(work)
+    envs = resolve_envs("host,bullseye,trixie,sid")
+    t0 = time.time()
+    entries = []
+    for scen, kind in (("py_heap", "gcore"), ("c_heap", "kernel")):
+        e, fails = generate(work, envs, [kind], ["0x33"], [scen], py_scale=args.py_scale)
+        if fails:
+            raise Failure("reference: %d failures, see above" % len(fails))
+        entries.extend(e)
+    with open(os.path.join(work, "index.json")) as f:
+        env_info = json.load(f)["envs"]
+
+    stage_dir = REFERENCE_DIR + ".new"
+    if os.path.exists(stage_dir):
+        shutil.rmtree(stage_dir)
+    os.makedirs(stage_dir)
+    suite_of = {e.name: e.suite for e in envs}
+    root_of = {e.name: e.root for e in envs}
+    cases = []
+    sysroot_files = {}
+    for ent in sorted(entries, key=lambda x: (x["suite"], x["scenario"])):
+        suite = suite_of[ent["env"]]
+        src_dir = os.path.join(work, ent["dir"])
+        rel = "%s/%s-%s-%s" % (suite, ent["scenario"], ent["kind"], ent["filter"])
+        dst_dir = os.path.join(stage_dir, rel)
+        os.makedirs(dst_dir)
+        for name in sorted(os.listdir(src_dir)):
+            if name in ("core", "stdout.txt", "stderr.txt", "gcore.log"):
+                continue
+            shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+        tz = time.time()
+        run(["zstd", "-19", "--long", "-T2", "-q", "-f", os.path.join(src_dir, "core"),
+             "-o", os.path.join(dst_dir, "core.zst")], T_ZSTD, "zstd " + rel)
+        log("  zstd %-36s %.1fs: %.1f MB -> %.2f MB" % (
+            rel, time.time() - tz, os.path.getsize(os.path.join(src_dir, "core")) / 1e6,
+            os.path.getsize(os.path.join(dst_dir, "core.zst")) / 1e6))
+        st = ent["stages"][0]
+        files = sysroot_files.setdefault(suite, set())
+        for path in st["mapped_files"]:
+            if path.endswith(" (deleted)"):
+                raise Failure("%s maps a deleted file: %s" % (rel, path))
+            src = os.path.join(root_of[ent["env"]], path.lstrip("/"))
+            if not os.path.exists(src):
+                raise Failure("%s: mapped file %s not found at %s" % (rel, path, src))
+            if is_elf(src):
+                files.add(path)
+        c = dict(ent)
+        c["id"] = rel
+        c["dir"] = rel
+        c["sysroot"] = suite + "/sysroot"
+        c["core"] = rel + "/core.zst"
+        c["core_compression"] = "zstd"
+        c["truth"] = rel + "/" + os.path.basename(ent["truth"])
+        c["env"] = suite
+        c["generated_in_env"] = ent["env"]
+        for s in c["stages"]:
+            s["core"] = rel + "/core.zst"
+            for k in ("truth", "malloc_info", "debugmallocstats", "allocated_blocks_file"):
+                if k in s:
+                    s[k] = rel + "/" + os.path.basename(s[k])
+        cases.append(c)
+    for suite in sorted(sysroot_files):
+        env_name = [e.name for e in envs if e.suite == suite][0]
+        for path in sorted(sysroot_files[suite]):
+            src = os.path.join(root_of[env_name], path.lstrip("/"))
+            dst = os.path.join(stage_dir, suite, "sysroot", path.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy2(src, dst)
+    index = {
+        "format": 1,
+        "generator": "corpora/make_corpus.py reference",
+        "py_scale": args.py_scale,
+        "suites": {suite_of[n]: dict(env_info[n], sysroot=suite_of[n] + "/sysroot",
+                                     generated_in_env=n)
+                   for n in env_info},
+        "sysroot_files": {s: sorted(v) for s, v in sorted(sysroot_files.items())},
+        "cases": cases,
+    }
+    with open(os.path.join(stage_dir, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+        f.write("\n")
+    total = dir_size(stage_dir)
+    for suite in sorted(sysroot_files):
+        log("  %-9s sysroot %5.1f MB, cores+truth %5.1f MB" % (
+            suite, dir_size(os.path.join(stage_dir, suite, "sysroot")) / 1e6,
+            (dir_size(os.path.join(stage_dir, suite)) - dir_size(os.path.join(stage_dir, suite, "sysroot"))) / 1e6))
+    log("reference total: %.2f MB (%d bytes), limit %.0f MB, %.0fs" % (
+        total / 1e6, total, REFERENCE_LIMIT / 1e6, time.time() - t0))
+    if total > REFERENCE_LIMIT:
+        raise Failure("reference set is %.1f MB > %.0f MB: rerun with a smaller --py-scale "
+                      "(left in %s)" % (total / 1e6, REFERENCE_LIMIT / 1e6, stage_dir))
+    if os.path.exists(REFERENCE_DIR):
+        shutil.rmtree(REFERENCE_DIR)
+    os.rename(stage_dir, REFERENCE_DIR)
+    shutil.rmtree(work)
+    log("wrote %s" % REFERENCE_DIR)
+
+
+# ------------------------------------------------------------------ main
+def split(s):
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    g = sub.add_parser("generate", help="build the full corpus")
+    g.add_argument("--out", default=os.path.join(CACHE, "corpus"))
+    g.add_argument("--envs", default=DEFAULT_ENVS)
+    g.add_argument("--kinds", default="gcore,kernel")
+    g.add_argument("--filters", default="0x33,0x37")
+    g.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
+    g.add_argument("--py-scale", type=float, default=None,
+                   help="population scale of py_heap (default: its own 1.0)")
+    r = sub.add_parser("reference", help="regenerate corpora/reference (committed: not casually)")
+    r.add_argument("--force", action="store_true", help="replace an existing reference set")
+    r.add_argument("--py-scale", type=float, default=1.0)
+    ro = sub.add_parser("roots", help="only create/update the Debian roots")
+    ro.add_argument("--envs", default="bullseye,trixie,sid")
+    args = ap.parse_args()
+    if args.cmd is None:
+        ap.print_help()
+        return 2
+    # SIGTERM/SIGHUP: unwind through the finally blocks (restore core_pattern, kill children)
+    def _term(signum, _frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGHUP, _term)
+    if os.geteuid() != 0:
+        log("make_corpus.py must run as root (chroot, core_pattern, coredump_filter, /opt/coreheap)")
+        return 2
+    for tool in ("gcc", "gdb", "gcore", "zstd", "chroot", "mount"):
+        if shutil.which(tool, path=CLEAN_ENV["PATH"]) is None:
+            log("missing host tool: %s (apt-get install gcc gdb zstd)" % tool)
+            return 2
+    try:
+        if args.cmd == "generate":
+            kinds = split(args.kinds)
+            filters = split(args.filters)
+            scenarios = split(args.scenarios)
+            for k in kinds:
+                if k not in ("gcore", "kernel"):
+                    raise Failure("unknown kind %r" % k)
+            for f in filters:
+                int(f, 16)
+            for s in scenarios:
+                if s not in ALL_SCENARIOS:
+                    raise Failure("unknown scenario %r (have %s)" % (s, ", ".join(ALL_SCENARIOS)))
+            envs = resolve_envs(args.envs)
+            _, failures = generate(os.path.abspath(args.out), envs, kinds, filters, scenarios,
+                                   args.py_scale)
+            if failures:
+                log("FAILURES:")
+                for fl in failures:
+                    log("  %s: %s" % (fl.get("case") or fl.get("env"), fl["error"].splitlines()[0]))
+                return 1
+        elif args.cmd == "reference":
+            reference(args)
+        elif args.cmd == "roots":
+            for env in resolve_envs(args.envs):
+                if not env.chroot:
+                    raise Failure("%s is not a Debian suite" % env.name)
+                log("[%s]" % env.name)
+                ensure_root(env)
+            unmount_ours()
+    except Failure as e:
+        log("ERROR: %s" % e)
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        kill_ours()
+        unmount_ours()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Support package of the coreheap Python scenarios (stdlib only, 3.8+)."""

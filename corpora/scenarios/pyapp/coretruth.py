@@ -1,0 +1,198 @@
+"""Ground-truth writing shared by the coreheap Python scenarios.
+
+Stdlib only, Python 3.8+.  Deliberately imports nothing but os, sys, gc and
+threading (no json: that would map the _json extension and pull in re/enum),
+so the set of mapped ELF files and of live objects stays small.
+
+The end of every scenario is `finish()`:
+  1. the truth files are opened (os.open: no Python file objects),
+  2. gc.collect(), then gc.disable() so no collection runs until the core,
+  3. census: gc.get_objects() counted by "module.qualname" of the type
+     ("dict", "list" for builtins), written with the rest of the truth,
+     then every census object is dropped,
+  4. the final step, in which every callable and constant is pre-bound:
+     fd 2 -> debugmallocstats file, n = sys.getallocatedblocks(),
+     os.write(fd, b"%d\n" % n), sys._debugmallocstats(), then
+     os.kill(pid, SIGSTOP) (gcore mode) or os.abort() (kernel mode).
+"""
+
+import gc
+import os
+import sys
+import threading
+
+SIGSTOP = 19  # x86_64 Linux; `import signal` would pull in enum
+
+
+def python_version():
+    """Same string as platform.python_version() (without importing platform)."""
+    return sys.version.split()[0]
+
+
+def glibc_version():
+    v = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    return v[len("glibc "):] if v.startswith("glibc ") else v
+
+
+def start_blocked_threads(n=2):
+    """Start n threads blocked on an Event; return (event, threads, tids).
+
+    tids[0] is the main thread's native id, then the threads in start order."""
+    ev = threading.Event()
+    started = []
+    tids = [threading.get_native_id()]
+    threads = []
+
+    def run():
+        started.append(threading.get_native_id())
+        ev.wait()
+
+    for i in range(n):
+        t = threading.Thread(target=run, name="blocked-%d" % i, daemon=True)
+        t.start()
+        while len(started) < i + 1:
+            threading.Event().wait(0.001)
+        threads.append(t)
+    tids.extend(started)
+    return ev, threads, tids
+
+
+# ---------------------------------------------------------------- tiny JSON
+def _jstr(s, out):
+    out.append('"')
+    for ch in s:
+        c = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif 0x20 <= c < 0x7F:
+            out.append(ch)
+        elif c > 0xFFFF:
+            c -= 0x10000
+            out.append("\\u%04x\\u%04x" % (0xD800 + (c >> 10), 0xDC00 + (c & 0x3FF)))
+        else:
+            out.append("\\u%04x" % c)
+    out.append('"')
+
+
+def _jval(o, out, indent, level):
+    if o is None:
+        out.append("null")
+    elif o is True:
+        out.append("true")
+    elif o is False:
+        out.append("false")
+    elif isinstance(o, int):
+        out.append(str(int(o)))
+    elif isinstance(o, float):
+        out.append(repr(o))
+    elif isinstance(o, str):
+        _jstr(o, out)
+    elif isinstance(o, dict):
+        if not o:
+            out.append("{}")
+            return
+        pad = "\n" + " " * (indent * (level + 1)) if level < 2 else ""
+        sep = "," + pad if pad else ", "
+        out.append("{" + pad)
+        first = True
+        for k, v in o.items():
+            if not first:
+                out.append(sep)
+            first = False
+            _jstr(str(k), out)
+            out.append(": ")
+            _jval(v, out, indent, level + 1)
+        out.append(("\n" + " " * (indent * level) if pad else "") + "}")
+    elif isinstance(o, (list, tuple)):
+        out.append("[")
+        first = True
+        for v in o:
+            if not first:
+                out.append(", ")
+            first = False
+            _jval(v, out, indent, level + 1)
+        out.append("]")
+    else:
+        raise TypeError("cannot encode %r" % type(o))
+
+
+def dumps(o, indent=1):
+    out = []
+    _jval(o, out, indent, 0)
+    out.append("\n")
+    return "".join(out)
+
+
+def write_file(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    data = text.encode("utf-8")
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+    os.close(fd)
+
+
+# ---------------------------------------------------------------- the end
+def finish(truth, kernel, truth_path, blocks_path, dms_path,
+           _getpid=os.getpid, _dup2=os.dup2, _getab=sys.getallocatedblocks,
+           _write=os.write, _dms=sys._debugmallocstats, _abort=os.abort,
+           _kill=os.kill, _sigstop=SIGSTOP):
+    """Census + truth file + final step.  In gcore mode this returns after
+    the process is continued (SIGCONT); in kernel mode it never returns.
+
+    The final step is inlined here, with every callable pre-bound as a
+    default argument, so it creates no frame (3.8-3.10) and looks up no
+    global between the census and the core."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd_truth = os.open(truth_path, flags, 0o644)
+    fd_blocks = os.open(blocks_path, flags, 0o644)
+    fd_dms = os.open(dms_path, flags, 0o644)
+    fd_err = os.dup(2)
+    pid = _getpid()
+    truth["signal"] = 6 if kernel else None
+    truth["census_kind"] = "gc.get_objects"
+
+    gc.collect()
+    gc.disable()  # no automatic collection until the core is taken
+
+    objs = gc.get_objects()
+    names = {}
+    counts = {}
+    for o in objs:
+        t = type(o)
+        key = names.get(t)
+        if key is None:
+            mod = getattr(t, "__module__", None)
+            qual = getattr(t, "__qualname__", t.__name__)
+            key = qual if mod in (None, "builtins") else "%s.%s" % (mod, qual)
+            names[t] = key
+        counts[key] = counts.get(key, 0) + 1
+    o = t = key = mod = qual = None
+    del objs, names
+    truth["census"] = dict(sorted(counts.items()))
+    truth["census_total"] = sum(counts.values())
+    data = dumps(truth).encode("ascii")
+    while data:
+        written = os.write(fd_truth, data)
+        data = data[written:]
+    os.close(fd_truth)
+    del truth["census"], counts, data, written
+
+    # ---- final step: nothing below allocates except n and s
+    _dup2(fd_dms, 2)
+    n = _getab()
+    s = b"%d\n" % n
+    _write(fd_blocks, s)
+    _dms()
+    if kernel:
+        _abort()
+    _kill(pid, _sigstop)
+
+    # only reached in gcore mode, after SIGCONT
+    os.dup2(fd_err, 2)
+    os.close(fd_err)
+    os.close(fd_blocks)
+    os.close(fd_dms)
+    gc.enable()
