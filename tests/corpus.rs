@@ -251,7 +251,13 @@ fn mismatched_binary_is_reported() {
     let cases = reference_cases();
     let case = cases
         .iter()
-        .find(|c| c.scenario == "py_heap" && c.filter == "0x33" && c.sysroot.is_some())
+        // Not the suite of this machine: its libc must not be found on the host either.
+        .find(|c| {
+            c.scenario == "py_heap"
+                && c.filter == "0x33"
+                && c.sysroot.is_some()
+                && !c.name.starts_with("bookworm")
+        })
         .expect("a python 0x33 reference case with a sysroot");
     let sysroot = case.sysroot.as_ref().unwrap();
     // Make a sysroot whose libc is another suite's libc (same path, other build-id).
