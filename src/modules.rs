@@ -188,7 +188,11 @@ impl ModuleSet {
                 // Data files (locale archives, caches, fonts) are not modules. Keep only
                 // what cannot be told apart: no header in the core and no file on disk.
                 let header_in_core = head.is_some_and(|m| space.is_available(m.range.start));
-                if header_in_core || disk_kind.is_some() || head.is_none() {
+                if header_in_core
+                    || disk_kind.is_some()
+                    || head.is_none()
+                    || !looks_like_binary(&path)
+                {
                     continue;
                 }
             }
@@ -315,6 +319,17 @@ fn map_file(p: &Path) -> Option<Arc<Mmap>> {
     }
     // SAFETY: read-only map of a binary; nothing we know of writes it concurrently.
     unsafe { Mmap::map(&f) }.ok().map(Arc::new)
+}
+
+/// For a mapping whose kind cannot be checked (no header in the core, no file on disk):
+/// shared objects and programs are worth reporting as missing modules; data files
+/// (locale archives, caches) are not.
+fn looks_like_binary(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so")
+        || name.contains(".so.")
+        || path.contains("/bin/")
+        || path.contains("/sbin/")
 }
 
 /// Whether the first candidate file on disk is an ELF file (`None`: no file found).
