@@ -4,7 +4,7 @@
   make_corpus.py generate [--out DIR] [--envs host,pyenv,bullseye,trixie,sid]
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
                           [--scenarios c_heap,py_heap,py_leak,py_frag]
-  make_corpus.py reference [--force] [--py-scale F]
+  make_corpus.py reference [--force] [--py-scale F] [--scenarios c_heap]
   make_corpus.py roots [--envs bullseye,trixie,sid]
 
 Must run as root (chroot, /proc/sys/kernel/core_pattern, /opt/coreheap).
@@ -811,7 +811,13 @@ def reference(args):
     envs = resolve_envs("host,bullseye,trixie,sid")
     t0 = time.time()
     entries = []
+    chosen = split(args.scenarios) if args.scenarios else ["py_heap", "c_heap"]
+    partial = set(chosen) != {"py_heap", "c_heap"}
+    if partial and not os.path.exists(os.path.join(REFERENCE_DIR, "index.json")):
+        raise Failure("--scenarios replaces part of an existing reference set; there is none")
     for scen, kind in (("py_heap", "gcore"), ("c_heap", "kernel")):
+        if scen not in chosen:
+            continue
         e, fails = generate(work, envs, [kind], ["0x33"], [scen], py_scale=args.py_scale)
         if fails:
             raise Failure("reference: %d failures, see above" % len(fails))
@@ -868,17 +874,41 @@ def reference(args):
                 if k in s:
                     s[k] = rel + "/" + os.path.basename(s[k])
         cases.append(c)
+    py_scale = args.py_scale
+    if partial:
+        # Keep the other scenarios' cases and the sysroot files they need, as committed.
+        with open(os.path.join(REFERENCE_DIR, "index.json")) as f:
+            old = json.load(f)
+        py_scale = old.get("py_scale", py_scale)
+        for c in old["cases"]:
+            if c["scenario"] in chosen:
+                continue
+            shutil.copytree(os.path.join(REFERENCE_DIR, c["dir"]), os.path.join(stage_dir, c["dir"]))
+            cases.append(c)
+        for suite, paths in old["sysroot_files"].items():
+            for path in paths:
+                if path in sysroot_files.get(suite, set()):
+                    continue
+                dst = os.path.join(stage_dir, suite, "sysroot", path.lstrip("/"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                shutil.copy2(os.path.join(REFERENCE_DIR, suite, "sysroot", path.lstrip("/")), dst)
+                sysroot_files.setdefault(suite, set()).add(path)
+        cases.sort(key=lambda c: c["id"])
     for suite in sorted(sysroot_files):
         env_name = [e.name for e in envs if e.suite == suite][0]
         for path in sorted(sysroot_files[suite]):
             src = os.path.join(root_of[env_name], path.lstrip("/"))
             dst = os.path.join(stage_dir, suite, "sysroot", path.lstrip("/"))
+            if partial and os.path.exists(dst) and not any(
+                    path in st["mapped_files"] for c in cases if c["scenario"] in chosen and c["env"] == suite
+                    for st in c["stages"]):
+                continue  # kept from the committed set
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
     index = {
         "format": 1,
         "generator": "corpora/make_corpus.py reference",
-        "py_scale": args.py_scale,
+        "py_scale": py_scale,
         "suites": {suite_of[n]: dict(env_info[n], sysroot=suite_of[n] + "/sysroot",
                                      generated_in_env=n)
                    for n in env_info},
@@ -923,6 +953,8 @@ def main():
                    help="population scale of py_heap (default: its own 1.0)")
     r = sub.add_parser("reference", help="regenerate corpora/reference (committed: not casually)")
     r.add_argument("--force", action="store_true", help="replace an existing reference set")
+    r.add_argument("--scenarios", default=None,
+                   help="replace only these scenarios' cases (py_heap,c_heap), keeping the rest as committed")
     r.add_argument("--py-scale", type=float, default=1.0)
     ro = sub.add_parser("roots", help="only create/update the Debian roots")
     ro.add_argument("--envs", default="bullseye,trixie,sid")

@@ -157,13 +157,31 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::info::write_text(&mut out, &info)?;
             }
         }
-        Command::Summary { .. }
-        | Command::Objects { .. }
-        | Command::Diff { .. }
-        | Command::Frag { .. } => {
+        Command::Frag { core } => {
+            let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
+            let p = Process::open(core, &opts, &bars)?;
+            let f = coreheap::frag::frag(&p, &models)?;
+            print_diagnostics(g, &f.diagnostics);
+            if g.json {
+                report::write_json(&mut out, &f)?;
+            } else {
+                report::heap::write_frag(&mut out, &f)?;
+            }
+        }
+        Command::Summary { core, top, .. } => {
+            let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
+            let p = Process::open(core, &opts, &bars)?;
+            let s = coreheap::summary::summary(&p, &models)?;
+            print_diagnostics(g, &s.diagnostics);
+            if g.json {
+                report::write_json(&mut out, &s)?;
+            } else {
+                report::heap::write_summary(&mut out, &s, *top)?;
+            }
+        }
+        Command::Objects { .. } | Command::Diff { .. } => {
             return Err(Error::Unsupported(
-                "this command is not available yet in this build of coreheap (only `info` is)"
-                    .into(),
+                "this command is not available yet in this build of coreheap".into(),
             )
             .into());
         }

@@ -96,7 +96,7 @@ pub fn reference_cases() -> Vec<Case> {
     }
 }
 
-fn fresh_cases() -> Vec<Case> {
+pub fn fresh_cases() -> Vec<Case> {
     let dir = std::env::var_os("COREHEAP_CORPUS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -341,7 +341,7 @@ fn find_libc(root: &Path) -> Option<PathBuf> {
             if e.file_type().ok()?.is_dir() {
                 stack.push(p);
             } else if name == "libc.so.6" || (name.starts_with("libc-") && name.ends_with(".so")) {
-                return Some(std::fs::canonicalize(p).ok()?);
+                return std::fs::canonicalize(p).ok();
             }
         }
     }

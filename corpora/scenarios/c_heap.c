@@ -67,7 +67,7 @@ typedef struct mallinfo mi_t;
 #define SIZE_PLAIN(k) (0x90 + 0x10 * (k))    /* 0x90..0xe0   live only */
 #define SIZE_GUARD(k) (0x1b0 + 0x20 * (k))   /* 0x1b0..0x250 live guards */
 #define SIZE_TCACHE(k) (0x310 + 0x20 * (k))  /* 0x310..0x3b0 1+k freed -> tcache */
-#define SIZE_SMALL(k) (0x120 + 0x10 * (k))   /* 0x120..0x170 tcache full, then small/unsorted */
+#define SIZE_SMALL(k) (0x2a0 + 0x10 * (k))   /* 0x2a0..0x2f0 tcache full, then small/unsorted (not 0x120, a new thread's DTV in the main arena; not 0x250/0x290/0x300, the tcache structs) */
 #define SIZE_LARGE1(k) (0x500 + 0x40 * (k))  /* 0x500..0x640 large/unsorted */
 #define SIZE_LARGE2(k) (0x2000 + 0x100 * (k)) /* 0x2000..0x2500 large/unsorted */
 #define SIZE_FAST(k) (0x30 + 0x10 * (k))     /* 0x30..0x80   tcache full, then fastbins */

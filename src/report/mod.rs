@@ -1,5 +1,6 @@
 //! Renderers: text tables and JSON. They consume analysis data and never analyse.
 
+pub mod heap;
 pub mod info;
 
 use std::io::{self, Write};

@@ -1,0 +1,1048 @@
+//! glibc malloc (ptmalloc2): every arena, heap, chunk and free list of a core.
+//!
+//! Layout facts come from `heap-models/glibc/*.toml` (chosen by the detected version, then
+//! confirmed by invariants; when the version is unknown every model is tried). The walk:
+//! main heap from `mp_.sbrk_base` to `top`; each thread arena's heaps through heap_info
+//! `prev`; mmapped chunks found in anonymous memory; free lists (bins, fastbins, the tcache
+//! of every thread) decoded with safe-linking detected from the data. Chunks come out in
+//! address order with their state. Damage is a diagnostic; the walk resumes.
+//!
+//! Sources: glibc malloc/malloc.c and malloc/arena.c at each release tag
+//! (layouts.md §A); the chunk/heap arithmetic below cites the macro it mirrors.
+
+pub mod locate;
+pub mod report;
+
+use crate::addr::{Addr, Range};
+use crate::error::Diagnostic;
+use crate::memory::AddressSpace;
+use crate::models::{CountsMean, GlibcModel, Version};
+use crate::process::Process;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+/// HEAP_MAX_SIZE on LP64: 2 * DEFAULT_MMAP_THRESHOLD_MAX = 64 MiB (malloc/arena.c).
+pub const HEAP_MAX_SIZE: u64 = 64 << 20;
+/// MINSIZE (malloc.c) on LP64.
+pub const MINSIZE: u64 = 0x20;
+const PREV_INUSE: u64 = 1;
+const IS_MMAPPED: u64 = 2;
+const NON_MAIN_ARENA: u64 = 4;
+
+/// Reads that return `None` for unavailable memory.
+pub struct Reader<'a> {
+    pub space: &'a AddressSpace,
+}
+
+impl Reader<'_> {
+    #[inline]
+    pub fn u64(&self, a: Addr) -> Option<u64> {
+        self.space.read_u64(a).ok()
+    }
+    #[inline]
+    pub fn u32(&self, a: Addr) -> Option<u32> {
+        self.space.read_u32(a).ok()
+    }
+    #[inline]
+    pub fn u16(&self, a: Addr) -> Option<u16> {
+        let mut b = [0u8; 2];
+        self.space.read(a, &mut b).ok()?;
+        Some(u16::from_le_bytes(b))
+    }
+    #[inline]
+    pub fn u8(&self, a: Addr) -> Option<u8> {
+        let mut b = [0u8; 1];
+        self.space.read(a, &mut b).ok()?;
+        Some(b[0])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkState {
+    InUse = 0,
+    Tcache = 1,
+    Fastbin = 2,
+    Unsorted = 3,
+    SmallBin = 4,
+    LargeBin = 5,
+    Top = 6,
+    Mmapped = 7,
+    /// Free by its neighbour's PREV_INUSE bit but on no list (damage, or a list we could
+    /// not read).
+    FreeUnlisted = 8,
+}
+
+impl ChunkState {
+    fn from_bits(b: u64) -> ChunkState {
+        match b {
+            0 => ChunkState::InUse,
+            1 => ChunkState::Tcache,
+            2 => ChunkState::Fastbin,
+            3 => ChunkState::Unsorted,
+            4 => ChunkState::SmallBin,
+            5 => ChunkState::LargeBin,
+            6 => ChunkState::Top,
+            7 => ChunkState::Mmapped,
+            _ => ChunkState::FreeUnlisted,
+        }
+    }
+    /// Live from the application's point of view (tcache and fastbin chunks are not).
+    pub fn is_live(self) -> bool {
+        matches!(self, ChunkState::InUse | ChunkState::Mmapped)
+    }
+}
+
+/// One chunk: address of its header, chunk size (with header), state. 16 bytes: the
+/// state lives in the low bits of the size, which are always zero (sizes are 16-aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub addr: Addr,
+    size_state: u64,
+}
+
+impl Chunk {
+    pub fn new(addr: Addr, size: u64, state: ChunkState) -> Chunk {
+        Chunk {
+            addr,
+            size_state: (size & !0xf) | state as u64,
+        }
+    }
+    #[inline]
+    pub fn size(&self) -> u64 {
+        self.size_state & !0xf
+    }
+    #[inline]
+    pub fn state(&self) -> ChunkState {
+        ChunkState::from_bits(self.size_state & 0xf)
+    }
+    /// Address the application holds (chunk2mem).
+    #[inline]
+    pub fn user(&self) -> Addr {
+        self.addr.wrapping_add(16)
+    }
+    /// Bytes the application may use: chunksize - SIZE_SZ, or - 2*SIZE_SZ when mmapped.
+    pub fn usable(&self) -> u64 {
+        match self.state() {
+            ChunkState::Mmapped => self.size().saturating_sub(16),
+            _ => self.size().saturating_sub(8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Count {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+impl Count {
+    fn add(&mut self, bytes: u64) {
+        self.chunks += 1;
+        self.bytes += bytes;
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FreeKinds {
+    pub tcache: Count,
+    pub fastbins: Count,
+    pub unsorted: Count,
+    pub smallbins: Count,
+    pub largebins: Count,
+    /// Free by the heap's own bits but on no list: should be empty.
+    pub unlisted: Count,
+}
+
+impl FreeKinds {
+    pub fn total(&self) -> Count {
+        let mut c = Count::default();
+        for k in [
+            &self.tcache,
+            &self.fastbins,
+            &self.unsorted,
+            &self.smallbins,
+            &self.largebins,
+            &self.unlisted,
+        ] {
+            c.chunks += k.chunks;
+            c.bytes += k.bytes;
+        }
+        c
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeapSpan {
+    pub address: Addr,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Arena {
+    pub address: Addr,
+    pub kind: &'static str,
+    pub heaps: Vec<HeapSpan>,
+    pub system_bytes: u64,
+    pub in_use: Count,
+    pub free: FreeKinds,
+    pub top_bytes: u64,
+    pub overhead_bytes: u64,
+    pub largest_free: u64,
+    /// system_bytes = in_use + overhead + free + top, checked.
+    pub identity_holds: bool,
+    #[serde(skip)]
+    pub(crate) top: Addr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TcacheInfo {
+    /// Address of the tcache_perthread_struct (user pointer of its chunk).
+    pub address: Addr,
+    /// Thread whose TLS `tcache` slot points here, when found that way.
+    pub tid: Option<u32>,
+    pub found_by: &'static str,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GlibcHeap {
+    pub version: Option<String>,
+    pub model: String,
+    pub main_arena: Addr,
+    pub main_arena_found_by: &'static str,
+    pub mp: Option<Addr>,
+    pub mp_found_by: Option<&'static str>,
+    /// Safe-linking as detected in the free lists (None: no list to tell from).
+    pub safe_linking: Option<bool>,
+    pub arenas: Vec<Arena>,
+    /// mmapped chunks; `bytes` are the bytes mapped for them, as glibc counts them.
+    pub mmapped: Count,
+    pub tcaches: Vec<TcacheInfo>,
+    #[serde(skip)]
+    pub chunks: Vec<Chunk>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl GlibcHeap {
+    /// Live chunks (in use in an arena, or mmapped), in address order.
+    pub fn live(&self) -> impl Iterator<Item = &Chunk> {
+        self.chunks.iter().filter(|c| c.state().is_live())
+    }
+}
+
+/// A heap region to walk linearly.
+struct Region {
+    arena: usize,
+    /// Where the region starts (heap_info, or sbrk_base) — for overhead accounting.
+    base: Addr,
+    first_chunk: Addr,
+    end: Addr,
+}
+
+/// Walk glibc's heap in the process. `Ok(None)` when the process has no glibc.
+pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<GlibcHeap>> {
+    let Some(g) = crate::version::detect_glibc(p) else {
+        return Ok(None);
+    };
+    let libc = p
+        .modules
+        .modules
+        .iter()
+        .find(|m| m.path == g.module)
+        .expect("detect_glibc names a module");
+    let version = Version::parse(&g.version);
+    // The version's model first, then the others (newest first) as a fallback.
+    let mut order: Vec<&GlibcModel> = models
+        .iter()
+        .filter(|m| version.is_some_and(|v| m.covers(v)))
+        .collect();
+    let mut rest: Vec<&GlibcModel> = models
+        .iter()
+        .filter(|m| !order.iter().any(|o| o.name == m.name))
+        .collect();
+    rest.reverse();
+    order.extend(rest);
+    let r = Reader { space: &p.space };
+    let mut errors = Vec::new();
+    for (i, model) in order.iter().enumerate() {
+        if let Some((arena, how)) = locate::find_main_arena(p, &r, libc, model, &mut errors) {
+            let mut heap = walk(p, &r, libc, model, arena, how);
+            heap.version = Some(g.version.clone());
+            if i > 0 || version.is_none() {
+                heap.diagnostics.push(Diagnostic::warning(format!(
+                    "glibc {}: no layout model covers this version; the {} model's invariants hold and it was used",
+                    g.version, model.name
+                )));
+            }
+            return Ok(Some(heap));
+        }
+    }
+    let detail = if errors.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", errors.join("; "))
+    };
+    Err(crate::Error::Other(format!(
+        "could not find glibc's main_arena in {} (glibc {}){detail}",
+        g.module, g.version
+    )))
+}
+
+fn bin_state(i: u64) -> ChunkState {
+    match i {
+        1 => ChunkState::Unsorted,
+        2..=63 => ChunkState::SmallBin,
+        _ => ChunkState::LargeBin,
+    }
+}
+
+struct Walk<'a> {
+    r: &'a Reader<'a>,
+    model: &'a GlibcModel,
+    diags: Vec<Diagnostic>,
+}
+
+impl Walk<'_> {
+    fn warn(&mut self, a: Addr, msg: String) {
+        if self.diags.len() < 200 {
+            self.diags.push(Diagnostic::warning(msg).at(a));
+        } else if self.diags.len() == 200 {
+            self.diags
+                .push(Diagnostic::warning("further heap diagnostics suppressed"));
+        }
+    }
+
+    /// Heaps of a thread arena: newest (holding top) first, following heap_info `prev`.
+    fn thread_heaps(&mut self, a: Addr, top: Addr) -> Vec<(Addr, u64)> {
+        let hi = &self.model.heap_info;
+        let mut out = Vec::new();
+        let mut h = top.align_down(HEAP_MAX_SIZE);
+        let mut seen = HashSet::new();
+        while !h.is_null() && seen.insert(h) && out.len() < 100_000 {
+            let (Some(ar), Some(size), Some(prev)) = (
+                self.r.u64(h.wrapping_add(hi.ar_ptr)),
+                self.r.u64(h.wrapping_add(hi.hsize)),
+                self.r.u64(h.wrapping_add(hi.prev)),
+            ) else {
+                self.warn(h, format!("heap_info of arena {a} is not readable"));
+                break;
+            };
+            if ar != a.0 || size > HEAP_MAX_SIZE || size < hi.size {
+                self.warn(
+                    h,
+                    format!(
+                        "heap_info does not belong to arena {a} (ar_ptr {ar:#x}, size {size:#x})"
+                    ),
+                );
+                break;
+            }
+            out.push((h, size));
+            h = Addr(prev);
+        }
+        out
+    }
+
+    /// Linear walk of one region. Returns chunks (states: InUse / Top / FreeUnlisted
+    /// provisional) and the bytes the chunks cover.
+    fn walk_region(&mut self, reg: &Region, top: Addr, out: &mut Vec<Chunk>) -> u64 {
+        let mut p = reg.first_chunk;
+        let mut covered = 0u64;
+        let max_steps = (reg.end.0.saturating_sub(p.0)) / MINSIZE + 2;
+        let mut steps = 0u64;
+        while p < reg.end && steps < max_steps {
+            steps += 1;
+            let Some(raw) = self.r.u64(p.wrapping_add(8)) else {
+                self.warn(
+                    p,
+                    "chunk header not readable; rest of the heap skipped".into(),
+                );
+                break;
+            };
+            let size = raw & !7;
+            if p == top {
+                out.push(Chunk::new(p, size, ChunkState::Top));
+                covered += size.min(reg.end.0 - p.0);
+                break;
+            }
+            if size == 0x10 && raw & PREV_INUSE != 0 {
+                // Fencepost at the end of a retired heap (sysmalloc): the rest is overhead.
+                break;
+            }
+            let next = p.0.checked_add(size);
+            let bad = size < MINSIZE || size % 16 != 0 || next.is_none_or(|n| n > reg.end.0);
+            if bad {
+                self.warn(
+                    p,
+                    format!("impossible chunk size {raw:#x}; resynchronising"),
+                );
+                match self.resync(p, reg.end, top) {
+                    Some(q) => {
+                        p = q;
+                        continue;
+                    }
+                    None => {
+                        self.warn(
+                            p,
+                            "no plausible chunk found after the damage; rest of the heap skipped"
+                                .into(),
+                        );
+                        break;
+                    }
+                }
+            }
+            let next = Addr(next.unwrap());
+            // A chunk is free (in a bin) when the next chunk's PREV_INUSE is clear.
+            let free = if next < reg.end {
+                self.r
+                    .u64(next.wrapping_add(8))
+                    .is_some_and(|n| n & PREV_INUSE == 0)
+            } else {
+                false
+            };
+            out.push(Chunk::new(
+                p,
+                size,
+                if free {
+                    ChunkState::FreeUnlisted
+                } else {
+                    ChunkState::InUse
+                },
+            ));
+            covered += size;
+            p = next;
+        }
+        covered
+    }
+
+    /// After damage at `p`, the next address (16-aligned, within 1 MiB) where three
+    /// consecutive plausible chunks start (or that reaches top).
+    fn resync(&mut self, p: Addr, end: Addr, top: Addr) -> Option<Addr> {
+        let limit = end.0.min(p.0.saturating_add(1 << 20));
+        let mut q = p.0 + 16;
+        'cand: while q < limit {
+            let mut c = q;
+            for _ in 0..3 {
+                if c == top.0 {
+                    return Some(Addr(q));
+                }
+                let s = self.r.u64(Addr(c + 8))? & !7;
+                if s < MINSIZE || s % 16 != 0 || c + s > end.0 {
+                    q += 16;
+                    continue 'cand;
+                }
+                c += s;
+            }
+            return Some(Addr(q));
+        }
+        None
+    }
+}
+
+/// Which decoding of singly linked free lists (tcache next, fastbin fd) is in force.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Linking {
+    Plain,
+    Safe,
+}
+
+fn decode(l: Linking, pos: u64, stored: u64) -> u64 {
+    match l {
+        Linking::Plain => stored,
+        // PROTECT_PTR(pos, ptr) = (pos >> 12) ^ ptr (glibc 2.32 malloc.c); REVEAL is the same.
+        Linking::Safe => (pos >> 12) ^ stored,
+    }
+}
+
+fn walk(
+    p: &Process,
+    r: &Reader,
+    libc: &crate::modules::Module,
+    model: &GlibcModel,
+    main: Addr,
+    how: &'static str,
+) -> GlibcHeap {
+    let ms = &model.malloc_state;
+    let mut w = Walk {
+        r,
+        model,
+        diags: Vec::new(),
+    };
+    let mp = locate::find_mp(p, libc, model);
+
+    // --- arenas: main, then the ring through `next`.
+    let mut arena_addrs = vec![main];
+    let mut cur = main;
+    for _ in 0..4096 {
+        match r.u64(cur.wrapping_add(ms.next)) {
+            Some(n) if n != main.0 && n != 0 => {
+                if arena_addrs.contains(&Addr(n)) {
+                    w.warn(
+                        cur,
+                        "arena ring loops without returning to main_arena".into(),
+                    );
+                    break;
+                }
+                arena_addrs.push(Addr(n));
+                cur = Addr(n);
+            }
+            _ => break,
+        }
+    }
+
+    let mut arenas = Vec::new();
+    let mut regions: Vec<Region> = Vec::new();
+    for (i, &a) in arena_addrs.iter().enumerate() {
+        let top = Addr(r.u64(a.wrapping_add(ms.top)).unwrap_or(0));
+        let system = r.u64(a.wrapping_add(ms.system_mem)).unwrap_or(0);
+        let initial_top = Addr(a.wrapping_add(ms.bins).0.wrapping_sub(16));
+        let mut heaps = Vec::new();
+        if i == 0 {
+            // Main heap: [sbrk_base, top + chunksize(top)) when contiguous (malloc.c
+            // do_check_malloc_state: sbrk_base + system_mem == top + chunksize(top)).
+            if top != initial_top && !top.is_null() {
+                let top_size = r.u64(top.wrapping_add(8)).unwrap_or(0) & !7;
+                let top_end = top.wrapping_add(top_size);
+                let sbrk_base = mp
+                    .and_then(|(m, _)| r.u64(m.wrapping_add(model.malloc_par.sbrk_base)))
+                    .filter(|&b| b != 0)
+                    .map(Addr)
+                    .unwrap_or_else(|| {
+                        // No mp_: the brk heap starts at its mapping's start.
+                        let s = p.core.segments.iter().find(|s| s.range().contains(top));
+                        s.map(|s| s.vaddr).unwrap_or(top)
+                    });
+                if sbrk_base.0.wrapping_add(system) != top_end.0 {
+                    w.warn(
+                        main,
+                        format!(
+                            "main arena is not contiguous (sbrk_base {sbrk_base} + system_mem {system:#x} != end of top {top_end}); only the region holding top is walked"
+                        ),
+                    );
+                }
+                let first = sbrk_base.align_up(16).unwrap_or(sbrk_base);
+                let base = Addr(top_end.0.saturating_sub(system)).max(sbrk_base);
+                regions.push(Region {
+                    arena: 0,
+                    base,
+                    first_chunk: first,
+                    end: top_end,
+                });
+                heaps.push(HeapSpan {
+                    address: sbrk_base,
+                    size: top_end.0.saturating_sub(sbrk_base.0),
+                });
+            }
+        } else {
+            let hs = w.thread_heaps(a, top);
+            let hi = &model.heap_info;
+            for (h, size) in hs {
+                let first_heap = a.0 == h.0 + hi.size;
+                let first = if first_heap {
+                    // _int_new_arena: top = align so chunk2mem is aligned, after the arena.
+                    a.wrapping_add(ms.size).align_up(16).unwrap_or(a)
+                } else {
+                    h.wrapping_add(hi.size)
+                };
+                regions.push(Region {
+                    arena: i,
+                    base: h,
+                    first_chunk: first,
+                    end: h.wrapping_add(size),
+                });
+                heaps.push(HeapSpan { address: h, size });
+            }
+            heaps.reverse();
+        }
+        arenas.push(Arena {
+            address: a,
+            kind: if i == 0 { "main" } else { "thread" },
+            heaps,
+            system_bytes: system,
+            in_use: Count::default(),
+            free: FreeKinds::default(),
+            top_bytes: 0,
+            overhead_bytes: 0,
+            largest_free: 0,
+            identity_holds: false,
+            top,
+        });
+    }
+    regions.sort_by_key(|r| r.first_chunk);
+    let heap_ranges: Vec<(Range, usize)> = regions
+        .iter()
+        .map(|g| (Range::new(g.base, g.end), g.arena))
+        .collect();
+    let in_heaps = |a: u64| -> bool {
+        let i = heap_ranges.partition_point(|(r, _)| r.start.0 <= a);
+        i > 0 && heap_ranges[i - 1].0.contains(Addr(a))
+    };
+
+    // --- linear walk of every region.
+    let mut chunks: Vec<Chunk> = Vec::new();
+    let mut covered_by_arena = vec![0u64; arenas.len()];
+    for reg in &regions {
+        let top = arenas[reg.arena].top;
+        covered_by_arena[reg.arena] += w.walk_region(reg, top, &mut chunks);
+    }
+    chunks.sort_by_key(|c| c.addr);
+    let chunk_at = |a: u64| -> Option<usize> { chunks.binary_search_by_key(&a, |c| c.addr.0).ok() };
+    let max_list = chunks.len() as u64 + 1;
+
+    // --- free lists. `listed` maps chunk address -> state.
+    let mut listed: HashMap<u64, ChunkState> = HashMap::new();
+    for (ai, &a) in arena_addrs.iter().enumerate() {
+        for i in 1..128u64 {
+            let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
+            let mut q = r.u64(Addr(head + 24)).unwrap_or(head);
+            let mut n = 0u64;
+            while q != head {
+                n += 1;
+                if n > max_list {
+                    w.warn(Addr(head), format!("bin {i} of arena {ai} loops; stopped"));
+                    break;
+                }
+                if chunk_at(q).is_none() {
+                    w.warn(Addr(q), format!("bin {i} of arena {a} points at {q:#x}, which is not a chunk of any heap; rest of the list skipped"));
+                    break;
+                }
+                if listed.insert(q, bin_state(i)).is_some() {
+                    w.warn(
+                        Addr(q),
+                        format!("chunk is on more than one free list (bin {i})"),
+                    );
+                    break;
+                }
+                match r.u64(Addr(q + 24)) {
+                    Some(b) => q = b,
+                    None => break,
+                }
+            }
+        }
+    }
+
+    // Singly linked lists: collect heads, decide the linking from the data, then walk.
+    struct List {
+        head: u64, // first chunk address
+        expect: Option<u64>,
+        count: Option<u64>,
+        state: ChunkState,
+        owner: usize, // tcache index or usize::MAX
+    }
+    let mut lists: Vec<List> = Vec::new();
+    if let Some(fastbins) = ms.fastbins {
+        for &a in &arena_addrs {
+            for i in 0..ms.nfastbins {
+                if let Some(c) = r.u64(a.wrapping_add(fastbins + 8 * i)) {
+                    if c != 0 {
+                        lists.push(List {
+                            head: c,
+                            expect: Some(32 + 16 * i),
+                            count: None,
+                            state: ChunkState::Fastbin,
+                            owner: usize::MAX,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let tcaches = find_tcaches(p, r, model, &chunks, &in_heaps);
+    for (ti, t) in tcaches.iter().enumerate() {
+        for (bin, head, count) in &t.bins {
+            let small = model
+                .tcache
+                .as_ref()
+                .and_then(|t| t.small_bins)
+                .unwrap_or(u64::MAX);
+            let expect = (*bin < small).then_some(32 + 16 * bin);
+            lists.push(List {
+                head: head - 16,
+                expect,
+                count: *count,
+                state: ChunkState::Tcache,
+                owner: ti,
+            });
+        }
+    }
+    // Decide safe-linking: the decoding under which lists end cleanly on heap chunks.
+    let follow = |l: &List, link: Linking| -> Option<Vec<u64>> {
+        let mut out = Vec::new();
+        let mut c = l.head;
+        let limit = l.count.map(|n| n + 1).unwrap_or(max_list).min(max_list);
+        for _ in 0..limit {
+            if c % 16 != 0 || chunk_at(c).is_none() {
+                return None;
+            }
+            if let Some(e) = l.expect {
+                if chunks[chunk_at(c)?].size() != e {
+                    return None;
+                }
+            }
+            out.push(c);
+            let pos = c + 16;
+            let stored = r.u64(Addr(pos))?;
+            let next = decode(link, pos, stored);
+            if next == 0 {
+                return match l.count {
+                    Some(n) if n != out.len() as u64 => None,
+                    _ => Some(out),
+                };
+            }
+            // tcache links point at user memory; fastbin links at chunks.
+            c = if l.state == ChunkState::Tcache {
+                next.wrapping_sub(16)
+            } else {
+                next
+            };
+        }
+        None
+    };
+    let (mut plain_ok, mut safe_ok) = (0, 0);
+    for l in &lists {
+        if follow(l, Linking::Plain).is_some() {
+            plain_ok += 1;
+        }
+        if follow(l, Linking::Safe).is_some() {
+            safe_ok += 1;
+        }
+    }
+    let safe_linking = if lists.is_empty() {
+        None
+    } else {
+        Some(safe_ok > plain_ok || (safe_ok == plain_ok && model.safe_linking))
+    };
+    if let Some(s) = safe_linking {
+        if s != model.safe_linking {
+            w.diags.push(Diagnostic::info(format!(
+                "safe-linking is {} in the free lists, unlike what glibc {}'s model expects",
+                if s { "on" } else { "off" },
+                model.name
+            )));
+        }
+    }
+    let link = if safe_linking.unwrap_or(model.safe_linking) {
+        Linking::Safe
+    } else {
+        Linking::Plain
+    };
+    let mut tcache_totals = vec![Count::default(); tcaches.len()];
+    for l in &lists {
+        match follow(l, link) {
+            Some(cs) => {
+                for c in cs {
+                    if listed.insert(c, l.state).is_some() {
+                        w.warn(Addr(c), "chunk is on more than one free list".into());
+                    }
+                    if l.owner != usize::MAX {
+                        let size = chunks[chunk_at(c).unwrap()].size();
+                        tcache_totals[l.owner].add(size);
+                    }
+                }
+            }
+            None => w.warn(
+                Addr(l.head),
+                format!(
+                    "{} list starting at {:#x} is damaged (leaves the heap, wrong sizes, loops or miscounts); its chunks are counted in use",
+                    if l.state == ChunkState::Tcache { "tcache" } else { "fastbin" },
+                    l.head
+                ),
+            ),
+        }
+    }
+
+    // --- final states and per-arena sums.
+    let arena_of = |a: u64| -> usize {
+        let i = heap_ranges.partition_point(|(r, _)| r.start.0 <= a);
+        heap_ranges[i - 1].1
+    };
+    for c in chunks.iter_mut() {
+        let st = match listed.get(&c.addr.0) {
+            Some(&s) => s,
+            None => c.state(),
+        };
+        if st == ChunkState::FreeUnlisted {
+            w.warn(
+                c.addr,
+                format!(
+                    "chunk of {:#x} bytes is free (next chunk's PREV_INUSE is clear) but on no bin",
+                    c.size()
+                ),
+            );
+        }
+        if matches!(
+            st,
+            ChunkState::Unsorted | ChunkState::SmallBin | ChunkState::LargeBin
+        ) && c.state() != ChunkState::FreeUnlisted
+        {
+            w.warn(
+                c.addr,
+                "chunk on a bin list but its neighbour says it is in use".into(),
+            );
+        }
+        *c = Chunk::new(c.addr, c.size(), st);
+        let a = &mut arenas[arena_of(c.addr.0)];
+        let sz = c.size();
+        match st {
+            ChunkState::InUse => a.in_use.add(sz),
+            ChunkState::Tcache => a.free.tcache.add(sz),
+            ChunkState::Fastbin => a.free.fastbins.add(sz),
+            ChunkState::Unsorted => a.free.unsorted.add(sz),
+            ChunkState::SmallBin => a.free.smallbins.add(sz),
+            ChunkState::LargeBin => a.free.largebins.add(sz),
+            ChunkState::FreeUnlisted => a.free.unlisted.add(sz),
+            ChunkState::Top => a.top_bytes += sz,
+            ChunkState::Mmapped => {}
+        }
+        if !matches!(st, ChunkState::InUse | ChunkState::Top | ChunkState::Tcache) {
+            a.largest_free = a.largest_free.max(sz);
+        }
+    }
+    for (i, a) in arenas.iter_mut().enumerate() {
+        let accounted = a.in_use.bytes + a.free.total().bytes + a.top_bytes;
+        // Overhead: every byte of the arena's heaps not covered by a chunk (heap_info, the
+        // arena struct, alignment, fenceposts and what lies past them).
+        let span: u64 = a.heaps.iter().map(|h| h.size).sum();
+        a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
+        a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
+        if !a.identity_holds {
+            w.diags.push(
+                Diagnostic::warning(format!(
+                    "arena {}: system bytes {} != in use {} + overhead {} + free {} + top {}",
+                    a.address,
+                    a.system_bytes,
+                    a.in_use.bytes,
+                    a.overhead_bytes,
+                    a.free.total().bytes,
+                    a.top_bytes
+                ))
+                .at(a.address),
+            );
+        }
+    }
+
+    // --- mmapped chunks.
+    let mut mmapped = Count::default();
+    let mm = find_mmapped(p, r, &heap_ranges);
+    for (_, map_len) in &mm {
+        mmapped.add(*map_len);
+    }
+    if let Some((m, _)) = mp {
+        let mpp = &model.malloc_par;
+        if let (Some(n), Some(bytes)) = (
+            r.u32(m.wrapping_add(mpp.n_mmaps)),
+            r.u64(m.wrapping_add(mpp.mmapped_mem)),
+        ) {
+            if n as u64 != mmapped.chunks || bytes != mmapped.bytes {
+                w.diags.push(Diagnostic::warning(format!(
+                    "mmapped chunks found: {} ({} bytes); glibc's own counters (mp_.n_mmaps, mp_.mmapped_mem) say {n} ({bytes} bytes)",
+                    mmapped.chunks, mmapped.bytes
+                )));
+            }
+        }
+    }
+    chunks.extend(mm.into_iter().map(|(c, _)| c));
+    chunks.sort_by_key(|c| c.addr);
+
+    let tcache_info = tcaches
+        .iter()
+        .zip(tcache_totals)
+        .map(|(t, tot)| TcacheInfo {
+            address: Addr(t.address),
+            tid: t.tid,
+            found_by: t.found_by,
+            chunks: tot.chunks,
+            bytes: tot.bytes,
+        })
+        .collect();
+
+    GlibcHeap {
+        version: None,
+        model: model.name.clone(),
+        main_arena: main,
+        main_arena_found_by: how,
+        mp: mp.map(|m| m.0),
+        mp_found_by: mp.map(|m| m.1),
+        safe_linking,
+        arenas,
+        mmapped,
+        tcaches: tcache_info,
+        chunks,
+        diagnostics: w.diags,
+    }
+}
+
+struct FoundTcache {
+    address: u64,
+    tid: Option<u32>,
+    found_by: &'static str,
+    /// (bin index, head user pointer, chunk count when the struct says) of each non-empty bin.
+    bins: Vec<(u64, u64, Option<u64>)>,
+}
+
+/// Every thread's tcache_perthread_struct: through each thread's TLS (words just below
+/// the thread pointer that point at a chunk of the struct's size — pwndbg's brute force,
+/// layouts.md §A.12 #8) and by validating every in-use chunk of that size.
+fn find_tcaches(
+    p: &Process,
+    r: &Reader,
+    model: &GlibcModel,
+    chunks: &[Chunk],
+    in_heaps: &dyn Fn(u64) -> bool,
+) -> Vec<FoundTcache> {
+    let Some(t) = &model.tcache else {
+        return Vec::new();
+    };
+    let csize = model.tcache_chunk_size().unwrap();
+    let chunk_size_at = |a: u64| -> Option<u64> {
+        chunks
+            .binary_search_by_key(&a, |c| c.addr.0)
+            .ok()
+            .map(|i| chunks[i].size())
+    };
+    // Validate a candidate struct: counts agree with non-empty entries; entries in heaps.
+    let validate = |s: u64| -> Option<Vec<(u64, u64, Option<u64>)>> {
+        let mut bins = Vec::new();
+        for i in 0..t.bins {
+            let raw = match t.count_size {
+                1 => r.u8(Addr(s + t.counts + i))? as u64,
+                _ => r.u16(Addr(s + t.counts + 2 * i))? as u64,
+            };
+            let e = r.u64(Addr(s + t.entries + 8 * i))?;
+            let count = match t.counts_mean {
+                CountsMean::Used => Some(raw),
+                // 2.42+: num_slots counts down from the bin's capacity; the chain's end is
+                // the truth there.
+                CountsMean::FreeSlots => None,
+            };
+            if e == 0 {
+                if t.counts_mean == CountsMean::Used && raw != 0 {
+                    return None;
+                }
+                continue;
+            }
+            if e % 16 != 0 || !in_heaps(e - 16) || chunk_size_at(e - 16).is_none() {
+                return None;
+            }
+            if t.counts_mean == CountsMean::Used && (raw == 0 || raw > 0xffff) {
+                return None;
+            }
+            bins.push((i, e, count));
+        }
+        Some(bins)
+    };
+    let mut found: Vec<FoundTcache> = Vec::new();
+    // TLS: the tcache pointer is an initial-exec TLS variable of libc, below the thread
+    // pointer on x86_64 (TLS variant II). Scan 4 KiB below each thread pointer.
+    for th in &p.core.threads {
+        let Some(tp) = th.thread_pointer else {
+            continue;
+        };
+        for off in (8..=0x1000u64).step_by(8) {
+            let Some(v) = r.u64(Addr(tp.0.wrapping_sub(off))) else {
+                break;
+            };
+            if v < 16 || v % 16 != 0 || chunk_size_at(v - 16) != Some(csize) {
+                continue;
+            }
+            if let Some(bins) = validate(v) {
+                if !found.iter().any(|f| f.address == v) {
+                    found.push(FoundTcache {
+                        address: v,
+                        tid: Some(th.tid),
+                        found_by: "tls",
+                        bins,
+                    });
+                }
+                break;
+            }
+        }
+    }
+    // Heap scan: threads whose TLS we could not read, and threads that share an arena.
+    for c in chunks {
+        if c.size() != csize || c.state() != ChunkState::InUse {
+            continue;
+        }
+        let s = c.user().0;
+        if found.iter().any(|f| f.address == s) {
+            continue;
+        }
+        if let Some(bins) = validate(s) {
+            if !bins.is_empty() {
+                found.push(FoundTcache {
+                    address: s,
+                    tid: None,
+                    found_by: "heap scan",
+                    bins,
+                });
+            }
+        }
+    }
+    found
+}
+
+/// mmapped chunks (malloc.c sysmalloc_mmap): page-aligned header with prev_size 0 (the
+/// front-misalignment correction, normally 0) and IS_MMAPPED set, PREV_INUSE and
+/// NON_MAIN_ARENA clear, a page-multiple size that fits the anonymous memory it is in.
+/// Adjacent anonymous mappings merge into one segment, so a segment can hold several.
+/// Returns each chunk with the length of its mapping (what `mp_.mmapped_mem` counts).
+fn find_mmapped(p: &Process, r: &Reader, heaps: &[(Range, usize)]) -> Vec<(Chunk, u64)> {
+    let page = p.core.page_size;
+    let mut out = Vec::new();
+    let file_backed = |rg: Range| {
+        p.core
+            .files
+            .iter()
+            .any(|f| f.range.intersect(&rg).is_some())
+    };
+    let stacks: Vec<Addr> = p.core.threads.iter().map(|t| t.sp).collect();
+    for s in &p.core.segments {
+        let rg = Range::new(s.vaddr, s.vaddr.wrapping_add(s.in_core));
+        if s.in_core < page || s.flags & 2 == 0 || file_backed(rg) {
+            continue;
+        }
+        if stacks.iter().any(|&sp| rg.contains(sp)) {
+            continue;
+        }
+        // Arena heaps (64 MiB reservations) and the main heap are not mmapped chunks.
+        let reserved = |a: Addr| {
+            heaps.iter().any(|(h, arena)| {
+                h.contains(a)
+                    || (*arena != 0
+                        && a.align_down(HEAP_MAX_SIZE) == h.start.align_down(HEAP_MAX_SIZE))
+            })
+        };
+        let mut a = rg.start.align_up(page).unwrap_or(rg.end);
+        while a.wrapping_add(16) <= rg.end {
+            if reserved(a) {
+                a = a.wrapping_add(page);
+                continue;
+            }
+            let (Some(prev), Some(raw)) = (r.u64(a), r.u64(a.wrapping_add(8))) else {
+                break;
+            };
+            let size = raw & !7;
+            // The mapping is the chunk rounded up to pages: the chunk fills it exactly up
+            // to 2.42; 2.43 leaves the last 16 bytes of the mapping out of the chunk.
+            let map_len = size
+                .checked_add(page - 1)
+                .map(|v| v & !(page - 1))
+                .unwrap_or(0);
+            if prev == 0
+                && raw & IS_MMAPPED != 0
+                && raw & (PREV_INUSE | NON_MAIN_ARENA) == 0
+                && size % 16 == 0
+                && map_len >= page
+                && map_len - size <= 16
+                && a.0.checked_add(map_len).is_some_and(|e| e <= rg.end.0)
+            {
+                out.push((Chunk::new(a, size, ChunkState::Mmapped), map_len));
+                a = a.wrapping_add(map_len);
+            } else {
+                a = a.wrapping_add(page);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,350 @@
+//! Heap layout models: per-version facts about glibc malloc (and, later, CPython) as data.
+//!
+//! The TOML files under `heap-models/` are embedded at build time; `--heap-models DIR`
+//! replaces them with `DIR/glibc/*.toml`. Each file covers one layout epoch (a version
+//! range over which every field coreheap reads is the same) and cites its sources.
+//! Models are chosen by version and then confirmed by invariants in the walkers; a model
+//! is never trusted only because its version range matched.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// A "major.minor" version, ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32);
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let mut it = s.split('.');
+        let a = it.next()?.trim().parse().ok()?;
+        let b: String = it
+            .next()?
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        Some(Version(a, b.parse().ok()?))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MallocState {
+    pub size: u64,
+    pub flags: u64,
+    /// `fastbinsY` (absent from 2.43 on, where fastbins are gone).
+    pub fastbins: Option<u64>,
+    #[serde(default)]
+    pub nfastbins: u64,
+    pub top: u64,
+    pub last_remainder: u64,
+    pub bins: u64,
+    pub next: u64,
+    pub next_free: u64,
+    pub attached_threads: u64,
+    pub system_mem: u64,
+    pub max_system_mem: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MallocPar {
+    pub size: u64,
+    pub trim_threshold: u64,
+    pub top_pad: u64,
+    pub mmap_threshold: u64,
+    pub arena_test: u64,
+    pub arena_max: u64,
+    pub n_mmaps: u64,
+    pub n_mmaps_max: u64,
+    pub max_n_mmaps: u64,
+    pub mmapped_mem: u64,
+    pub max_mmapped_mem: u64,
+    pub sbrk_base: u64,
+    pub tcache_bins: Option<u64>,
+    pub tcache_max_bytes: Option<u64>,
+    pub tcache_count: Option<u64>,
+    pub tcache_unsorted_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeapInfo {
+    pub size: u64,
+    pub ar_ptr: u64,
+    pub prev: u64,
+    pub hsize: u64,
+    pub mprotect_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountsMean {
+    /// `counts[i]` = chunks in bin i (2.26–2.41).
+    Used,
+    /// `num_slots[i]` = free slots left in bin i (2.42+, "Count tcache entries downwards").
+    FreeSlots,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tcache {
+    pub bins: u64,
+    /// Bins of chunk sizes 0x20 + 16*i (the rest, if any, are the 2.42+ large bins).
+    #[serde(default)]
+    pub small_bins: Option<u64>,
+    pub count_size: u64,
+    pub counts: u64,
+    pub entries: u64,
+    pub struct_size: u64,
+    pub fill_count: u64,
+    pub counts_mean: CountsMean,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlibcModel {
+    #[serde(skip)]
+    pub name: String,
+    pub kind: String,
+    pub first: String,
+    /// Inclusive; absent for the newest epoch.
+    pub last: Option<String>,
+    pub source: String,
+    /// What the version range expects; the walker detects the truth from the data.
+    pub safe_linking: bool,
+    /// Every non-zero field of `mp_`'s initializer as (offset, width, value), when it is
+    /// not the classic DEFAULT_MP_ derived from the field offsets.
+    #[serde(default)]
+    pub mp_initializer: Option<Vec<[u64; 3]>>,
+    pub malloc_state: MallocState,
+    pub malloc_par: MallocPar,
+    pub heap_info: HeapInfo,
+    pub tcache: Option<Tcache>,
+}
+
+impl GlibcModel {
+    pub fn first_version(&self) -> Version {
+        Version::parse(&self.first).unwrap_or(Version(0, 0))
+    }
+    pub fn last_version(&self) -> Option<Version> {
+        self.last.as_deref().and_then(Version::parse)
+    }
+    pub fn covers(&self, v: Version) -> bool {
+        v >= self.first_version() && self.last_version().is_none_or(|l| v <= l)
+    }
+    pub fn has_fastbins(&self) -> bool {
+        self.malloc_state.fastbins.is_some()
+    }
+    /// Tcache chunk size of the perthread struct (request2size of struct_size).
+    pub fn tcache_chunk_size(&self) -> Option<u64> {
+        self.tcache.as_ref().map(|t| (t.struct_size + 8 + 15) & !15)
+    }
+
+    /// Schema checks beyond the types: every field inside its struct, sane sizes.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.kind != "glibc" {
+            return Err(format!("kind is {:?}, expected \"glibc\"", self.kind));
+        }
+        if Version::parse(&self.first).is_none() {
+            return Err(format!("bad first version {:?}", self.first));
+        }
+        if let Some(l) = &self.last {
+            let lv = Version::parse(l).ok_or(format!("bad last version {l:?}"))?;
+            if lv < self.first_version() {
+                return Err("last version before first".into());
+            }
+        }
+        let ms = &self.malloc_state;
+        let in_struct = |name: &str, off: u64, width: u64, size: u64| {
+            if off + width > size {
+                Err(format!(
+                    "{name} at {off:#x} (+{width}) is outside its struct of {size:#x} bytes"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        for (n, o) in [
+            ("malloc_state.flags", ms.flags),
+            ("malloc_state.attached_threads", ms.attached_threads),
+        ] {
+            in_struct(n, o, 4, ms.size)?;
+        }
+        if let Some(f) = ms.fastbins {
+            if ms.nfastbins == 0 || ms.nfastbins > 16 {
+                return Err("nfastbins must be 1..16 when fastbins is given".into());
+            }
+            in_struct("malloc_state.fastbins", f, 8 * ms.nfastbins, ms.size)?;
+        }
+        in_struct("malloc_state.bins", ms.bins, 8 * 254, ms.size)?;
+        for (n, o) in [
+            ("top", ms.top),
+            ("last_remainder", ms.last_remainder),
+            ("next", ms.next),
+            ("next_free", ms.next_free),
+            ("system_mem", ms.system_mem),
+            ("max_system_mem", ms.max_system_mem),
+        ] {
+            in_struct(n, o, 8, ms.size)?;
+        }
+        let mp = &self.malloc_par;
+        for (n, o, w) in [
+            ("trim_threshold", mp.trim_threshold, 8),
+            ("top_pad", mp.top_pad, 8),
+            ("mmap_threshold", mp.mmap_threshold, 8),
+            ("arena_test", mp.arena_test, 8),
+            ("arena_max", mp.arena_max, 8),
+            ("n_mmaps", mp.n_mmaps, 4),
+            ("n_mmaps_max", mp.n_mmaps_max, 4),
+            ("max_n_mmaps", mp.max_n_mmaps, 4),
+            ("mmapped_mem", mp.mmapped_mem, 8),
+            ("max_mmapped_mem", mp.max_mmapped_mem, 8),
+            ("sbrk_base", mp.sbrk_base, 8),
+        ] {
+            in_struct(n, o, w, mp.size)?;
+        }
+        for o in [
+            mp.tcache_bins,
+            mp.tcache_max_bytes,
+            mp.tcache_count,
+            mp.tcache_unsorted_limit,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            in_struct("malloc_par.tcache_*", o, 8, mp.size)?;
+        }
+        let hi = &self.heap_info;
+        for o in [hi.ar_ptr, hi.prev, hi.hsize, hi.mprotect_size] {
+            in_struct("heap_info field", o, 8, hi.size)?;
+        }
+        if hi.size % 16 != 0 {
+            return Err("heap_info size must keep chunks 16-aligned".into());
+        }
+        if let Some(t) = &self.tcache {
+            if ![1, 2].contains(&t.count_size) {
+                return Err("tcache count_size must be 1 or 2".into());
+            }
+            in_struct(
+                "tcache.counts",
+                t.counts,
+                t.count_size * t.bins,
+                t.struct_size,
+            )?;
+            in_struct("tcache.entries", t.entries, 8 * t.bins, t.struct_size)?;
+            if t.small_bins.unwrap_or(t.bins) > t.bins || t.bins > 1024 {
+                return Err("tcache bins out of range".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+const EMBEDDED_GLIBC: &[(&str, &str)] = &[
+    ("2.26.toml", include_str!("../heap-models/glibc/2.26.toml")),
+    (
+        "2.27-2.29.toml",
+        include_str!("../heap-models/glibc/2.27-2.29.toml"),
+    ),
+    (
+        "2.30-2.31.toml",
+        include_str!("../heap-models/glibc/2.30-2.31.toml"),
+    ),
+    (
+        "2.32-2.34.toml",
+        include_str!("../heap-models/glibc/2.32-2.34.toml"),
+    ),
+    (
+        "2.35-2.41.toml",
+        include_str!("../heap-models/glibc/2.35-2.41.toml"),
+    ),
+    ("2.43.toml", include_str!("../heap-models/glibc/2.43.toml")),
+];
+
+fn parse_glibc(name: &str, text: &str) -> Result<GlibcModel> {
+    let mut m: GlibcModel =
+        toml::from_str(text).map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;
+    m.name = name.trim_end_matches(".toml").to_string();
+    m.validate()
+        .map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;
+    Ok(m)
+}
+
+/// The glibc models: embedded, or from `dir/glibc/*.toml` when a directory is given.
+/// Checks each file and that no two version ranges overlap.
+pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
+    let mut models = Vec::new();
+    match dir {
+        None => {
+            for (name, text) in EMBEDDED_GLIBC {
+                models.push(parse_glibc(name, text)?);
+            }
+        }
+        Some(d) => {
+            let gd = d.join("glibc");
+            let rd = std::fs::read_dir(&gd).map_err(|e| Error::io(&gd, e))?;
+            let mut paths: Vec<_> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            paths.sort();
+            for p in paths {
+                let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+                models.push(parse_glibc(
+                    &p.file_name().unwrap().to_string_lossy(),
+                    &text,
+                )?);
+            }
+            if models.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: no glibc models (*.toml)",
+                    gd.display()
+                )));
+            }
+        }
+    }
+    models.sort_by_key(|m| m.first_version());
+    for w in models.windows(2) {
+        let end = w[0].last_version().ok_or_else(|| {
+            Error::Other(format!(
+                "heap model {}: open-ended range but not the newest",
+                w[0].name
+            ))
+        })?;
+        if end >= w[1].first_version() {
+            return Err(Error::Other(format!(
+                "heap models {} and {} overlap",
+                w[0].name, w[1].name
+            )));
+        }
+    }
+    Ok(models)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_models_are_valid_and_disjoint() {
+        let m = glibc_models(None).unwrap();
+        assert!(m.len() >= 6);
+        assert!(m.iter().any(|x| x.covers(Version(2, 36))));
+        assert!(m.iter().any(|x| x.covers(Version(2, 31))));
+        assert!(m.iter().any(|x| x.covers(Version(2, 43))));
+        assert_eq!(m.iter().filter(|x| x.covers(Version(2, 41))).count(), 1);
+    }
+
+    #[test]
+    fn versions_order() {
+        assert!(Version::parse("2.9").unwrap() < Version::parse("2.10").unwrap());
+        assert_eq!(Version::parse("2.42.9000"), Some(Version(2, 42)));
+    }
+}

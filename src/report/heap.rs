@@ -1,0 +1,94 @@
+//! Text rendering of `frag` and `summary`.
+
+use super::{human_bytes, Align, Table};
+use crate::frag::Frag;
+use crate::summary::Summary;
+use std::io::{self, Write};
+
+fn cnt(c: &crate::glibc::Count) -> String {
+    if c.chunks == 0 {
+        "-".into()
+    } else {
+        format!("{} ({})", human_bytes(c.bytes), c.chunks)
+    }
+}
+
+pub fn write_frag(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
+    let Some(g) = &f.glibc else {
+        return writeln!(w, "glibc malloc: not found in this process");
+    };
+    writeln!(
+        w,
+        "glibc {} malloc (model {}): main_arena {} (found by {}), safe-linking {}",
+        g.version.as_deref().unwrap_or("?"),
+        g.model,
+        g.main_arena,
+        g.main_arena_found_by,
+        match g.safe_linking {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "unknown",
+        }
+    )?;
+    let mut t = Table::new(&[
+        ("ARENA", Align::Left),
+        ("KIND", Align::Left),
+        ("HEAPS", Align::Right),
+        ("SYSTEM", Align::Right),
+        ("IN USE (chunks)", Align::Right),
+        ("TCACHE", Align::Right),
+        ("FASTBINS", Align::Right),
+        ("UNSORTED", Align::Right),
+        ("SMALL BINS", Align::Right),
+        ("LARGE BINS", Align::Right),
+        ("TOP", Align::Right),
+        ("OVERHEAD", Align::Right),
+    ]);
+    for a in &g.arenas {
+        t.row(vec![
+            a.address.to_string(),
+            a.kind.to_string(),
+            a.heaps.len().to_string(),
+            human_bytes(a.system_bytes),
+            cnt(&a.in_use),
+            cnt(&a.free.tcache),
+            cnt(&a.free.fastbins),
+            cnt(&a.free.unsorted),
+            cnt(&a.free.smallbins),
+            cnt(&a.free.largebins),
+            human_bytes(a.top_bytes),
+            human_bytes(a.overhead_bytes),
+        ]);
+    }
+    t.write(w, "  ")?;
+    writeln!(w, "  mmapped chunks: {}", cnt(&g.mmapped))?;
+    writeln!(w, "  tcaches: {} thread caches found", g.tcaches.len())?;
+    Ok(())
+}
+
+pub fn write_summary(w: &mut dyn Write, s: &Summary, top: Option<usize>) -> io::Result<()> {
+    let mut rows: Vec<_> = s.size_classes.iter().collect();
+    rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.size.cmp(&b.size)));
+    let total: u64 = rows.iter().map(|r| r.bytes).sum();
+    let n: u64 = rows.iter().map(|r| r.count).sum();
+    let mut t = Table::new(&[
+        ("ALLOCATOR", Align::Left),
+        ("SIZE", Align::Right),
+        ("COUNT", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for r in rows.iter().take(top.unwrap_or(usize::MAX)) {
+        t.row(vec![
+            r.allocator.to_string(),
+            r.size.to_string(),
+            r.count.to_string(),
+            human_bytes(r.bytes),
+        ]);
+    }
+    writeln!(
+        w,
+        "live allocations by size class: {n} chunks, {}",
+        human_bytes(total)
+    )?;
+    t.write(w, "  ")
+}
