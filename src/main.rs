@@ -126,6 +126,7 @@ fn options(g: &Global) -> Options {
         search: SearchPaths {
             sysroot: g.sysroot.clone(),
             debug_dirs: g.debug_dir.clone(),
+            skip_system_debug: false,
         },
         heap_models: g.heap_models.clone(),
     }

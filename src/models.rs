@@ -123,6 +123,10 @@ pub struct GlibcModel {
     /// not the classic DEFAULT_MP_ derived from the field offsets.
     #[serde(default)]
     pub mp_initializer: Option<Vec<[u64; 3]>>,
+    /// Bytes of an mmapped chunk's mapping after the chunk: 0 up to 2.42 (size field =
+    /// mapping size), 16 from 2.43 (commit 614cfd0f8a "Change mmap chunk layout").
+    #[serde(default)]
+    pub mmap_chunk_tail: u64,
     pub malloc_state: MallocState,
     pub malloc_par: MallocPar,
     pub heap_info: HeapInfo,
@@ -225,6 +229,9 @@ impl GlibcModel {
         for o in [hi.ar_ptr, hi.prev, hi.hsize, hi.mprotect_size] {
             in_struct("heap_info field", o, 8, hi.size)?;
         }
+        if self.mmap_chunk_tail % 16 != 0 || self.mmap_chunk_tail >= 4096 {
+            return Err("mmap_chunk_tail must be a small multiple of 16".into());
+        }
         if hi.size % 16 != 0 {
             return Err("heap_info size must keep chunks 16-aligned".into());
         }
@@ -265,6 +272,7 @@ const EMBEDDED_GLIBC: &[(&str, &str)] = &[
         "2.35-2.41.toml",
         include_str!("../heap-models/glibc/2.35-2.41.toml"),
     ),
+    ("2.42.toml", include_str!("../heap-models/glibc/2.42.toml")),
     ("2.43.toml", include_str!("../heap-models/glibc/2.43.toml")),
 ];
 

@@ -117,10 +117,16 @@ pub fn fresh_cases() -> Vec<Case> {
 }
 
 pub fn open(case: &Case) -> Process {
+    open_with(case, false)
+}
+
+/// `no_debug`: ignore separate debug files, so only the symbol-free heuristics are left.
+pub fn open_with(case: &Case, no_debug: bool) -> Process {
     let opts = Options {
         search: SearchPaths {
             sysroot: case.sysroot.clone(),
             debug_dirs: Vec::new(),
+            skip_system_debug: no_debug,
         },
         heap_models: None,
     };

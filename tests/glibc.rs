@@ -6,12 +6,19 @@ use coreheap::glibc::{ChunkState, GlibcHeap};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-pub fn walk(case: &Case) -> GlibcHeap {
-    let p = corpus::open(case);
+/// The walk, and whether libc had a debug file (symbols) in this run.
+pub fn walk(case: &Case, no_debug: bool) -> (GlibcHeap, bool) {
+    let p = corpus::open_with(case, no_debug);
     let models = coreheap::models::glibc_models(None).unwrap();
-    coreheap::glibc::analyze(&p, &models)
+    let h = coreheap::glibc::analyze(&p, &models)
         .unwrap_or_else(|e| panic!("{}: {e}", case.name))
-        .expect("glibc found")
+        .expect("glibc found");
+    let debug = p
+        .modules
+        .modules
+        .iter()
+        .any(|m| m.name().starts_with("libc") && m.debug_file.is_some());
+    (h, debug)
 }
 
 /// mallinfo as glibc's int_mallinfo computes it, from our walk.
@@ -54,11 +61,28 @@ fn sum_by_size(v: &Value, key: &str, out: &mut BTreeMap<u64, u64>) {
     }
 }
 
-/// Returns mismatches for one C case.
+/// Returns mismatches for one C case, walked with libc's debug file when there is one
+/// (symbols) and without (heuristics only): both must match the truth.
 pub fn check(case: &Case) -> Vec<String> {
-    let h = walk(case);
+    let mut bad = check_mode(case, false);
+    bad.extend(check_mode(case, true));
+    bad
+}
+
+fn check_mode(case: &Case, no_debug: bool) -> Vec<String> {
+    let (h, debug) = walk(case, no_debug);
     let t = corpus::truth(case);
     let mut bad = Vec::new();
+    let mode = if no_debug { "heuristics" } else { "symbols" };
+    let symbol = h.main_arena_found_by == "symbol";
+    if symbol != debug {
+        bad.push(format!(
+            "{} ({mode}): main_arena found by {} with libc debug file {}",
+            case.name,
+            h.main_arena_found_by,
+            if debug { "present" } else { "absent" }
+        ));
+    }
     let mi = mallinfo(&h);
     for (k, v) in t["mallinfo"].as_object().unwrap() {
         if k == "usmblks" {

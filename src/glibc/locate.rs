@@ -241,7 +241,17 @@ pub fn find_main_arena(
 ) -> Option<(Addr, FoundBy)> {
     if let Some(s) = libc.symbol(&p.space, "main_arena") {
         match check_arena(r, model, s.addr, true) {
-            Ok(()) => return Some((s.addr, "symbol")),
+            Ok(()) => {
+                // Cross-check the heuristic against the symbol while we have both.
+                let file = main_arena_from_file(libc, model);
+                if !file.is_empty() && !file.contains(&s.addr) {
+                    errors.push(format!(
+                        "the libc .data initializer heuristic finds {} but the symbol says {}",
+                        file[0], s.addr
+                    ));
+                }
+                return Some((s.addr, "symbol"));
+            }
             Err(e) => errors.push(format!("main_arena symbol at {}: {e}", s.addr)),
         }
     }

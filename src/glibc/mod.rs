@@ -269,6 +269,9 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
     for (i, model) in order.iter().enumerate() {
         if let Some((arena, how)) = locate::find_main_arena(p, &r, libc, model, &mut errors) {
             let mut heap = walk(p, &r, libc, model, arena, how);
+            for e in &errors {
+                heap.diagnostics.push(Diagnostic::warning(e.clone()));
+            }
             heap.version = Some(g.version.clone());
             if i > 0 || version.is_none() {
                 heap.diagnostics.push(Diagnostic::warning(format!(
@@ -824,7 +827,7 @@ fn walk(
 
     // --- mmapped chunks.
     let mut mmapped = Count::default();
-    let mm = find_mmapped(p, r, &heap_ranges);
+    let mm = find_mmapped(p, r, model, &heap_ranges);
     for (_, map_len) in &mm {
         mmapped.add(*map_len);
     }
@@ -834,7 +837,14 @@ fn walk(
             r.u32(m.wrapping_add(mpp.n_mmaps)),
             r.u64(m.wrapping_add(mpp.mmapped_mem)),
         ) {
-            if n as u64 != mmapped.chunks || bytes != mmapped.bytes {
+            if n as u64 == mmapped.chunks && bytes != mmapped.bytes {
+                // Same chunks, another byte total: glibc's counter drifts when chunks are
+                // mremap'ed (seen on 2.43); the chunks found are what is mapped now.
+                w.diags.push(Diagnostic::info(format!(
+                    "mmapped chunks: {} bytes mapped; glibc's mp_.mmapped_mem says {bytes}",
+                    mmapped.bytes
+                )));
+            } else if n as u64 != mmapped.chunks {
                 w.diags.push(Diagnostic::warning(format!(
                     "mmapped chunks found: {} ({} bytes); glibc's own counters (mp_.n_mmaps, mp_.mmapped_mem) say {n} ({bytes} bytes)",
                     mmapped.chunks, mmapped.bytes
@@ -987,8 +997,14 @@ fn find_tcaches(
 /// NON_MAIN_ARENA clear, a page-multiple size that fits the anonymous memory it is in.
 /// Adjacent anonymous mappings merge into one segment, so a segment can hold several.
 /// Returns each chunk with the length of its mapping (what `mp_.mmapped_mem` counts).
-fn find_mmapped(p: &Process, r: &Reader, heaps: &[(Range, usize)]) -> Vec<(Chunk, u64)> {
+fn find_mmapped(
+    p: &Process,
+    r: &Reader,
+    model: &GlibcModel,
+    heaps: &[(Range, usize)],
+) -> Vec<(Chunk, u64)> {
     let page = p.core.page_size;
+    let tail = model.mmap_chunk_tail;
     let mut out = Vec::new();
     let file_backed = |rg: Range| {
         p.core
@@ -1023,18 +1039,14 @@ fn find_mmapped(p: &Process, r: &Reader, heaps: &[(Range, usize)]) -> Vec<(Chunk
                 break;
             };
             let size = raw & !7;
-            // The mapping is the chunk rounded up to pages: the chunk fills it exactly up
-            // to 2.42; 2.43 leaves the last 16 bytes of the mapping out of the chunk.
-            let map_len = size
-                .checked_add(page - 1)
-                .map(|v| v & !(page - 1))
-                .unwrap_or(0);
+            // The chunk fills its mapping exactly up to 2.42; 2.43 leaves the mapping's
+            // last 16 bytes out of the chunk (model: mmap_chunk_tail).
+            let map_len = size.wrapping_add(tail);
             if prev == 0
                 && raw & IS_MMAPPED != 0
                 && raw & (PREV_INUSE | NON_MAIN_ARENA) == 0
-                && size % 16 == 0
                 && map_len >= page
-                && map_len - size <= 16
+                && map_len % page == 0
                 && a.0.checked_add(map_len).is_some_and(|e| e <= rg.end.0)
             {
                 out.push((Chunk::new(a, size, ChunkState::Mmapped), map_len));
