@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod corpus;
+mod damage;
 mod glibc;
 mod mutation;
 mod synth;

@@ -19,7 +19,7 @@ use crate::memory::AddressSpace;
 use crate::models::{CountsMean, GlibcModel, Version};
 use crate::process::Process;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// HEAP_MAX_SIZE on LP64: 2 * DEFAULT_MMAP_THRESHOLD_MAX = 64 MiB (malloc/arena.c).
 pub const HEAP_MAX_SIZE: u64 = 64 << 20;
@@ -350,13 +350,27 @@ impl Walk<'_> {
     /// Linear walk of one region. Returns chunks (states: InUse / Top / FreeUnlisted
     /// provisional) and the bytes the chunks cover.
     fn walk_region(&mut self, reg: &Region, top: Addr, out: &mut Vec<Chunk>) -> u64 {
+        // The whole region as one slice when it lies in one piece of the core (the usual
+        // case): header reads are then plain loads, not address-space lookups.
+        let r = self.r;
+        let base = reg.base.0;
+        let fast = r.space.slice(reg.base, reg.end.0.saturating_sub(base));
+        let rd = |a: u64| -> Option<u64> {
+            if let Some(s) = fast {
+                let o = a.wrapping_sub(base) as usize;
+                if let Some(b) = s.get(o..o.wrapping_add(8)) {
+                    return Some(u64::from_le_bytes(b.try_into().unwrap()));
+                }
+            }
+            r.u64(Addr(a))
+        };
         let mut p = reg.first_chunk;
         let mut covered = 0u64;
         let max_steps = (reg.end.0.saturating_sub(p.0)) / MINSIZE + 2;
         let mut steps = 0u64;
         while p < reg.end && steps < max_steps {
             steps += 1;
-            let Some(raw) = self.r.u64(p.wrapping_add(8)) else {
+            let Some(raw) = rd(p.0.wrapping_add(8)) else {
                 self.warn(
                     p,
                     "chunk header not readable; rest of the heap skipped".into(),
@@ -398,9 +412,7 @@ impl Walk<'_> {
             let next = Addr(next.unwrap());
             // A chunk is free (in a bin) when the next chunk's PREV_INUSE is clear.
             let free = if next < reg.end {
-                self.r
-                    .u64(next.wrapping_add(8))
-                    .is_some_and(|n| n & PREV_INUSE == 0)
+                rd(next.0.wrapping_add(8)).is_some_and(|n| n & PREV_INUSE == 0)
             } else {
                 false
             };
@@ -593,8 +605,9 @@ fn walk(
     let chunk_at = |a: u64| -> Option<usize> { chunks.binary_search_by_key(&a, |c| c.addr.0).ok() };
     let max_list = chunks.len() as u64 + 1;
 
-    // --- free lists. `listed` maps chunk address -> state.
-    let mut listed: HashMap<u64, ChunkState> = HashMap::new();
+    // --- free lists. `listed[i]` is the state a free list gives chunk i (NOT_LISTED: none).
+    const NOT_LISTED: u8 = 0xff;
+    let mut listed: Vec<u8> = vec![NOT_LISTED; chunks.len()];
     for (ai, &a) in arena_addrs.iter().enumerate() {
         for i in 1..128u64 {
             let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
@@ -606,14 +619,14 @@ fn walk(
                     w.warn(Addr(head), format!("bin {i} of arena {ai} loops; stopped"));
                     break;
                 }
-                if chunk_at(q).is_none() {
+                let Some(idx) = chunk_at(q) else {
                     w.warn(Addr(q), format!("bin {i} of arena {a} points at {q:#x}, which is not a chunk of any heap; rest of the list skipped"));
                     break;
-                }
-                if listed.insert(q, bin_state(i)).is_some() {
+                };
+                if std::mem::replace(&mut listed[idx], bin_state(i) as u8) != NOT_LISTED {
                     w.warn(
                         Addr(q),
-                        format!("chunk is on more than one free list (bin {i})"),
+                        format!("bin {i}: chunk seen twice (the list loops or joins another list); rest of the list skipped"),
                     );
                     break;
                 }
@@ -670,20 +683,19 @@ fn walk(
         }
     }
     // Decide safe-linking: the decoding under which lists end cleanly on heap chunks.
-    let follow = |l: &List, link: Linking| -> Option<Vec<u64>> {
+    let follow = |l: &List, link: Linking| -> Option<Vec<usize>> {
         let mut out = Vec::new();
         let mut c = l.head;
         let limit = l.count.map(|n| n + 1).unwrap_or(max_list).min(max_list);
         for _ in 0..limit {
-            if c % 16 != 0 || chunk_at(c).is_none() {
+            if c % 16 != 0 {
                 return None;
             }
-            if let Some(e) = l.expect {
-                if chunks[chunk_at(c)?].size() != e {
-                    return None;
-                }
+            let idx = chunk_at(c)?;
+            if l.expect.is_some_and(|e| chunks[idx].size() != e) {
+                return None;
             }
-            out.push(c);
+            out.push(idx);
             let pos = c + 16;
             let stored = r.u64(Addr(pos))?;
             let next = decode(link, pos, stored);
@@ -702,15 +714,12 @@ fn walk(
         }
         None
     };
-    let (mut plain_ok, mut safe_ok) = (0, 0);
-    for l in &lists {
-        if follow(l, Linking::Plain).is_some() {
-            plain_ok += 1;
-        }
-        if follow(l, Linking::Safe).is_some() {
-            safe_ok += 1;
-        }
-    }
+    // Both decodings of every list: the wrong one fails within a step or two, so this
+    // costs about one walk of the lists.
+    let plain: Vec<Option<Vec<usize>>> = lists.iter().map(|l| follow(l, Linking::Plain)).collect();
+    let safe: Vec<Option<Vec<usize>>> = lists.iter().map(|l| follow(l, Linking::Safe)).collect();
+    let plain_ok = plain.iter().filter(|x| x.is_some()).count();
+    let safe_ok = safe.iter().filter(|x| x.is_some()).count();
     let safe_linking = if lists.is_empty() {
         None
     } else {
@@ -725,22 +734,21 @@ fn walk(
             )));
         }
     }
-    let link = if safe_linking.unwrap_or(model.safe_linking) {
-        Linking::Safe
+    let decoded = if safe_linking.unwrap_or(model.safe_linking) {
+        safe
     } else {
-        Linking::Plain
+        plain
     };
     let mut tcache_totals = vec![Count::default(); tcaches.len()];
-    for l in &lists {
-        match follow(l, link) {
+    for (l, res) in lists.iter().zip(decoded) {
+        match res {
             Some(cs) => {
-                for c in cs {
-                    if listed.insert(c, l.state).is_some() {
-                        w.warn(Addr(c), "chunk is on more than one free list".into());
+                for idx in cs {
+                    if std::mem::replace(&mut listed[idx], l.state as u8) != NOT_LISTED {
+                        w.warn(chunks[idx].addr, "chunk is on more than one free list".into());
                     }
                     if l.owner != usize::MAX {
-                        let size = chunks[chunk_at(c).unwrap()].size();
-                        tcache_totals[l.owner].add(size);
+                        tcache_totals[l.owner].add(chunks[idx].size());
                     }
                 }
             }
@@ -756,14 +764,12 @@ fn walk(
     }
 
     // --- final states and per-arena sums.
-    let arena_of = |a: u64| -> usize {
-        let i = heap_ranges.partition_point(|(r, _)| r.start.0 <= a);
-        heap_ranges[i - 1].1
-    };
-    for c in chunks.iter_mut() {
-        let st = match listed.get(&c.addr.0) {
-            Some(&s) => s,
-            None => c.state(),
+    // Chunks and heap ranges are both sorted: one moving index finds each chunk's arena.
+    let mut hr = 0usize;
+    for (idx, c) in chunks.iter_mut().enumerate() {
+        let st = match listed[idx] {
+            NOT_LISTED => c.state(),
+            s => ChunkState::from_bits(s as u64),
         };
         if st == ChunkState::FreeUnlisted {
             w.warn(
@@ -785,7 +791,10 @@ fn walk(
             );
         }
         *c = Chunk::new(c.addr, c.size(), st);
-        let a = &mut arenas[arena_of(c.addr.0)];
+        while hr + 1 < heap_ranges.len() && heap_ranges[hr + 1].0.start <= c.addr {
+            hr += 1;
+        }
+        let a = &mut arenas[heap_ranges[hr].1];
         let sz = c.size();
         match st {
             ChunkState::InUse => a.in_use.add(sz),
