@@ -23,4 +23,5 @@ pub use process::{Options, Process};
 pub mod frag;
 pub mod glibc;
 pub mod models;
+pub mod python;
 pub mod summary;

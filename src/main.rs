@@ -161,7 +161,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Frag { core } => {
             let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
             let p = Process::open(core, &opts, &bars)?;
-            let f = coreheap::frag::frag(&p, &models)?;
+            let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
+            let f = coreheap::frag::frag(&p, &models, &py_models)?;
             print_diagnostics(g, &f.diagnostics);
             if g.json {
                 report::write_json(&mut out, &f)?;

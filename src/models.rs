@@ -276,27 +276,54 @@ const EMBEDDED_GLIBC: &[(&str, &str)] = &[
     ("2.43.toml", include_str!("../heap-models/glibc/2.43.toml")),
 ];
 
-fn parse_glibc(name: &str, text: &str) -> Result<GlibcModel> {
-    let mut m: GlibcModel =
+/// What the loader needs of a model file of either kind.
+pub trait Epoch: serde::de::DeserializeOwned {
+    fn set_name(&mut self, name: String);
+    fn name(&self) -> &str;
+    fn first_version(&self) -> Version;
+    fn last_version(&self) -> Option<Version>;
+    fn validate(&self) -> std::result::Result<(), String>;
+}
+
+impl Epoch for GlibcModel {
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn first_version(&self) -> Version {
+        GlibcModel::first_version(self)
+    }
+    fn last_version(&self) -> Option<Version> {
+        GlibcModel::last_version(self)
+    }
+    fn validate(&self) -> std::result::Result<(), String> {
+        GlibcModel::validate(self)
+    }
+}
+
+fn parse_model<M: Epoch>(name: &str, text: &str) -> Result<M> {
+    let mut m: M =
         toml::from_str(text).map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;
-    m.name = name.trim_end_matches(".toml").to_string();
+    m.set_name(name.trim_end_matches(".toml").to_string());
     m.validate()
         .map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;
     Ok(m)
 }
 
-/// The glibc models: embedded, or from `dir/glibc/*.toml` when a directory is given.
+/// Models of one kind: embedded, or from `dir/<kind>/*.toml` when a directory is given.
 /// Checks each file and that no two version ranges overlap.
-pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
-    let mut models = Vec::new();
+fn load<M: Epoch>(kind: &str, embedded: &[(&str, &str)], dir: Option<&Path>) -> Result<Vec<M>> {
+    let mut models: Vec<M> = Vec::new();
     match dir {
         None => {
-            for (name, text) in EMBEDDED_GLIBC {
-                models.push(parse_glibc(name, text)?);
+            for (name, text) in embedded {
+                models.push(parse_model(name, text)?);
             }
         }
         Some(d) => {
-            let gd = d.join("glibc");
+            let gd = d.join(kind);
             let rd = std::fs::read_dir(&gd).map_err(|e| Error::io(&gd, e))?;
             let mut paths: Vec<_> = rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -305,14 +332,14 @@ pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
             paths.sort();
             for p in paths {
                 let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-                models.push(parse_glibc(
+                models.push(parse_model(
                     &p.file_name().unwrap().to_string_lossy(),
                     &text,
                 )?);
             }
             if models.is_empty() {
                 return Err(Error::Usage(format!(
-                    "{}: no glibc models (*.toml)",
+                    "{}: no {kind} models (*.toml)",
                     gd.display()
                 )));
             }
@@ -323,17 +350,128 @@ pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
         let end = w[0].last_version().ok_or_else(|| {
             Error::Other(format!(
                 "heap model {}: open-ended range but not the newest",
-                w[0].name
+                w[0].name()
             ))
         })?;
         if end >= w[1].first_version() {
             return Err(Error::Other(format!(
                 "heap models {} and {} overlap",
-                w[0].name, w[1].name
+                w[0].name(),
+                w[1].name()
             )));
         }
     }
     Ok(models)
+}
+
+/// The glibc models: embedded, or from `dir/glibc/*.toml`.
+pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
+    load("glibc", EMBEDDED_GLIBC, dir)
+}
+
+/// The CPython models: embedded, or from `dir/cpython/*.toml`.
+pub fn cpython_models(dir: Option<&Path>) -> Result<Vec<CpythonModel>> {
+    load("cpython", EMBEDDED_CPYTHON, dir)
+}
+
+const EMBEDDED_CPYTHON: &[(&str, &str)] = &[
+    (
+        "3.8-3.9.toml",
+        include_str!("../heap-models/cpython/3.8-3.9.toml"),
+    ),
+    (
+        "3.10-3.11.toml",
+        include_str!("../heap-models/cpython/3.10-3.11.toml"),
+    ),
+    (
+        "3.12.toml",
+        include_str!("../heap-models/cpython/3.12.toml"),
+    ),
+    (
+        "3.13-3.14.toml",
+        include_str!("../heap-models/cpython/3.13-3.14.toml"),
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// usedpools, arenas, maxarenas are file-scope statics (3.8-3.11).
+    Statics,
+    /// One `struct _obmalloc_state` holds them (3.12+).
+    State,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pymalloc {
+    pub arena_size: u64,
+    pub pool_size: u64,
+    pub pool_overhead: u64,
+    pub size_classes: u64,
+    pub state: StateKind,
+    pub arenas_offset: Option<u64>,
+    pub maxarenas_offset: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpythonModel {
+    #[serde(skip)]
+    pub name: String,
+    pub kind: String,
+    pub first: String,
+    pub last: Option<String>,
+    pub source: String,
+    pub pymalloc: Pymalloc,
+}
+
+impl CpythonModel {
+    pub fn covers(&self, v: Version) -> bool {
+        v >= Epoch::first_version(self) && Epoch::last_version(self).is_none_or(|l| v <= l)
+    }
+    /// Blocks of size class `i` that fit a pool (obmalloc.c NUMBLOCKS).
+    pub fn numblocks(&self, class: u64) -> u64 {
+        let p = &self.pymalloc;
+        (p.pool_size - p.pool_overhead) / ((class + 1) * 16)
+    }
+}
+
+impl Epoch for CpythonModel {
+    fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn first_version(&self) -> Version {
+        Version::parse(&self.first).unwrap_or(Version(0, 0))
+    }
+    fn last_version(&self) -> Option<Version> {
+        self.last.as_deref().and_then(Version::parse)
+    }
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.kind != "cpython" {
+            return Err(format!("kind is {:?}, expected \"cpython\"", self.kind));
+        }
+        Version::parse(&self.first).ok_or("bad first version")?;
+        let p = &self.pymalloc;
+        if !p.arena_size.is_power_of_two()
+            || !p.pool_size.is_power_of_two()
+            || p.pool_size > p.arena_size
+        {
+            return Err("arena and pool sizes must be powers of two, pool <= arena".into());
+        }
+        if p.size_classes == 0 || p.size_classes > 64 || p.pool_overhead >= p.pool_size {
+            return Err("size classes or pool overhead out of range".into());
+        }
+        if p.state == StateKind::State
+            && (p.arenas_offset.is_none() || p.maxarenas_offset.is_none())
+        {
+            return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -348,6 +486,14 @@ mod tests {
         assert!(m.iter().any(|x| x.covers(Version(2, 31))));
         assert!(m.iter().any(|x| x.covers(Version(2, 43))));
         assert_eq!(m.iter().filter(|x| x.covers(Version(2, 41))).count(), 1);
+        let c = cpython_models(None).unwrap();
+        for v in 8..=14 {
+            assert_eq!(
+                c.iter().filter(|x| x.covers(Version(3, v))).count(),
+                1,
+                "3.{v}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct Case {
     pub filter: String,
     pub core: PathBuf,
     pub truth: PathBuf,
+    /// sys._debugmallocstats() output of Python cases.
+    pub dms: Option<PathBuf>,
     pub sysroot: Option<PathBuf>,
 }
 
@@ -46,22 +48,20 @@ pub fn load_index(index: &Path) -> Vec<Case> {
     for c in list {
         let s = |k: &str| c.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
         let sysroot = c.get("sysroot").and_then(|x| resolve(base, x));
-        let mut pairs: Vec<(PathBuf, PathBuf, String)> = Vec::new();
-        if let (Some(core), Some(truth)) = (
-            c.get("core").and_then(|x| resolve(base, x)),
-            c.get("truth").and_then(|x| resolve(base, x)),
-        ) {
-            pairs.push((core, truth, String::new()));
-        }
-        for (ck, tk, tag) in [("core_A", "truth_A", "A"), ("core_B", "truth_B", "B")] {
-            if let (Some(core), Some(truth)) = (
-                c.get(ck).and_then(|x| resolve(base, x)),
-                c.get(tk).and_then(|x| resolve(base, x)),
-            ) {
-                pairs.push((core, truth, tag.to_string()));
-            }
-        }
-        for (core, truth, tag) in pairs {
+        let stages = c
+            .get("stages")
+            .and_then(|x| x.as_array())
+            .expect("index.json: every case has stages");
+        for st in stages {
+            let tag = st.get("stage").and_then(|x| x.as_str()).unwrap_or("");
+            let core = st
+                .get("core")
+                .and_then(|x| resolve(base, x))
+                .expect("stage core");
+            let truth = st
+                .get("truth")
+                .and_then(|x| resolve(base, x))
+                .expect("stage truth");
             out.push(Case {
                 name: format!(
                     "{}/{}-{}-{}{}",
@@ -76,6 +76,7 @@ pub fn load_index(index: &Path) -> Vec<Case> {
                 filter: s("filter"),
                 core,
                 truth,
+                dms: st.get("debugmallocstats").and_then(|x| resolve(base, x)),
                 sysroot: sysroot.clone().filter(|p| p != Path::new("/")),
             });
         }

@@ -5,5 +5,6 @@ mod corpus;
 mod damage;
 mod glibc;
 mod mutation;
+mod pymalloc;
 mod synth;
 mod synthetic;

@@ -14,6 +14,54 @@ fn cnt(c: &crate::glibc::Count) -> String {
 }
 
 pub fn write_frag(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
+    write_glibc(w, f)?;
+    if let Some(py) = &f.pymalloc {
+        writeln!(w)?;
+        write_pymalloc(w, py)?;
+    }
+    Ok(())
+}
+
+fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap) -> io::Result<()> {
+    writeln!(
+        w,
+        "pymalloc (model {}, state {} found by {}): {} arenas of {}, pools of {}: {} used, {} full, {} empty",
+        py.model,
+        py.state,
+        py.found_by,
+        py.arenas,
+        human_bytes(py.arena_size),
+        human_bytes(py.pool_size),
+        py.pools.used,
+        py.pools.full,
+        py.pools.empty
+    )?;
+    let mut t = Table::new(&[
+        ("SIZE", Align::Right),
+        ("POOLS", Align::Right),
+        ("BLOCKS IN USE", Align::Right),
+        ("FREE BLOCKS", Align::Right),
+        ("IN USE", Align::Right),
+        ("UTILISATION", Align::Right),
+    ]);
+    for c in py.size_classes.iter().filter(|c| c.pools > 0) {
+        let total = c.blocks_in_use + c.blocks_free;
+        t.row(vec![
+            c.size.to_string(),
+            c.pools.to_string(),
+            c.blocks_in_use.to_string(),
+            c.blocks_free.to_string(),
+            human_bytes(c.blocks_in_use * c.size),
+            format!(
+                "{:.0}%",
+                100.0 * c.blocks_in_use as f64 / total.max(1) as f64
+            ),
+        ]);
+    }
+    t.write(w, "  ")
+}
+
+fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
     let Some(g) = &f.glibc else {
         return writeln!(w, "glibc malloc: not found in this process");
     };

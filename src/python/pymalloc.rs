@@ -1,0 +1,437 @@
+//! pymalloc (Objects/obmalloc.c): arenas → pools → blocks, found without debug symbols.
+//!
+//! The state is found by symbol when there is one, else by the `usedpools` signature
+//! (layouts.md §B.4 #1: 32 pairs of list heads, each pair either pointing at itself − 16 —
+//! the `PTA()` initializer — or at pool headers of that size class) in the Python module's
+//! writable memory. In 3.12+ that hit is the whole `struct _obmalloc_state`; in 3.8-3.11 the
+//! `arenas` vector is then found as the pointer through which the pools' `arenaindex`
+//! leads back to their arenas. Pools are walked from each arena's base to its
+//! `pool_address`; a block is live when below `nextoffset` and not on the pool's free list,
+//! which must agree with the pool's `ref.count`.
+
+use crate::addr::{Addr, Range};
+use crate::error::Diagnostic;
+use crate::glibc::Reader;
+use crate::models::{CpythonModel, StateKind};
+use crate::modules::Module;
+use crate::process::Process;
+use serde::Serialize;
+
+/// pool_header (identical 3.8-3.14, layouts.md §B.2).
+const POOL_REF_COUNT: u64 = 0x00;
+const POOL_FREEBLOCK: u64 = 0x08;
+const POOL_NEXTPOOL: u64 = 0x10;
+const POOL_ARENAINDEX: u64 = 0x20;
+const POOL_SZIDX: u64 = 0x24;
+const POOL_NEXTOFFSET: u64 = 0x28;
+/// arena_object: address, pool_address, nfreepools, ntotalpools (48 bytes).
+const ARENA_OBJECT_SIZE: u64 = 48;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClassStats {
+    pub size: u64,
+    pub pools: u64,
+    pub blocks_in_use: u64,
+    pub blocks_free: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolStates {
+    pub used: u64,
+    pub full: u64,
+    pub empty: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ArenaInfo {
+    pub address: Addr,
+    /// Pools carved so far (below pool_address).
+    pub pools: u64,
+    pub pools_in_use: u64,
+    pub blocks_in_use: u64,
+    pub bytes_in_use: u64,
+}
+
+/// One live block: address and size class size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub addr: Addr,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PymallocHeap {
+    pub model: String,
+    pub state: Addr,
+    pub found_by: &'static str,
+    pub arena_size: u64,
+    pub pool_size: u64,
+    /// Arenas currently allocated (`# arenas allocated current`).
+    pub arenas: u64,
+    pub pools: PoolStates,
+    pub size_classes: Vec<ClassStats>,
+    pub arena_list: Vec<ArenaInfo>,
+    #[serde(skip)]
+    pub blocks: Vec<Block>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The Python module's writable memory: its RW file mappings and the anonymous segment
+/// right after its last mapping (.bss beyond the file; 3.13+'s obmalloc_state_main).
+fn writable_ranges(p: &Process, m: &Module) -> Vec<Range> {
+    let mut out = Vec::new();
+    for mp in &m.mappings {
+        if let Some(s) = p.core.segments.iter().find(|s| s.vaddr == mp.range.start) {
+            if s.flags & 2 != 0 {
+                out.push(mp.range);
+            }
+        }
+    }
+    if let Some(end) = m.mappings.iter().map(|m| m.range.end).max() {
+        if let Some(s) = p
+            .core
+            .segments
+            .iter()
+            .find(|s| s.vaddr == end && s.flags & 2 != 0)
+        {
+            out.push(s.range());
+        }
+    }
+    out
+}
+
+/// Does `a` hold the 64 usedpools heads?
+fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
+    let ps = model.pymalloc.pool_size;
+    let mut used = 0;
+    for i in 0..model.pymalloc.size_classes {
+        let slot = a.wrapping_add(16 * i);
+        let (Some(n), Some(pv)) = (r.u64(slot), r.u64(slot.wrapping_add(8))) else {
+            return false;
+        };
+        let selfref = slot.0.wrapping_sub(16);
+        if n == selfref && pv == selfref {
+            continue;
+        }
+        let pool_ok =
+            |x: u64| x != 0 && x % ps == 0 && r.u32(Addr(x + POOL_SZIDX)) == Some(i as u32);
+        if !(pool_ok(n) && pool_ok(pv)) {
+            return false;
+        }
+        used += 1;
+    }
+    used > 0
+}
+
+fn scan_usedpools(p: &Process, r: &Reader, model: &CpythonModel, m: &Module) -> Vec<Addr> {
+    let mut hits = Vec::new();
+    for rg in writable_ranges(p, m) {
+        let mut a = rg.start;
+        while a.wrapping_add(16 * model.pymalloc.size_classes) <= rg.end {
+            // Quick rejection on the first pair.
+            let first = r.u64(a);
+            if first.is_some_and(|v| v == a.0.wrapping_sub(16) || v % model.pymalloc.pool_size == 0)
+                && is_usedpools(r, model, a)
+            {
+                hits.push(a);
+            }
+            a = a.wrapping_add(8);
+        }
+    }
+    hits
+}
+
+/// Used pools reachable from usedpools, with their arena index (for finding `arenas`).
+fn used_pools(r: &Reader, model: &CpythonModel, up: Addr) -> Vec<(Addr, u32)> {
+    let mut out = Vec::new();
+    for i in 0..model.pymalloc.size_classes {
+        let head = up.wrapping_add(16 * i).0.wrapping_sub(16);
+        let mut pool = r.u64(Addr(head + 16)).unwrap_or(head);
+        let mut n = 0;
+        while pool != head && n < 1 << 16 {
+            let Some(idx) = r.u32(Addr(pool + POOL_ARENAINDEX)) else {
+                break;
+            };
+            out.push((Addr(pool), idx));
+            n += 1;
+            pool = match r.u64(Addr(pool + POOL_NEXTPOOL)) {
+                Some(x) => x,
+                None => break,
+            };
+        }
+    }
+    out
+}
+
+fn valid_arenas(r: &Reader, model: &CpythonModel, arenas: Addr, max: u64) -> bool {
+    if arenas.is_null() || max == 0 || max > 1 << 24 {
+        return false;
+    }
+    let asz = model.pymalloc.arena_size;
+    let mut any = false;
+    for i in 0..max {
+        let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
+        let (Some(address), Some(pool_address), Some(nfree), Some(ntotal)) = (
+            r.u64(ao),
+            r.u64(ao.wrapping_add(8)),
+            r.u32(ao.wrapping_add(16)),
+            r.u32(ao.wrapping_add(20)),
+        ) else {
+            return false;
+        };
+        if address == 0 {
+            continue;
+        }
+        any = true;
+        if pool_address < address || pool_address > address + asz || nfree > ntotal || ntotal > 64 {
+            return false;
+        }
+    }
+    any
+}
+
+/// 3.8-3.11 without symbols: the word in the module's writable memory that points at an
+/// arena_object array in which every used pool's `arenaindex` names the arena holding it.
+fn find_arenas_static(
+    p: &Process,
+    r: &Reader,
+    model: &CpythonModel,
+    m: &Module,
+    up: Addr,
+) -> Option<(Addr, u64)> {
+    let pools = used_pools(r, model, up);
+    let (&(pool0, idx0), _) = pools.split_first()?;
+    let asz = model.pymalloc.arena_size;
+    let max_idx = pools.iter().map(|x| x.1).max().unwrap_or(0) as u64;
+    for rg in writable_ranges(p, m) {
+        let mut loc = rg.start;
+        while loc.wrapping_add(8) <= rg.end {
+            let here = loc;
+            loc = loc.wrapping_add(8);
+            let Some(v) = r.u64(here) else { continue };
+            if v == 0 || v % 16 != 0 {
+                continue;
+            }
+            let arena_of = |pool: Addr, idx: u32| {
+                r.u64(Addr(v).wrapping_add(ARENA_OBJECT_SIZE * idx as u64))
+                    .is_some_and(|base| base != 0 && pool.0 >= base && pool.0 < base + asz)
+            };
+            if !arena_of(pool0, idx0) || !pools.iter().all(|&(pl, i)| arena_of(pl, i)) {
+                continue;
+            }
+            // maxarenas: a u32 near the pointer (obmalloc.c declares them together) that
+            // covers every index and is INITIAL_ARENA_OBJECTS (16) doubled k times.
+            let near = (-64i64..=64).step_by(4).filter_map(|d| {
+                let a = Addr(here.0.wrapping_add(d as u64));
+                r.u32(a).map(|x| x as u64)
+            });
+            let plausible =
+                |x: u64| x > max_idx && x >= 16 && (x / 16).is_power_of_two() && x % 16 == 0;
+            let max = near
+                .filter(|&x| plausible(x))
+                .find(|&x| valid_arenas(r, model, Addr(v), x));
+            if let Some(max) = max {
+                return Some((Addr(v), max));
+            }
+        }
+    }
+    None
+}
+
+pub fn analyze(p: &Process, model: &CpythonModel, python: &Module) -> Result<PymallocHeap, String> {
+    let r = Reader { space: &p.space };
+    let pm = &model.pymalloc;
+    // --- the state.
+    let mut found_by = "symbol";
+    let up = match pm.state {
+        StateKind::Statics => python.symbol(&p.space, "usedpools").map(|s| s.addr),
+        StateKind::State => python
+            .symbol(&p.space, "obmalloc_state_main")
+            .map(|s| s.addr)
+            .filter(|&a| is_usedpools(&r, model, a)),
+    };
+    let up = match up {
+        Some(a) => a,
+        None => {
+            found_by = "usedpools signature";
+            let hits = scan_usedpools(p, &r, model, python);
+            match hits.as_slice() {
+                [a] => *a,
+                [] => {
+                    return Err("pymalloc's usedpools not found in the Python module's data".into())
+                }
+                many => {
+                    return Err(format!(
+                        "{} candidates for pymalloc's usedpools",
+                        many.len()
+                    ))
+                }
+            }
+        }
+    };
+    let (arenas, maxarenas) = match pm.state {
+        StateKind::State => {
+            let a = r.u64(up.wrapping_add(pm.arenas_offset.unwrap())).map(Addr);
+            let m = r
+                .u32(up.wrapping_add(pm.maxarenas_offset.unwrap()))
+                .map(|x| x as u64);
+            (
+                a.ok_or("obmalloc state not readable")?,
+                m.ok_or("obmalloc state not readable")?,
+            )
+        }
+        StateKind::Statics => {
+            let sym = (
+                python.symbol(&p.space, "arenas"),
+                python.symbol(&p.space, "maxarenas"),
+            );
+            match sym {
+                (Some(a), Some(m)) => (
+                    Addr(r.u64(a.addr).ok_or("arenas not readable")?),
+                    r.u32(m.addr).ok_or("maxarenas not readable")? as u64,
+                ),
+                _ => find_arenas_static(p, &r, model, python, up)
+                    .ok_or("pymalloc's arenas vector not found")?,
+            }
+        }
+    };
+    if !valid_arenas(&r, model, arenas, maxarenas) {
+        return Err(format!(
+            "the arena vector at {arenas} ({maxarenas} slots) does not look like pymalloc's"
+        ));
+    }
+
+    // --- the walk.
+    let mut diags = Vec::new();
+    let mut classes: Vec<ClassStats> = (0..pm.size_classes)
+        .map(|i| ClassStats {
+            size: (i + 1) * 16,
+            ..Default::default()
+        })
+        .collect();
+    let mut states = PoolStates::default();
+    let mut arena_list = Vec::new();
+    let mut blocks = Vec::new();
+    let mut narenas = 0;
+    let mut free_set: Vec<u64> = Vec::new();
+    for i in 0..maxarenas {
+        let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
+        let address = r.u64(ao).unwrap_or(0);
+        if address == 0 {
+            continue;
+        }
+        narenas += 1;
+        let pool_address = r.u64(ao.wrapping_add(8)).unwrap_or(address);
+        // A non-pool-aligned arena loses its first partial pool (obmalloc.c new_arena).
+        let base = Addr(address)
+            .align_up(pm.pool_size)
+            .unwrap_or(Addr(address));
+        let mut info = ArenaInfo {
+            address: Addr(address),
+            pools: 0,
+            pools_in_use: 0,
+            blocks_in_use: 0,
+            bytes_in_use: 0,
+        };
+        let mut pool = base;
+        while pool.0 < pool_address && pool.0 < address + pm.arena_size {
+            info.pools += 1;
+            let this = pool;
+            pool = pool.wrapping_add(pm.pool_size);
+            let Some(count) = r.u32(this.wrapping_add(POOL_REF_COUNT)) else {
+                diags.push(Diagnostic::warning("pool header not readable").at(this));
+                continue;
+            };
+            if count == 0 {
+                states.empty += 1;
+                continue;
+            }
+            let szidx = r.u32(this.wrapping_add(POOL_SZIDX)).unwrap_or(u32::MAX) as u64;
+            let nextoffset = r.u32(this.wrapping_add(POOL_NEXTOFFSET)).unwrap_or(0) as u64;
+            if szidx >= pm.size_classes || nextoffset > pm.pool_size {
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "pool with impossible size class {szidx} or nextoffset {nextoffset}"
+                    ))
+                    .at(this),
+                );
+                continue;
+            }
+            let size = (szidx + 1) * 16;
+            let nblocks = model.numblocks(szidx);
+            if count as u64 > nblocks {
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "pool count {count} exceeds {nblocks} blocks of {size}"
+                    ))
+                    .at(this),
+                );
+                continue;
+            }
+            // The pool's free list: blocks freed back, singly linked through their first word.
+            free_set.clear();
+            let mut f = r.u64(this.wrapping_add(POOL_FREEBLOCK)).unwrap_or(0);
+            let lo = this.0 + pm.pool_overhead;
+            let hi = this.0 + pm.pool_size;
+            while f != 0 && free_set.len() as u64 <= nblocks {
+                if f < lo || f >= hi || (f - lo) % size != 0 {
+                    break; // the list goes on into never-used blocks or was damaged
+                }
+                if f - this.0 >= nextoffset {
+                    break; // the tail of the list: the first never-used block
+                }
+                free_set.push(f);
+                f = r.u64(Addr(f)).unwrap_or(0);
+            }
+            free_set.sort_unstable();
+            let mut live = 0u64;
+            let mut off = pm.pool_overhead;
+            while off + size <= nextoffset.min(pm.pool_size) {
+                let b = this.0 + off;
+                if free_set.binary_search(&b).is_err() {
+                    blocks.push(Block {
+                        addr: Addr(b),
+                        size: size as u32,
+                    });
+                    live += 1;
+                }
+                off += size;
+            }
+            if live != count as u64 {
+                diags.push(
+                    Diagnostic::warning(format!(
+                        "pool of {size}-byte blocks: reconstruction finds {live} live blocks, its ref.count says {count}"
+                    ))
+                    .at(this),
+                );
+            }
+            let c = &mut classes[szidx as usize];
+            c.pools += 1;
+            c.blocks_in_use += count as u64;
+            c.blocks_free += nblocks - count as u64;
+            if (count as u64) < nblocks {
+                states.used += 1;
+            } else {
+                states.full += 1;
+            }
+            info.pools_in_use += 1;
+            info.blocks_in_use += count as u64;
+            info.bytes_in_use += count as u64 * size;
+        }
+        arena_list.push(info);
+    }
+    blocks.sort_unstable_by_key(|b| b.addr);
+    Ok(PymallocHeap {
+        model: model.name.clone(),
+        state: up,
+        found_by,
+        arena_size: pm.arena_size,
+        pool_size: pm.pool_size,
+        arenas: narenas,
+        pools: states,
+        size_classes: classes,
+        arena_list,
+        blocks,
+        diagnostics: diags,
+    })
+}

@@ -1,0 +1,115 @@
+//! The pymalloc walker against `sys._debugmallocstats()` written by the process as its very
+//! last step: per size class pools, blocks in use and available blocks, and the number of
+//! arenas in use — exactly, on every CPython of the corpus, stripped or not.
+
+use crate::corpus::{self, Case};
+use std::collections::BTreeMap;
+
+/// (size -> (pools, in use, avail)), arenas allocated current.
+fn parse_dms(text: &str) -> (BTreeMap<u64, (u64, u64, u64)>, Option<u64>) {
+    let mut classes = BTreeMap::new();
+    let mut in_table = false;
+    let mut arenas = None;
+    for line in text.lines() {
+        if line.starts_with("class   size") {
+            in_table = true;
+            continue;
+        }
+        if in_table {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if line.starts_with("-----") {
+                continue;
+            }
+            if f.len() == 5 && f.iter().all(|x| x.chars().all(|c| c.is_ascii_digit())) {
+                let n: Vec<u64> = f.iter().map(|x| x.parse().unwrap()).collect();
+                classes.insert(n[1], (n[2], n[3], n[4]));
+                continue;
+            }
+            in_table = false;
+        }
+        if let Some(rest) = line.strip_prefix("# arenas allocated current") {
+            let v: String = rest.chars().filter(|c| c.is_ascii_digit()).collect();
+            arenas = v.parse().ok();
+        }
+    }
+    (classes, arenas)
+}
+
+pub fn check(case: &Case) -> Vec<String> {
+    let p = corpus::open(case);
+    let models = coreheap::models::cpython_models(None).unwrap();
+    let mut bad = Vec::new();
+    let h = match coreheap::python::pymalloc(&p, &models) {
+        Ok(Some(h)) => h,
+        Ok(None) => return vec![format!("{}: no CPython found", case.name)],
+        Err(e) => return vec![format!("{}: {e}", case.name)],
+    };
+    let dms = std::fs::read_to_string(case.dms.as_ref().expect("debugmallocstats file")).unwrap();
+    let (want, arenas) = parse_dms(&dms);
+    assert!(
+        !want.is_empty(),
+        "{}: no class table in debugmallocstats",
+        case.name
+    );
+    let got: BTreeMap<u64, (u64, u64, u64)> = h
+        .size_classes
+        .iter()
+        .filter(|c| c.pools > 0)
+        .map(|c| (c.size, (c.pools, c.blocks_in_use, c.blocks_free)))
+        .collect();
+    if got != want {
+        for (size, w) in &want {
+            let g = got.get(size);
+            if g != Some(w) {
+                bad.push(format!(
+                    "{}: class {size}: walker {g:?}, _debugmallocstats {w:?}",
+                    case.name
+                ));
+            }
+        }
+        for (size, g) in &got {
+            if !want.contains_key(size) {
+                bad.push(format!(
+                    "{}: class {size}: walker {g:?}, _debugmallocstats none",
+                    case.name
+                ));
+            }
+        }
+    }
+    if arenas != Some(h.arenas) {
+        bad.push(format!(
+            "{}: arenas: walker {}, _debugmallocstats {arenas:?}",
+            case.name, h.arenas
+        ));
+    }
+    for d in &h.diagnostics {
+        bad.push(format!("{}: diagnostic: {d}", case.name));
+    }
+    bad
+}
+
+fn check_all(cases: Vec<Case>) {
+    let cases: Vec<Case> = cases.into_iter().filter(|c| c.dms.is_some()).collect();
+    assert!(!cases.is_empty(), "no Python cases");
+    let mut bad = Vec::new();
+    for c in &cases {
+        bad.extend(check(c));
+    }
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn reference_pymalloc_matches_debugmallocstats() {
+    check_all(corpus::reference_cases());
+}
+
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn fresh_pymalloc_matches_debugmallocstats() {
+    check_all(corpus::fresh_cases());
+}
