@@ -170,15 +170,21 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::heap::write_frag(&mut out, &f)?;
             }
         }
-        Command::Summary { core, top, .. } => {
+        Command::Summary { core, top, by } => {
             let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
             let p = Process::open(core, &opts, &bars)?;
-            let s = coreheap::summary::summary(&p, &models)?;
+            let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
+            let a = coreheap::summary::analyze(&p, &models, &py_models)?;
+            let mut s = coreheap::summary::summary(&a);
+            if by == "size" {
+                s.types.clear();
+                s.freelists.clear();
+            }
             print_diagnostics(g, &s.diagnostics);
             if g.json {
                 report::write_json(&mut out, &s)?;
             } else {
-                report::heap::write_summary(&mut out, &s, *top)?;
+                report::heap::write_summary(&mut out, &s, *top, by == "type")?;
             }
         }
         Command::Objects { .. } | Command::Diff { .. } => {

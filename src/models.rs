@@ -375,23 +375,65 @@ pub fn cpython_models(dir: Option<&Path>) -> Result<Vec<CpythonModel>> {
 }
 
 const EMBEDDED_CPYTHON: &[(&str, &str)] = &[
+    ("3.8.toml", include_str!("../heap-models/cpython/3.8.toml")),
+    ("3.9.toml", include_str!("../heap-models/cpython/3.9.toml")),
     (
-        "3.8-3.9.toml",
-        include_str!("../heap-models/cpython/3.8-3.9.toml"),
+        "3.10.toml",
+        include_str!("../heap-models/cpython/3.10.toml"),
     ),
     (
-        "3.10-3.11.toml",
-        include_str!("../heap-models/cpython/3.10-3.11.toml"),
+        "3.11.toml",
+        include_str!("../heap-models/cpython/3.11.toml"),
     ),
     (
         "3.12.toml",
         include_str!("../heap-models/cpython/3.12.toml"),
     ),
     (
-        "3.13-3.14.toml",
-        include_str!("../heap-models/cpython/3.13-3.14.toml"),
+        "3.13.toml",
+        include_str!("../heap-models/cpython/3.13.toml"),
+    ),
+    (
+        "3.14.toml",
+        include_str!("../heap-models/cpython/3.14.toml"),
     ),
 ];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntSize {
+    ObSize,
+    LvTag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DictKeys {
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refcount {
+    Plain,
+    Immortal32,
+    Split32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objects {
+    pub preheader_flags: u64,
+    pub ht_name: u64,
+    pub ht_qualname: u64,
+    pub str_ascii_data: u64,
+    pub str_compact_data: u64,
+    pub int_size: IntSize,
+    pub dict_keys: DictKeys,
+    pub tuple_items: u64,
+    pub refcount: Refcount,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -424,6 +466,7 @@ pub struct CpythonModel {
     pub last: Option<String>,
     pub source: String,
     pub pymalloc: Pymalloc,
+    pub objects: Objects,
 }
 
 impl CpythonModel {

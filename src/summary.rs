@@ -1,39 +1,82 @@
-//! `coreheap summary`: live allocations by size class (and, with the CPython walker,
-//! live objects by type), as plain data.
+//! `coreheap summary`: live Python objects by type and live allocations by size class, as
+//! plain data.
 
 use crate::error::{Diagnostic, Result};
 use crate::glibc::report::{size_classes, SizeClass};
-use crate::models::GlibcModel;
+use crate::models::{CpythonModel, GlibcModel};
 use crate::process::Process;
+use crate::python::census::{Census, FreeCount, TypeCount};
 use serde::Serialize;
-
-#[derive(Debug, Serialize)]
-pub struct TypeCount {
-    pub name: String,
-    pub count: u64,
-    pub bytes: u64,
-}
 
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub types: Vec<TypeCount>,
-    pub freelists: Vec<TypeCount>,
+    pub freelists: Vec<FreeCount>,
     pub size_classes: Vec<SizeClass>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
-pub fn summary(p: &Process, glibc_models: &[GlibcModel]) -> Result<Summary> {
+/// Everything `summary` and `objects` need: the walks and the census.
+pub struct Analysis {
+    pub glibc: Option<crate::glibc::GlibcHeap>,
+    pub pymalloc: Option<crate::python::pymalloc::PymallocHeap>,
+    pub census: Option<Census>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn analyze(
+    p: &Process,
+    glibc_models: &[GlibcModel],
+    cpython_models: &[CpythonModel],
+) -> Result<Analysis> {
+    let pymalloc = crate::python::pymalloc(p, cpython_models)?;
     let glibc = crate::glibc::analyze(p, glibc_models)?;
     let mut diagnostics = p.diagnostics.clone();
-    let mut classes = Vec::new();
     if let Some(g) = &glibc {
         diagnostics.extend(g.diagnostics.iter().cloned());
-        classes = size_classes(g);
     }
-    Ok(Summary {
-        types: Vec::new(),
-        freelists: Vec::new(),
-        size_classes: classes,
+    let mut census = None;
+    if let Some(py) = &pymalloc {
+        diagnostics.extend(py.diagnostics.iter().cloned());
+        let model = crate::python::model_for(p, cpython_models);
+        match model.and_then(|m| crate::python::objects::Typer::new(p, m)) {
+            Some(typer) => census = Some(crate::python::census::census(&typer, py, glibc.as_ref())),
+            None => diagnostics.push(Diagnostic::warning(
+                "CPython found but its types cannot be read (no PyType_Type symbol or no layout model for this version)",
+            )),
+        }
+    }
+    Ok(Analysis {
+        glibc,
+        pymalloc,
+        census,
         diagnostics,
     })
+}
+
+pub fn summary(a: &Analysis) -> Summary {
+    let mut classes = Vec::new();
+    if let Some(py) = &a.pymalloc {
+        for c in py.size_classes.iter().filter(|c| c.blocks_in_use > 0) {
+            classes.push(SizeClass {
+                allocator: "pymalloc",
+                size: c.size,
+                count: c.blocks_in_use,
+                bytes: c.blocks_in_use * c.size,
+            });
+        }
+    }
+    if let Some(g) = &a.glibc {
+        classes.extend(size_classes(g));
+    }
+    let (types, freelists) = match &a.census {
+        Some(c) => (c.types.clone(), c.freelists.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    Summary {
+        types,
+        freelists,
+        size_classes: classes,
+        diagnostics: a.diagnostics.clone(),
+    }
 }

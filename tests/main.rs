@@ -1,6 +1,7 @@
 //! One integration-test binary; modules per area.
 
 mod bad_input;
+mod census;
 mod corpus;
 mod damage;
 mod glibc;

@@ -5,8 +5,11 @@
 use crate::corpus::{self, Case};
 use std::collections::BTreeMap;
 
-/// (size -> (pools, in use, avail)), arenas allocated current.
-fn parse_dms(text: &str) -> (BTreeMap<u64, (u64, u64, u64)>, Option<u64>) {
+/// size -> (pools, blocks in use, available blocks)
+type Classes = BTreeMap<u64, (u64, u64, u64)>;
+
+/// The class table and "# arenas allocated current".
+fn parse_dms(text: &str) -> (Classes, Option<u64>) {
     let mut classes = BTreeMap::new();
     let mut in_table = false;
     let mut arenas = None;
@@ -51,7 +54,7 @@ pub fn check(case: &Case) -> Vec<String> {
         "{}: no class table in debugmallocstats",
         case.name
     );
-    let got: BTreeMap<u64, (u64, u64, u64)> = h
+    let got: Classes = h
         .size_classes
         .iter()
         .filter(|c| c.pools > 0)

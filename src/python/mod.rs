@@ -1,11 +1,20 @@
 //! CPython: the pymalloc allocator (arenas, pools, blocks) and, on top of it, objects.
 
+pub mod census;
+pub mod objects;
 pub mod pymalloc;
 
 use crate::error::{Error, Result};
 use crate::models::{CpythonModel, Version};
 use crate::process::Process;
 use pymalloc::PymallocHeap;
+
+/// The CPython model for this process (by version), for object layouts.
+pub fn model_for<'m>(p: &Process, models: &'m [CpythonModel]) -> Option<&'m CpythonModel> {
+    let py = crate::version::detect_python(p)?;
+    let v = py.version.as_deref().and_then(Version::parse)?;
+    models.iter().find(|m| m.covers(v))
+}
 
 /// Walk pymalloc if the process runs CPython. `Ok(None)`: no CPython here.
 /// Free-threaded builds (mimalloc instead of pymalloc) are refused, never guessed at.

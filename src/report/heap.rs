@@ -114,18 +114,59 @@ fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
     Ok(())
 }
 
-pub fn write_summary(w: &mut dyn Write, s: &Summary, top: Option<usize>) -> io::Result<()> {
+pub fn write_summary(
+    w: &mut dyn Write,
+    s: &Summary,
+    top: Option<usize>,
+    by_type: bool,
+) -> io::Result<()> {
+    let n = top.unwrap_or(usize::MAX);
+    if by_type && !s.types.is_empty() {
+        let total: u64 = s.types.iter().map(|t| t.bytes).sum();
+        let count: u64 = s.types.iter().map(|t| t.count).sum();
+        writeln!(
+            w,
+            "live Python objects and other allocations by type: {count}, {}",
+            human_bytes(total)
+        )?;
+        let mut t = Table::new(&[
+            ("TYPE", Align::Left),
+            ("COUNT", Align::Right),
+            ("BYTES", Align::Right),
+        ]);
+        for r in s.types.iter().take(n) {
+            t.row(vec![
+                r.name.clone(),
+                r.count.to_string(),
+                human_bytes(r.bytes),
+            ]);
+        }
+        t.write(w, "  ")?;
+        if !s.freelists.is_empty() {
+            let fl: Vec<String> = s
+                .freelists
+                .iter()
+                .map(|f| format!("{} {}", f.count, f.name))
+                .collect();
+            writeln!(
+                w,
+                "  free-list residents (not counted above): {}",
+                fl.join(", ")
+            )?;
+        }
+        writeln!(w)?;
+    }
     let mut rows: Vec<_> = s.size_classes.iter().collect();
     rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.size.cmp(&b.size)));
     let total: u64 = rows.iter().map(|r| r.bytes).sum();
-    let n: u64 = rows.iter().map(|r| r.count).sum();
+    let cnt: u64 = rows.iter().map(|r| r.count).sum();
     let mut t = Table::new(&[
         ("ALLOCATOR", Align::Left),
         ("SIZE", Align::Right),
         ("COUNT", Align::Right),
         ("BYTES", Align::Right),
     ]);
-    for r in rows.iter().take(top.unwrap_or(usize::MAX)) {
+    for r in rows.iter().take(n) {
         t.row(vec![
             r.allocator.to_string(),
             r.size.to_string(),
@@ -135,7 +176,7 @@ pub fn write_summary(w: &mut dyn Write, s: &Summary, top: Option<usize>) -> io::
     }
     writeln!(
         w,
-        "live allocations by size class: {n} chunks, {}",
+        "live allocations by size class: {cnt}, {}",
         human_bytes(total)
     )?;
     t.write(w, "  ")

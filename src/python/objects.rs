@@ -1,0 +1,564 @@
+//! Live Python objects: which allocations are objects, of which type, and a census.
+//!
+//! An allocation (pymalloc block, or glibc chunk for objects over 512 bytes) holds an
+//! object at +0 (no GC), +16 (GC head) or +32 (GC head and the 3.11+ managed dict/weakref
+//! pre-header) — layouts.md §C.2. A candidate is accepted only when its `ob_type` is a type
+//! (its type is `type`, or a metatype derived from it), the offset is the one that type's
+//! flags imply, the refcount is plausible, and the allocation's size agrees with the
+//! object's (`tp_basicsize` + `tp_itemsize`·`ob_size`, exact str/int sizes): so a list's item
+//! array or a dict's keys table is never taken for an object. Objects with refcount 0 are
+//! free-list residents. Types are named as CPython names them: static types by `tp_name`,
+//! heap types by `__module__` (from the type's dict) + "." + `__qualname__`.
+
+use crate::addr::Addr;
+use crate::glibc::Reader;
+use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
+use crate::process::Process;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+// PyTypeObject (identical 3.8-3.14 up to tp_vectorcall, layouts.md §C.3).
+const TP_NAME: u64 = 0x18;
+const TP_BASICSIZE: u64 = 0x20;
+const TP_ITEMSIZE: u64 = 0x28;
+const TP_FLAGS: u64 = 0xa8;
+const TP_DICT: u64 = 0x108;
+const TP_DICTOFFSET: u64 = 0x120;
+// tp_flags (Include/object.h).
+const F_INLINE_VALUES: u64 = 1 << 2;
+const F_HEAPTYPE: u64 = 1 << 9;
+const F_READY: u64 = 1 << 12;
+const F_HAVE_GC: u64 = 1 << 14;
+const F_TYPE_SUBCLASS: u64 = 1 << 31;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    None,
+    Str,
+    Int,
+    Float,
+    Bytes,
+    Tuple,
+    List,
+    Dict,
+    Set,
+}
+
+#[derive(Debug)]
+pub struct TypeInfo {
+    pub addr: Addr,
+    pub name: String,
+    pub basicsize: u64,
+    pub itemsize: u64,
+    pub flags: u64,
+    pub special: Special,
+}
+
+pub struct Typer<'a> {
+    r: Reader<'a>,
+    om: &'a Objects,
+    type_type: u64,
+    str_type: u64,
+    specials: HashMap<u64, Special>,
+    cache: RefCell<HashMap<u64, Option<Rc<TypeInfo>>>>,
+}
+
+/// What a refcount says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rc0 {
+    Alive,
+    Zero,
+    Bad,
+}
+
+impl<'a> Typer<'a> {
+    pub fn new(p: &'a Process, model: &'a CpythonModel) -> Option<Typer<'a>> {
+        let sym = |n: &str| p.modules.find_symbol(&p.space, n).map(|(_, s)| s.addr.0);
+        let type_type = sym("PyType_Type")?;
+        let mut specials = HashMap::new();
+        for (n, s) in [
+            ("PyUnicode_Type", Special::Str),
+            ("PyLong_Type", Special::Int),
+            ("PyFloat_Type", Special::Float),
+            ("PyBytes_Type", Special::Bytes),
+            ("PyTuple_Type", Special::Tuple),
+            ("PyList_Type", Special::List),
+            ("PyDict_Type", Special::Dict),
+            ("PySet_Type", Special::Set),
+            ("PyFrozenSet_Type", Special::Set),
+        ] {
+            if let Some(a) = sym(n) {
+                specials.insert(a, s);
+            }
+        }
+        Some(Typer {
+            r: Reader { space: &p.space },
+            om: &model.objects,
+            type_type,
+            str_type: sym("PyUnicode_Type")?,
+            specials,
+            cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    fn u64(&self, a: u64) -> Option<u64> {
+        self.r.u64(Addr(a))
+    }
+
+    /// Is `t` a type object? Its type is `type`, or a metatype (a type whose flags say it
+    /// subclasses `type`) — checked to a depth of 3.
+    fn is_type(&self, t: u64, depth: u32) -> bool {
+        if t == 0 || t % 8 != 0 {
+            return false;
+        }
+        let Some(flags) = self.u64(t + TP_FLAGS) else {
+            return false;
+        };
+        if flags & F_READY == 0 {
+            return false;
+        }
+        let Some(mt) = self.u64(t + 8) else {
+            return false;
+        };
+        if mt == self.type_type {
+            return true;
+        }
+        depth < 3
+            && self
+                .u64(mt + TP_FLAGS)
+                .is_some_and(|f| f & F_TYPE_SUBCLASS != 0)
+            && self.is_type(mt, depth + 1)
+    }
+
+    pub fn type_info(&self, t: u64) -> Option<Rc<TypeInfo>> {
+        if let Some(c) = self.cache.borrow().get(&t) {
+            return c.clone();
+        }
+        let info = self.build_type(t).map(Rc::new);
+        self.cache.borrow_mut().insert(t, info.clone());
+        info
+    }
+
+    fn build_type(&self, t: u64) -> Option<TypeInfo> {
+        if !self.is_type(t, 0) {
+            return None;
+        }
+        let basicsize = self.u64(t + TP_BASICSIZE)?;
+        let itemsize = self.u64(t + TP_ITEMSIZE)?;
+        let flags = self.u64(t + TP_FLAGS)?;
+        if !(16..=1 << 20).contains(&basicsize) || itemsize > 1 << 16 {
+            return None;
+        }
+        let name = self.type_name(t, flags)?;
+        Some(TypeInfo {
+            addr: Addr(t),
+            name,
+            basicsize,
+            itemsize,
+            flags,
+            special: self.specials.get(&t).copied().unwrap_or(Special::None),
+        })
+    }
+
+    fn type_name(&self, t: u64, flags: u64) -> Option<String> {
+        if flags & F_HEAPTYPE != 0 {
+            let qual = self.read_str(self.u64(t + self.om.ht_qualname)?)?;
+            let module = self
+                .u64(t + TP_DICT)
+                .and_then(|d| self.dict_get_str(d, "__module__"))
+                .and_then(|v| self.read_str(v));
+            return Some(match module.as_deref() {
+                None | Some("builtins") => qual,
+                Some(m) => format!("{m}.{qual}"),
+            });
+        }
+        let p = self.u64(t + TP_NAME)?;
+        let s = self.r.space.read_cstr(Addr(p), 256)?;
+        Some(String::from_utf8_lossy(&s).into_owned())
+    }
+
+    /// A str object's text (compact strings; at most 4096 characters).
+    pub fn read_str(&self, o: u64) -> Option<String> {
+        let t = self.u64(o + 8)?;
+        if t != self.str_type && !self.type_info(t).is_some_and(|i| i.special == Special::Str) {
+            return None;
+        }
+        self.str_text(o, 4096)
+    }
+
+    fn str_text(&self, o: u64, max: u64) -> Option<String> {
+        let len = self.u64(o + 0x10)?;
+        let state = self.r.u32(Addr(o + 0x20))?;
+        let kind = ((state >> 2) & 7) as u64;
+        let compact = state & (1 << 5) != 0;
+        let ascii = state & (1 << 6) != 0;
+        if !compact || !matches!(kind, 1 | 2 | 4) || len > 1 << 32 {
+            return None;
+        }
+        let data = o + if ascii {
+            self.om.str_ascii_data
+        } else {
+            self.om.str_compact_data
+        };
+        let n = len.min(max);
+        let mut buf = vec![0u8; (n * kind) as usize];
+        self.r.space.read(Addr(data), &mut buf).ok()?;
+        Some(match kind {
+            1 => buf.iter().map(|&b| b as char).collect(),
+            2 => buf
+                .chunks_exact(2)
+                .map(|c| {
+                    char::from_u32(u16::from_le_bytes([c[0], c[1]]) as u32).unwrap_or('\u{fffd}')
+                })
+                .collect(),
+            _ => buf
+                .chunks_exact(4)
+                .map(|c| {
+                    char::from_u32(u32::from_le_bytes(c.try_into().unwrap())).unwrap_or('\u{fffd}')
+                })
+                .collect(),
+        })
+    }
+
+    /// (key, value) pointers of a dict's entries, in insertion order (bounded).
+    pub fn dict_items(&self, d: u64, limit: usize) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let (Some(keys), Some(values)) = (self.u64(d + 0x20), self.u64(d + 0x28)) else {
+            return out;
+        };
+        let (entries, nentries, esize, koff, voff) = match self.om.dict_keys {
+            DictKeys::V1 => {
+                let Some(size) = self.u64(keys + 8) else {
+                    return out;
+                };
+                if size == 0 || size > 1 << 26 || !size.is_power_of_two() {
+                    return out;
+                }
+                let ix = if size <= 0xff {
+                    1
+                } else if size <= 0xffff {
+                    2
+                } else if size <= 0xffff_ffff {
+                    4
+                } else {
+                    8
+                };
+                let n = self.u64(keys + 0x20).unwrap_or(0);
+                (keys + 0x28 + size * ix, n, 24, 8, 16)
+            }
+            DictKeys::V2 => {
+                let Some(ib) = self.r.u8(Addr(keys + 9)) else {
+                    return out;
+                };
+                let kind = self.r.u8(Addr(keys + 10)).unwrap_or(0);
+                if ib > 40 {
+                    return out;
+                }
+                let n = self.u64(keys + 0x18).unwrap_or(0);
+                let (es, ko, vo) = if kind == 0 { (24, 8, 16) } else { (16, 0, 8) };
+                (keys + 0x20 + (1u64 << ib), n, es, ko, vo)
+            }
+        };
+        // Split tables keep values apart (ma_values); type dicts and most dicts do not.
+        let split = values != 0 && self.om.dict_keys == DictKeys::V2;
+        for i in 0..nentries.min(1 << 20) {
+            if out.len() >= limit {
+                break;
+            }
+            let e = entries + i * esize;
+            let Some(k) = self.u64(e + koff) else { break };
+            if k == 0 {
+                continue;
+            }
+            let v = if split {
+                self.u64(values + 8 * i).unwrap_or(0)
+            } else {
+                self.u64(e + voff).unwrap_or(0)
+            };
+            out.push((k, v));
+        }
+        out
+    }
+
+    fn dict_get_str(&self, d: u64, key: &str) -> Option<u64> {
+        self.dict_items(d, 4096)
+            .into_iter()
+            .find(|&(k, _)| self.str_text(k, 64).as_deref() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    fn refcount(&self, o: u64) -> Rc0 {
+        let Some(r) = self.u64(o) else {
+            return Rc0::Bad;
+        };
+        let lo = r as u32;
+        match self.om.refcount {
+            Refcount::Plain => match r {
+                0 => Rc0::Zero,
+                1..=0xff_ffff_ffff => Rc0::Alive,
+                _ => Rc0::Bad,
+            },
+            Refcount::Immortal32 => {
+                if (lo as i32) < 0 {
+                    Rc0::Alive
+                } else if r >> 32 != 0 {
+                    Rc0::Bad
+                } else if lo == 0 {
+                    Rc0::Zero
+                } else {
+                    Rc0::Alive
+                }
+            }
+            Refcount::Split32 => {
+                if lo == 0 {
+                    Rc0::Zero
+                } else {
+                    Rc0::Alive
+                }
+            }
+        }
+    }
+
+    /// 3.14 free lists (Include/internal/pycore_freelist.h, GIL build) link their objects
+    /// through the first word, overwriting the refcount with the next object's address.
+    fn is_freelist_link(&self, o: u64, t: u64) -> bool {
+        if self.om.refcount != Refcount::Split32 {
+            return false;
+        }
+        let Some(r) = self.u64(o) else { return false };
+        r >> 32 != 0 && r >> 48 == 0 && r % 8 == 0 && self.u64(r + 8) == Some(t)
+    }
+
+    /// Bytes the object itself needs (without GC head or pre-header).
+    fn object_size(&self, o: u64, ti: &TypeInfo, alloc: u64) -> Option<u64> {
+        match ti.special {
+            Special::Str if ti.itemsize == 0 && ti.basicsize >= 40 => {
+                let len = self.u64(o + 0x10)?;
+                let state = self.r.u32(Addr(o + 0x20))?;
+                let kind = ((state >> 2) & 7) as u64;
+                if state & (1 << 5) == 0 {
+                    return Some(ti.basicsize); // legacy (non-compact): data elsewhere
+                }
+                if !matches!(kind, 1 | 2 | 4) || len > alloc {
+                    return None;
+                }
+                let head = if state & (1 << 6) != 0 {
+                    self.om.str_ascii_data
+                } else {
+                    self.om.str_compact_data
+                };
+                Some(head + (len + 1) * kind)
+            }
+            Special::Int => {
+                let n = match self.om.int_size {
+                    IntSize::ObSize => (self.u64(o + 0x10)? as i64).unsigned_abs(),
+                    IntSize::LvTag => (self.u64(o + 0x10)? >> 3).max(1),
+                };
+                if n > alloc {
+                    return None;
+                }
+                Some(ti.basicsize + ti.itemsize.max(4) * n)
+            }
+            _ if ti.itemsize > 0 => {
+                let n = (self.u64(o + 0x10)? as i64).unsigned_abs();
+                if n.checked_mul(ti.itemsize)? > alloc {
+                    return None;
+                }
+                Some(ti.basicsize + ti.itemsize * n)
+            }
+            _ => Some(ti.basicsize),
+        }
+    }
+
+    /// The object in an allocation of `alloc` usable bytes at `m`, if there is one.
+    /// `exact`: pymalloc blocks are the request rounded to 16; glibc chunks to 16 plus 8.
+    pub fn classify(
+        &self,
+        m: u64,
+        alloc: u64,
+        pymalloc: bool,
+    ) -> Option<(u64, Rc<TypeInfo>, bool)> {
+        for off in [0u64, 16, 32] {
+            if off + 16 > alloc {
+                break;
+            }
+            let o = m + off;
+            let Some(t) = self.u64(o + 8) else { break };
+            let Some(ti) = self.type_info(t) else {
+                continue;
+            };
+            let gc = if ti.flags & F_HAVE_GC != 0 { 16 } else { 0 };
+            let pre = if ti.flags & self.om.preheader_flags != 0 {
+                16
+            } else {
+                0
+            };
+            if off != gc + pre {
+                continue;
+            }
+            let rc = if self.is_freelist_link(o, t) {
+                Rc0::Zero
+            } else {
+                self.refcount(o)
+            };
+            if rc == Rc0::Bad {
+                continue;
+            }
+            let Some(size) = self.object_size(o, &ti, alloc) else {
+                continue;
+            };
+            let required = off + size;
+            let slack = if pymalloc { 15 } else { 15 + 24 };
+            // Resizable objects may keep a larger allocation after shrinking in place
+            // (pymalloc keeps the block above 3/4; glibc keeps small remainders); inline
+            // attribute values (3.13+) live after the object.
+            let extra = if ti.flags & F_INLINE_VALUES != 0 {
+                alloc
+            } else if ti.itemsize > 0 || ti.special == Special::Str {
+                required / 3
+            } else {
+                0
+            };
+            if required <= alloc && alloc <= required + slack + extra {
+                return Some((o, ti, rc == Rc0::Zero));
+            }
+        }
+        None
+    }
+
+    pub fn u64_at(&self, a: u64) -> Option<u64> {
+        self.u64(a)
+    }
+
+    /// A short description of the object's contents.
+    pub fn preview(&self, o: u64, ti: &TypeInfo) -> String {
+        let quote = |s: &str, max: usize| {
+            let mut t: String = s.chars().take(max).collect();
+            if s.chars().count() > max {
+                t.push('…');
+            }
+            format!("{t:?}")
+        };
+        match ti.special {
+            Special::Str => match self.str_text(o, 61) {
+                Some(s) => {
+                    let len = self.u64(o + 0x10).unwrap_or(0);
+                    format!("{} (len {len})", quote(&s, 60))
+                }
+                None => String::new(),
+            },
+            Special::Bytes => {
+                let n = self.u64(o + 0x10).unwrap_or(0);
+                let mut b = vec![0u8; n.min(32) as usize];
+                let _ = self.r.space.read(Addr(o + 0x20), &mut b);
+                let shown: String = b
+                    .iter()
+                    .map(|&c| {
+                        if (0x20..0x7f).contains(&c) && c != b'\\' && c != b'\'' {
+                            (c as char).to_string()
+                        } else {
+                            format!("\\x{c:02x}")
+                        }
+                    })
+                    .collect();
+                format!("b'{shown}{}' (len {n})", if n > 32 { "…" } else { "" })
+            }
+            Special::Int => self.int_value(o).unwrap_or_else(|| "(large int)".into()),
+            Special::Float => match self.u64(o + 0x10) {
+                Some(b) => format!("{}", f64::from_bits(b)),
+                None => String::new(),
+            },
+            Special::List | Special::Tuple | Special::Set => {
+                let n = self
+                    .u64(
+                        o + if ti.special == Special::Set {
+                            0x18
+                        } else {
+                            0x10
+                        },
+                    )
+                    .unwrap_or(0);
+                format!("len {n}")
+            }
+            Special::Dict => self.dict_preview(o),
+            Special::None => self.instance_preview(o, ti),
+        }
+    }
+
+    fn int_value(&self, o: u64) -> Option<String> {
+        let (neg, n) = match self.om.int_size {
+            IntSize::ObSize => {
+                let s = self.u64(o + 0x10)? as i64;
+                (s < 0, s.unsigned_abs())
+            }
+            IntSize::LvTag => {
+                let tag = self.u64(o + 0x10)?;
+                (tag & 3 == 2, tag >> 3)
+            }
+        };
+        if n > 2 {
+            return None;
+        }
+        let mut v: u128 = 0;
+        for i in (0..n).rev() {
+            v = (v << 30) | self.r.u32(Addr(o + 0x18 + 4 * i))? as u128;
+        }
+        Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
+    }
+
+    fn keys_text(&self, items: &[(u64, u64)], total: u64) -> String {
+        let names: Vec<String> = items
+            .iter()
+            .take(6)
+            .map(|&(k, _)| {
+                self.str_text(k, 24)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_else(|| "…".into())
+            })
+            .collect();
+        let more = if total as usize > names.len() {
+            ", …"
+        } else {
+            ""
+        };
+        format!("{}{more}", names.join(", "))
+    }
+
+    fn dict_preview(&self, o: u64) -> String {
+        let used = self.u64(o + 0x10).unwrap_or(0);
+        let items = self.dict_items(o, 6);
+        format!("len {used}: {{{}}}", self.keys_text(&items, used))
+    }
+
+    /// Attribute names of an instance: its `__dict__` (at tp_dictoffset up to 3.10, the
+    /// managed dict pointer at -24 from 3.11) when materialised.
+    fn instance_preview(&self, o: u64, ti: &TypeInfo) -> String {
+        let dict = if self.om.preheader_flags == 0 {
+            let off = self.u64(ti.addr.0 + TP_DICTOFFSET).unwrap_or(0) as i64;
+            if off > 0 {
+                self.u64(o + off as u64)
+            } else {
+                None
+            }
+        } else if ti.flags & self.om.preheader_flags != 0 {
+            // 3.12 tags "values, not a dict" with the low bit.
+            self.u64(o.wrapping_sub(24))
+                .filter(|&d| d != 0 && d & 1 == 0)
+        } else {
+            None
+        };
+        match dict {
+            Some(d)
+                if self
+                    .type_info(self.u64(d + 8).unwrap_or(0))
+                    .is_some_and(|t| t.special == Special::Dict) =>
+            {
+                let used = self.u64(d + 0x10).unwrap_or(0);
+                let items = self.dict_items(d, 6);
+                format!("attrs: {}", self.keys_text(&items, used))
+            }
+            _ => String::new(),
+        }
+    }
+}
