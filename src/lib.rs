@@ -23,5 +23,6 @@ pub use process::{Options, Process};
 pub mod frag;
 pub mod glibc;
 pub mod models;
+pub mod objects;
 pub mod python;
 pub mod summary;

@@ -187,7 +187,44 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::heap::write_summary(&mut out, &s, *top, by == "type")?;
             }
         }
-        Command::Objects { .. } | Command::Diff { .. } => {
+        Command::Objects {
+            core,
+            type_name,
+            limit,
+        } => {
+            let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
+            let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = coreheap::summary::analyze(&p, &models, &py_models)?;
+            print_diagnostics(g, &a.diagnostics);
+            let model = coreheap::python::model_for(&p, &py_models);
+            let typer = model.and_then(|m| coreheap::python::objects::Typer::new(&p, m));
+            let (Some(typer), Some(_)) = (typer, &a.census) else {
+                return Err(Error::Unsupported(
+                    "no CPython heap in this core: `objects` lists Python objects".into(),
+                )
+                .into());
+            };
+            let list = coreheap::objects::objects(&a, &typer, type_name, *limit);
+            if list.total == 0 {
+                let similar = coreheap::objects::similar_types(&a, type_name);
+                let hint = if similar.is_empty() {
+                    "see `coreheap summary` for the types present".to_string()
+                } else {
+                    format!("did you mean: {}?", similar.join(", "))
+                };
+                return Err(Error::Usage(format!(
+                    "no live objects of type {type_name:?} ({hint})"
+                ))
+                .into());
+            }
+            if g.json {
+                report::write_json(&mut out, &list.objects)?;
+            } else {
+                report::heap::write_objects(&mut out, &list)?;
+            }
+        }
+        Command::Diff { .. } => {
             return Err(Error::Unsupported(
                 "this command is not available yet in this build of coreheap".into(),
             )

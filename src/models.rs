@@ -427,6 +427,8 @@ pub struct Objects {
     pub preheader_flags: u64,
     pub ht_name: u64,
     pub ht_qualname: u64,
+    /// Shared keys of the type's instances (split / inline-values dicts).
+    pub ht_cached_keys: u64,
     pub str_ascii_data: u64,
     pub str_compact_data: u64,
     pub int_size: IntSize,

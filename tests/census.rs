@@ -159,3 +159,44 @@ fn reference_census_matches_gc() {
 fn fresh_census_matches_gc() {
     check_all(corpus::fresh_cases());
 }
+
+/// `objects` previews: instance attributes, dict keys, str text — on every suite.
+#[test]
+fn reference_objects_previews() {
+    let g = coreheap::models::glibc_models(None).unwrap();
+    let c = coreheap::models::cpython_models(None).unwrap();
+    for case in corpus::reference_cases()
+        .iter()
+        .filter(|c| c.scenario == "py_heap")
+    {
+        let p = corpus::open(case);
+        let a = coreheap::summary::analyze(&p, &g, &c).unwrap();
+        let model = coreheap::python::model_for(&p, &c).unwrap();
+        let typer = coreheap::python::objects::Typer::new(&p, model).unwrap();
+        let l = coreheap::objects::objects(&a, &typer, "pyapp.models.Response", 5);
+        assert_eq!(l.total, 12345, "{}", case.name);
+        for o in &l.objects {
+            assert!(
+                o.preview.contains("path=\"/api/v1/item/"),
+                "{}: {:?}",
+                case.name,
+                o.preview
+            );
+        }
+        let l = coreheap::objects::objects(&a, &typer, "collections.OrderedDict", 3);
+        assert!(
+            l.objects
+                .iter()
+                .all(|o| o.preview.contains("\"a\", \"b\", \"c\"")),
+            "{}: {:?}",
+            case.name,
+            l.objects
+        );
+        let l = coreheap::objects::objects(&a, &typer, "str", 100_000);
+        assert!(
+            l.objects.iter().any(|o| o.preview.starts_with("\"ключ-")),
+            "{}: no UCS-2 str preview",
+            case.name
+        );
+    }
+}

@@ -260,8 +260,8 @@ impl<'a> Typer<'a> {
                 (keys + 0x20 + (1u64 << ib), n, es, ko, vo)
             }
         };
-        // Split tables keep values apart (ma_values); type dicts and most dicts do not.
-        let split = values != 0 && self.om.dict_keys == DictKeys::V2;
+        // Split tables keep values apart (ma_values): instance dicts sharing their type's keys.
+        let split = values != 0;
         for i in 0..nentries.min(1 << 20) {
             if out.len() >= limit {
                 break;
@@ -531,34 +531,128 @@ impl<'a> Typer<'a> {
         format!("len {used}: {{{}}}", self.keys_text(&items, used))
     }
 
-    /// Attribute names of an instance: its `__dict__` (at tp_dictoffset up to 3.10, the
-    /// managed dict pointer at -24 from 3.11) when materialised.
+    /// Attributes of an instance: its `__dict__` when materialised (at tp_dictoffset up to
+    /// 3.10, the managed dict pointer at -24 from 3.11), else the type's shared keys
+    /// (ht_cached_keys) with the instance's values (3.11: pointer at -32; 3.12: tagged
+    /// pointer at -24; 3.13+: inline after the object, values[] at +8).
     fn instance_preview(&self, o: u64, ti: &TypeInfo) -> String {
-        let dict = if self.om.preheader_flags == 0 {
+        const DICT_SUBCLASS: u64 = 1 << 29;
+        const LIST_OR_TUPLE_SUBCLASS: u64 = (1 << 25) | (1 << 26);
+        if ti.flags & DICT_SUBCLASS != 0 {
+            return self.dict_preview(o);
+        }
+        if ti.flags & LIST_OR_TUPLE_SUBCLASS != 0 {
+            return format!("len {}", self.u64(o + 0x10).unwrap_or(0));
+        }
+        let om = self.om;
+        let managed = om.preheader_flags != 0 && ti.flags & om.preheader_flags & (1 << 4) != 0;
+        let dict = if om.preheader_flags == 0 {
             let off = self.u64(ti.addr.0 + TP_DICTOFFSET).unwrap_or(0) as i64;
             if off > 0 {
-                self.u64(o + off as u64)
+                self.u64(o + off as u64).filter(|&d| d != 0)
             } else {
                 None
             }
-        } else if ti.flags & self.om.preheader_flags != 0 {
-            // 3.12 tags "values, not a dict" with the low bit.
+        } else if managed {
             self.u64(o.wrapping_sub(24))
                 .filter(|&d| d != 0 && d & 1 == 0)
         } else {
             None
         };
-        match dict {
-            Some(d)
-                if self
-                    .type_info(self.u64(d + 8).unwrap_or(0))
-                    .is_some_and(|t| t.special == Special::Dict) =>
-            {
-                let used = self.u64(d + 0x10).unwrap_or(0);
-                let items = self.dict_items(d, 6);
-                format!("attrs: {}", self.keys_text(&items, used))
+        let is_dict = |d: u64| {
+            self.type_info(self.u64(d + 8).unwrap_or(0))
+                .is_some_and(|t| t.special == Special::Dict)
+        };
+        let items: Vec<(u64, u64)> = match dict {
+            Some(d) if is_dict(d) => self.dict_items(d, 6),
+            _ if managed => {
+                // Split keys shared by the type, values kept with the instance.
+                let values = if om.refcount == Refcount::Plain {
+                    self.u64(o.wrapping_sub(32)) // 3.11
+                } else if om.refcount == Refcount::Immortal32
+                    && om.tuple_items == 0x18
+                    && ti.flags & F_INLINE_VALUES == 0
+                {
+                    // 3.12: low bit tags "values" (stored as values - 1).
+                    self.u64(o.wrapping_sub(24))
+                        .filter(|v| v & 1 == 1)
+                        .map(|v| v + 1)
+                } else {
+                    Some(o + ti.basicsize + 8) // 3.13+: inline, values[] after an 8-byte header
+                };
+                let keys = self.u64(ti.addr.0 + om.ht_cached_keys).unwrap_or(0);
+                match (values, keys) {
+                    (Some(v), k) if v != 0 && k != 0 => self.split_items(k, v, 6),
+                    _ => Vec::new(),
+                }
             }
-            _ => String::new(),
+            _ => Vec::new(),
+        };
+        if items.is_empty() {
+            return String::new();
+        }
+        let shown: Vec<String> = items
+            .iter()
+            .filter(|&&(_, v)| v != 0)
+            .map(|&(k, v)| {
+                let key = self.str_text(k, 24).unwrap_or_else(|| "?".into());
+                format!("{key}={}", self.short_value(v))
+            })
+            .collect();
+        shown.join(", ")
+    }
+
+    /// Entries of split keys (PyDictUnicodeEntry) with values from a values array.
+    fn split_items(&self, keys: u64, values: u64, limit: usize) -> Vec<(u64, u64)> {
+        if self.om.dict_keys != DictKeys::V2 {
+            return Vec::new();
+        }
+        let Some(ib) = self.r.u8(Addr(keys + 9)) else {
+            return Vec::new();
+        };
+        if ib > 40 {
+            return Vec::new();
+        }
+        let n = self.u64(keys + 0x18).unwrap_or(0).min(64);
+        let entries = keys + 0x20 + (1u64 << ib);
+        (0..n)
+            .filter_map(|i| {
+                let k = self.u64(entries + 16 * i)?;
+                let v = self.u64(values + 8 * i)?;
+                (k != 0).then_some((k, v))
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// A few characters for an attribute value.
+    fn short_value(&self, v: u64) -> String {
+        let Some(ti) = self.u64(v + 8).and_then(|t| self.type_info(t)) else {
+            return "?".into();
+        };
+        match ti.special {
+            Special::Str => self
+                .str_text(v, 21)
+                .map(|s| {
+                    let mut t: String = s.chars().take(20).collect();
+                    if s.chars().count() > 20 {
+                        t.push('…');
+                    }
+                    format!("{t:?}")
+                })
+                .unwrap_or_else(|| "str".into()),
+            Special::Int | Special::Float => self.preview(v, &ti),
+            _ => match ti.name.as_str() {
+                "NoneType" => "None".into(),
+                "bool" => {
+                    if self.int_value(v).as_deref() == Some("1") {
+                        "True".into()
+                    } else {
+                        "False".into()
+                    }
+                }
+                n => format!("<{n}>"),
+            },
         }
     }
 }

@@ -181,3 +181,31 @@ pub fn write_summary(
     )?;
     t.write(w, "  ")
 }
+
+pub fn write_objects(w: &mut dyn Write, l: &crate::objects::ObjectList) -> io::Result<()> {
+    writeln!(
+        w,
+        "{} live {} objects, {}{}",
+        l.total,
+        l.type_name,
+        human_bytes(l.total_bytes),
+        if (l.objects.len() as u64) < l.total {
+            format!(" (showing {})", l.objects.len())
+        } else {
+            String::new()
+        }
+    )?;
+    let mut t = Table::new(&[
+        ("ADDRESS", Align::Left),
+        ("SIZE", Align::Right),
+        ("PREVIEW", Align::Left),
+    ]);
+    for o in &l.objects {
+        t.row(vec![
+            o.address.to_string(),
+            o.size.to_string(),
+            o.preview.clone(),
+        ]);
+    }
+    t.write(w, "  ")
+}
