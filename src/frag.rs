@@ -19,7 +19,7 @@ pub fn frag(
     glibc_models: &[GlibcModel],
     cpython_models: &[CpythonModel],
 ) -> Result<Frag> {
-    let pymalloc = crate::python::pymalloc(p, cpython_models)?;
+    let pymalloc = crate::python::pymalloc(p, cpython_models, false)?;
     let glibc = crate::glibc::analyze(p, glibc_models)?;
     let mut diagnostics = p.diagnostics.clone();
     if let Some(g) = &glibc {

@@ -32,15 +32,17 @@ pub fn objects(a: &Analysis, typer: &Typer, type_name: &str, limit: usize) -> Ob
         objects: Vec::new(),
     };
     if let Some(c) = &a.census {
-        for o in c.objects.iter().filter(|o| o.ty.name == type_name) {
+        let wanted: Vec<bool> = c.type_infos.iter().map(|t| t.name == type_name).collect();
+        for o in c.objects.iter().filter(|o| wanted[o.ty as usize]) {
             out.total += 1;
-            out.total_bytes += o.alloc;
+            out.total_bytes += o.alloc as u64;
             if out.objects.len() < limit {
+                let ty = c.type_of(o);
                 out.objects.push(ObjectEntry {
                     address: o.addr,
-                    type_name: o.ty.name.clone(),
-                    size: o.alloc,
-                    preview: typer.preview(o.addr.0, &o.ty),
+                    type_name: ty.name.clone(),
+                    size: o.alloc as u64,
+                    preview: typer.preview(o.addr.0, ty),
                 });
             }
         }

@@ -29,7 +29,7 @@ pub fn analyze(
     glibc_models: &[GlibcModel],
     cpython_models: &[CpythonModel],
 ) -> Result<Analysis> {
-    let pymalloc = crate::python::pymalloc(p, cpython_models)?;
+    let pymalloc = crate::python::pymalloc(p, cpython_models, true)?;
     let glibc = crate::glibc::analyze(p, glibc_models)?;
     let mut diagnostics = p.diagnostics.clone();
     if let Some(g) = &glibc {

@@ -86,7 +86,7 @@ pub fn check(case: &Case) -> Vec<String> {
             let got = census
                 .free_objects
                 .iter()
-                .filter(|o| o.ty.name == name)
+                .filter(|o| census.type_of(o).name == name)
                 .filter(|o| {
                     name != "tuple"
                         || p.space
@@ -121,7 +121,11 @@ pub fn check(case: &Case) -> Vec<String> {
             let got = census
                 .objects
                 .iter()
-                .filter(|o| o.ty.name == ty && o.alloc >= min && o.alloc < min * 2)
+                .filter(|o| {
+                    census.type_of(o).name == ty
+                        && o.alloc as u64 >= min
+                        && (o.alloc as u64) < min * 2
+                })
                 .count() as u64;
             if got < want {
                 bad.push(format!(

@@ -42,7 +42,7 @@ pub fn check(case: &Case) -> Vec<String> {
     let p = corpus::open(case);
     let models = coreheap::models::cpython_models(None).unwrap();
     let mut bad = Vec::new();
-    let h = match coreheap::python::pymalloc(&p, &models) {
+    let h = match coreheap::python::pymalloc(&p, &models, true) {
         Ok(Some(h)) => h,
         Ok(None) => return vec![format!("{}: no CPython found", case.name)],
         Err(e) => return vec![format!("{}: {e}", case.name)],

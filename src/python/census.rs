@@ -22,13 +22,13 @@ pub struct FreeCount {
     pub count: u64,
 }
 
-/// One typed object.
-#[derive(Debug, Clone)]
+/// One typed object: 16 bytes, its type by index into `Census::type_infos`.
+#[derive(Debug, Clone, Copy)]
 pub struct Obj {
     pub addr: Addr,
     /// Size of the allocation holding it (block or chunk).
-    pub alloc: u64,
-    pub ty: Rc<TypeInfo>,
+    pub alloc: u32,
+    pub ty: u32,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +38,13 @@ pub struct Census {
     pub objects: Vec<Obj>,
     /// Free-list residents (refcount 0, type intact).
     pub free_objects: Vec<Obj>,
+    pub type_infos: Vec<Rc<TypeInfo>>,
+}
+
+impl Census {
+    pub fn type_of(&self, o: &Obj) -> &TypeInfo {
+        &self.type_infos[o.ty as usize]
+    }
 }
 
 /// Names of the buckets for allocations that are not objects.
@@ -49,41 +56,45 @@ pub const UNTYPED_PYMALLOC: &str = "<untyped pymalloc>";
 pub const UNTYPED_GLIBC: &str = "<untyped glibc>";
 
 pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Census {
-    // (user address, usable bytes, allocation bytes, pymalloc?)
-    let mut allocs: Vec<(u64, u64, u64, bool)> = py
+    // Per type index: (count, bytes) live, count free.
+    let mut live: Vec<(u64, u64)> = Vec::new();
+    let mut free: Vec<u64> = Vec::new();
+    let mut objects = Vec::with_capacity(py.blocks.len());
+    let mut free_objects = Vec::new();
+    let mut untyped: Vec<(u64, u64, u64, bool)> = Vec::new();
+    let mut owned: Vec<(u64, &'static str)> = Vec::new();
+    let glibc_allocs = glibc
+        .into_iter()
+        .flat_map(|g| g.live().map(|c| (c.user().0, c.usable(), c.size(), false)));
+    let allocs = py
         .blocks
         .iter()
         .map(|b| (b.addr.0, b.size as u64, b.size as u64, true))
-        .collect();
-    if let Some(g) = glibc {
-        allocs.extend(g.live().map(|c| (c.user().0, c.usable(), c.size(), false)));
-    }
-    allocs.sort_unstable_by_key(|a| a.0);
-
-    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
-    let mut free: HashMap<String, u64> = HashMap::new();
-    let mut objects = Vec::new();
-    let mut free_objects = Vec::new();
-    let mut typed = vec![false; allocs.len()];
-    let mut owned: Vec<(u64, &'static str)> = Vec::new();
-    for (i, &(m, usable, size, pm)) in allocs.iter().enumerate() {
+        .chain(glibc_allocs);
+    for (m, usable, size, pm) in allocs {
         let Some((o, ti, zero)) = typer.classify(m, usable, pm) else {
+            untyped.push((m, usable, size, pm));
             continue;
         };
-        typed[i] = true;
+        let i = ti as usize;
+        if live.len() <= i {
+            live.resize(i + 1, (0, 0));
+            free.resize(i + 1, 0);
+        }
+        let rec = Obj {
+            addr: Addr(o),
+            alloc: size.min(u32::MAX as u64) as u32,
+            ty: ti,
+        };
         if zero {
-            *free.entry(ti.name.clone()).or_default() += 1;
-            free_objects.push(Obj {
-                addr: Addr(o),
-                alloc: size,
-                ty: ti,
-            });
+            free[i] += 1;
+            free_objects.push(rec);
             continue;
         }
-        let e = counts.entry(ti.name.clone()).or_default();
-        e.0 += 1;
-        e.1 += size;
-        match ti.special {
+        live[i].0 += 1;
+        live[i].1 += size;
+        objects.push(rec);
+        match typer.type_by_index(ti).special {
             Special::List => owned.extend(typer.u64_at(o + 0x18).map(|p| (p, LIST_ITEMS))),
             Special::Dict => {
                 owned.extend(typer.u64_at(o + 0x20).map(|p| (p, DICT_KEYS)));
@@ -98,18 +109,22 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
             }
             _ => {}
         }
-        objects.push(Obj {
-            addr: Addr(o),
-            alloc: size,
-            ty: ti,
-        });
     }
+    let type_infos: Vec<Rc<TypeInfo>> = (0..live.len() as u32)
+        .map(|i| typer.type_by_index(i))
+        .collect();
+    // Allocations that are not objects: owned by an object that points into them, or untyped.
     owned.retain(|&(p, _)| p != 0);
     owned.sort_unstable();
-    for (i, &(m, usable, size, pm)) in allocs.iter().enumerate() {
-        if typed[i] {
-            continue;
+    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+    for (i, &(c, b)) in live.iter().enumerate() {
+        if c > 0 {
+            let e = counts.entry(type_infos[i].name.clone()).or_default();
+            e.0 += c;
+            e.1 += b;
         }
+    }
+    for &(m, usable, size, pm) in &untyped {
         // The first owner pointer at or after the allocation's start, if inside it.
         let j = owned.partition_point(|&(p, _)| p < m);
         let name = match owned.get(j) {
@@ -126,7 +141,13 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         .map(|(name, (count, bytes))| TypeCount { name, count, bytes })
         .collect();
     types.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
-    let mut freelists: Vec<FreeCount> = free
+    let mut fl: HashMap<String, u64> = HashMap::new();
+    for (i, &n) in free.iter().enumerate() {
+        if n > 0 {
+            *fl.entry(type_infos[i].name.clone()).or_default() += n;
+        }
+    }
+    let mut freelists: Vec<FreeCount> = fl
         .into_iter()
         .map(|(name, count)| FreeCount { name, count })
         .collect();
@@ -136,5 +157,6 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         freelists,
         objects,
         free_objects,
+        type_infos,
     }
 }

@@ -18,7 +18,11 @@ pub fn model_for<'m>(p: &Process, models: &'m [CpythonModel]) -> Option<&'m Cpyt
 
 /// Walk pymalloc if the process runs CPython. `Ok(None)`: no CPython here.
 /// Free-threaded builds (mimalloc instead of pymalloc) are refused, never guessed at.
-pub fn pymalloc(p: &Process, models: &[CpythonModel]) -> Result<Option<PymallocHeap>> {
+pub fn pymalloc(
+    p: &Process,
+    models: &[CpythonModel],
+    collect_blocks: bool,
+) -> Result<Option<PymallocHeap>> {
     let Some(py) = crate::version::detect_python(p) else {
         return Ok(None);
     };
@@ -49,7 +53,7 @@ pub fn pymalloc(p: &Process, models: &[CpythonModel]) -> Result<Option<PymallocH
     );
     let mut errors = Vec::new();
     for m in order {
-        match pymalloc::analyze(p, m, module) {
+        match pymalloc::analyze(p, m, module, collect_blocks) {
             Ok(mut h) => {
                 if !exact {
                     h.diagnostics.push(crate::error::Diagnostic::warning(format!(

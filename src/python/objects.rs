@@ -14,7 +14,8 @@ use crate::addr::Addr;
 use crate::glibc::Reader;
 use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
 use crate::process::Process;
-use std::cell::RefCell;
+use rustc_hash::FxHashMap;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -61,7 +62,13 @@ pub struct Typer<'a> {
     type_type: u64,
     str_type: u64,
     specials: HashMap<u64, Special>,
-    cache: RefCell<HashMap<u64, Option<Rc<TypeInfo>>>>,
+    /// Types by address, with a dense index for compact object records.
+    cache: RefCell<FxHashMap<u64, Option<u32>>>,
+    types: RefCell<Vec<Rc<TypeInfo>>>,
+    /// Metatypes seen (types whose instances are types).
+    metas: RefCell<FxHashMap<u64, bool>>,
+    /// The last type found: neighbouring blocks of a pool mostly share their type.
+    last: Cell<(u64, u32)>,
 }
 
 /// What a refcount says.
@@ -98,7 +105,10 @@ impl<'a> Typer<'a> {
             type_type,
             str_type: sym("PyUnicode_Type")?,
             specials,
-            cache: RefCell::new(HashMap::new()),
+            cache: RefCell::new(FxHashMap::default()),
+            types: RefCell::new(Vec::new()),
+            metas: RefCell::new(FxHashMap::default()),
+            last: Cell::new((0, u32::MAX)),
         })
     }
 
@@ -131,13 +141,67 @@ impl<'a> Typer<'a> {
             && self.is_type(mt, depth + 1)
     }
 
+    /// The type at `t`, if `t` is a type.
     pub fn type_info(&self, t: u64) -> Option<Rc<TypeInfo>> {
-        if let Some(c) = self.cache.borrow().get(&t) {
-            return c.clone();
+        self.type_index(t)
+            .map(|i| self.types.borrow()[i as usize].clone())
+    }
+
+    /// Type by dense index (see `type_index`).
+    pub fn type_by_index(&self, i: u32) -> Rc<TypeInfo> {
+        self.types.borrow()[i as usize].clone()
+    }
+
+    /// Dense index of the type at `t`. Most candidate pointers are not types at all (the
+    /// GC links of objects read at the wrong offset): they are rejected with one read of
+    /// their would-be metatype, and never enter the cache.
+    pub fn type_index(&self, t: u64) -> Option<u32> {
+        let last = self.last.get();
+        if last.0 == t && t != 0 {
+            return Some(last.1);
+        }
+        if let Some(&c) = self.cache.borrow().get(&t) {
+            if let Some(i) = c {
+                self.last.set((t, i));
+            }
+            return c;
+        }
+        if t == 0 || t % 8 != 0 {
+            return None;
+        }
+        let mt = self.u64(t + 8)?;
+        if mt != self.type_type && !self.is_meta(mt) {
+            return None;
         }
         let info = self.build_type(t).map(Rc::new);
-        self.cache.borrow_mut().insert(t, info.clone());
-        info
+        let idx = info.map(|i| {
+            let mut v = self.types.borrow_mut();
+            v.push(i);
+            (v.len() - 1) as u32
+        });
+        self.cache.borrow_mut().insert(t, idx);
+        if let Some(i) = idx {
+            self.last.set((t, i));
+        }
+        idx
+    }
+
+    fn is_meta(&self, mt: u64) -> bool {
+        if let Some(&b) = self.metas.borrow().get(&mt) {
+            return b;
+        }
+        // Only worth remembering when it looks like a type at all (its type is a type).
+        let Some(mmt) = self.u64(mt + 8) else {
+            return false;
+        };
+        if mmt != self.type_type && !self.metas.borrow().get(&mmt).copied().unwrap_or(false) {
+            return false;
+        }
+        let b = self
+            .u64(mt + TP_FLAGS)
+            .is_some_and(|f| f & F_TYPE_SUBCLASS != 0 && f & F_READY != 0);
+        self.metas.borrow_mut().insert(mt, b);
+        b
     }
 
     fn build_type(&self, t: u64) -> Option<TypeInfo> {
@@ -373,21 +437,17 @@ impl<'a> Typer<'a> {
 
     /// The object in an allocation of `alloc` usable bytes at `m`, if there is one.
     /// `exact`: pymalloc blocks are the request rounded to 16; glibc chunks to 16 plus 8.
-    pub fn classify(
-        &self,
-        m: u64,
-        alloc: u64,
-        pymalloc: bool,
-    ) -> Option<(u64, Rc<TypeInfo>, bool)> {
+    pub fn classify(&self, m: u64, alloc: u64, pymalloc: bool) -> Option<(u64, u32, bool)> {
         for off in [0u64, 16, 32] {
             if off + 16 > alloc {
                 break;
             }
             let o = m + off;
             let Some(t) = self.u64(o + 8) else { break };
-            let Some(ti) = self.type_info(t) else {
+            let Some(idx) = self.type_index(t) else {
                 continue;
             };
+            let ti = self.types.borrow()[idx as usize].clone();
             let gc = if ti.flags & F_HAVE_GC != 0 { 16 } else { 0 };
             let pre = if ti.flags & self.om.preheader_flags != 0 {
                 16
@@ -421,7 +481,7 @@ impl<'a> Typer<'a> {
                 0
             };
             if required <= alloc && alloc <= required + slack + extra {
-                return Some((o, ti, rc == Rc0::Zero));
+                return Some((o, idx, rc == Rc0::Zero));
             }
         }
         None

@@ -238,7 +238,13 @@ fn find_arenas_static(
     None
 }
 
-pub fn analyze(p: &Process, model: &CpythonModel, python: &Module) -> Result<PymallocHeap, String> {
+/// Walk pymalloc; with `collect`, also list every live block (in address order).
+pub fn analyze(
+    p: &Process,
+    model: &CpythonModel,
+    python: &Module,
+    collect: bool,
+) -> Result<PymallocHeap, String> {
     let r = Reader { space: &p.space };
     let pm = &model.pymalloc;
     // --- the state.
@@ -314,12 +320,22 @@ pub fn analyze(p: &Process, model: &CpythonModel, python: &Module) -> Result<Pym
     let mut blocks = Vec::new();
     let mut narenas = 0;
     let mut free_set: Vec<u64> = Vec::new();
-    for i in 0..maxarenas {
+    // Arenas in address order, so blocks come out sorted without a sort.
+    let mut order: Vec<(u64, u64)> = (0..maxarenas)
+        .filter_map(|i| {
+            let a = r
+                .u64(arenas.wrapping_add(ARENA_OBJECT_SIZE * i))
+                .unwrap_or(0);
+            (a != 0).then_some((a, i))
+        })
+        .collect();
+    order.sort_unstable();
+    if collect {
+        let guess: u64 = order.len() as u64 * (pm.arena_size / 64);
+        blocks.reserve(guess.min(1 << 28) as usize);
+    }
+    for &(address, i) in &order {
         let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
-        let address = r.u64(ao).unwrap_or(0);
-        if address == 0 {
-            continue;
-        }
         narenas += 1;
         let pool_address = r.u64(ao.wrapping_add(8)).unwrap_or(address);
         // A non-pool-aligned arena loses its first partial pool (obmalloc.c new_arena).
@@ -389,10 +405,12 @@ pub fn analyze(p: &Process, model: &CpythonModel, python: &Module) -> Result<Pym
             while off + size <= nextoffset.min(pm.pool_size) {
                 let b = this.0 + off;
                 if free_set.binary_search(&b).is_err() {
-                    blocks.push(Block {
-                        addr: Addr(b),
-                        size: size as u32,
-                    });
+                    if collect {
+                        blocks.push(Block {
+                            addr: Addr(b),
+                            size: size as u32,
+                        });
+                    }
                     live += 1;
                 }
                 off += size;
@@ -420,7 +438,6 @@ pub fn analyze(p: &Process, model: &CpythonModel, python: &Module) -> Result<Pym
         }
         arena_list.push(info);
     }
-    blocks.sort_unstable_by_key(|b| b.addr);
     Ok(PymallocHeap {
         model: model.name.clone(),
         state: up,
