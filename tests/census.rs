@@ -204,3 +204,38 @@ fn reference_objects_previews() {
         );
     }
 }
+
+/// 3.13+: the model is cross-checked against the interpreter's own _Py_DebugOffsets; a
+/// model with a wrong str layout is caught.
+#[test]
+fn debug_offsets_cross_check_catches_a_wrong_model() {
+    let models = coreheap::models::cpython_models(None).unwrap();
+    let mut checked = 0;
+    for case in corpus::reference_cases()
+        .iter()
+        .filter(|c| c.scenario == "py_heap")
+    {
+        let p = corpus::open(case);
+        let py = coreheap::version::detect_python(&p).unwrap();
+        let Some(rt) = py.runtime else { continue };
+        let m = coreheap::python::model_for(&p, &models).unwrap();
+        if m.pymalloc.state != coreheap::models::StateKind::State || m.name == "3.12" {
+            continue;
+        }
+        assert!(
+            coreheap::python::cross_check_debug_offsets(&p, rt, m).is_empty(),
+            "{}",
+            case.name
+        );
+        let mut wrong = m.clone();
+        wrong.objects.str_ascii_data = 48;
+        let d = coreheap::python::cross_check_debug_offsets(&p, rt, &wrong);
+        assert!(
+            d.iter().any(|d| d.message.contains("str object")),
+            "{}: {d:?}",
+            case.name
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "trixie (3.13) and sid (3.14)");
+}
