@@ -20,6 +20,7 @@ pub mod version;
 pub use addr::{Addr, Range};
 pub use error::{Diagnostic, Error, Result};
 pub use process::{Options, Process};
+pub mod diff;
 pub mod frag;
 pub mod glibc;
 pub mod models;

@@ -224,11 +224,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::heap::write_objects(&mut out, &list)?;
             }
         }
-        Command::Diff { .. } => {
-            return Err(Error::Unsupported(
-                "this command is not available yet in this build of coreheap".into(),
-            )
-            .into());
+        Command::Diff { old, new, top } => {
+            let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
+            let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
+            let po = Process::open(old, &opts, &bars)?;
+            let pn = Process::open(new, &opts, &bars)?;
+            let (a, b) = coreheap::diff::analyze_pair(&po, &pn, &models, &py_models)?;
+            let d = coreheap::diff::diff(&po, &pn, &a, &b, &py_models);
+            print_diagnostics(g, &d.diagnostics);
+            if g.json {
+                report::write_json(&mut out, &d)?;
+            } else {
+                report::heap::write_diff(&mut out, &d, *top)?;
+            }
         }
     }
     out.flush()?;

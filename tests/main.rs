@@ -4,6 +4,7 @@ mod bad_input;
 mod census;
 mod corpus;
 mod damage;
+mod diff;
 mod glibc;
 mod mutation;
 mod pymalloc;

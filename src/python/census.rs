@@ -7,7 +7,7 @@ use crate::addr::Addr;
 use crate::glibc::GlibcHeap;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TypeCount {
@@ -38,7 +38,7 @@ pub struct Census {
     pub objects: Vec<Obj>,
     /// Free-list residents (refcount 0, type intact).
     pub free_objects: Vec<Obj>,
-    pub type_infos: Vec<Rc<TypeInfo>>,
+    pub type_infos: Vec<Arc<TypeInfo>>,
 }
 
 impl Census {
@@ -110,7 +110,7 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
             _ => {}
         }
     }
-    let type_infos: Vec<Rc<TypeInfo>> = (0..live.len() as u32)
+    let type_infos: Vec<Arc<TypeInfo>> = (0..live.len() as u32)
         .map(|i| typer.type_by_index(i))
         .collect();
     // Allocations that are not objects: owned by an object that points into them, or untyped.

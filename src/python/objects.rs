@@ -17,7 +17,7 @@ use crate::process::Process;
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 // PyTypeObject (identical 3.8-3.14 up to tp_vectorcall, layouts.md §C.3).
 const TP_NAME: u64 = 0x18;
@@ -64,7 +64,7 @@ pub struct Typer<'a> {
     specials: HashMap<u64, Special>,
     /// Types by address, with a dense index for compact object records.
     cache: RefCell<FxHashMap<u64, Option<u32>>>,
-    types: RefCell<Vec<Rc<TypeInfo>>>,
+    types: RefCell<Vec<Arc<TypeInfo>>>,
     /// Metatypes seen (types whose instances are types).
     metas: RefCell<FxHashMap<u64, bool>>,
     /// The last type found: neighbouring blocks of a pool mostly share their type.
@@ -142,13 +142,13 @@ impl<'a> Typer<'a> {
     }
 
     /// The type at `t`, if `t` is a type.
-    pub fn type_info(&self, t: u64) -> Option<Rc<TypeInfo>> {
+    pub fn type_info(&self, t: u64) -> Option<Arc<TypeInfo>> {
         self.type_index(t)
             .map(|i| self.types.borrow()[i as usize].clone())
     }
 
     /// Type by dense index (see `type_index`).
-    pub fn type_by_index(&self, i: u32) -> Rc<TypeInfo> {
+    pub fn type_by_index(&self, i: u32) -> Arc<TypeInfo> {
         self.types.borrow()[i as usize].clone()
     }
 
@@ -173,7 +173,7 @@ impl<'a> Typer<'a> {
         if mt != self.type_type && !self.is_meta(mt) {
             return None;
         }
-        let info = self.build_type(t).map(Rc::new);
+        let info = self.build_type(t).map(Arc::new);
         let idx = info.map(|i| {
             let mut v = self.types.borrow_mut();
             v.push(i);

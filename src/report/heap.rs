@@ -209,3 +209,64 @@ pub fn write_objects(w: &mut dyn Write, l: &crate::objects::ObjectList) -> io::R
     }
     t.write(w, "  ")
 }
+
+pub fn write_diff(w: &mut dyn Write, d: &crate::diff::Diff, top: Option<usize>) -> io::Result<()> {
+    use super::human_delta;
+    let n = top.unwrap_or(20);
+    let grew: i64 = d.types.iter().map(|t| t.bytes_delta).sum();
+    writeln!(
+        w,
+        "what changed between the cores: {} in total",
+        human_delta(grew)
+    )?;
+    let mut t = Table::new(&[
+        ("TYPE", Align::Left),
+        ("COUNT OLD", Align::Right),
+        ("COUNT NEW", Align::Right),
+        ("DELTA", Align::Right),
+        ("BYTES OLD", Align::Right),
+        ("BYTES NEW", Align::Right),
+        ("BYTES DELTA", Align::Right),
+    ]);
+    for r in d.types.iter().take(n) {
+        t.row(vec![
+            r.name.clone(),
+            r.count_old.to_string(),
+            r.count_new.to_string(),
+            format!("{:+}", r.count_delta),
+            human_bytes(r.bytes_old),
+            human_bytes(r.bytes_new),
+            human_delta(r.bytes_delta),
+        ]);
+    }
+    t.write(w, "  ")?;
+    if !d.samples.is_empty() {
+        writeln!(w, "\nsamples of what grew (from the new core):")?;
+        for (name, list) in &d.samples {
+            writeln!(w, "  {name}")?;
+            for o in list {
+                writeln!(w, "    {}  {:>6}  {}", o.address, o.size, o.preview)?;
+            }
+        }
+    }
+    writeln!(w, "\nsize classes:")?;
+    let mut t = Table::new(&[
+        ("ALLOCATOR", Align::Left),
+        ("SIZE", Align::Right),
+        ("COUNT OLD", Align::Right),
+        ("COUNT NEW", Align::Right),
+        ("DELTA", Align::Right),
+        ("BYTES DELTA", Align::Right),
+    ]);
+    for r in d.size_classes.iter().take(n.min(10)) {
+        t.row(vec![
+            r.allocator.to_string(),
+            r.size.to_string(),
+            r.count_old.to_string(),
+            r.count_new.to_string(),
+            format!("{:+}", r.count_delta),
+            human_delta(r.bytes_delta),
+        ]);
+    }
+    t.write(w, "  ")
+}
