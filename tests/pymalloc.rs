@@ -85,6 +85,23 @@ pub fn check(case: &Case) -> Vec<String> {
             case.name, h.arenas
         ));
     }
+    // Per-arena live blocks add up to the statistics' total.
+    let per_arena: u64 = h.arena_list.iter().map(|a| a.blocks_in_use).sum();
+    let total: u64 = want.values().map(|v| v.1).sum();
+    if per_arena != total {
+        bad.push(format!(
+            "{}: live blocks over arenas {per_arena}, _debugmallocstats {total}",
+            case.name
+        ));
+    }
+    // The fragmentation scenario frees 98% of a million objects in a stride: nearly every
+    // arena is pinned by the 2% left (the rest hold the interpreter's own objects).
+    if case.scenario == "py_frag" && h.pinned_arenas * 10 < h.arenas * 8 {
+        bad.push(format!(
+            "{}: only {} of {} arenas pinned",
+            case.name, h.pinned_arenas, h.arenas
+        ));
+    }
     for d in &h.diagnostics {
         bad.push(format!("{}: diagnostic: {d}", case.name));
     }

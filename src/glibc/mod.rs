@@ -189,6 +189,9 @@ pub struct Arena {
     pub top_bytes: u64,
     pub overhead_bytes: u64,
     pub largest_free: u64,
+    /// 1 - largest free chunk / free bytes (top excluded): 0 when the free memory is one
+    /// hole, near 1 when it is scattered in many small ones.
+    pub fragmentation: f64,
     /// system_bytes = in_use + overhead + free + top, checked.
     pub identity_holds: bool,
     #[serde(skip)]
@@ -580,6 +583,7 @@ fn walk(
             top_bytes: 0,
             overhead_bytes: 0,
             largest_free: 0,
+            fragmentation: 0.0,
             identity_holds: false,
             top,
         });
@@ -807,7 +811,7 @@ fn walk(
             ChunkState::Top => a.top_bytes += sz,
             ChunkState::Mmapped => {}
         }
-        if !matches!(st, ChunkState::InUse | ChunkState::Top | ChunkState::Tcache) {
+        if !matches!(st, ChunkState::InUse | ChunkState::Top) {
             a.largest_free = a.largest_free.max(sz);
         }
     }
@@ -818,6 +822,12 @@ fn walk(
         let span: u64 = a.heaps.iter().map(|h| h.size).sum();
         a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
         a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
+        let free = a.free.total().bytes;
+        a.fragmentation = if free == 0 {
+            0.0
+        } else {
+            1.0 - a.largest_free as f64 / free as f64
+        };
         if !a.identity_holds {
             w.diags.push(
                 Diagnostic::warning(format!(

@@ -50,7 +50,15 @@ pub struct ArenaInfo {
     pub pools_in_use: u64,
     pub blocks_in_use: u64,
     pub bytes_in_use: u64,
+    /// Kept alive by a few live blocks: in use, but under a quarter of the arena used.
+    /// pymalloc returns an arena to the system only when all its pools are empty.
+    pub pinned: bool,
+    /// Size classes with live blocks here, as (block size, live blocks): what pins it.
+    pub classes: Vec<[u64; 2]>,
 }
+
+/// An arena is pinned when live blocks fill less than this share of it.
+pub const PINNED_BELOW: f64 = 0.25;
 
 /// One live block: address and size class size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +78,11 @@ pub struct PymallocHeap {
     pub arenas: u64,
     pub pools: PoolStates,
     pub size_classes: Vec<ClassStats>,
+    pub pinned_arenas: u64,
+    /// Bytes of the arenas not in live blocks: free blocks, empty and never-used pools,
+    /// pool headers and alignment.
+    pub free_bytes: u64,
+    pub in_use_bytes: u64,
     pub arena_list: Vec<ArenaInfo>,
     #[serde(skip)]
     pub blocks: Vec<Block>,
@@ -348,7 +361,10 @@ pub fn analyze(
             pools_in_use: 0,
             blocks_in_use: 0,
             bytes_in_use: 0,
+            pinned: false,
+            classes: Vec::new(),
         };
+        let mut per_class = [0u64; 64];
         let mut pool = base;
         while pool.0 < pool_address && pool.0 < address + pm.arena_size {
             info.pools += 1;
@@ -435,7 +451,16 @@ pub fn analyze(
             info.pools_in_use += 1;
             info.blocks_in_use += count as u64;
             info.bytes_in_use += count as u64 * size;
+            per_class[szidx as usize] += count as u64;
         }
+        info.classes = per_class
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| [(i as u64 + 1) * 16, n])
+            .collect();
+        info.pinned = info.blocks_in_use > 0
+            && (info.bytes_in_use as f64) < PINNED_BELOW * pm.arena_size as f64;
         arena_list.push(info);
     }
     Ok(PymallocHeap {
@@ -445,6 +470,10 @@ pub fn analyze(
         arena_size: pm.arena_size,
         pool_size: pm.pool_size,
         arenas: narenas,
+        pinned_arenas: arena_list.iter().filter(|a| a.pinned).count() as u64,
+        in_use_bytes: arena_list.iter().map(|a| a.bytes_in_use).sum(),
+        free_bytes: (narenas * pm.arena_size)
+            .saturating_sub(arena_list.iter().map(|a| a.bytes_in_use).sum()),
         pools: states,
         size_classes: classes,
         arena_list,

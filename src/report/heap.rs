@@ -19,6 +19,39 @@ pub fn write_frag(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
         writeln!(w)?;
         write_pymalloc(w, py)?;
     }
+    let o = &f.overall;
+    writeln!(w, "\noverall")?;
+    writeln!(
+        w,
+        "  mapped                     {:>12}",
+        human_bytes(o.mapped_bytes)
+    )?;
+    if let Some(b) = o.live_object_bytes {
+        writeln!(w, "  in live Python objects     {:>12}", human_bytes(b))?;
+    }
+    if f.glibc.is_some() {
+        writeln!(
+            w,
+            "  glibc arenas               {:>12}  in use {}, free {} (top included)",
+            human_bytes(o.glibc_system_bytes),
+            human_bytes(o.glibc_in_use_bytes),
+            human_bytes(o.glibc_free_bytes)
+        )?;
+        writeln!(
+            w,
+            "  glibc mmapped chunks       {:>12}",
+            human_bytes(o.glibc_mmapped_bytes)
+        )?;
+    }
+    if f.pymalloc.is_some() {
+        writeln!(
+            w,
+            "  pymalloc arenas            {:>12}  in use {}, free {}",
+            human_bytes(o.pymalloc_arena_bytes),
+            human_bytes(o.pymalloc_in_use_bytes),
+            human_bytes(o.pymalloc_free_bytes)
+        )?;
+    }
     Ok(())
 }
 
@@ -58,7 +91,47 @@ fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap)
             ),
         ]);
     }
-    t.write(w, "  ")
+    t.write(w, "  ")?;
+    let pinned: Vec<_> = py.arena_list.iter().filter(|a| a.pinned).collect();
+    if !pinned.is_empty() {
+        let held: u64 = pinned.len() as u64 * py.arena_size;
+        let live: u64 = pinned.iter().map(|a| a.bytes_in_use).sum();
+        writeln!(
+            w,
+            "  {} of {} arenas are pinned (under {:.0}% used): {} held for {} of live blocks",
+            pinned.len(),
+            py.arenas,
+            crate::python::pymalloc::PINNED_BELOW * 100.0,
+            human_bytes(held),
+            human_bytes(live)
+        )?;
+        let mut t = Table::new(&[
+            ("ARENA", Align::Left),
+            ("LIVE BLOCKS", Align::Right),
+            ("IN USE", Align::Right),
+            ("PINNED BY (block size x live blocks)", Align::Left),
+        ]);
+        for a in pinned.iter().take(10) {
+            let mut cls = a.classes.clone();
+            cls.sort_by(|x, y| y[1].cmp(&x[1]));
+            let by: Vec<String> = cls
+                .iter()
+                .take(4)
+                .map(|c| format!("{}x{}", c[0], c[1]))
+                .collect();
+            t.row(vec![
+                a.address.to_string(),
+                a.blocks_in_use.to_string(),
+                human_bytes(a.bytes_in_use),
+                by.join(", "),
+            ]);
+        }
+        t.write(w, "    ")?;
+        if pinned.len() > 10 {
+            writeln!(w, "    ... {} more (see --json)", pinned.len() - 10)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
@@ -91,6 +164,8 @@ fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
         ("LARGE BINS", Align::Right),
         ("TOP", Align::Right),
         ("OVERHEAD", Align::Right),
+        ("LARGEST FREE", Align::Right),
+        ("FRAG", Align::Right),
     ]);
     for a in &g.arenas {
         t.row(vec![
@@ -106,6 +181,8 @@ fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
             cnt(&a.free.largebins),
             human_bytes(a.top_bytes),
             human_bytes(a.overhead_bytes),
+            human_bytes(a.largest_free),
+            format!("{:.2}", a.fragmentation),
         ]);
     }
     t.write(w, "  ")?;
