@@ -10,7 +10,7 @@ use crate::error::{Diagnostic, Result};
 use crate::models::{CpythonModel, GlibcModel};
 use crate::objects::ObjectEntry;
 use crate::process::Process;
-use crate::summary::{analyze, summary, Analysis};
+use crate::summary::{analyze_with, summary, Analysis};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -91,10 +91,11 @@ pub fn analyze_pair(
     new: &Process,
     g: &[GlibcModel],
     c: &[CpythonModel],
+    progress: &dyn crate::progress::Progress,
 ) -> Result<(Analysis, Analysis)> {
     std::thread::scope(|s| {
-        let h = s.spawn(|| analyze(old, g, c));
-        let b = analyze(new, g, c);
+        let h = s.spawn(|| analyze_with(old, g, c, progress));
+        let b = analyze_with(new, g, c, progress);
         let a = h.join().expect("analysis thread panicked");
         Ok((a?, b?))
     })

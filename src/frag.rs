@@ -36,8 +36,9 @@ pub fn frag(
     p: &Process,
     glibc_models: &[GlibcModel],
     cpython_models: &[CpythonModel],
+    progress: &dyn crate::progress::Progress,
 ) -> Result<Frag> {
-    let a = crate::summary::analyze(p, glibc_models, cpython_models)?;
+    let a = crate::summary::analyze_with(p, glibc_models, cpython_models, progress)?;
     let mut o = Overall {
         mapped_bytes: crate::info::mappings(p).iter().map(|m| m.size).sum(),
         ..Default::default()

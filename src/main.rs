@@ -145,6 +145,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let g = &cli.global;
     let opts = options(g);
     let bars = Bars::new(g.quiet);
+    {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        report::set_color(!g.json && !no_color && io::stdout().is_terminal());
+    }
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match &cli.command {
@@ -162,7 +167,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
             let p = Process::open(core, &opts, &bars)?;
             let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
-            let f = coreheap::frag::frag(&p, &models, &py_models)?;
+            let f = coreheap::frag::frag(&p, &models, &py_models, &bars)?;
             print_diagnostics(g, &f.diagnostics);
             if g.json {
                 report::write_json(&mut out, &f)?;
@@ -174,7 +179,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
             let p = Process::open(core, &opts, &bars)?;
             let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
-            let a = coreheap::summary::analyze(&p, &models, &py_models)?;
+            let a = coreheap::summary::analyze_with(&p, &models, &py_models, &bars)?;
             let mut s = coreheap::summary::summary(&a);
             if by == "size" {
                 s.types.clear();
@@ -195,7 +200,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = coreheap::models::glibc_models(g.heap_models.as_deref())?;
             let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = coreheap::summary::analyze(&p, &models, &py_models)?;
+            let a = coreheap::summary::analyze_with(&p, &models, &py_models, &bars)?;
             print_diagnostics(g, &a.diagnostics);
             let model = coreheap::python::model_for(&p, &py_models);
             let typer = model.and_then(|m| coreheap::python::objects::Typer::new(&p, m));
@@ -229,7 +234,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let py_models = coreheap::models::cpython_models(g.heap_models.as_deref())?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
-            let (a, b) = coreheap::diff::analyze_pair(&po, &pn, &models, &py_models)?;
+            let (a, b) = coreheap::diff::analyze_pair(&po, &pn, &models, &py_models, &bars)?;
             let d = coreheap::diff::diff(&po, &pn, &a, &b, &py_models);
             print_diagnostics(g, &d.diagnostics);
             if g.json {

@@ -33,16 +33,22 @@ impl Progress for NoProgress {
 }
 
 /// indicatif bars on stderr; hidden when stderr is not a terminal or when asked to be quiet.
+/// One `MultiProgress` draws them, so phases running in parallel (`diff`) do not collide.
 pub struct Bars {
     visible: bool,
+    multi: indicatif::MultiProgress,
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Bars {
         use std::io::IsTerminal;
-        Bars {
-            visible: !quiet && std::io::stderr().is_terminal(),
-        }
+        let visible = !quiet && std::io::stderr().is_terminal();
+        let multi = indicatif::MultiProgress::with_draw_target(if visible {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        });
+        Bars { visible, multi }
     }
 }
 
@@ -65,7 +71,7 @@ impl Drop for BarPhase {
 
 impl Progress for Bars {
     fn phase(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase + '_> {
-        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        use indicatif::{ProgressBar, ProgressStyle};
         if !self.visible {
             return Box::new(NoPhase);
         }
@@ -73,12 +79,15 @@ impl Progress for Bars {
             Some(t) => ProgressBar::new(t),
             None => ProgressBar::no_length(),
         };
-        bar.set_draw_target(ProgressDrawTarget::stderr());
+        let bar = self.multi.add(bar);
+        if total.is_none() {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
         let tmpl = match (total.is_some(), unit) {
             (true, Unit::Bytes) => "{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})",
             (true, Unit::Items) => "{msg:>24} [{bar:40}] {human_pos}/{human_len} ({eta})",
-            (false, Unit::Bytes) => "{msg:>24} {spinner} {bytes}",
-            (false, Unit::Items) => "{msg:>24} {spinner} {human_pos}",
+            (false, Unit::Bytes) => "{msg:>24} {spinner} {bytes} ({elapsed})",
+            (false, Unit::Items) => "{spinner} {msg} ({elapsed})",
         };
         if let Ok(style) = ProgressStyle::with_template(tmpl) {
             bar.set_style(style.progress_chars("=> "));

@@ -29,8 +29,39 @@ pub fn analyze(
     glibc_models: &[GlibcModel],
     cpython_models: &[CpythonModel],
 ) -> Result<Analysis> {
+    analyze_with(
+        p,
+        glibc_models,
+        cpython_models,
+        &crate::progress::NoProgress,
+    )
+}
+
+/// `analyze`, showing each phase on `progress`.
+pub fn analyze_with(
+    p: &Process,
+    glibc_models: &[GlibcModel],
+    cpython_models: &[CpythonModel],
+    progress: &dyn crate::progress::Progress,
+) -> Result<Analysis> {
+    use crate::progress::Unit;
+    let name = p
+        .core
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let phase = progress.phase(&format!("{name}: walking pymalloc"), None, Unit::Items);
     let pymalloc = crate::python::pymalloc(p, cpython_models, true)?;
+    drop(phase);
+    let phase = progress.phase(
+        &format!("{name}: walking the glibc heap"),
+        None,
+        Unit::Items,
+    );
     let glibc = crate::glibc::analyze(p, glibc_models)?;
+    drop(phase);
+    let _phase = progress.phase(&format!("{name}: typing objects"), None, Unit::Items);
     let mut diagnostics = p.diagnostics.clone();
     if let Some(g) = &glibc {
         diagnostics.extend(g.diagnostics.iter().cloned());

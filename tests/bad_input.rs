@@ -140,3 +140,39 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert_eq!(code, 0);
     assert!(stdout.contains("summary"));
 }
+
+/// A reader that goes away early (`coreheap summary core | head -1`) is not an error.
+#[test]
+fn broken_pipe_exits_0() {
+    let case = crate::corpus::reference_cases()
+        .into_iter()
+        .find(|c| c.scenario == "py_heap")
+        .expect("a reference case");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coreheap"))
+        .args(["info", "--quiet", "--sysroot"])
+        .arg(case.sysroot.unwrap())
+        .arg(&case.core)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the pipe before coreheap writes its tables
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("error"));
+}
+
+/// Output never carries escape codes when it is not a terminal (or with NO_COLOR).
+#[test]
+fn no_colour_when_piped() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(&d, "c", &synth::core().bytes);
+    let (code, stdout, _) = run(&["info", p.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(!stdout.contains('\x1b'));
+}

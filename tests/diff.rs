@@ -26,7 +26,8 @@ fn check(a: &Case, b: &Case) -> Vec<String> {
     let (pa, pb): (Process, Process) = (corpus::open(a), corpus::open(b));
     let g = coreheap::models::glibc_models(None).unwrap();
     let c = coreheap::models::cpython_models(None).unwrap();
-    let (x, y) = coreheap::diff::analyze_pair(&pa, &pb, &g, &c).unwrap();
+    let (x, y) =
+        coreheap::diff::analyze_pair(&pa, &pb, &g, &c, &coreheap::progress::NoProgress).unwrap();
     let d = coreheap::diff::diff(&pa, &pb, &x, &y, &c);
     let (ta, tb) = (corpus::truth(a), corpus::truth(b));
     let served = tb["requests_served"].as_u64().unwrap() - ta["requests_served"].as_u64().unwrap();

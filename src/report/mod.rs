@@ -4,6 +4,19 @@ pub mod heap;
 pub mod info;
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static COLOR: AtomicBool = AtomicBool::new(false);
+
+/// Colour (bold table headers) on or off; the binary turns it on only for a terminal and
+/// never when NO_COLOR is set.
+pub fn set_color(on: bool) {
+    COLOR.store(on, Ordering::Relaxed);
+}
+
+pub fn color() -> bool {
+    COLOR.load(Ordering::Relaxed)
+}
 
 /// "1.5 MiB", "812 B".
 pub fn human_bytes(n: u64) -> String {
@@ -92,7 +105,13 @@ impl Table {
             }
             writeln!(w, "{}", s.trim_end())
         };
-        line(w, &mut self.headers.iter().map(|h| h.0))?;
+        if color() {
+            write!(w, "\x1b[1m")?;
+            line(w, &mut self.headers.iter().map(|h| h.0))?;
+            write!(w, "\x1b[0m")?;
+        } else {
+            line(w, &mut self.headers.iter().map(|h| h.0))?;
+        }
         for r in &self.rows {
             line(w, &mut r.iter().map(|s| s.as_str()))?;
         }
