@@ -12,7 +12,7 @@ use crate::objects::ObjectEntry;
 use crate::process::Process;
 use crate::summary::{analyze_with, summary, Analysis};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TypeDelta {
@@ -168,31 +168,39 @@ pub fn diff(old: &Process, new: &Process, a: &Analysis, b: &Analysis, c: &[Cpyth
     let mut samples = BTreeMap::new();
     if let (Some(cb), Some(model)) = (&b.census, crate::python::model_for(new, c)) {
         if let Some(typer) = crate::python::objects::Typer::new(new, model) {
-            let old_at: HashSet<(u64, String)> = a
-                .census
-                .as_ref()
-                .map(|ca| {
-                    ca.objects
-                        .iter()
-                        .map(|o| (o.addr.0, ca.type_of(o).name.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for t in types
+            let sampled: Vec<&TypeDelta> = types
                 .iter()
                 .filter(|t| t.bytes_delta > 0 && !t.name.starts_with('<'))
                 .take(SAMPLED_TYPES)
-            {
+                .collect();
+            let old = a.census.as_ref();
+            // The old objects are two address-sorted runs (pymalloc blocks, glibc chunks).
+            let old_objs = old.map(|c| c.objects.as_slice()).unwrap_or(&[]);
+            let split = old_objs
+                .windows(2)
+                .position(|w| w[1].addr < w[0].addr)
+                .map(|i| i + 1)
+                .unwrap_or(old_objs.len());
+            let (run1, run2) = old_objs.split_at(split);
+            let was_there = |addr: Addr, name: &str| {
+                [run1, run2].iter().any(|run| {
+                    run.binary_search_by_key(&addr, |o| o.addr)
+                        .ok()
+                        .is_some_and(|i| old.is_some_and(|c| c.type_of(&run[i]).name == name))
+                })
+            };
+            for t in sampled {
+                let wanted: Vec<bool> = cb.type_infos.iter().map(|ti| ti.name == t.name).collect();
                 let mut fresh = Vec::new();
                 let mut seen = Vec::new();
-                for o in cb.objects.iter().filter(|o| cb.type_of(o).name == t.name) {
-                    let is_new = !old_at.contains(&(o.addr.0, t.name.clone()));
-                    let v = if is_new { &mut fresh } else { &mut seen };
-                    if v.len() < SAMPLES {
-                        v.push(*o);
-                    }
-                    if fresh.len() >= SAMPLES {
-                        break;
+                for o in cb.objects.iter().filter(|o| wanted[o.ty as usize]) {
+                    if !was_there(o.addr, &t.name) {
+                        fresh.push(*o);
+                        if fresh.len() >= SAMPLES {
+                            break;
+                        }
+                    } else if seen.len() < SAMPLES {
+                        seen.push(*o);
                     }
                 }
                 fresh.extend(seen);
@@ -202,7 +210,7 @@ pub fn diff(old: &Process, new: &Process, a: &Analysis, b: &Analysis, c: &[Cpyth
                     .map(|o| {
                         let ty = cb.type_of(&o);
                         ObjectEntry {
-                            address: Addr(o.addr.0),
+                            address: o.addr,
                             type_name: ty.name.clone(),
                             size: o.alloc as u64,
                             preview: typer.preview(o.addr.0, ty),
