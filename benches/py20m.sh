@@ -32,4 +32,5 @@ ls -l "$core"
 bin="$here/target/release/coreheap"
 "$bin" summary --top 6 "$core"
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; }
-hyperfine -N --warmup 1 --runs 3 "$bin summary --quiet $core" "$bin frag --quiet $core"
+cp --reflink=auto "$core" "$cache/py-copy.core"
+hyperfine -N --warmup 1 --runs 3 "$bin summary --quiet $core" "$bin frag --quiet $core" "$bin diff --quiet $core $cache/py-copy.core"
