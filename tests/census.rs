@@ -139,18 +139,7 @@ pub fn check(case: &Case) -> Vec<String> {
 }
 
 fn check_all(cases: Vec<Case>) {
-    let cases: Vec<Case> = cases.into_iter().filter(|c| c.dms.is_some()).collect();
-    assert!(!cases.is_empty(), "no Python cases");
-    let mut bad = Vec::new();
-    for c in &cases {
-        bad.extend(check(c));
-    }
-    assert!(
-        bad.is_empty(),
-        "{} mismatches:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    corpus::check_cases(cases, "Python", |c| c.dms.is_some(), check);
 }
 
 #[test]

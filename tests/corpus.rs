@@ -222,18 +222,27 @@ fn check_info(case: &Case) -> Vec<String> {
     bad
 }
 
-fn check_all(cases: &[Case]) {
-    assert!(!cases.is_empty(), "no corpus cases found");
-    let mut bad = Vec::new();
-    for c in cases {
-        bad.extend(check_info(c));
-    }
+/// Run `check` on every case `keep` selects (there must be some) and fail with every
+/// mismatch found, not just the first.
+pub fn check_cases(
+    cases: Vec<Case>,
+    what: &str,
+    keep: impl Fn(&Case) -> bool,
+    check: impl Fn(&Case) -> Vec<String>,
+) {
+    let cases: Vec<Case> = cases.into_iter().filter(|c| keep(c)).collect();
+    assert!(!cases.is_empty(), "no {what} cases");
+    let bad: Vec<String> = cases.iter().flat_map(&check).collect();
     assert!(
         bad.is_empty(),
         "{} mismatches:\n{}",
         bad.len(),
         bad.join("\n")
     );
+}
+
+fn check_all(cases: &[Case]) {
+    check_cases(cases.to_vec(), "corpus", |_| true, check_info);
 }
 
 #[test]

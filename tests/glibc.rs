@@ -190,21 +190,7 @@ fn check_mode(case: &Case, no_debug: bool) -> Vec<String> {
 }
 
 fn check_all(cases: Vec<Case>) {
-    let cases: Vec<Case> = cases
-        .into_iter()
-        .filter(|c| c.scenario == "c_heap")
-        .collect();
-    assert!(!cases.is_empty(), "no c_heap cases");
-    let mut bad = Vec::new();
-    for c in &cases {
-        bad.extend(check(c));
-    }
-    assert!(
-        bad.is_empty(),
-        "{} mismatches:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    corpus::check_cases(cases, "c_heap", |c| c.scenario == "c_heap", check);
 }
 
 #[test]
