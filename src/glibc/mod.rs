@@ -445,8 +445,8 @@ impl Walk<'_> {
                 if c == top.0 {
                     return Some(Addr(q));
                 }
-                let s = self.r.u64(Addr(c + 8))? & !7;
-                if s < MINSIZE || s % 16 != 0 || c + s > end.0 {
+                let s = self.r.u64(Addr(c.wrapping_add(8)))? & !7;
+                if s < MINSIZE || s % 16 != 0 || c.checked_add(s).is_none_or(|e| e > end.0) {
                     q += 16;
                     continue 'cand;
                 }
@@ -556,7 +556,7 @@ fn walk(
             let hs = w.thread_heaps(a, top);
             let hi = &model.heap_info;
             for (h, size) in hs {
-                let first_heap = a.0 == h.0 + hi.size;
+                let first_heap = a.0 == h.0.wrapping_add(hi.size);
                 let first = if first_heap {
                     // _int_new_arena: top = align so chunk2mem is aligned, after the arena.
                     a.wrapping_add(ms.size).align_up(16).unwrap_or(a)
@@ -634,7 +634,7 @@ fn walk(
                     );
                     break;
                 }
-                match r.u64(Addr(q + 24)) {
+                match r.u64(Addr(q.wrapping_add(24))) {
                     Some(b) => q = b,
                     None => break,
                 }
@@ -700,7 +700,7 @@ fn walk(
                 return None;
             }
             out.push(idx);
-            let pos = c + 16;
+            let pos = c.wrapping_add(16);
             let stored = r.u64(Addr(pos))?;
             let next = decode(link, pos, stored);
             if next == 0 {
@@ -935,10 +935,10 @@ fn find_tcaches(
         let mut bins = Vec::new();
         for i in 0..t.bins {
             let raw = match t.count_size {
-                1 => r.u8(Addr(s + t.counts + i))? as u64,
-                _ => r.u16(Addr(s + t.counts + 2 * i))? as u64,
+                1 => r.u8(Addr(s.wrapping_add(t.counts + i)))? as u64,
+                _ => r.u16(Addr(s.wrapping_add(t.counts + 2 * i)))? as u64,
             };
-            let e = r.u64(Addr(s + t.entries + 8 * i))?;
+            let e = r.u64(Addr(s.wrapping_add(t.entries + 8 * i)))?;
             let count = match t.counts_mean {
                 CountsMean::Used => Some(raw),
                 // 2.42+: num_slots counts down from the bin's capacity; the chain's end is

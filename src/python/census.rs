@@ -95,13 +95,15 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         live[i].1 += size;
         objects.push(rec);
         match typer.type_by_index(ti).special {
-            Special::List => owned.extend(typer.u64_at(o + 0x18).map(|p| (p, LIST_ITEMS))),
+            Special::List => {
+                owned.extend(typer.u64_at(o.wrapping_add(0x18)).map(|p| (p, LIST_ITEMS)))
+            }
             Special::Dict => {
-                owned.extend(typer.u64_at(o + 0x20).map(|p| (p, DICT_KEYS)));
-                owned.extend(typer.u64_at(o + 0x28).map(|p| (p, DICT_VALUES)));
+                owned.extend(typer.u64_at(o.wrapping_add(0x20)).map(|p| (p, DICT_KEYS)));
+                owned.extend(typer.u64_at(o.wrapping_add(0x28)).map(|p| (p, DICT_VALUES)));
             }
             Special::Set => {
-                if let Some(t) = typer.u64_at(o + 0x28) {
+                if let Some(t) = typer.u64_at(o.wrapping_add(0x28)) {
                     if t != o + 0x40 {
                         owned.push((t, SET_TABLE));
                     }

@@ -122,13 +122,13 @@ impl<'a> Typer<'a> {
         if t == 0 || t % 8 != 0 {
             return false;
         }
-        let Some(flags) = self.u64(t + TP_FLAGS) else {
+        let Some(flags) = self.u64(t.wrapping_add(TP_FLAGS)) else {
             return false;
         };
         if flags & F_READY == 0 {
             return false;
         }
-        let Some(mt) = self.u64(t + 8) else {
+        let Some(mt) = self.u64(t.wrapping_add(8)) else {
             return false;
         };
         if mt == self.type_type {
@@ -136,7 +136,7 @@ impl<'a> Typer<'a> {
         }
         depth < 3
             && self
-                .u64(mt + TP_FLAGS)
+                .u64(mt.wrapping_add(TP_FLAGS))
                 .is_some_and(|f| f & F_TYPE_SUBCLASS != 0)
             && self.is_type(mt, depth + 1)
     }
@@ -169,7 +169,7 @@ impl<'a> Typer<'a> {
         if t == 0 || t % 8 != 0 {
             return None;
         }
-        let mt = self.u64(t + 8)?;
+        let mt = self.u64(t.wrapping_add(8))?;
         if mt != self.type_type && !self.is_meta(mt) {
             return None;
         }
@@ -191,14 +191,14 @@ impl<'a> Typer<'a> {
             return b;
         }
         // Only worth remembering when it looks like a type at all (its type is a type).
-        let Some(mmt) = self.u64(mt + 8) else {
+        let Some(mmt) = self.u64(mt.wrapping_add(8)) else {
             return false;
         };
         if mmt != self.type_type && !self.metas.borrow().get(&mmt).copied().unwrap_or(false) {
             return false;
         }
         let b = self
-            .u64(mt + TP_FLAGS)
+            .u64(mt.wrapping_add(TP_FLAGS))
             .is_some_and(|f| f & F_TYPE_SUBCLASS != 0 && f & F_READY != 0);
         self.metas.borrow_mut().insert(mt, b);
         b
@@ -208,9 +208,9 @@ impl<'a> Typer<'a> {
         if !self.is_type(t, 0) {
             return None;
         }
-        let basicsize = self.u64(t + TP_BASICSIZE)?;
-        let itemsize = self.u64(t + TP_ITEMSIZE)?;
-        let flags = self.u64(t + TP_FLAGS)?;
+        let basicsize = self.u64(t.wrapping_add(TP_BASICSIZE))?;
+        let itemsize = self.u64(t.wrapping_add(TP_ITEMSIZE))?;
+        let flags = self.u64(t.wrapping_add(TP_FLAGS))?;
         if !(16..=1 << 20).contains(&basicsize) || itemsize > 1 << 16 {
             return None;
         }
@@ -227,9 +227,9 @@ impl<'a> Typer<'a> {
 
     fn type_name(&self, t: u64, flags: u64) -> Option<String> {
         if flags & F_HEAPTYPE != 0 {
-            let qual = self.read_str(self.u64(t + self.om.ht_qualname)?)?;
+            let qual = self.read_str(self.u64(t.wrapping_add(self.om.ht_qualname))?)?;
             let module = self
-                .u64(t + TP_DICT)
+                .u64(t.wrapping_add(TP_DICT))
                 .and_then(|d| self.dict_get_str(d, "__module__"))
                 .and_then(|v| self.read_str(v));
             return Some(match module.as_deref() {
@@ -237,14 +237,14 @@ impl<'a> Typer<'a> {
                 Some(m) => format!("{m}.{qual}"),
             });
         }
-        let p = self.u64(t + TP_NAME)?;
+        let p = self.u64(t.wrapping_add(TP_NAME))?;
         let s = self.r.space.read_cstr(Addr(p), 256)?;
         Some(String::from_utf8_lossy(&s).into_owned())
     }
 
     /// A str object's text (compact strings; at most 4096 characters).
     pub fn read_str(&self, o: u64) -> Option<String> {
-        let t = self.u64(o + 8)?;
+        let t = self.u64(o.wrapping_add(8))?;
         if t != self.str_type && !self.type_info(t).is_some_and(|i| i.special == Special::Str) {
             return None;
         }
@@ -252,19 +252,19 @@ impl<'a> Typer<'a> {
     }
 
     fn str_text(&self, o: u64, max: u64) -> Option<String> {
-        let len = self.u64(o + 0x10)?;
-        let state = self.r.u32(Addr(o + 0x20))?;
+        let len = self.u64(o.wrapping_add(0x10))?;
+        let state = self.r.u32(Addr(o.wrapping_add(0x20)))?;
         let kind = ((state >> 2) & 7) as u64;
         let compact = state & (1 << 5) != 0;
         let ascii = state & (1 << 6) != 0;
         if !compact || !matches!(kind, 1 | 2 | 4) || len > 1 << 32 {
             return None;
         }
-        let data = o + if ascii {
+        let data = o.wrapping_add(if ascii {
             self.om.str_ascii_data
         } else {
             self.om.str_compact_data
-        };
+        });
         let n = len.min(max);
         let mut buf = vec![0u8; (n * kind) as usize];
         self.r.space.read(Addr(data), &mut buf).ok()?;
@@ -288,12 +288,15 @@ impl<'a> Typer<'a> {
     /// (key, value) pointers of a dict's entries, in insertion order (bounded).
     pub fn dict_items(&self, d: u64, limit: usize) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let (Some(keys), Some(values)) = (self.u64(d + 0x20), self.u64(d + 0x28)) else {
+        let (Some(keys), Some(values)) = (
+            self.u64(d.wrapping_add(0x20)),
+            self.u64(d.wrapping_add(0x28)),
+        ) else {
             return out;
         };
         let (entries, nentries, esize, koff, voff) = match self.om.dict_keys {
             DictKeys::V1 => {
-                let Some(size) = self.u64(keys + 8) else {
+                let Some(size) = self.u64(keys.wrapping_add(8)) else {
                     return out;
                 };
                 if size == 0 || size > 1 << 26 || !size.is_power_of_two() {
@@ -308,20 +311,20 @@ impl<'a> Typer<'a> {
                 } else {
                     8
                 };
-                let n = self.u64(keys + 0x20).unwrap_or(0);
-                (keys + 0x28 + size * ix, n, 24, 8, 16)
+                let n = self.u64(keys.wrapping_add(0x20)).unwrap_or(0);
+                (keys.wrapping_add(0x28 + size * ix), n, 24, 8, 16)
             }
             DictKeys::V2 => {
-                let Some(ib) = self.r.u8(Addr(keys + 9)) else {
+                let Some(ib) = self.r.u8(Addr(keys.wrapping_add(9))) else {
                     return out;
                 };
-                let kind = self.r.u8(Addr(keys + 10)).unwrap_or(0);
+                let kind = self.r.u8(Addr(keys.wrapping_add(10))).unwrap_or(0);
                 if ib > 40 {
                     return out;
                 }
-                let n = self.u64(keys + 0x18).unwrap_or(0);
+                let n = self.u64(keys.wrapping_add(0x18)).unwrap_or(0);
                 let (es, ko, vo) = if kind == 0 { (24, 8, 16) } else { (16, 0, 8) };
-                (keys + 0x20 + (1u64 << ib), n, es, ko, vo)
+                (keys.wrapping_add(0x20 + (1u64 << ib)), n, es, ko, vo)
             }
         };
         // Split tables keep values apart (ma_values): instance dicts sharing their type's keys.
@@ -330,15 +333,17 @@ impl<'a> Typer<'a> {
             if out.len() >= limit {
                 break;
             }
-            let e = entries + i * esize;
-            let Some(k) = self.u64(e + koff) else { break };
+            let e = entries.wrapping_add(i * esize);
+            let Some(k) = self.u64(e.wrapping_add(koff)) else {
+                break;
+            };
             if k == 0 {
                 continue;
             }
             let v = if split {
-                self.u64(values + 8 * i).unwrap_or(0)
+                self.u64(values.wrapping_add(8 * i)).unwrap_or(0)
             } else {
-                self.u64(e + voff).unwrap_or(0)
+                self.u64(e.wrapping_add(voff)).unwrap_or(0)
             };
             out.push((k, v));
         }
@@ -391,15 +396,15 @@ impl<'a> Typer<'a> {
             return false;
         }
         let Some(r) = self.u64(o) else { return false };
-        r >> 32 != 0 && r >> 48 == 0 && r % 8 == 0 && self.u64(r + 8) == Some(t)
+        r >> 32 != 0 && r >> 48 == 0 && r % 8 == 0 && self.u64(r.wrapping_add(8)) == Some(t)
     }
 
     /// Bytes the object itself needs (without GC head or pre-header).
     fn object_size(&self, o: u64, ti: &TypeInfo, alloc: u64) -> Option<u64> {
         match ti.special {
             Special::Str if ti.itemsize == 0 && ti.basicsize >= 40 => {
-                let len = self.u64(o + 0x10)?;
-                let state = self.r.u32(Addr(o + 0x20))?;
+                let len = self.u64(o.wrapping_add(0x10))?;
+                let state = self.r.u32(Addr(o.wrapping_add(0x20)))?;
                 let kind = ((state >> 2) & 7) as u64;
                 if state & (1 << 5) == 0 {
                     return Some(ti.basicsize); // legacy (non-compact): data elsewhere
@@ -416,8 +421,8 @@ impl<'a> Typer<'a> {
             }
             Special::Int => {
                 let n = match self.om.int_size {
-                    IntSize::ObSize => (self.u64(o + 0x10)? as i64).unsigned_abs(),
-                    IntSize::LvTag => (self.u64(o + 0x10)? >> 3).max(1),
+                    IntSize::ObSize => (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs(),
+                    IntSize::LvTag => (self.u64(o.wrapping_add(0x10))? >> 3).max(1),
                 };
                 if n > alloc {
                     return None;
@@ -425,7 +430,7 @@ impl<'a> Typer<'a> {
                 Some(ti.basicsize + ti.itemsize.max(4) * n)
             }
             _ if ti.itemsize > 0 => {
-                let n = (self.u64(o + 0x10)? as i64).unsigned_abs();
+                let n = (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs();
                 if n.checked_mul(ti.itemsize)? > alloc {
                     return None;
                 }
@@ -442,8 +447,10 @@ impl<'a> Typer<'a> {
             if off + 16 > alloc {
                 break;
             }
-            let o = m + off;
-            let Some(t) = self.u64(o + 8) else { break };
+            let o = m.wrapping_add(off);
+            let Some(t) = self.u64(o.wrapping_add(8)) else {
+                break;
+            };
             let Some(idx) = self.type_index(t) else {
                 continue;
             };
@@ -503,15 +510,15 @@ impl<'a> Typer<'a> {
         match ti.special {
             Special::Str => match self.str_text(o, 61) {
                 Some(s) => {
-                    let len = self.u64(o + 0x10).unwrap_or(0);
+                    let len = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
                     format!("{} (len {len})", quote(&s, 60))
                 }
                 None => String::new(),
             },
             Special::Bytes => {
-                let n = self.u64(o + 0x10).unwrap_or(0);
+                let n = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
                 let mut b = vec![0u8; n.min(32) as usize];
-                let _ = self.r.space.read(Addr(o + 0x20), &mut b);
+                let _ = self.r.space.read(Addr(o.wrapping_add(0x20)), &mut b);
                 let shown: String = b
                     .iter()
                     .map(|&c| {
@@ -525,19 +532,17 @@ impl<'a> Typer<'a> {
                 format!("b'{shown}{}' (len {n})", if n > 32 { "…" } else { "" })
             }
             Special::Int => self.int_value(o).unwrap_or_else(|| "(large int)".into()),
-            Special::Float => match self.u64(o + 0x10) {
+            Special::Float => match self.u64(o.wrapping_add(0x10)) {
                 Some(b) => format!("{}", f64::from_bits(b)),
                 None => String::new(),
             },
             Special::List | Special::Tuple | Special::Set => {
                 let n = self
-                    .u64(
-                        o + if ti.special == Special::Set {
-                            0x18
-                        } else {
-                            0x10
-                        },
-                    )
+                    .u64(o.wrapping_add(if ti.special == Special::Set {
+                        0x18
+                    } else {
+                        0x10
+                    }))
                     .unwrap_or(0);
                 format!("len {n}")
             }
@@ -549,11 +554,11 @@ impl<'a> Typer<'a> {
     fn int_value(&self, o: u64) -> Option<String> {
         let (neg, n) = match self.om.int_size {
             IntSize::ObSize => {
-                let s = self.u64(o + 0x10)? as i64;
+                let s = self.u64(o.wrapping_add(0x10))? as i64;
                 (s < 0, s.unsigned_abs())
             }
             IntSize::LvTag => {
-                let tag = self.u64(o + 0x10)?;
+                let tag = self.u64(o.wrapping_add(0x10))?;
                 (tag & 3 == 2, tag >> 3)
             }
         };
@@ -562,7 +567,7 @@ impl<'a> Typer<'a> {
         }
         let mut v: u128 = 0;
         for i in (0..n).rev() {
-            v = (v << 30) | self.r.u32(Addr(o + 0x18 + 4 * i))? as u128;
+            v = (v << 30) | self.r.u32(Addr(o.wrapping_add(0x18 + 4 * i)))? as u128;
         }
         Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
     }
@@ -586,7 +591,7 @@ impl<'a> Typer<'a> {
     }
 
     fn dict_preview(&self, o: u64) -> String {
-        let used = self.u64(o + 0x10).unwrap_or(0);
+        let used = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
         let items = self.dict_items(o, 6);
         format!("len {used}: {{{}}}", self.keys_text(&items, used))
     }
@@ -602,14 +607,14 @@ impl<'a> Typer<'a> {
             return self.dict_preview(o);
         }
         if ti.flags & LIST_OR_TUPLE_SUBCLASS != 0 {
-            return format!("len {}", self.u64(o + 0x10).unwrap_or(0));
+            return format!("len {}", self.u64(o.wrapping_add(0x10)).unwrap_or(0));
         }
         let om = self.om;
         let managed = om.preheader_flags != 0 && ti.flags & om.preheader_flags & (1 << 4) != 0;
         let dict = if om.preheader_flags == 0 {
-            let off = self.u64(ti.addr.0 + TP_DICTOFFSET).unwrap_or(0) as i64;
+            let off = self.u64(ti.addr.0.wrapping_add(TP_DICTOFFSET)).unwrap_or(0) as i64;
             if off > 0 {
-                self.u64(o + off as u64).filter(|&d| d != 0)
+                self.u64(o.wrapping_add(off as u64)).filter(|&d| d != 0)
             } else {
                 None
             }
@@ -620,7 +625,7 @@ impl<'a> Typer<'a> {
             None
         };
         let is_dict = |d: u64| {
-            self.type_info(self.u64(d + 8).unwrap_or(0))
+            self.type_info(self.u64(d.wrapping_add(8)).unwrap_or(0))
                 .is_some_and(|t| t.special == Special::Dict)
         };
         let items: Vec<(u64, u64)> = match dict {
@@ -636,11 +641,13 @@ impl<'a> Typer<'a> {
                     // 3.12: low bit tags "values" (stored as values - 1).
                     self.u64(o.wrapping_sub(24))
                         .filter(|v| v & 1 == 1)
-                        .map(|v| v + 1)
+                        .map(|v| v.wrapping_add(1))
                 } else {
                     Some(o + ti.basicsize + 8) // 3.13+: inline, values[] after an 8-byte header
                 };
-                let keys = self.u64(ti.addr.0 + om.ht_cached_keys).unwrap_or(0);
+                let keys = self
+                    .u64(ti.addr.0.wrapping_add(om.ht_cached_keys))
+                    .unwrap_or(0);
                 match (values, keys) {
                     (Some(v), k) if v != 0 && k != 0 => self.split_items(k, v, 6),
                     _ => Vec::new(),
@@ -667,18 +674,18 @@ impl<'a> Typer<'a> {
         if self.om.dict_keys != DictKeys::V2 {
             return Vec::new();
         }
-        let Some(ib) = self.r.u8(Addr(keys + 9)) else {
+        let Some(ib) = self.r.u8(Addr(keys.wrapping_add(9))) else {
             return Vec::new();
         };
         if ib > 40 {
             return Vec::new();
         }
-        let n = self.u64(keys + 0x18).unwrap_or(0).min(64);
-        let entries = keys + 0x20 + (1u64 << ib);
+        let n = self.u64(keys.wrapping_add(0x18)).unwrap_or(0).min(64);
+        let entries = keys.wrapping_add(0x20 + (1u64 << ib));
         (0..n)
             .filter_map(|i| {
-                let k = self.u64(entries + 16 * i)?;
-                let v = self.u64(values + 8 * i)?;
+                let k = self.u64(entries.wrapping_add(16 * i))?;
+                let v = self.u64(values.wrapping_add(8 * i))?;
                 (k != 0).then_some((k, v))
             })
             .take(limit)
@@ -687,7 +694,7 @@ impl<'a> Typer<'a> {
 
     /// A few characters for an attribute value.
     fn short_value(&self, v: u64) -> String {
-        let Some(ti) = self.u64(v + 8).and_then(|t| self.type_info(t)) else {
+        let Some(ti) = self.u64(v.wrapping_add(8)).and_then(|t| self.type_info(t)) else {
             return "?".into();
         };
         match ti.special {

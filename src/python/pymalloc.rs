@@ -126,8 +126,9 @@ fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
         if n == selfref && pv == selfref {
             continue;
         }
-        let pool_ok =
-            |x: u64| x != 0 && x % ps == 0 && r.u32(Addr(x + POOL_SZIDX)) == Some(i as u32);
+        let pool_ok = |x: u64| {
+            x != 0 && x % ps == 0 && r.u32(Addr(x.wrapping_add(POOL_SZIDX))) == Some(i as u32)
+        };
         if !(pool_ok(n) && pool_ok(pv)) {
             return false;
         }
@@ -159,15 +160,15 @@ fn used_pools(r: &Reader, model: &CpythonModel, up: Addr) -> Vec<(Addr, u32)> {
     let mut out = Vec::new();
     for i in 0..model.pymalloc.size_classes {
         let head = up.wrapping_add(16 * i).0.wrapping_sub(16);
-        let mut pool = r.u64(Addr(head + 16)).unwrap_or(head);
+        let mut pool = r.u64(Addr(head.wrapping_add(16))).unwrap_or(head);
         let mut n = 0;
         while pool != head && n < 1 << 16 {
-            let Some(idx) = r.u32(Addr(pool + POOL_ARENAINDEX)) else {
+            let Some(idx) = r.u32(Addr(pool.wrapping_add(POOL_ARENAINDEX))) else {
                 break;
             };
             out.push((Addr(pool), idx));
             n += 1;
-            pool = match r.u64(Addr(pool + POOL_NEXTPOOL)) {
+            pool = match r.u64(Addr(pool.wrapping_add(POOL_NEXTPOOL))) {
                 Some(x) => x,
                 None => break,
             };
@@ -196,7 +197,11 @@ fn valid_arenas(r: &Reader, model: &CpythonModel, arenas: Addr, max: u64) -> boo
             continue;
         }
         any = true;
-        if pool_address < address || pool_address > address + asz || nfree > ntotal || ntotal > 64 {
+        if pool_address < address
+            || pool_address > address.saturating_add(asz)
+            || nfree > ntotal
+            || ntotal > 64
+        {
             return false;
         }
     }
@@ -227,7 +232,9 @@ fn find_arenas_static(
             }
             let arena_of = |pool: Addr, idx: u32| {
                 r.u64(Addr(v).wrapping_add(ARENA_OBJECT_SIZE * idx as u64))
-                    .is_some_and(|base| base != 0 && pool.0 >= base && pool.0 < base + asz)
+                    .is_some_and(|base| {
+                        base != 0 && pool.0 >= base && pool.0 < base.saturating_add(asz)
+                    })
             };
             if !arena_of(pool0, idx0) || !pools.iter().all(|&(pl, i)| arena_of(pl, i)) {
                 continue;
@@ -366,7 +373,7 @@ pub fn analyze(
         };
         let mut per_class = [0u64; 64];
         let mut pool = base;
-        while pool.0 < pool_address && pool.0 < address + pm.arena_size {
+        while pool.0 < pool_address && pool.0 < address.saturating_add(pm.arena_size) {
             info.pools += 1;
             let this = pool;
             pool = pool.wrapping_add(pm.pool_size);
@@ -403,8 +410,8 @@ pub fn analyze(
             // The pool's free list: blocks freed back, singly linked through their first word.
             free_set.clear();
             let mut f = r.u64(this.wrapping_add(POOL_FREEBLOCK)).unwrap_or(0);
-            let lo = this.0 + pm.pool_overhead;
-            let hi = this.0 + pm.pool_size;
+            let lo = this.0.saturating_add(pm.pool_overhead);
+            let hi = this.0.saturating_add(pm.pool_size);
             while f != 0 && free_set.len() as u64 <= nblocks {
                 if f < lo || f >= hi || (f - lo) % size != 0 {
                     break; // the list goes on into never-used blocks or was damaged
@@ -419,7 +426,7 @@ pub fn analyze(
             let mut live = 0u64;
             let mut off = pm.pool_overhead;
             while off + size <= nextoffset.min(pm.pool_size) {
-                let b = this.0 + off;
+                let b = this.0.wrapping_add(off);
                 if free_set.binary_search(&b).is_err() {
                     if collect {
                         blocks.push(Block {
