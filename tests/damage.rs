@@ -159,7 +159,7 @@ fn damage_rounds(case: &corpus::Case) {
         let mut bytes = raw.clone();
         for _ in 0..400 {
             let (off, len) = data[(next() % data.len() as u64) as usize];
-            let at = off + (next() % (len as u64 - 8)) as usize & !7;
+            let at = off + ((next() % (len as u64 - 8)) as usize & !7);
             let v = match next() % 4 {
                 0 => 0,
                 1 => u64::MAX,
