@@ -228,3 +228,52 @@ fn debug_offsets_cross_check_catches_a_wrong_model() {
     }
     assert_eq!(checked, 2, "trixie (3.13) and sid (3.14)");
 }
+
+/// A free-threaded build (mimalloc, no pymalloc) is refused with exit 2 and says why,
+/// never given a wrong census. Made from a real 3.13 core by setting the
+/// `_Py_DebugOffsets.free_threaded` flag the interpreter publishes at `_PyRuntime + 16`.
+#[test]
+fn free_threaded_build_is_refused() {
+    let case = corpus::reference_cases()
+        .into_iter()
+        .find(|c| c.scenario == "py_heap" && c.name.starts_with("trixie"))
+        .expect("trixie (3.13) py_heap reference case");
+    let p = corpus::open(&case);
+    let rt = coreheap::version::detect_python(&p)
+        .unwrap()
+        .runtime
+        .unwrap();
+    let at = rt.get() + 16;
+    let seg = p
+        .core
+        .segments
+        .iter()
+        .find(|s| at >= s.vaddr.get() && at + 8 <= s.vaddr.get() + s.in_core)
+        .unwrap();
+    let off = (seg.offset + at - seg.vaddr.get()) as usize;
+    let mut raw = zstd::decode_all(std::fs::File::open(&case.core).unwrap()).unwrap();
+    assert_eq!(&raw[off..off + 8], &0u64.to_le_bytes());
+    raw[off..off + 8].copy_from_slice(&1u64.to_le_bytes());
+    let d = tempfile::tempdir().unwrap();
+    let core = d.path().join("core");
+    std::fs::write(&core, &raw).unwrap();
+    for cmd in ["summary", "frag", "objects"] {
+        let mut args = vec![
+            cmd,
+            "--sysroot",
+            case.sysroot.as_ref().unwrap().to_str().unwrap(),
+            core.to_str().unwrap(),
+        ];
+        if cmd == "objects" {
+            args.extend(["--type", "dict"]);
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_coreheap"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("free-threaded"), "{cmd}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
