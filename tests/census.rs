@@ -277,3 +277,57 @@ fn free_threaded_build_is_refused() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// PYTHONMALLOC=malloc: pymalloc is never used, every object is a glibc chunk. The census
+/// still finds the program's objects (a core made here with gcore).
+#[test]
+#[ignore = "needs python3 and gdb: run tests/run-all"]
+fn pythonmalloc_malloc_objects_are_found_in_glibc_chunks() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .env("PYTHONMALLOC", "malloc")
+        .args([
+            "-c",
+            "import os, signal, sys\nclass Foo: pass\nx = [Foo() for i in range(1234)]\nsys.stdout.write('ready\\n'); sys.stdout.flush()\nos.kill(os.getpid(), signal.SIGSTOP)\n",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 6];
+    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let prefix = d.path().join("core");
+    let st = std::process::Command::new("gcore")
+        .arg("-o")
+        .arg(&prefix)
+        .arg(child.id().to_string())
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        st.status.success(),
+        "gcore: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let core = d.path().join(format!("core.{}", child.id()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coreheap"))
+        .args(["summary", "--json", "--quiet"])
+        .arg(&core)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let foo = v["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "__main__.Foo");
+    assert_eq!(foo.map(|t| t["count"].as_u64().unwrap()), Some(1234), "{v}");
+}

@@ -113,14 +113,14 @@ fn writable_ranges(p: &Process, m: &Module) -> Vec<Range> {
     out
 }
 
-/// Does `a` hold the 64 usedpools heads?
-fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
+/// Does `a` hold the 64 usedpools heads? `Some(number of size classes in use)`.
+fn usedpools_at(r: &Reader, model: &CpythonModel, a: Addr) -> Option<u64> {
     let ps = model.pymalloc.pool_size;
     let mut used = 0;
     for i in 0..model.pymalloc.size_classes {
         let slot = a.wrapping_add(16 * i);
         let (Some(n), Some(pv)) = (r.u64(slot), r.u64(slot.wrapping_add(8))) else {
-            return false;
+            return None;
         };
         let selfref = slot.0.wrapping_sub(16);
         if n == selfref && pv == selfref {
@@ -130,14 +130,19 @@ fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
             x != 0 && x % ps == 0 && r.u32(Addr(x.wrapping_add(POOL_SZIDX))) == Some(i as u32)
         };
         if !(pool_ok(n) && pool_ok(pv)) {
-            return false;
+            return None;
         }
         used += 1;
     }
-    used > 0
+    Some(used)
 }
 
-fn scan_usedpools(p: &Process, r: &Reader, model: &CpythonModel, m: &Module) -> Vec<Addr> {
+fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
+    usedpools_at(r, model, a).is_some_and(|n| n > 0)
+}
+
+/// Candidates for usedpools, with the number of size classes each has in use.
+fn scan_usedpools(p: &Process, r: &Reader, model: &CpythonModel, m: &Module) -> Vec<(Addr, u64)> {
     let mut hits = Vec::new();
     for rg in writable_ranges(p, m) {
         let mut a = rg.start;
@@ -145,9 +150,10 @@ fn scan_usedpools(p: &Process, r: &Reader, model: &CpythonModel, m: &Module) -> 
             // Quick rejection on the first pair.
             let first = r.u64(a);
             if first.is_some_and(|v| v == a.0.wrapping_sub(16) || v % model.pymalloc.pool_size == 0)
-                && is_usedpools(r, model, a)
             {
-                hits.push(a);
+                if let Some(n) = usedpools_at(r, model, a) {
+                    hits.push((a, n));
+                }
             }
             a = a.wrapping_add(8);
         }
@@ -280,7 +286,15 @@ pub fn analyze(
         Some(a) => a,
         None => {
             found_by = "usedpools signature";
-            let hits = scan_usedpools(p, &r, model, python);
+            let all = scan_usedpools(p, &r, model, python);
+            // A pymalloc in use has pools linked from usedpools; one never used
+            // (PYTHONMALLOC=malloc) still has its initial self-referential table.
+            let in_use: Vec<Addr> = all.iter().filter(|h| h.1 > 0).map(|h| h.0).collect();
+            let hits = if in_use.is_empty() {
+                all.iter().map(|h| h.0).collect()
+            } else {
+                in_use
+            };
             match hits.as_slice() {
                 [a] => *a,
                 [] => {
@@ -316,12 +330,18 @@ pub fn analyze(
                     Addr(r.u64(a.addr).ok_or("arenas not readable")?),
                     r.u32(m.addr).ok_or("maxarenas not readable")? as u64,
                 ),
-                _ => find_arenas_static(p, &r, model, python, up)
-                    .ok_or("pymalloc's arenas vector not found")?,
+                _ => match find_arenas_static(p, &r, model, python, up) {
+                    Some(x) => x,
+                    // No pool in use anywhere: pymalloc is not used (PYTHONMALLOC=malloc),
+                    // or only through full pools, which cannot lead us to the arenas.
+                    None if used_pools(&r, model, up).is_empty() => (Addr::NULL, 0),
+                    None => return Err("pymalloc's arenas vector not found".into()),
+                },
             }
         }
     };
-    if !valid_arenas(&r, model, arenas, maxarenas) {
+    let unused = arenas.is_null() && used_pools(&r, model, up).is_empty();
+    if !unused && !valid_arenas(&r, model, arenas, maxarenas) {
         return Err(format!(
             "the arena vector at {arenas} ({maxarenas} slots) does not look like pymalloc's"
         ));
@@ -329,6 +349,12 @@ pub fn analyze(
 
     // --- the walk.
     let mut diags = Vec::new();
+    let maxarenas = if unused { 0 } else { maxarenas };
+    if unused {
+        diags.push(Diagnostic::info(
+            "pymalloc holds no pools (PYTHONMALLOC=malloc?): Python objects are looked for in glibc chunks only",
+        ));
+    }
     let mut classes: Vec<ClassStats> = (0..pm.size_classes)
         .map(|i| ClassStats {
             size: (i + 1) * 16,
