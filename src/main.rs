@@ -127,6 +127,7 @@ fn options(g: &Global) -> Options {
             sysroot: g.sysroot.clone(),
             debug_dirs: g.debug_dir.clone(),
             skip_system_debug: false,
+            core_only: false,
         },
         heap_models: g.heap_models.clone(),
     }

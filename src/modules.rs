@@ -27,6 +27,9 @@ pub struct SearchPaths {
     /// Do not look in /usr/lib/debug (nor under the sysroot's): only `debug_dirs`.
     /// For checking that the symbol-free heuristics find what the symbols say.
     pub skip_system_debug: bool,
+    /// Use no file at all: only the bytes in the core (tests of the symbol-free, file-free
+    /// paths; a core analysed where none of its binaries exist).
+    pub core_only: bool,
 }
 
 /// How the on-disk file of a module relates to the core.
@@ -354,6 +357,9 @@ fn file_build_id(map: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn locate_file(m: &mut Module, space: &AddressSpace, search: &SearchPaths) {
+    if search.core_only {
+        return;
+    }
     let mut first_mismatch = None;
     for cand in candidates(&m.path, search) {
         let Some(map) = map_file(&cand) else { continue };
@@ -416,7 +422,7 @@ fn locate_file(m: &mut Module, space: &AddressSpace, search: &SearchPaths) {
 }
 
 fn find_debug_file(build_id: &[u8], search: &SearchPaths) -> Option<DiskFile> {
-    if build_id.len() < 2 {
+    if build_id.len() < 2 || search.core_only {
         return None;
     }
     let h = hex(build_id);

@@ -21,18 +21,23 @@ pub struct GlibcInfo {
     pub source: &'static str,
 }
 
-pub fn detect_glibc(p: &Process) -> Option<GlibcInfo> {
+/// The module holding glibc: `libc.so.6` (or `libc-2.NN.so`), else the module defining
+/// `gnu_get_libc_version` (statically linked programs carry libc in the executable).
+pub fn libc_module(p: &Process) -> Option<&Module> {
     let is_libc_name = |n: &str| {
         n == "libc.so.6" || n == "libc.so" || (n.starts_with("libc-") && n.ends_with(".so"))
     };
     let by_name = p.modules.modules.iter().find(|m| is_libc_name(m.name()));
-    // Statically linked programs carry libc inside the executable.
-    let module = by_name.or_else(|| {
+    by_name.or_else(|| {
         p.modules
             .modules
             .iter()
             .find(|m| m.symbol(&p.space, "gnu_get_libc_version").is_some())
-    })?;
+    })
+}
+
+pub fn detect_glibc(p: &Process) -> Option<GlibcInfo> {
+    let module = libc_module(p)?;
     if let Some(v) = banner_version(p, module) {
         return Some(GlibcInfo {
             version: v,

@@ -123,11 +123,17 @@ pub fn open(case: &Case) -> Process {
 
 /// `no_debug`: ignore separate debug files, so only the symbol-free heuristics are left.
 pub fn open_with(case: &Case, no_debug: bool) -> Process {
+    open_opts(case, no_debug, false)
+}
+
+/// `core_only`: use no file at all, only the core's bytes.
+pub fn open_opts(case: &Case, no_debug: bool, core_only: bool) -> Process {
     let opts = Options {
         search: SearchPaths {
             sysroot: case.sysroot.clone(),
             debug_dirs: Vec::new(),
             skip_system_debug: no_debug,
+            core_only,
         },
         heap_models: None,
     };

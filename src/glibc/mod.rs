@@ -246,16 +246,13 @@ struct Region {
 
 /// Walk glibc's heap in the process. `Ok(None)` when the process has no glibc.
 pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<GlibcHeap>> {
-    let Some(g) = crate::version::detect_glibc(p) else {
+    let Some(libc) = crate::version::libc_module(p) else {
         return Ok(None);
     };
-    let libc = p
-        .modules
-        .modules
-        .iter()
-        .find(|m| m.path == g.module)
-        .expect("detect_glibc names a module");
-    let version = Version::parse(&g.version);
+    // The version may be unknown (no banner readable): then every model is tried.
+    let g = crate::version::detect_glibc(p);
+    let version = g.as_ref().and_then(|g| Version::parse(&g.version));
+    let version_text = g.as_ref().map(|g| g.version.clone());
     // The version's model first, then the others (newest first) as a fallback.
     let mut order: Vec<&GlibcModel> = models
         .iter()
@@ -269,21 +266,45 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
     order.extend(rest);
     let r = Reader { space: &p.space };
     let mut errors = Vec::new();
+    let exact = order
+        .first()
+        .is_some_and(|m| version.is_some_and(|v| m.covers(v)));
+    // Without the version's model, every model whose arena invariants hold is walked and
+    // the most consistent walk wins: the system-bytes identity holds, fewest warnings,
+    // most tcache chunks found (a wrong tcache layout finds none).
+    type Score = (bool, usize, std::cmp::Reverse<u64>);
+    let mut best: Option<(Score, GlibcHeap)> = None;
     for (i, model) in order.iter().enumerate() {
-        if let Some((arena, how)) = locate::find_main_arena(p, &r, libc, model, &mut errors) {
-            let mut heap = walk(p, &r, libc, model, arena, how);
+        let Some((arena, how)) = locate::find_main_arena(p, &r, libc, model, &mut errors) else {
+            continue;
+        };
+        let mut heap = walk(p, &r, libc, model, arena, how);
+        heap.version = version_text.clone();
+        if i == 0 && exact {
             for e in &errors {
                 heap.diagnostics.push(Diagnostic::warning(e.clone()));
             }
-            heap.version = Some(g.version.clone());
-            if i > 0 || version.is_none() {
-                heap.diagnostics.push(Diagnostic::warning(format!(
-                    "glibc {}: no layout model covers this version; the {} model's invariants hold and it was used",
-                    g.version, model.name
-                )));
-            }
             return Ok(Some(heap));
         }
+        let warnings = heap
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity >= crate::error::Severity::Warning)
+            .count();
+        let tcache: u64 = heap.tcaches.iter().map(|t| t.chunks).sum();
+        let identity = heap.arenas.iter().all(|a| a.identity_holds);
+        let score = (!identity, warnings, std::cmp::Reverse(tcache));
+        if best.as_ref().is_none_or(|(s, _)| score < *s) {
+            best = Some((score, heap));
+        }
+    }
+    if let Some((_, mut heap)) = best {
+        heap.diagnostics.push(Diagnostic::warning(format!(
+            "glibc {}: no layout model is known to cover this version; the {} model's walk is the most consistent and was used",
+            version_text.as_deref().unwrap_or("of unknown version"),
+            heap.model
+        )));
+        return Ok(Some(heap));
     }
     let detail = if errors.is_empty() {
         String::new()
@@ -292,7 +313,8 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
     };
     Err(crate::Error::Other(format!(
         "could not find glibc's main_arena in {} (glibc {}){detail}",
-        g.module, g.version
+        libc.path,
+        version_text.as_deref().unwrap_or("of unknown version")
     )))
 }
 
