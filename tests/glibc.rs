@@ -7,10 +7,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// The walk, and whether libc had a debug file (symbols) in this run.
-pub fn walk(case: &Case, no_debug: bool) -> (GlibcHeap, bool) {
-    walk_opts(case, no_debug, false)
-}
-
 fn walk_opts(case: &Case, no_debug: bool, core_only: bool) -> (GlibcHeap, bool) {
     let p = corpus::open_opts(case, no_debug, core_only);
     let models = coreheap::models::glibc_models(None).unwrap();
