@@ -176,6 +176,15 @@ fn reference_objects_previews() {
                 o.preview
             );
         }
+        let l = coreheap::objects::objects(&a, &typer, "pyapp.models.Point", 3);
+        assert!(
+            l.objects
+                .iter()
+                .all(|o| o.preview.contains("x=") && o.preview.contains(", y=-")),
+            "{}: __slots__ preview {:?}",
+            case.name,
+            l.objects
+        );
         let l = coreheap::objects::objects(&a, &typer, "collections.OrderedDict", 3);
         assert!(
             l.objects

@@ -533,7 +533,16 @@ impl<'a> Typer<'a> {
             }
             Special::Int => self.int_value(o).unwrap_or_else(|| "(large int)".into()),
             Special::Float => match self.u64(o.wrapping_add(0x10)) {
-                Some(b) => format!("{}", f64::from_bits(b)),
+                // Like Python's repr: integral values keep their ".0".
+                Some(b) => {
+                    let f = f64::from_bits(b);
+                    let t = format!("{f}");
+                    if f.is_finite() && !t.contains(['.', 'e']) {
+                        format!("{t}.0")
+                    } else {
+                        t
+                    }
+                }
                 None => String::new(),
             },
             Special::List | Special::Tuple | Special::Set => {
@@ -656,7 +665,7 @@ impl<'a> Typer<'a> {
             _ => Vec::new(),
         };
         if items.is_empty() {
-            return String::new();
+            return self.slots_preview(o, ti);
         }
         let shown: Vec<String> = items
             .iter()
@@ -666,6 +675,45 @@ impl<'a> Typer<'a> {
                 format!("{key}={}", self.short_value(v))
             })
             .collect();
+        shown.join(", ")
+    }
+
+    /// `__slots__` values: the type's `tp_members` (PyMemberDef {name, type, offset, flags,
+    /// doc}, 40 bytes, Include/descrobject.h) of kind T_OBJECT (6) / T_OBJECT_EX (16).
+    fn slots_preview(&self, o: u64, ti: &TypeInfo) -> String {
+        const TP_MEMBERS: u64 = 0xf0;
+        let Some(members) = self
+            .u64(ti.addr.0.wrapping_add(TP_MEMBERS))
+            .filter(|&m| m != 0)
+        else {
+            return String::new();
+        };
+        let mut shown = Vec::new();
+        for i in 0..16u64 {
+            let m = members.wrapping_add(40 * i);
+            let Some(name) = self.u64(m).filter(|&n| n != 0) else {
+                break;
+            };
+            let kind = self.r.u32(Addr(m.wrapping_add(8))).unwrap_or(0);
+            let off = self.u64(m.wrapping_add(16)).unwrap_or(0);
+            if !matches!(kind, 6 | 16) || off == 0 || off >= ti.basicsize {
+                continue;
+            }
+            let Some(n) = self.r.space.read_cstr(Addr(name), 64) else {
+                continue;
+            };
+            let n = String::from_utf8_lossy(&n).into_owned();
+            if n.starts_with("__") {
+                continue; // __weakref__, __dict__
+            }
+            match self.u64(o.wrapping_add(off)) {
+                Some(0) | None => shown.push(format!("{n}=<unset>")),
+                Some(v) => shown.push(format!("{n}={}", self.short_value(v))),
+            }
+            if shown.len() >= 6 {
+                break;
+            }
+        }
         shown.join(", ")
     }
 
