@@ -94,7 +94,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
         Err(Failure::Error(e)) => {
-            eprintln!("coreheap: error: {e}");
+            // One line, whatever the error's own text looks like.
+            let msg = e.to_string();
+            let msg: Vec<&str> = msg.split_whitespace().collect();
+            eprintln!("coreheap: error: {}", msg.join(" "));
             ExitCode::from(2)
         }
     }

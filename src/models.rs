@@ -304,8 +304,18 @@ impl Epoch for GlibcModel {
 }
 
 fn parse_model<M: Epoch>(name: &str, text: &str) -> Result<M> {
-    let mut m: M =
-        toml::from_str(text).map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;
+    let mut m: M = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| {
+                format!(
+                    " (line {})",
+                    text[..s.start.min(text.len())].lines().count().max(1)
+                )
+            })
+            .unwrap_or_default();
+        Error::Other(format!("heap model {name}: {}{line}", e.message().trim()))
+    })?;
     m.set_name(name.trim_end_matches(".toml").to_string());
     m.validate()
         .map_err(|e| Error::Other(format!("heap model {name}: {e}")))?;

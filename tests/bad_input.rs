@@ -176,3 +176,53 @@ fn no_colour_when_piped() {
     assert_eq!(code, 0);
     assert!(!stdout.contains('\x1b'));
 }
+
+/// `--heap-models DIR` replaces the built-in models; a broken model file is one line, exit 2.
+#[test]
+fn heap_models_override() {
+    let case = crate::corpus::reference_cases()
+        .into_iter()
+        .find(|c| c.scenario == "c_heap")
+        .expect("a reference C case");
+    let d = tempfile::tempdir().unwrap();
+    for kind in ["glibc", "cpython"] {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("heap-models")
+            .join(kind);
+        let dst = d.path().join(kind);
+        std::fs::create_dir_all(&dst).unwrap();
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+    let sysroot = case.sysroot.clone().unwrap();
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            "frag",
+            "--json",
+            "--quiet",
+            "--heap-models",
+            d.path().to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        a.push("--sysroot");
+        a.push(sysroot.to_str().unwrap());
+        a.push(case.core.to_str().unwrap());
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let a = args(&[]);
+    let (code, stdout, stderr) = run(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"arenas\""));
+    std::fs::write(
+        d.path().join("glibc/broken.toml"),
+        "kind = \"glibc\"\nfirst = 2.99\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&a.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+}
