@@ -82,11 +82,28 @@ impl Table {
                 width[i] = width[i].max(c.chars().count());
             }
         }
-        let line = |w: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        // On a terminal, growth in DELTA columns is red and shrinkage green; padding is
+        // computed on the plain text so the escapes never shift the columns.
+        let paint = |col: usize, c: &str| -> String {
+            if !color() || !self.headers[col].0.contains("DELTA") {
+                return c.to_string();
+            }
+            match c.as_bytes().first() {
+                Some(b'+') => format!("\x1b[31m{c}\x1b[0m"),
+                Some(b'-') => format!("\x1b[32m{c}\x1b[0m"),
+                _ => c.to_string(),
+            }
+        };
+        let line = |w: &mut dyn Write,
+                    cells: &mut dyn Iterator<Item = &str>,
+                    body: bool|
+         -> io::Result<()> {
             let mut s = String::from(indent);
             for (i, c) in cells.enumerate() {
                 let pad = width[i] - c.chars().count();
                 let last = i + 1 == n;
+                let c = if body { paint(i, c) } else { c.to_string() };
+                let c = c.as_str();
                 match self.headers[i].1 {
                     Align::Right => {
                         s.extend(std::iter::repeat_n(' ', pad));
@@ -107,13 +124,13 @@ impl Table {
         };
         if color() {
             write!(w, "\x1b[1m")?;
-            line(w, &mut self.headers.iter().map(|h| h.0))?;
+            line(w, &mut self.headers.iter().map(|h| h.0), false)?;
             write!(w, "\x1b[0m")?;
         } else {
-            line(w, &mut self.headers.iter().map(|h| h.0))?;
+            line(w, &mut self.headers.iter().map(|h| h.0), false)?;
         }
         for r in &self.rows {
-            line(w, &mut r.iter().map(|s| s.as_str()))?;
+            line(w, &mut r.iter().map(|s| s.as_str()), true)?;
         }
         Ok(())
     }
