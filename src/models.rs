@@ -134,15 +134,6 @@ pub struct GlibcModel {
 }
 
 impl GlibcModel {
-    pub fn first_version(&self) -> Version {
-        Version::parse(&self.first).unwrap_or(Version(0, 0))
-    }
-    pub fn last_version(&self) -> Option<Version> {
-        self.last.as_deref().and_then(Version::parse)
-    }
-    pub fn covers(&self, v: Version) -> bool {
-        v >= self.first_version() && self.last_version().is_none_or(|l| v <= l)
-    }
     pub fn has_fastbins(&self) -> bool {
         self.malloc_state.fastbins.is_some()
     }
@@ -277,12 +268,24 @@ const EMBEDDED_GLIBC: &[(&str, &str)] = &[
 ];
 
 /// What the loader needs of a model file of either kind.
+/// Models of both kinds share the version range (`first`, inclusive `last`) and how a
+/// version is matched against it.
 pub trait Epoch: serde::de::DeserializeOwned {
     fn set_name(&mut self, name: String);
     fn name(&self) -> &str;
-    fn first_version(&self) -> Version;
-    fn last_version(&self) -> Option<Version>;
+    /// The `first` and `last` fields as written in the file.
+    fn range(&self) -> (&str, Option<&str>);
     fn validate(&self) -> std::result::Result<(), String>;
+
+    fn first_version(&self) -> Version {
+        Version::parse(self.range().0).unwrap_or(Version(0, 0))
+    }
+    fn last_version(&self) -> Option<Version> {
+        self.range().1.and_then(Version::parse)
+    }
+    fn covers(&self, v: Version) -> bool {
+        v >= self.first_version() && self.last_version().is_none_or(|l| v <= l)
+    }
 }
 
 impl Epoch for GlibcModel {
@@ -292,11 +295,8 @@ impl Epoch for GlibcModel {
     fn name(&self) -> &str {
         &self.name
     }
-    fn first_version(&self) -> Version {
-        GlibcModel::first_version(self)
-    }
-    fn last_version(&self) -> Option<Version> {
-        GlibcModel::last_version(self)
+    fn range(&self) -> (&str, Option<&str>) {
+        (&self.first, self.last.as_deref())
     }
     fn validate(&self) -> std::result::Result<(), String> {
         GlibcModel::validate(self)
@@ -482,9 +482,6 @@ pub struct CpythonModel {
 }
 
 impl CpythonModel {
-    pub fn covers(&self, v: Version) -> bool {
-        v >= Epoch::first_version(self) && Epoch::last_version(self).is_none_or(|l| v <= l)
-    }
     /// Blocks of size class `i` that fit a pool (obmalloc.c NUMBLOCKS).
     pub fn numblocks(&self, class: u64) -> u64 {
         let p = &self.pymalloc;
@@ -499,11 +496,8 @@ impl Epoch for CpythonModel {
     fn name(&self) -> &str {
         &self.name
     }
-    fn first_version(&self) -> Version {
-        Version::parse(&self.first).unwrap_or(Version(0, 0))
-    }
-    fn last_version(&self) -> Option<Version> {
-        self.last.as_deref().and_then(Version::parse)
+    fn range(&self) -> (&str, Option<&str>) {
+        (&self.first, self.last.as_deref())
     }
     fn validate(&self) -> std::result::Result<(), String> {
         if self.kind != "cpython" {

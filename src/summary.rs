@@ -69,7 +69,7 @@ pub fn analyze_with(
     let mut census = None;
     if let Some(py) = &pymalloc {
         diagnostics.extend(py.diagnostics.iter().cloned());
-        if crate::version::detect_python(p).is_some_and(|py| py.probe.is_none()) {
+        if py.python.as_ref().is_some_and(|x| x.probe.is_none()) {
             diagnostics.push(
                 Diagnostic::warning(
                     "the names of built-in types (read-only data of the Python binary) are not readable: neither the core nor a verified file on disk holds them, so most objects stay untyped",
@@ -77,7 +77,9 @@ pub fn analyze_with(
                 .hint("pass --sysroot DIR with the binaries the process ran, or dump with coredump_filter 0x37"),
             );
         }
-        let model = crate::python::model_for(p, cpython_models);
+        // Type objects with the model pymalloc was walked with (also when it was chosen by
+        // invariants because no model covers the version).
+        let model = cpython_models.iter().find(|m| m.name == py.model);
         match model.and_then(|m| crate::python::objects::Typer::new(p, m)) {
             Some(typer) => census = Some(crate::python::census::census(&typer, py, glibc.as_ref())),
             None => diagnostics.push(Diagnostic::warning(

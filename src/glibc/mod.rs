@@ -16,7 +16,7 @@ pub mod report;
 use crate::addr::{Addr, Range};
 use crate::error::Diagnostic;
 use crate::memory::AddressSpace;
-use crate::models::{CountsMean, GlibcModel, Version};
+use crate::models::{CountsMean, Epoch, GlibcModel, Version};
 use crate::process::Process;
 use serde::Serialize;
 use std::collections::HashSet;

@@ -5,7 +5,7 @@ pub mod objects;
 pub mod pymalloc;
 
 use crate::error::{Error, Result};
-use crate::models::{CpythonModel, Version};
+use crate::models::{CpythonModel, Epoch, Version};
 use crate::process::Process;
 use pymalloc::PymallocHeap;
 
@@ -65,6 +65,7 @@ pub fn pymalloc(
                         m.name
                     )));
                 }
+                h.python = Some(py);
                 return Ok(Some(h));
             }
             Err(e) => errors.push(format!("{}: {e}", m.name)),

@@ -70,6 +70,9 @@ pub struct Block {
 #[derive(Debug, Clone, Serialize)]
 pub struct PymallocHeap {
     pub model: String,
+    /// The interpreter this heap belongs to (version, module, type-name probe).
+    #[serde(skip)]
+    pub python: Option<crate::version::PythonInfo>,
     pub state: Addr,
     pub found_by: &'static str,
     pub arena_size: u64,
@@ -498,6 +501,7 @@ pub fn analyze(
     }
     Ok(PymallocHeap {
         model: model.name.clone(),
+        python: None,
         state: up,
         found_by,
         arena_size: pm.arena_size,
