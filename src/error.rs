@@ -79,10 +79,8 @@ pub enum Severity {
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
     pub severity: Severity,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<Addr>,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
@@ -93,6 +91,12 @@ impl Diagnostic {
             address: None,
             message: message.into(),
             hint: None,
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            ..Diagnostic::warning(message)
         }
     }
     pub fn info(message: impl Into<String>) -> Self {
@@ -127,5 +131,121 @@ impl fmt::Display for Diagnostic {
             write!(f, " (hint: {h})")?;
         }
         Ok(())
+    }
+}
+
+/// How many diagnostics one walker lists before it only counts them.
+pub const DIAGNOSTICS_CAP: usize = 50;
+
+/// A capped collector of diagnostics: every walker reports into one, so a heap with a
+/// million damaged pools gives fifty lines and a count, not a million lines. Merging two
+/// collectors keeps what each listed (each was capped on its own) and adds up the rest.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+    suppressed: u64,
+    cap: usize,
+}
+
+impl Default for Diagnostics {
+    fn default() -> Self {
+        Diagnostics::new(DIAGNOSTICS_CAP)
+    }
+}
+
+impl Diagnostics {
+    pub fn new(cap: usize) -> Self {
+        Diagnostics {
+            items: Vec::new(),
+            suppressed: 0,
+            cap,
+        }
+    }
+    pub fn push(&mut self, d: Diagnostic) {
+        if self.items.len() < self.cap {
+            self.items.push(d);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+    /// Take over another collector's diagnostics (already capped by it).
+    pub fn merge(&mut self, other: &Diagnostics) {
+        self.items.extend(other.items.iter().cloned());
+        self.suppressed += other.suppressed;
+    }
+    /// Diagnostics that were counted but not listed.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+    /// Prefix every listed message (e.g. "old core: ").
+    pub fn prefixed(&self, prefix: &str) -> Diagnostics {
+        let mut out = self.clone();
+        for d in &mut out.items {
+            d.message = format!("{prefix}{}", d.message);
+        }
+        out
+    }
+    /// Everything to show: the listed diagnostics, then one line for the rest.
+    pub fn to_vec(&self) -> Vec<Diagnostic> {
+        let mut v = self.items.clone();
+        if self.suppressed > 0 {
+            v.push(Diagnostic::warning(format!(
+                "{} more diagnostics of the same walks are not listed (at most {} per walker)",
+                self.suppressed, self.cap
+            )));
+        }
+        v
+    }
+}
+
+impl std::ops::Deref for Diagnostics {
+    type Target = [Diagnostic];
+    fn deref(&self) -> &[Diagnostic] {
+        &self.items
+    }
+}
+
+impl Extend<Diagnostic> for Diagnostics {
+    fn extend<I: IntoIterator<Item = Diagnostic>>(&mut self, iter: I) {
+        for d in iter {
+            self.push(d);
+        }
+    }
+}
+
+impl From<Vec<Diagnostic>> for Diagnostics {
+    fn from(v: Vec<Diagnostic>) -> Self {
+        let mut d = Diagnostics::default();
+        d.extend(v);
+        d
+    }
+}
+
+impl Serialize for Diagnostics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_vec().serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_are_capped_and_counted() {
+        let mut d = Diagnostics::new(3);
+        for i in 0..1000 {
+            d.push(Diagnostic::warning(format!("bad pool {i}")));
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(d.suppressed(), 997);
+        let v = d.to_vec();
+        assert_eq!(v.len(), 4);
+        assert!(v[3].message.starts_with("997 more"));
+        let mut all = Diagnostics::new(3);
+        all.merge(&d);
+        all.merge(&d);
+        assert_eq!(all.len(), 6);
+        assert_eq!(all.suppressed(), 1994);
     }
 }

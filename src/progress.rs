@@ -1,5 +1,5 @@
-//! Progress reporting, as a small trait the library takes: the CLI draws indicatif bars on
-//! stderr, tests and library users pass `NoProgress`.
+//! Progress reporting, as a small trait the library takes: the binary draws bars on
+//! stderr (`src/cli/progress.rs`), tests and library users pass `NoProgress`.
 
 pub trait Progress: Sync {
     /// Start a phase. `total` is in `unit`s when known.
@@ -29,70 +29,5 @@ impl Phase for NoPhase {
 impl Progress for NoProgress {
     fn phase(&self, _: &str, _: Option<u64>, _: Unit) -> Box<dyn Phase + '_> {
         Box::new(NoPhase)
-    }
-}
-
-/// indicatif bars on stderr; hidden when stderr is not a terminal or when asked to be quiet.
-/// One `MultiProgress` draws them, so phases running in parallel (`diff`) do not collide.
-pub struct Bars {
-    visible: bool,
-    multi: indicatif::MultiProgress,
-}
-
-impl Bars {
-    pub fn new(quiet: bool) -> Bars {
-        use std::io::IsTerminal;
-        let visible = !quiet && std::io::stderr().is_terminal();
-        let multi = indicatif::MultiProgress::with_draw_target(if visible {
-            indicatif::ProgressDrawTarget::stderr()
-        } else {
-            indicatif::ProgressDrawTarget::hidden()
-        });
-        Bars { visible, multi }
-    }
-}
-
-struct BarPhase(indicatif::ProgressBar);
-
-impl Phase for BarPhase {
-    fn inc(&self, n: u64) {
-        self.0.inc(n)
-    }
-    fn set(&self, pos: u64) {
-        self.0.set_position(pos)
-    }
-}
-
-impl Drop for BarPhase {
-    fn drop(&mut self) {
-        self.0.finish_and_clear();
-    }
-}
-
-impl Progress for Bars {
-    fn phase(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase + '_> {
-        use indicatif::{ProgressBar, ProgressStyle};
-        if !self.visible {
-            return Box::new(NoPhase);
-        }
-        let bar = match total {
-            Some(t) => ProgressBar::new(t),
-            None => ProgressBar::no_length(),
-        };
-        let bar = self.multi.add(bar);
-        if total.is_none() {
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        }
-        let tmpl = match (total.is_some(), unit) {
-            (true, Unit::Bytes) => "{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})",
-            (true, Unit::Items) => "{msg:>24} [{bar:40}] {human_pos}/{human_len} ({eta})",
-            (false, Unit::Bytes) => "{msg:>24} {spinner} {bytes} ({elapsed})",
-            (false, Unit::Items) => "{spinner} {msg} ({elapsed})",
-        };
-        if let Ok(style) = ProgressStyle::with_template(tmpl) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(name.to_string());
-        Box::new(BarPhase(bar))
     }
 }

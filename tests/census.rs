@@ -4,14 +4,20 @@
 //! live in glibc chunks.
 
 use crate::corpus::{self, Case};
-use coreheap::summary::Analysis;
+use coreheap::analysis::{Analysis, Models};
 use std::collections::BTreeMap;
 
-pub fn analyze(case: &Case) -> Analysis {
-    let p = corpus::open(case);
-    let g = coreheap::models::glibc_models(None).unwrap();
-    let c = coreheap::models::cpython_models(None).unwrap();
-    coreheap::summary::analyze(&p, &g, &c).unwrap_or_else(|e| panic!("{}: {e}", case.name))
+/// The analysis of a case; the process and models are leaked (a test's lifetime).
+pub fn analyze(case: &Case) -> Analysis<'static> {
+    let p: &'static _ = Box::leak(Box::new(corpus::open(case)));
+    Analysis::run(p, models(), &coreheap::progress::NoProgress)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+}
+
+/// The built-in models, loaded once.
+pub fn models() -> &'static Models {
+    static M: std::sync::OnceLock<Models> = std::sync::OnceLock::new();
+    M.get_or_init(|| Models::load(None).unwrap())
 }
 
 /// "N free PyDictObjects", "N free K-sized PyTupleObjects" ... summed per type.
@@ -156,18 +162,17 @@ fn fresh_census_matches_gc() {
 /// `objects` previews: instance attributes, dict keys, str text — on every suite.
 #[test]
 fn reference_objects_previews() {
-    let g = coreheap::models::glibc_models(None).unwrap();
-    let c = coreheap::models::cpython_models(None).unwrap();
     for case in corpus::reference_cases()
         .iter()
         .filter(|c| c.scenario == "py_heap")
     {
-        let p = corpus::open(case);
-        let a = coreheap::summary::analyze(&p, &g, &c).unwrap();
-        let model = coreheap::python::model_for(&p, &c).unwrap();
-        let typer = coreheap::python::objects::Typer::new(&p, model).unwrap();
-        let l = coreheap::objects::objects(&a, &typer, "pyapp.models.Response", 5);
-        assert_eq!(l.total, 12345, "{}", case.name);
+        let a = analyze(case);
+        let objects = |name: &str, n: usize| {
+            coreheap::analysis::objects::objects(&a, name, n)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+        };
+        let l = objects("pyapp.models.Response", 5);
+        assert_eq!(l.count, 12345, "{}", case.name);
         for o in &l.objects {
             assert!(
                 o.preview.contains("path=\"/api/v1/item/"),
@@ -176,7 +181,7 @@ fn reference_objects_previews() {
                 o.preview
             );
         }
-        let l = coreheap::objects::objects(&a, &typer, "pyapp.models.Point", 3);
+        let l = objects("pyapp.models.Point", 3);
         assert!(
             l.objects
                 .iter()
@@ -185,7 +190,7 @@ fn reference_objects_previews() {
             case.name,
             l.objects
         );
-        let l = coreheap::objects::objects(&a, &typer, "collections.OrderedDict", 3);
+        let l = objects("collections.OrderedDict", 3);
         assert!(
             l.objects
                 .iter()
@@ -194,7 +199,7 @@ fn reference_objects_previews() {
             case.name,
             l.objects
         );
-        let l = coreheap::objects::objects(&a, &typer, "str", 100_000);
+        let l = objects("str", 100_000);
         assert!(
             l.objects.iter().any(|o| o.preview.starts_with("\"ключ-")),
             "{}: no UCS-2 str preview",
@@ -214,20 +219,28 @@ fn debug_offsets_cross_check_catches_a_wrong_model() {
         .filter(|c| c.scenario == "py_heap")
     {
         let p = corpus::open(case);
-        let py = coreheap::version::detect_python(&p).unwrap();
+        let py = coreheap::image::version::detect_python(&p).unwrap();
         let Some(rt) = py.runtime else { continue };
-        let m = coreheap::python::model_for(&p, &models).unwrap();
+        let v = py
+            .version
+            .as_deref()
+            .and_then(coreheap::models::Version::parse)
+            .unwrap();
+        let m = models
+            .iter()
+            .find(|m| coreheap::models::Epoch::covers(*m, v))
+            .unwrap();
         if m.pymalloc.state != coreheap::models::StateKind::State || m.name == "3.12" {
             continue;
         }
         assert!(
-            coreheap::python::cross_check_debug_offsets(&p, rt, m).is_empty(),
+            coreheap::models::debug_offsets::cross_check(&p, rt, m).is_empty(),
             "{}",
             case.name
         );
         let mut wrong = m.clone();
         wrong.objects.str_ascii_data = 48;
-        let d = coreheap::python::cross_check_debug_offsets(&p, rt, &wrong);
+        let d = coreheap::models::debug_offsets::cross_check(&p, rt, &wrong);
         assert!(
             d.iter().any(|d| d.message.contains("str object")),
             "{}: {d:?}",
@@ -248,7 +261,7 @@ fn free_threaded_build_is_refused() {
         .find(|c| c.scenario == "py_heap" && c.name.starts_with("trixie"))
         .expect("trixie (3.13) py_heap reference case");
     let p = corpus::open(&case);
-    let rt = coreheap::version::detect_python(&p)
+    let rt = coreheap::image::version::detect_python(&p)
         .unwrap()
         .runtime
         .unwrap();

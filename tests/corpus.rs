@@ -5,8 +5,8 @@
 //! `fresh_*` tests use cores generated on this machine by corpora/make_corpus.py (gcc, gdb,
 //! python); they are ignored by a plain `cargo test` and run by tests/run-all (CI).
 
-use coreheap::memory::ByteSource;
-use coreheap::modules::{FileStatus, SearchPaths};
+use coreheap::image::memory::ByteSource;
+use coreheap::image::modules::{FileStatus, SearchPaths};
 use coreheap::progress::NoProgress;
 use coreheap::{Options, Process};
 use serde_json::Value;
@@ -150,7 +150,7 @@ pub fn truth(case: &Case) -> Value {
 fn check_info(case: &Case) -> Vec<String> {
     let p = open(case);
     let t = truth(case);
-    let info = coreheap::info::info(&p);
+    let info = coreheap::analysis::info::info(&p);
     let mut bad = Vec::new();
     let mut expect = |what: &str, ok: bool, detail: String| {
         if !ok {

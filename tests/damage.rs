@@ -3,9 +3,9 @@
 //! hangs, and still counts everything it can.
 
 use crate::corpus;
-use coreheap::core::CoreFile;
-use coreheap::glibc::{ChunkState, GlibcHeap};
-use coreheap::modules::SearchPaths;
+use coreheap::alloc::glibc::{ChunkState, GlibcHeap};
+use coreheap::image::core::CoreFile;
+use coreheap::image::modules::SearchPaths;
 use coreheap::{Addr, Options, Process};
 
 fn file_offset(core: &CoreFile, a: u64) -> usize {
@@ -28,7 +28,9 @@ fn walk(bytes: Vec<u8>, sysroot: &std::path::Path) -> GlibcHeap {
     };
     let p = Process::from_core(core, &opts);
     let models = coreheap::models::glibc_models(None).unwrap();
-    coreheap::glibc::analyze(&p, &models).unwrap().unwrap()
+    coreheap::alloc::glibc::analyze(&p, &models)
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -171,7 +173,10 @@ fn damage_rounds(case: &corpus::Case) {
             bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
         let sysroot = sysroot.clone();
-        let (g, c) = (g.clone(), c.clone());
+        let models = coreheap::analysis::Models {
+            glibc: g.clone(),
+            cpython: c.clone(),
+        };
         let r = std::panic::catch_unwind(move || {
             let core = CoreFile::from_bytes("damaged", bytes).unwrap();
             let opts = Options {
@@ -182,10 +187,16 @@ fn damage_rounds(case: &corpus::Case) {
                 heap_models: None,
             };
             let p = Process::from_core(core, &opts);
-            if let Ok(a) = coreheap::summary::analyze(&p, &g, &c) {
-                let _ = coreheap::summary::summary(&a);
+            if let Ok(a) =
+                coreheap::analysis::Analysis::run(&p, &models, &coreheap::progress::NoProgress)
+            {
+                let _ = coreheap::analysis::summary::summary(
+                    &a,
+                    coreheap::analysis::summary::By::Type,
+                    &Default::default(),
+                );
+                let _ = coreheap::analysis::frag::frag(&a);
             }
-            let _ = coreheap::frag::frag(&p, &g, &c, &coreheap::progress::NoProgress);
         });
         assert!(r.is_ok(), "{}: round {round} panicked", case.name);
     }

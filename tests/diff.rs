@@ -24,15 +24,18 @@ fn pairs(cases: Vec<Case>) -> Vec<(Case, Case)> {
 
 fn check(a: &Case, b: &Case) -> Vec<String> {
     let (pa, pb): (Process, Process) = (corpus::open(a), corpus::open(b));
-    let g = coreheap::models::glibc_models(None).unwrap();
-    let c = coreheap::models::cpython_models(None).unwrap();
+    let models = crate::census::models();
     let (x, y) =
-        coreheap::diff::analyze_pair(&pa, &pb, &g, &c, &coreheap::progress::NoProgress).unwrap();
-    let d = coreheap::diff::diff(&pa, &pb, &x, &y, &c);
+        coreheap::analysis::diff::analyze_pair(&pa, &pb, models, &coreheap::progress::NoProgress)
+            .unwrap();
+    let limits = coreheap::analysis::Limits::default();
+    let d = coreheap::analysis::diff::diff(&x, &y, &limits);
+    // The same pair reversed: the leak is shrinkage, listed as such.
+    let r = coreheap::analysis::diff::diff(&y, &x, &limits);
     let (ta, tb) = (corpus::truth(a), corpus::truth(b));
     let served = tb["requests_served"].as_u64().unwrap() - ta["requests_served"].as_u64().unwrap();
     let mut bad = Vec::new();
-    let top = d.types.iter().find(|t| t.name.starts_with("pyapp."));
+    let top = d.types_grew.iter().find(|t| t.name.starts_with("pyapp."));
     match top {
         Some(t) if t.name == "pyapp.models.LeakedResponse" => {
             if t.count_delta != served as i64 {
@@ -56,13 +59,38 @@ fn check(a: &Case, b: &Case) -> Vec<String> {
         }
         other => bad.push(format!("{}: top growing user type is {other:?}", b.name)),
     }
-    match d.samples.get("pyapp.models.LeakedResponse") {
-        Some(s) if !s.is_empty() && s.iter().all(|o| o.preview.contains("request_no=")) => {}
+    match d
+        .samples
+        .iter()
+        .find(|s| s.name == "pyapp.models.LeakedResponse")
+    {
+        Some(s)
+            if !s.objects.is_empty()
+                && s.objects.iter().all(|o| o.preview.contains("request_no=")) => {}
         other => bad.push(format!("{}: samples {other:?}", b.name)),
+    }
+    match r
+        .types_shrank
+        .iter()
+        .find(|t| t.name == "pyapp.models.LeakedResponse")
+    {
+        Some(t) if t.count_delta == -(served as i64) => {}
+        other => bad.push(format!("{}: reversed diff shrinkage {other:?}", b.name)),
+    }
+    if r.types_total.bytes_delta >= 0 {
+        bad.push(format!(
+            "{}: reversed diff total {:?}",
+            b.name, r.types_total
+        ));
     }
     // Innocent churn (temporary lists, tuples) does not accumulate.
     for name in ["list", "tuple"] {
-        if let Some(t) = d.types.iter().find(|t| t.name == name) {
+        if let Some(t) = d
+            .types_grew
+            .iter()
+            .chain(&d.types_shrank)
+            .find(|t| t.name == name)
+        {
             if t.count_delta.unsigned_abs() > 50 {
                 bad.push(format!(
                     "{}: churn type {name} grew by {}",

@@ -2,10 +2,12 @@
 
 mod bad_input;
 mod census;
+mod cli;
 mod corpus;
 mod damage;
 mod diff;
 mod glibc;
+mod layers;
 mod mutation;
 mod pymalloc;
 mod synth;

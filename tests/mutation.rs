@@ -2,7 +2,7 @@
 //! (Coverage-guided fuzzing of the same entry point lives in fuzz/.)
 
 use crate::synth;
-use coreheap::core::CoreFile;
+use coreheap::image::core::CoreFile;
 use coreheap::{Options, Process};
 use std::time::{Duration, Instant};
 
@@ -71,11 +71,11 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
 fn exercise(bytes: Vec<u8>) {
     if let Ok(core) = CoreFile::from_bytes("mutant", bytes) {
         let p = Process::from_core(core, &Options::default());
-        let info = coreheap::info::info(&p);
+        let info = coreheap::analysis::info::info(&p);
         // Render too: the renderers must cope with whatever the parser accepted.
         let mut sink = Vec::new();
-        coreheap::report::info::write_text(&mut sink, &info).unwrap();
-        coreheap::report::write_json(&mut sink, &info).unwrap();
+        coreheap::report::info::write_text(&mut sink, &info, Default::default()).unwrap();
+        coreheap::report::write_json(&mut sink, "info", &info).unwrap();
     }
 }
 

@@ -42,7 +42,7 @@ pub fn check(case: &Case) -> Vec<String> {
     let p = corpus::open(case);
     let models = coreheap::models::cpython_models(None).unwrap();
     let mut bad = Vec::new();
-    let h = match coreheap::python::pymalloc(&p, &models, true) {
+    let h = match coreheap::alloc::pymalloc::walk_process(&p, &models, true) {
         Ok(Some(h)) => h,
         Ok(None) => return vec![format!("{}: no CPython found", case.name)],
         Err(e) => return vec![format!("{}: {e}", case.name)],
@@ -102,7 +102,7 @@ pub fn check(case: &Case) -> Vec<String> {
             case.name, h.pinned_arenas, h.arenas
         ));
     }
-    for d in &h.diagnostics {
+    for d in h.diagnostics.iter() {
         bad.push(format!("{}: diagnostic: {d}", case.name));
     }
     bad

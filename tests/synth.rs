@@ -44,6 +44,36 @@ pub struct Synth {
 /// top holds argv/envp/auxv as the kernel lays them out, and one file mapping that the
 /// core left out (filesz 0) for a library that does not exist on disk.
 pub fn core() -> Synth {
+    build(&Extra::default())
+}
+
+/// What to add to the basic synthetic core.
+#[derive(Default)]
+pub struct Extra<'a> {
+    /// The library's NT_FILE path (default `/nonexistent/libdemo.so`).
+    pub lib_path: Option<&'a [u8]>,
+    /// This many more file mappings (NT_FILE entries over 100 paths), half of them also
+    /// with a PT_LOAD segment left out of the core, as gcore and the kernel write them.
+    pub mappings: usize,
+}
+
+/// A core with `n` more mappings: the shape of a process with many threads and arenas.
+pub fn core_many(n: usize) -> Synth {
+    build(&Extra {
+        mappings: n,
+        ..Default::default()
+    })
+}
+
+/// The basic core with a hostile library path (terminal escapes).
+pub fn core_with_path(path: &[u8]) -> Synth {
+    build(&Extra {
+        lib_path: Some(path),
+        ..Default::default()
+    })
+}
+
+fn build(extra: &Extra) -> Synth {
     // Stack: [argc][argv0][argv1][NULL][envp0][NULL][auxv...][strings]
     let stack_len = 0x2000u64;
     let mut stack = vec![0u8; stack_len as usize];
@@ -96,18 +126,32 @@ pub fn core() -> Synth {
         av.extend_from_slice(&v.to_le_bytes());
     }
     note(&mut notes, b"CORE", 6, &av);
+    // Extra mappings: 16 KiB each, from 0x5000_0000_0000 up, a guard page apart.
+    const EXTRA: u64 = 0x5000_0000_0000;
+    let extra_at = |i: usize| EXTRA + 0x5000 * i as u64;
     let mut nf = Vec::new();
-    nf.extend_from_slice(&1u64.to_le_bytes());
+    nf.extend_from_slice(&(1 + extra.mappings as u64).to_le_bytes());
     nf.extend_from_slice(&4096u64.to_le_bytes());
     nf.extend_from_slice(&LIB.to_le_bytes());
     nf.extend_from_slice(&(LIB + 0x4000).to_le_bytes());
     nf.extend_from_slice(&0u64.to_le_bytes());
-    nf.extend_from_slice(b"/nonexistent/libdemo.so\0");
+    for i in 0..extra.mappings {
+        nf.extend_from_slice(&extra_at(i).to_le_bytes());
+        nf.extend_from_slice(&(extra_at(i) + 0x4000).to_le_bytes());
+        nf.extend_from_slice(&((i / 100) as u64 * 4).to_le_bytes());
+    }
+    nf.extend_from_slice(extra.lib_path.unwrap_or(b"/nonexistent/libdemo.so"));
+    nf.push(0);
+    for i in 0..extra.mappings {
+        nf.extend_from_slice(format!("/nonexistent/lib{}.so\0", i % 100).as_bytes());
+    }
     note(&mut notes, b"CORE", 0x4649_4c45, &nf);
     note(&mut notes, b"CORE", 1, &prstatus(PID, 11, 0x7f00_beef_0000));
 
-    // Layout: ehdr (64) + 4 phdrs (56 each) + notes + segments (page aligned).
-    let phnum = 4u64;
+    // Layout: ehdr (64) + phdrs (56 each) + notes + segments (page aligned).
+    let extra_segs = extra.mappings.div_ceil(2);
+    let phnum = 4u64 + extra_segs as u64;
+    assert!(phnum < 0xffff, "PN_XNUM is not written here");
     let notes_off = 64 + 56 * phnum;
     let mut data_off = (notes_off + notes.len() as u64 + 0xfff) & !0xfff;
     let mut out = vec![0u8; 64];
@@ -138,6 +182,10 @@ pub fn core() -> Synth {
         (LIB, 5, &[][..], 0x4000), // file-backed, left out of the core
         (STACK, 6, &stack[..], stack_len),
     ];
+    let mut segs = segs;
+    for i in 0..extra_segs {
+        segs.push((extra_at(2 * i), 5, &[][..], 0x4000));
+    }
     let mut payload = Vec::new();
     for (vaddr, flags, bytes, memsz) in &segs {
         ph(

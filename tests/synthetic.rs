@@ -1,8 +1,8 @@
 //! The parser and address space on the synthetic core: every field lands where it should.
 
 use crate::synth;
-use coreheap::core::CoreFile;
-use coreheap::memory::ByteSource;
+use coreheap::image::core::CoreFile;
+use coreheap::image::memory::ByteSource;
 use coreheap::{Addr, Options, Process};
 
 fn process() -> Process {
@@ -14,7 +14,7 @@ fn process() -> Process {
 #[test]
 fn threads_signal_and_pid() {
     let p = process();
-    let info = coreheap::info::info(&p);
+    let info = coreheap::analysis::info::info(&p);
     assert_eq!(info.pid, Some(synth::PID));
     let tids: Vec<u32> = info.threads.iter().map(|t| t.tid).collect();
     assert_eq!(tids, vec![synth::TID2, synth::PID]);
@@ -55,7 +55,7 @@ fn reads_span_and_missing_bytes_are_errors() {
 #[test]
 fn mappings_account_for_every_byte() {
     let p = process();
-    let info = coreheap::info::info(&p);
+    let info = coreheap::analysis::info::info(&p);
     let lib = info
         .mappings
         .iter()
@@ -83,7 +83,7 @@ fn truncated_core_is_analysed_with_a_warning() {
         .any(|d| d.message.contains("truncated")));
     assert!(p.space.read_u64(Addr(synth::HEAP)).is_ok());
     assert!(p.space.read_u64(Addr(synth::HEAP + 0x2000)).is_err());
-    let info = coreheap::info::info(&p);
+    let info = coreheap::analysis::info::info(&p);
     assert!(info.truncated);
     assert_eq!(info.pid, Some(synth::PID));
 }

@@ -11,9 +11,9 @@
 //! heap types by `__module__` (from the type's dict) + "." + `__qualname__`.
 
 use crate::addr::Addr;
-use crate::glibc::Reader;
+use crate::image::memory::Reader;
+use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
-use crate::process::Process;
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -1,15 +1,15 @@
 //! Text rendering of `coreheap info`.
 
-use super::{human_bytes, Align, Table};
-use crate::info::Info;
-use crate::memory::ByteSource;
-use crate::modules::FileStatus;
+use super::{clean, ellipsize, human_bytes, Align, Table, Text};
+use crate::analysis::info::Info;
+use crate::image::memory::ByteSource;
+use crate::image::modules::FileStatus;
 use std::io::{self, Write};
 
-pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
+pub fn write_text(w: &mut dyn Write, i: &Info, text: Text) -> io::Result<()> {
     let kind = match i.producer {
-        crate::core::Producer::Kernel => "kernel core",
-        crate::core::Producer::Gdb => "gdb core",
+        crate::image::core::Producer::Kernel => "kernel core",
+        crate::image::core::Producer::Gdb => "gdb core",
     };
     let mut extra = vec![
         human_bytes(i.core_size),
@@ -22,14 +22,14 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
     if i.truncated {
         extra.push("TRUNCATED".into());
     }
-    writeln!(w, "core      {} ({})", i.core, extra.join(", "))?;
+    writeln!(w, "core      {} ({})", clean(&i.core), extra.join(", "))?;
     let pid = i.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
     match (i.ppid, i.uid) {
         (Some(pp), Some(uid)) => writeln!(w, "pid       {pid} (ppid {pp}, uid {uid})")?,
         _ => writeln!(w, "pid       {pid}")?,
     }
-    writeln!(w, "exe       {}", i.exe.as_deref().unwrap_or("?"))?;
-    writeln!(w, "cmdline   {}", shell_join(&i.cmdline))?;
+    writeln!(w, "exe       {}", clean(i.exe.as_deref().unwrap_or("?")))?;
+    writeln!(w, "cmdline   {}", clean(&shell_join(&i.cmdline)))?;
     match &i.signal {
         Some(s) => {
             write!(w, "signal    {} ({})", s.name, s.number)?;
@@ -60,7 +60,9 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
         Some(g) => writeln!(
             w,
             "glibc     {} ({}, from {})",
-            g.version, g.module, g.source
+            clean(&g.version),
+            clean(&g.module),
+            g.source
         )?,
         None => writeln!(w, "glibc     not found")?,
     }
@@ -74,8 +76,8 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
             write!(
                 w,
                 "python    {} ({}, {kind}, from {}{})",
-                p.version.as_deref().unwrap_or("?"),
-                p.module,
+                clean(p.version.as_deref().unwrap_or("?")),
+                clean(&p.module),
                 p.source,
                 if p.free_threaded {
                     ", free-threaded"
@@ -135,7 +137,7 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
         let id = m
             .build_id
             .as_deref()
-            .map(|b| b.chars().take(16).collect::<String>())
+            .map(|b| ellipsize(b, 17).into_owned())
             .unwrap_or_else(|| "-".into());
         mt.row(vec![
             m.base.to_string(),
@@ -145,7 +147,7 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
             m.path.clone(),
         ]);
     }
-    mt.write(w, "  ")?;
+    mt.write(w, "  ", text)?;
 
     writeln!(w, "\nMAPPINGS")?;
     let mut t = Table::new(&[
@@ -177,7 +179,7 @@ pub fn write_text(w: &mut dyn Write, i: &Info) -> io::Result<()> {
             m.path.clone().unwrap_or_default(),
         ]);
     }
-    t.write(w, "  ")?;
+    t.write(w, "  ", text)?;
     Ok(())
 }
 

@@ -1,52 +1,59 @@
 //! Renderers: text tables and JSON. They consume analysis data and never analyse.
 
-pub mod heap;
+pub mod diff;
+pub mod frag;
 pub mod info;
+pub mod objects;
+pub mod summary;
 
+use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-static COLOR: AtomicBool = AtomicBool::new(false);
-
-/// Colour (bold table headers) on or off; the binary turns it on only for a terminal and
-/// never when NO_COLOR is set.
-pub fn set_color(on: bool) {
-    COLOR.store(on, Ordering::Relaxed);
+/// How text is drawn. The binary decides (terminal, `--color`, `NO_COLOR`); the library
+/// keeps no global state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Text {
+    /// Bold headers, red growth and green shrinkage.
+    pub color: bool,
 }
 
-pub fn color() -> bool {
-    COLOR.load(Ordering::Relaxed)
+/// Every string that comes from the core (paths, names, previews, messages) passes through
+/// here before it reaches a terminal: control characters (C0, DEL, C1) and the Unicode
+/// bidirectional overrides are written as escapes (`\x1b`, `\u{202e}`), so a hostile core
+/// cannot set the terminal title, clear the screen or reorder what is shown.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    let bad = |c: char| {
+        c.is_control() && c != '\n' && c != '\t'
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(|c| bad(c) || c == '\n' || c == '\t') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x100 && bad(c) => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
-/// "1.5 MiB", "812 B".
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
+/// `s` cut to at most `max` characters, with an ellipsis when it was cut.
+pub fn ellipsize(s: &str, max: usize) -> Cow<'_, str> {
+    if s.chars().count() <= max {
+        return Cow::Borrowed(s);
     }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v >= 100.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else if v >= 10.0 {
-        format!("{v:.1} {}", UNITS[u])
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    Cow::Owned(t)
 }
 
-/// Signed human size for deltas: "+1.5 MiB", "-812 B", "0 B".
-pub fn human_delta(n: i64) -> String {
-    match n {
-        0 => "0 B".into(),
-        n if n > 0 => format!("+{}", human_bytes(n as u64)),
-        n => format!("-{}", human_bytes(n.unsigned_abs())),
-    }
-}
+pub use crate::units::{human_bytes, human_delta};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -67,14 +74,17 @@ impl Table {
             rows: Vec::new(),
         }
     }
+    /// A row; every cell is sanitised (cells hold names and paths from the core).
     pub fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows.push(cells);
+        self.rows
+            .push(cells.into_iter().map(|c| clean(&c).into_owned()).collect());
     }
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
-    pub fn write(&self, w: &mut dyn Write, indent: &str) -> io::Result<()> {
+    pub fn write(&self, w: &mut dyn Write, indent: &str, text: Text) -> io::Result<()> {
+        let color = || text.color;
         let n = self.headers.len();
         let mut width: Vec<usize> = self.headers.iter().map(|h| h.0.chars().count()).collect();
         for r in &self.rows {
@@ -88,11 +98,12 @@ impl Table {
             if !color() || !self.headers[col].0.contains("DELTA") {
                 return c.to_string();
             }
-            match c.as_bytes().first() {
-                Some(b'+') => format!("\x1b[31m{c}\x1b[0m"),
-                Some(b'-') => format!("\x1b[32m{c}\x1b[0m"),
-                _ => c.to_string(),
-            }
+            let style = match c.as_bytes().first() {
+                Some(b'+') => anstyle::AnsiColor::Red.on_default(),
+                Some(b'-') => anstyle::AnsiColor::Green.on_default(),
+                _ => return c.to_string(),
+            };
+            format!("{}{c}{}", style.render(), style.render_reset())
         };
         let line = |w: &mut dyn Write,
                     cells: &mut dyn Iterator<Item = &str>,
@@ -123,9 +134,10 @@ impl Table {
             writeln!(w, "{}", s.trim_end())
         };
         if color() {
-            write!(w, "\x1b[1m")?;
+            let bold = anstyle::Style::new().bold();
+            write!(w, "{}", bold.render())?;
             line(w, &mut self.headers.iter().map(|h| h.0), false)?;
-            write!(w, "\x1b[0m")?;
+            write!(w, "{}", bold.render_reset())?;
         } else {
             line(w, &mut self.headers.iter().map(|h| h.0), false)?;
         }
@@ -136,9 +148,25 @@ impl Table {
     }
 }
 
-/// JSON to `w`, pretty-printed, with a trailing newline.
-pub fn write_json<T: serde::Serialize>(w: &mut dyn Write, value: &T) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *w, value).map_err(io::Error::other)?;
+/// The version of every JSON document's schema; bumped when a field changes meaning or
+/// goes away (new fields do not bump it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Document<'a, T: Serialize> {
+    schema: String,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// A command's JSON document to `w`: `{"schema": "coreheap/<command>/1", ...}`,
+/// pretty-printed, with a trailing newline.
+pub fn write_json<T: Serialize>(w: &mut dyn Write, command: &str, value: &T) -> io::Result<()> {
+    let doc = Document {
+        schema: format!("coreheap/{command}/{SCHEMA_VERSION}"),
+        body: value,
+    };
+    serde_json::to_writer_pretty(&mut *w, &doc).map_err(io::Error::other)?;
     writeln!(w)
 }
 
@@ -156,12 +184,32 @@ mod tests {
     }
 
     #[test]
+    fn core_strings_are_escaped() {
+        assert_eq!(clean("plain/path.so"), "plain/path.so");
+        assert_eq!(clean("a\x1b]0;pwned\x07b"), "a\\x1b]0;pwned\\x07b");
+        assert_eq!(clean("x\u{9b}2J"), "x\\x9b2J");
+        assert_eq!(clean("evil\u{202e}txt"), "evil\\u{202e}txt");
+        assert_eq!(clean("two\nlines"), "two\\nlines");
+        let mut t = Table::new(&[("NAME", Align::Left)]);
+        t.row(vec!["\x1b[2J".into()]);
+        let mut out = Vec::new();
+        t.write(&mut out, "", Text { color: false }).unwrap();
+        assert!(!out.contains(&0x1b));
+    }
+
+    #[test]
+    fn names_are_cut_with_an_ellipsis() {
+        assert_eq!(ellipsize("short", 10), "short");
+        assert_eq!(ellipsize("abcdefghijkl", 6), "abcde…");
+    }
+
+    #[test]
     fn table_aligns() {
         let mut t = Table::new(&[("NAME", Align::Left), ("COUNT", Align::Right)]);
         t.row(vec!["dict".into(), "12".into()]);
         t.row(vec!["str".into(), "1234".into()]);
         let mut out = Vec::new();
-        t.write(&mut out, "").unwrap();
+        t.write(&mut out, "", Text::default()).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "NAME  COUNT\ndict     12\nstr    1234\n"

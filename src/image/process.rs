@@ -1,11 +1,13 @@
 //! A process image: the core, its address space with verified on-disk files, its modules.
 
-use crate::addr::Addr;
-use crate::core::CoreFile;
+use crate::addr::{Addr, Range};
 use crate::error::{Diagnostic, Result};
-use crate::memory::AddressSpace;
-use crate::modules::{Module, ModuleSet, SearchPaths};
+use crate::image::core::perms_string;
+use crate::image::core::CoreFile;
+use crate::image::memory::AddressSpace;
+use crate::image::modules::{Module, ModuleSet, SearchPaths};
 use crate::progress::Progress;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +23,42 @@ pub struct Process {
     pub space: AddressSpace,
     pub modules: ModuleSet,
     pub diagnostics: Vec<Diagnostic>,
+    /// The NT_FILE mappings' ranges, sorted and coalesced: "is this file-backed?" by
+    /// binary search, never by a scan of every mapping (cores have 100 k of them).
+    file_ranges: Vec<Range>,
+}
+
+/// One mapping of the process, with how much of it the core or a verified file holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mapping {
+    pub start: Addr,
+    pub end: Addr,
+    pub perms: Option<String>,
+    pub path: Option<String>,
+    pub file_offset: Option<u64>,
+    pub size: u64,
+    pub in_core: u64,
+    pub from_disk: u64,
+    pub unavailable: u64,
+}
+
+/// Sorted, coalesced ranges.
+fn coalesce(mut v: Vec<Range>) -> Vec<Range> {
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range> = Vec::with_capacity(v.len());
+    for r in v {
+        match out.last_mut() {
+            Some(l) if r.start <= l.end => l.end = l.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Does any of the sorted, disjoint `ranges` intersect `r`?
+fn intersects_any(ranges: &[Range], r: Range) -> bool {
+    let i = ranges.partition_point(|x| x.end <= r.start);
+    ranges.get(i).is_some_and(|x| x.start < r.end)
 }
 
 impl Process {
@@ -34,17 +72,73 @@ impl Process {
         let mut diagnostics = core.diagnostics.clone();
         let mut space = AddressSpace::new(core.clone());
         let modules = ModuleSet::load(&mut space, &opts.search, &mut diagnostics);
+        let file_ranges = coalesce(core.files.iter().map(|f| f.range).collect());
         Process {
             core,
             space,
             modules,
             diagnostics,
+            file_ranges,
         }
+    }
+
+    /// Is any byte of `r` mapped from a file?
+    pub fn file_backed(&self, r: Range) -> bool {
+        intersects_any(&self.file_ranges, r)
+    }
+
+    /// Every mapping in address order: each PT_LOAD, plus the NT_FILE entries gcore wrote
+    /// no segment for. O(n log n) in the number of mappings.
+    pub fn mappings(&self) -> Vec<Mapping> {
+        let space = &self.space;
+        let core = &self.core;
+        let mut out: Vec<Mapping> = Vec::with_capacity(core.segments.len());
+        let mut add = |range: Range, perms: Option<String>, file: Option<(&str, u64)>| {
+            let (c, d) = space.coverage(range);
+            // A mapping without access rights (guard pages, reserved heap space) holds no
+            // data: nothing of it is "missing".
+            let no_access = perms.as_deref() == Some("---");
+            out.push(Mapping {
+                start: range.start,
+                end: range.end,
+                perms,
+                path: file.map(|f| f.0.to_string()),
+                file_offset: file.map(|f| f.1),
+                size: range.len(),
+                in_core: c,
+                from_disk: d,
+                unavailable: if no_access {
+                    0
+                } else {
+                    range.len().saturating_sub(c + d)
+                },
+            });
+        };
+        let mut files: Vec<&crate::image::core::notes::FileMapping> = core.files.iter().collect();
+        files.sort_by_key(|f| f.range.start);
+        for s in &core.segments {
+            let r = s.range();
+            let i = files.partition_point(|f| f.range.start < r.start);
+            let f = files.get(i).filter(|f| f.range.start == r.start);
+            add(
+                r,
+                Some(perms_string(s.flags)),
+                f.map(|f| (f.path.as_str(), f.file_offset)),
+            );
+        }
+        let segs = coalesce(core.segments.iter().map(|s| s.range()).collect());
+        for f in &files {
+            if !intersects_any(&segs, f.range) {
+                add(f.range, None, Some((f.path.as_str(), f.file_offset)));
+            }
+        }
+        out.sort_by_key(|m| m.start);
+        out
     }
 
     /// The main executable: the module mapping `AT_ENTRY` (or `AT_PHDR`).
     pub fn exe_module(&self) -> Option<&Module> {
-        use crate::core::notes::{AT_ENTRY, AT_PHDR};
+        use crate::image::core::notes::{AT_ENTRY, AT_PHDR};
         [AT_ENTRY, AT_PHDR]
             .iter()
             .filter_map(|&k| self.core.auxv_value(k))
@@ -56,7 +150,7 @@ impl Process {
         if let Some(m) = self.exe_module() {
             return Some(m.path.clone());
         }
-        if let Some(a) = self.core.auxv_value(crate::core::notes::AT_EXECFN) {
+        if let Some(a) = self.core.auxv_value(crate::image::core::notes::AT_EXECFN) {
             if let Some(s) = self.space.read_cstr(Addr(a), 4096) {
                 return Some(String::from_utf8_lossy(&s).into_owned());
             }
@@ -80,7 +174,7 @@ impl Process {
     }
 
     fn cmdline_from_stack(&self) -> Option<Vec<String>> {
-        let execfn = Addr(self.core.auxv_value(crate::core::notes::AT_EXECFN)?);
+        let execfn = Addr(self.core.auxv_value(crate::image::core::notes::AT_EXECFN)?);
         let auxv = &self.core.auxv;
         if auxv.len() < 2 {
             return None;

@@ -1,10 +1,10 @@
 //! The census: every live allocation of both allocators typed as a Python object, or
 //! attributed to the object that owns it, or counted as untyped.
 
-use super::objects::{Special, TypeInfo, Typer};
-use super::pymalloc::PymallocHeap;
 use crate::addr::Addr;
-use crate::glibc::GlibcHeap;
+use crate::alloc::glibc::GlibcHeap;
+use crate::alloc::pymalloc::PymallocHeap;
+use crate::python::objects::{Special, TypeInfo, Typer};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,11 +39,27 @@ pub struct Census {
     /// Free-list residents (refcount 0, type intact).
     pub free_objects: Vec<Obj>,
     pub type_infos: Vec<Arc<TypeInfo>>,
+    /// Allocations of 4 GiB and more (their `Obj::alloc` is `u32::MAX`), by address.
+    pub big_allocs: Vec<(Addr, u64)>,
 }
 
 impl Census {
     pub fn type_of(&self, o: &Obj) -> &TypeInfo {
         &self.type_infos[o.ty as usize]
+    }
+    /// Bytes of the allocation holding `o`, also for allocations of 4 GiB and more.
+    pub fn alloc_size(&self, o: &Obj) -> u64 {
+        if o.alloc != u32::MAX {
+            return o.alloc as u64;
+        }
+        self.big_allocs
+            .binary_search_by_key(&o.addr, |b| b.0)
+            .map(|i| self.big_allocs[i].1)
+            .unwrap_or(u32::MAX as u64)
+    }
+    /// Bytes of every live object's allocation.
+    pub fn live_bytes(&self) -> u64 {
+        self.objects.iter().map(|o| self.alloc_size(o)).sum()
     }
 }
 
@@ -61,6 +77,7 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
     let mut free: Vec<u64> = Vec::new();
     let mut objects = Vec::with_capacity(py.blocks.len());
     let mut free_objects = Vec::new();
+    let mut big_allocs = Vec::new();
     let mut untyped: Vec<(u64, u64, u64, bool)> = Vec::new();
     let mut owned: Vec<(u64, &'static str)> = Vec::new();
     let glibc_allocs = glibc
@@ -93,6 +110,9 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         }
         live[i].0 += 1;
         live[i].1 += size;
+        if size >= u32::MAX as u64 {
+            big_allocs.push((rec.addr, size));
+        }
         objects.push(rec);
         match typer.type_by_index(ti).special {
             Special::List => {
@@ -160,5 +180,9 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         objects,
         free_objects,
         type_infos,
+        big_allocs: {
+            big_allocs.sort_unstable();
+            big_allocs
+        },
     }
 }

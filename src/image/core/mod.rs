@@ -348,7 +348,7 @@ impl CoreFile {
             diagnostics.push(
                 Diagnostic::warning(format!(
                     "core is truncated: its headers describe {want} bytes but the file has {have}; {} of memory are missing and will be reported as unavailable",
-                    crate::report::human_bytes(missing)
+                    crate::units::human_bytes(missing)
                 ))
                 .hint("the dump was probably cut short (disk full, RLIMIT_CORE, or an interrupted copy)"),
             );

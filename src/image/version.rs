@@ -8,9 +8,9 @@
 //! start-up (writable data, so in the core), and last the file name.
 
 use crate::addr::Addr;
-use crate::memory::ByteSource;
-use crate::modules::Module;
-use crate::process::Process;
+use crate::image::memory::ByteSource;
+use crate::image::modules::Module;
+use crate::image::process::Process;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,9 +7,9 @@
 
 use super::{Reader, HEAP_MAX_SIZE};
 use crate::addr::{Addr, Range};
+use crate::image::modules::Module;
+use crate::image::process::Process;
 use crate::models::GlibcModel;
-use crate::modules::Module;
-use crate::process::Process;
 use object::{Object, ObjectSection};
 
 /// How a structure was found, for the report.

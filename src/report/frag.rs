@@ -1,11 +1,10 @@
-//! Text rendering of `frag` and `summary`.
+//! Text rendering of `coreheap frag`.
 
-use super::{human_bytes, Align, Table};
-use crate::frag::Frag;
-use crate::summary::Summary;
+use super::{clean, human_bytes, Align, Table, Text};
+use crate::analysis::frag::Frag;
 use std::io::{self, Write};
 
-fn cnt(c: &crate::glibc::Count) -> String {
+fn cnt(c: &crate::alloc::glibc::Count) -> String {
     if c.chunks == 0 {
         "-".into()
     } else {
@@ -13,11 +12,11 @@ fn cnt(c: &crate::glibc::Count) -> String {
     }
 }
 
-pub fn write_frag(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
-    write_glibc(w, f)?;
+pub fn write_text(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
+    write_glibc(w, f, text)?;
     if let Some(py) = &f.pymalloc {
         writeln!(w)?;
-        write_pymalloc(w, py)?;
+        write_pymalloc(w, py, text)?;
     }
     let o = &f.overall;
     writeln!(w, "\noverall")?;
@@ -55,7 +54,11 @@ pub fn write_frag(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
     Ok(())
 }
 
-fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap) -> io::Result<()> {
+fn write_pymalloc(
+    w: &mut dyn Write,
+    py: &crate::alloc::pymalloc::PymallocHeap,
+    text: Text,
+) -> io::Result<()> {
     writeln!(
         w,
         "pymalloc (model {}, state {} found by {}): {} arenas of {}, pools of {}: {} used, {} full, {} empty",
@@ -91,7 +94,7 @@ fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap)
             ),
         ]);
     }
-    t.write(w, "  ")?;
+    t.write(w, "  ", text)?;
     let pinned: Vec<_> = py.arena_list.iter().filter(|a| a.pinned).collect();
     if !pinned.is_empty() {
         let held: u64 = pinned.len() as u64 * py.arena_size;
@@ -101,7 +104,7 @@ fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap)
             "  {} of {} arenas are pinned (under {:.0}% used): {} held for {} of live blocks",
             pinned.len(),
             py.arenas,
-            crate::python::pymalloc::PINNED_BELOW * 100.0,
+            crate::alloc::pymalloc::PINNED_BELOW * 100.0,
             human_bytes(held),
             human_bytes(live)
         )?;
@@ -126,7 +129,7 @@ fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap)
                 by.join(", "),
             ]);
         }
-        t.write(w, "    ")?;
+        t.write(w, "    ", text)?;
         if pinned.len() > 10 {
             writeln!(w, "    ... {} more (see --json)", pinned.len() - 10)?;
         }
@@ -134,14 +137,14 @@ fn write_pymalloc(w: &mut dyn Write, py: &crate::python::pymalloc::PymallocHeap)
     Ok(())
 }
 
-fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
+fn write_glibc(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
     let Some(g) = &f.glibc else {
         return writeln!(w, "glibc malloc: not found in this process");
     };
     writeln!(
         w,
         "glibc {} malloc (model {}): main_arena {} (found by {}), safe-linking {}",
-        g.version.as_deref().unwrap_or("?"),
+        clean(g.version.as_deref().unwrap_or("?")),
         g.model,
         g.main_arena,
         g.main_arena_found_by,
@@ -185,165 +188,8 @@ fn write_glibc(w: &mut dyn Write, f: &Frag) -> io::Result<()> {
             format!("{:.2}", a.fragmentation),
         ]);
     }
-    t.write(w, "  ")?;
+    t.write(w, "  ", text)?;
     writeln!(w, "  mmapped chunks: {}", cnt(&g.mmapped))?;
     writeln!(w, "  tcaches: {} thread caches found", g.tcaches.len())?;
     Ok(())
-}
-
-pub fn write_summary(
-    w: &mut dyn Write,
-    s: &Summary,
-    top: Option<usize>,
-    by_type: bool,
-) -> io::Result<()> {
-    let n = top.unwrap_or(usize::MAX);
-    if by_type && !s.types.is_empty() {
-        let total: u64 = s.types.iter().map(|t| t.bytes).sum();
-        let count: u64 = s.types.iter().map(|t| t.count).sum();
-        writeln!(
-            w,
-            "live Python objects and other allocations by type: {count}, {}",
-            human_bytes(total)
-        )?;
-        let mut t = Table::new(&[
-            ("TYPE", Align::Left),
-            ("COUNT", Align::Right),
-            ("BYTES", Align::Right),
-        ]);
-        for r in s.types.iter().take(n) {
-            t.row(vec![
-                r.name.clone(),
-                r.count.to_string(),
-                human_bytes(r.bytes),
-            ]);
-        }
-        t.write(w, "  ")?;
-        if !s.freelists.is_empty() {
-            let fl: Vec<String> = s
-                .freelists
-                .iter()
-                .map(|f| format!("{} {}", f.count, f.name))
-                .collect();
-            writeln!(
-                w,
-                "  free-list residents (not counted above): {}",
-                fl.join(", ")
-            )?;
-        }
-        writeln!(w)?;
-    }
-    let mut rows: Vec<_> = s.size_classes.iter().collect();
-    rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.size.cmp(&b.size)));
-    let total: u64 = rows.iter().map(|r| r.bytes).sum();
-    let cnt: u64 = rows.iter().map(|r| r.count).sum();
-    let mut t = Table::new(&[
-        ("ALLOCATOR", Align::Left),
-        ("SIZE", Align::Right),
-        ("COUNT", Align::Right),
-        ("BYTES", Align::Right),
-    ]);
-    for r in rows.iter().take(n) {
-        t.row(vec![
-            r.allocator.to_string(),
-            r.size.to_string(),
-            r.count.to_string(),
-            human_bytes(r.bytes),
-        ]);
-    }
-    writeln!(
-        w,
-        "live allocations by size class: {cnt}, {}",
-        human_bytes(total)
-    )?;
-    t.write(w, "  ")
-}
-
-pub fn write_objects(w: &mut dyn Write, l: &crate::objects::ObjectList) -> io::Result<()> {
-    writeln!(
-        w,
-        "{} live {} objects, {}{}",
-        l.total,
-        l.type_name,
-        human_bytes(l.total_bytes),
-        if (l.objects.len() as u64) < l.total {
-            format!(" (showing {})", l.objects.len())
-        } else {
-            String::new()
-        }
-    )?;
-    let mut t = Table::new(&[
-        ("ADDRESS", Align::Left),
-        ("SIZE", Align::Right),
-        ("PREVIEW", Align::Left),
-    ]);
-    for o in &l.objects {
-        t.row(vec![
-            o.address.to_string(),
-            o.size.to_string(),
-            o.preview.clone(),
-        ]);
-    }
-    t.write(w, "  ")
-}
-
-pub fn write_diff(w: &mut dyn Write, d: &crate::diff::Diff, top: Option<usize>) -> io::Result<()> {
-    use super::human_delta;
-    let n = top.unwrap_or(20);
-    let grew: i64 = d.types.iter().map(|t| t.bytes_delta).sum();
-    writeln!(
-        w,
-        "what changed between the cores: {} in total",
-        human_delta(grew)
-    )?;
-    let mut t = Table::new(&[
-        ("TYPE", Align::Left),
-        ("COUNT OLD", Align::Right),
-        ("COUNT NEW", Align::Right),
-        ("DELTA", Align::Right),
-        ("BYTES OLD", Align::Right),
-        ("BYTES NEW", Align::Right),
-        ("BYTES DELTA", Align::Right),
-    ]);
-    for r in d.types.iter().take(n) {
-        t.row(vec![
-            r.name.clone(),
-            r.count_old.to_string(),
-            r.count_new.to_string(),
-            format!("{:+}", r.count_delta),
-            human_bytes(r.bytes_old),
-            human_bytes(r.bytes_new),
-            human_delta(r.bytes_delta),
-        ]);
-    }
-    t.write(w, "  ")?;
-    if !d.samples.is_empty() {
-        writeln!(w, "\nsamples of what grew (from the new core):")?;
-        for (name, list) in &d.samples {
-            writeln!(w, "  {name}")?;
-            for o in list {
-                writeln!(w, "    {}  {:>6}  {}", o.address, o.size, o.preview)?;
-            }
-        }
-    }
-    writeln!(w, "\nsize classes:")?;
-    let mut t = Table::new(&[
-        ("ALLOCATOR", Align::Left),
-        ("SIZE", Align::Right),
-        ("COUNT OLD", Align::Right),
-        ("COUNT NEW", Align::Right),
-        ("DELTA", Align::Right),
-        ("BYTES DELTA", Align::Right),
-    ]);
-    for r in d.size_classes.iter().take(n.min(10)) {
-        t.row(vec![
-            r.allocator.to_string(),
-            r.size.to_string(),
-            r.count_old.to_string(),
-            r.count_new.to_string(),
-            format!("{:+}", r.count_delta),
-            human_delta(r.bytes_delta),
-        ]);
-    }
-    t.write(w, "  ")
 }

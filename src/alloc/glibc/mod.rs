@@ -10,14 +10,13 @@
 //! Sources: glibc malloc/malloc.c and malloc/arena.c at each release tag
 //! (layouts.md §A); the chunk/heap arithmetic below cites the macro it mirrors.
 
+pub mod classes;
 pub mod locate;
-pub mod report;
 
 use crate::addr::{Addr, Range};
-use crate::error::Diagnostic;
-use crate::memory::AddressSpace;
+use crate::error::{Diagnostic, Diagnostics};
+use crate::image::process::Process;
 use crate::models::{CountsMean, Epoch, GlibcModel, Version};
-use crate::process::Process;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -29,33 +28,7 @@ const PREV_INUSE: u64 = 1;
 const IS_MMAPPED: u64 = 2;
 const NON_MAIN_ARENA: u64 = 4;
 
-/// Reads that return `None` for unavailable memory.
-pub struct Reader<'a> {
-    pub space: &'a AddressSpace,
-}
-
-impl Reader<'_> {
-    #[inline]
-    pub fn u64(&self, a: Addr) -> Option<u64> {
-        self.space.read_u64(a).ok()
-    }
-    #[inline]
-    pub fn u32(&self, a: Addr) -> Option<u32> {
-        self.space.read_u32(a).ok()
-    }
-    #[inline]
-    pub fn u16(&self, a: Addr) -> Option<u16> {
-        let mut b = [0u8; 2];
-        self.space.read(a, &mut b).ok()?;
-        Some(u16::from_le_bytes(b))
-    }
-    #[inline]
-    pub fn u8(&self, a: Addr) -> Option<u8> {
-        let mut b = [0u8; 1];
-        self.space.read(a, &mut b).ok()?;
-        Some(b[0])
-    }
-}
+pub use crate::image::memory::Reader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,7 +198,9 @@ pub struct GlibcHeap {
     pub tcaches: Vec<TcacheInfo>,
     #[serde(skip)]
     pub chunks: Vec<Chunk>,
-    pub diagnostics: Vec<Diagnostic>,
+    /// Reported once, by the analysis that owns this walk (never twice in JSON).
+    #[serde(skip)]
+    pub diagnostics: Diagnostics,
 }
 
 impl GlibcHeap {
@@ -246,11 +221,11 @@ struct Region {
 
 /// Walk glibc's heap in the process. `Ok(None)` when the process has no glibc.
 pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<GlibcHeap>> {
-    let Some(libc) = crate::version::libc_module(p) else {
+    let Some(libc) = crate::image::version::libc_module(p) else {
         return Ok(None);
     };
     // The version may be unknown (no banner readable): then every model is tried.
-    let g = crate::version::detect_glibc(p);
+    let g = crate::image::version::detect_glibc(p);
     let version = g.as_ref().and_then(|g| Version::parse(&g.version));
     let version_text = g.as_ref().map(|g| g.version.clone());
     // The version's model first, then the others (newest first) as a fallback.
@@ -263,6 +238,10 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
         .filter(|m| !order.iter().any(|o| o.name == m.name))
         .collect();
     rest.reverse();
+    // Nearest to the version first (newest first when it is unknown).
+    if let Some(v) = version {
+        rest.sort_by_key(|m| m.distance(v));
+    }
     order.extend(rest);
     let r = Reader { space: &p.space };
     let mut errors = Vec::new();
@@ -290,7 +269,8 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
             .diagnostics
             .iter()
             .filter(|d| d.severity >= crate::error::Severity::Warning)
-            .count();
+            .count()
+            + heap.diagnostics.suppressed() as usize;
         let tcache: u64 = heap.tcaches.iter().map(|t| t.chunks).sum();
         let identity = heap.arenas.iter().all(|a| a.identity_holds);
         let score = (!identity, warnings, std::cmp::Reverse(tcache));
@@ -299,11 +279,16 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
         }
     }
     if let Some((_, mut heap)) = best {
-        heap.diagnostics.push(Diagnostic::warning(format!(
-            "glibc {}: no layout model is known to cover this version; the {} model's walk is the most consistent and was used",
-            version_text.as_deref().unwrap_or("of unknown version"),
-            heap.model
-        )));
+        heap.diagnostics.push(Diagnostic::warning(match &version_text {
+            Some(v) => format!(
+                "glibc {v}: no layout model is known to cover this version; the {} model's walk is the most consistent and was used",
+                heap.model
+            ),
+            None => format!(
+                "glibc's version is not readable (no banner in the core or in a verified file); the {} model's walk is the most consistent and was used",
+                heap.model
+            ),
+        }));
         return Ok(Some(heap));
     }
     let detail = if errors.is_empty() {
@@ -329,17 +314,12 @@ fn bin_state(i: u64) -> ChunkState {
 struct Walk<'a> {
     r: &'a Reader<'a>,
     model: &'a GlibcModel,
-    diags: Vec<Diagnostic>,
+    diags: Diagnostics,
 }
 
 impl Walk<'_> {
     fn warn(&mut self, a: Addr, msg: String) {
-        if self.diags.len() < 200 {
-            self.diags.push(Diagnostic::warning(msg).at(a));
-        } else if self.diags.len() == 200 {
-            self.diags
-                .push(Diagnostic::warning("further heap diagnostics suppressed"));
-        }
+        self.diags.push(Diagnostic::warning(msg).at(a));
     }
 
     /// Heaps of a thread arena: newest (holding top) first, following heap_info `prev`.
@@ -498,7 +478,7 @@ fn decode(l: Linking, pos: u64, stored: u64) -> u64 {
 fn walk(
     p: &Process,
     r: &Reader,
-    libc: &crate::modules::Module,
+    libc: &crate::image::modules::Module,
     model: &GlibcModel,
     main: Addr,
     how: &'static str,
@@ -507,7 +487,7 @@ fn walk(
     let mut w = Walk {
         r,
         model,
-        diags: Vec::new(),
+        diags: Diagnostics::default(),
     };
     let mp = locate::find_mp(p, libc, model);
 
@@ -1047,12 +1027,7 @@ fn find_mmapped(
     let page = p.core.page_size;
     let tail = model.mmap_chunk_tail;
     let mut out = Vec::new();
-    let file_backed = |rg: Range| {
-        p.core
-            .files
-            .iter()
-            .any(|f| f.range.intersect(&rg).is_some())
-    };
+    let file_backed = |rg: Range| p.file_backed(rg);
     let stacks: Vec<Addr> = p.core.threads.iter().map(|t| t.sp).collect();
     for s in &p.core.segments {
         let rg = Range::new(s.vaddr, s.vaddr.wrapping_add(s.in_core));

@@ -8,9 +8,9 @@
 //! dynamic symbol table in the process image itself. Everything is built lazily.
 
 use crate::addr::{Addr, Range};
-use crate::core::notes::FileMapping;
 use crate::error::Diagnostic;
-use crate::memory::AddressSpace;
+use crate::image::core::notes::FileMapping;
+use crate::image::memory::AddressSpace;
 use memmap2::Mmap;
 use object::{Object, ObjectSymbol};
 use serde::Serialize;
@@ -259,16 +259,22 @@ impl ModuleSet {
             if missing == 0 {
                 continue;
             }
-            let what = crate::report::human_bytes(missing);
+            let what = crate::units::human_bytes(missing);
             match &m.status {
                 FileStatus::Mismatch { disk_build_id } => {
                     let p = m.rejected_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
                     diags.push(
                         Diagnostic::warning(format!(
-                            "{}: the file on disk ({p}) is another build (build-id {} in the file, {} in the core); {what} of this module are unavailable",
+                            "{}: the file on disk ({p}) is another build ({}, {}); {what} of this module are unavailable",
                             m.path,
-                            disk_build_id.as_deref().unwrap_or("none"),
-                            m.build_id_hex().unwrap_or_else(|| "?".into()),
+                            match disk_build_id.as_deref() {
+                                Some(id) => format!("the file has build-id {id}"),
+                                None => "the file has no build-id".to_string(),
+                            },
+                            match m.build_id_hex() {
+                                Some(id) => format!("the core's has {id}"),
+                                None => "the core records none for it".to_string(),
+                            },
                         ))
                         .hint("pass --sysroot DIR with the binaries the process ran (e.g. a copy of its container image)"),
                     );
@@ -524,7 +530,7 @@ impl ImageHeaders {
                 continue;
             }
             let mut bad = None;
-            for n in crate::core::notes::iter_notes(&buf, &mut bad) {
+            for n in crate::image::core::notes::iter_notes(&buf, &mut bad) {
                 if n.name == b"GNU" && n.ntype == 3 && !n.desc.is_empty() {
                     return Some(n.desc.to_vec());
                 }

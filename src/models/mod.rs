@@ -10,6 +10,8 @@ use crate::error::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
 
+pub mod debug_offsets;
+
 /// A "major.minor" version, ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32, pub u32);
@@ -246,25 +248,34 @@ impl GlibcModel {
 }
 
 const EMBEDDED_GLIBC: &[(&str, &str)] = &[
-    ("2.26.toml", include_str!("../heap-models/glibc/2.26.toml")),
+    (
+        "2.26.toml",
+        include_str!("../../heap-models/glibc/2.26.toml"),
+    ),
     (
         "2.27-2.29.toml",
-        include_str!("../heap-models/glibc/2.27-2.29.toml"),
+        include_str!("../../heap-models/glibc/2.27-2.29.toml"),
     ),
     (
         "2.30-2.31.toml",
-        include_str!("../heap-models/glibc/2.30-2.31.toml"),
+        include_str!("../../heap-models/glibc/2.30-2.31.toml"),
     ),
     (
         "2.32-2.34.toml",
-        include_str!("../heap-models/glibc/2.32-2.34.toml"),
+        include_str!("../../heap-models/glibc/2.32-2.34.toml"),
     ),
     (
         "2.35-2.41.toml",
-        include_str!("../heap-models/glibc/2.35-2.41.toml"),
+        include_str!("../../heap-models/glibc/2.35-2.41.toml"),
     ),
-    ("2.42.toml", include_str!("../heap-models/glibc/2.42.toml")),
-    ("2.43.toml", include_str!("../heap-models/glibc/2.43.toml")),
+    (
+        "2.42.toml",
+        include_str!("../../heap-models/glibc/2.42.toml"),
+    ),
+    (
+        "2.43.toml",
+        include_str!("../../heap-models/glibc/2.43.toml"),
+    ),
 ];
 
 /// What the loader needs of a model file of either kind.
@@ -285,6 +296,18 @@ pub trait Epoch: serde::de::DeserializeOwned {
     }
     fn covers(&self, v: Version) -> bool {
         v >= self.first_version() && self.last_version().is_none_or(|l| v <= l)
+    }
+    /// How many minor releases `v` lies outside this model's range (0 inside): when no
+    /// model covers a version, the nearest layouts are the likeliest to be right.
+    fn distance(&self, v: Version) -> u32 {
+        let minor = |x: Version| x.0 * 1000 + x.1;
+        let (f, l) = (minor(self.first_version()), self.last_version().map(minor));
+        let m = minor(v);
+        if m < f {
+            f - m
+        } else {
+            l.map_or(0, |l| m.saturating_sub(l))
+        }
     }
 }
 
@@ -385,27 +408,33 @@ pub fn cpython_models(dir: Option<&Path>) -> Result<Vec<CpythonModel>> {
 }
 
 const EMBEDDED_CPYTHON: &[(&str, &str)] = &[
-    ("3.8.toml", include_str!("../heap-models/cpython/3.8.toml")),
-    ("3.9.toml", include_str!("../heap-models/cpython/3.9.toml")),
+    (
+        "3.8.toml",
+        include_str!("../../heap-models/cpython/3.8.toml"),
+    ),
+    (
+        "3.9.toml",
+        include_str!("../../heap-models/cpython/3.9.toml"),
+    ),
     (
         "3.10.toml",
-        include_str!("../heap-models/cpython/3.10.toml"),
+        include_str!("../../heap-models/cpython/3.10.toml"),
     ),
     (
         "3.11.toml",
-        include_str!("../heap-models/cpython/3.11.toml"),
+        include_str!("../../heap-models/cpython/3.11.toml"),
     ),
     (
         "3.12.toml",
-        include_str!("../heap-models/cpython/3.12.toml"),
+        include_str!("../../heap-models/cpython/3.12.toml"),
     ),
     (
         "3.13.toml",
-        include_str!("../heap-models/cpython/3.13.toml"),
+        include_str!("../../heap-models/cpython/3.13.toml"),
     ),
     (
         "3.14.toml",
-        include_str!("../heap-models/cpython/3.14.toml"),
+        include_str!("../../heap-models/cpython/3.14.toml"),
     ),
 ];
 

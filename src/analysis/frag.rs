@@ -1,10 +1,9 @@
 //! `coreheap frag`: how each allocator holds its memory, as plain data.
 
-use crate::error::{Diagnostic, Result};
-use crate::glibc::GlibcHeap;
-use crate::models::{CpythonModel, GlibcModel};
-use crate::process::Process;
-use crate::python::pymalloc::PymallocHeap;
+use super::Analysis;
+use crate::alloc::glibc::GlibcHeap;
+use crate::alloc::pymalloc::PymallocHeap;
+use crate::error::Diagnostics;
 use serde::Serialize;
 
 /// Where the process's memory is, in one place.
@@ -25,22 +24,16 @@ pub struct Overall {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Frag {
+pub struct Frag<'a> {
     pub overall: Overall,
-    pub glibc: Option<GlibcHeap>,
-    pub pymalloc: Option<PymallocHeap>,
-    pub diagnostics: Vec<Diagnostic>,
+    pub glibc: Option<&'a GlibcHeap>,
+    pub pymalloc: Option<&'a PymallocHeap>,
+    pub diagnostics: &'a Diagnostics,
 }
 
-pub fn frag(
-    p: &Process,
-    glibc_models: &[GlibcModel],
-    cpython_models: &[CpythonModel],
-    progress: &dyn crate::progress::Progress,
-) -> Result<Frag> {
-    let a = crate::summary::analyze_with(p, glibc_models, cpython_models, progress)?;
+pub fn frag<'a>(a: &'a Analysis) -> Frag<'a> {
     let mut o = Overall {
-        mapped_bytes: crate::info::mappings(p).iter().map(|m| m.size).sum(),
+        mapped_bytes: a.process.mappings().iter().map(|m| m.size).sum(),
         ..Default::default()
     };
     if let Some(g) = &a.glibc {
@@ -57,16 +50,12 @@ pub fn frag(
         o.pymalloc_free_bytes = py.free_bytes;
     }
     if let Some(c) = &a.census {
-        o.live_object_bytes = Some(c.objects.iter().map(|x| x.alloc as u64).sum());
+        o.live_object_bytes = Some(c.live_bytes());
     }
-    let mut pymalloc = a.pymalloc;
-    if let Some(py) = &mut pymalloc {
-        py.blocks = Vec::new();
-    }
-    Ok(Frag {
+    Frag {
         overall: o,
-        glibc: a.glibc,
-        pymalloc,
-        diagnostics: a.diagnostics,
-    })
+        glibc: a.glibc.as_ref(),
+        pymalloc: a.pymalloc.as_ref(),
+        diagnostics: &a.diagnostics,
+    }
 }

@@ -8,8 +8,8 @@
 //! Reads of unavailable bytes are `ReadError`s, never zeros.
 
 use crate::addr::{Addr, Range};
-use crate::core::CoreFile;
 use crate::error::ReadError;
+use crate::image::core::CoreFile;
 use memmap2::Mmap;
 use serde::Serialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -310,5 +310,33 @@ mod tests {
         );
         assert_eq!(subtract(r(10, 20), &[r(0, 30)]), vec![]);
         assert_eq!(subtract(r(10, 40), &[r(0, 15), r(35, 50)]), vec![r(15, 35)]);
+    }
+}
+
+/// Reads that return `None` for unavailable memory.
+pub struct Reader<'a> {
+    pub space: &'a AddressSpace,
+}
+
+impl Reader<'_> {
+    #[inline]
+    pub fn u64(&self, a: Addr) -> Option<u64> {
+        self.space.read_u64(a).ok()
+    }
+    #[inline]
+    pub fn u32(&self, a: Addr) -> Option<u32> {
+        self.space.read_u32(a).ok()
+    }
+    #[inline]
+    pub fn u16(&self, a: Addr) -> Option<u16> {
+        let mut b = [0u8; 2];
+        self.space.read(a, &mut b).ok()?;
+        Some(u16::from_le_bytes(b))
+    }
+    #[inline]
+    pub fn u8(&self, a: Addr) -> Option<u8> {
+        let mut b = [0u8; 1];
+        self.space.read(a, &mut b).ok()?;
+        Some(b[0])
     }
 }

@@ -1,13 +1,12 @@
 //! `coreheap info`: what the core is, as plain data.
 
-use crate::addr::{Addr, Range};
-use crate::core::notes::signal_name;
-use crate::core::{perms_string, Arch, Producer};
+use crate::addr::Addr;
 use crate::error::Diagnostic;
-use crate::memory::AddressSpace;
-use crate::modules::FileStatus;
-use crate::process::Process;
-use crate::version::{detect_glibc, detect_python, GlibcInfo, PythonInfo};
+use crate::image::core::notes::signal_name;
+use crate::image::core::{Arch, Producer};
+use crate::image::modules::FileStatus;
+use crate::image::process::Process;
+use crate::image::version::{detect_glibc, detect_python, GlibcInfo, PythonInfo};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -16,9 +15,7 @@ pub struct SignalInfo {
     pub name: &'static str,
     /// The thread that took the signal (the kernel writes it first).
     pub tid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fault_address: Option<Addr>,
 }
 
@@ -33,18 +30,7 @@ pub struct ThreadInfo {
     pub pc_module: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct MappingInfo {
-    pub start: Addr,
-    pub end: Addr,
-    pub perms: Option<String>,
-    pub path: Option<String>,
-    pub file_offset: Option<u64>,
-    pub size: u64,
-    pub in_core: u64,
-    pub from_disk: u64,
-    pub unavailable: u64,
-}
+pub use crate::image::process::Mapping as MappingInfo;
 
 #[derive(Debug, Serialize)]
 pub struct ModuleInfo {
@@ -94,56 +80,9 @@ pub struct Info {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-pub fn mappings(p: &Process) -> Vec<MappingInfo> {
-    let space: &AddressSpace = &p.space;
-    let core = &p.core;
-    let mut out: Vec<MappingInfo> = Vec::new();
-    let mut add = |range: Range, perms: Option<String>, file: Option<(&str, u64)>| {
-        let (c, d) = space.coverage(range);
-        // A mapping without access rights (guard pages, reserved heap space) holds no data:
-        // nothing of it is "missing".
-        let no_access = perms.as_deref() == Some("---");
-        out.push(MappingInfo {
-            start: range.start,
-            end: range.end,
-            perms,
-            path: file.map(|f| f.0.to_string()),
-            file_offset: file.map(|f| f.1),
-            size: range.len(),
-            in_core: c,
-            from_disk: d,
-            unavailable: if no_access { 0 } else { range.len() - c - d },
-        });
-    };
-    // Every PT_LOAD is a mapping; gcore writes no segment for mappings it left out, so
-    // NT_FILE entries without a segment are mappings too.
-    let mut files = core.files.clone();
-    files.sort_by_key(|f| f.range.start);
-    for s in &core.segments {
-        let r = s.range();
-        let f = files.iter().find(|f| f.range.start == r.start);
-        add(
-            r,
-            Some(perms_string(s.flags)),
-            f.map(|f| (f.path.as_str(), f.file_offset)),
-        );
-    }
-    for f in &files {
-        let covered = core
-            .segments
-            .iter()
-            .any(|s| s.range().intersect(&f.range).is_some());
-        if !covered {
-            add(f.range, None, Some((f.path.as_str(), f.file_offset)));
-        }
-    }
-    out.sort_by_key(|m| m.start);
-    out
-}
-
 pub fn info(p: &Process) -> Info {
     let core = &p.core;
-    let mappings = mappings(p);
+    let mappings = p.mappings();
     let mut totals = Totals::default();
     for m in &mappings {
         totals.mapped += m.size;

@@ -10,11 +10,12 @@
 //! which must agree with the pool's `ref.count`.
 
 use crate::addr::{Addr, Range};
-use crate::error::Diagnostic;
-use crate::glibc::Reader;
-use crate::models::{CpythonModel, StateKind};
-use crate::modules::Module;
-use crate::process::Process;
+use crate::error::{Diagnostic, Diagnostics};
+use crate::error::{Error, Result};
+use crate::image::memory::Reader;
+use crate::image::modules::Module;
+use crate::image::process::Process;
+use crate::models::{CpythonModel, Epoch, StateKind, Version};
 use serde::Serialize;
 
 /// pool_header (identical 3.8-3.14, layouts.md §B.2).
@@ -72,7 +73,7 @@ pub struct PymallocHeap {
     pub model: String,
     /// The interpreter this heap belongs to (version, module, type-name probe).
     #[serde(skip)]
-    pub python: Option<crate::version::PythonInfo>,
+    pub python: Option<crate::image::version::PythonInfo>,
     pub state: Addr,
     pub found_by: &'static str,
     pub arena_size: u64,
@@ -89,7 +90,9 @@ pub struct PymallocHeap {
     pub arena_list: Vec<ArenaInfo>,
     #[serde(skip)]
     pub blocks: Vec<Block>,
-    pub diagnostics: Vec<Diagnostic>,
+    /// Reported once, by the analysis that owns this walk (never twice in JSON).
+    #[serde(skip)]
+    pub diagnostics: Diagnostics,
 }
 
 /// The Python module's writable memory: its RW file mappings and the anonymous segment
@@ -351,7 +354,7 @@ pub fn analyze(
     }
 
     // --- the walk.
-    let mut diags = Vec::new();
+    let mut diags = Diagnostics::default();
     let maxarenas = if unused { 0 } else { maxarenas };
     if unused {
         diags.push(Diagnostic::info(
@@ -369,6 +372,8 @@ pub fn analyze(
     let mut blocks = Vec::new();
     let mut narenas = 0;
     let mut free_set: Vec<u64> = Vec::new();
+    // Pools in use, and those whose header contradicts the model's geometry.
+    let (mut pools_checked, mut pools_bad) = (0u64, 0u64);
     // Arenas in address order, so blocks come out sorted without a sort.
     let mut order: Vec<(u64, u64)> = (0..maxarenas)
         .filter_map(|i| {
@@ -380,8 +385,16 @@ pub fn analyze(
         .collect();
     order.sort_unstable();
     if collect {
-        let guess: u64 = order.len() as u64 * (pm.arena_size / 64);
-        blocks.reserve(guess.min(1 << 28) as usize);
+        // A guess from core data, so bounded by what the core can hold: one block per 16
+        // bytes of the arenas that are actually in it (never a reservation of GiBs from a
+        // garbage arena count).
+        let in_core: u64 = order
+            .iter()
+            .filter(|(a, _)| p.space.is_available(Addr(*a)))
+            .count() as u64
+            * pm.arena_size;
+        let guess = (in_core / 64).min(p.core.file_len() / 16).min(1 << 26);
+        blocks.reserve(guess as usize);
     }
     for &(address, i) in &order {
         let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
@@ -414,9 +427,11 @@ pub fn analyze(
                 states.empty += 1;
                 continue;
             }
+            pools_checked += 1;
             let szidx = r.u32(this.wrapping_add(POOL_SZIDX)).unwrap_or(u32::MAX) as u64;
             let nextoffset = r.u32(this.wrapping_add(POOL_NEXTOFFSET)).unwrap_or(0) as u64;
             if szidx >= pm.size_classes || nextoffset > pm.pool_size {
+                pools_bad += 1;
                 diags.push(
                     Diagnostic::warning(format!(
                         "pool with impossible size class {szidx} or nextoffset {nextoffset}"
@@ -428,6 +443,7 @@ pub fn analyze(
             let size = (szidx + 1) * 16;
             let nblocks = model.numblocks(szidx);
             if count as u64 > nblocks {
+                pools_bad += 1;
                 diags.push(
                     Diagnostic::warning(format!(
                         "pool count {count} exceeds {nblocks} blocks of {size}"
@@ -468,6 +484,7 @@ pub fn analyze(
                 off += size;
             }
             if live != count as u64 {
+                pools_bad += 1;
                 diags.push(
                     Diagnostic::warning(format!(
                         "pool of {size}-byte blocks: reconstruction finds {live} live blocks, its ref.count says {count}"
@@ -499,6 +516,13 @@ pub fn analyze(
             && (info.bytes_in_use as f64) < PINNED_BELOW * pm.arena_size as f64;
         arena_list.push(info);
     }
+    // Damage touches a few pools; a model whose geometry does not fit contradicts most of
+    // them. Then this is not this heap's layout, and no answer beats a wrong one.
+    if pools_checked >= 8 && pools_bad * 2 > pools_checked {
+        return Err(format!(
+            "the model's pool layout does not fit this heap: {pools_bad} of {pools_checked} pools in use contradict it"
+        ));
+    }
     Ok(PymallocHeap {
         model: model.name.clone(),
         python: None,
@@ -517,4 +541,81 @@ pub fn analyze(
         blocks,
         diagnostics: diags,
     })
+}
+
+/// Walk pymalloc if the process runs CPython. `Ok(None)`: no CPython here.
+/// Free-threaded builds (mimalloc instead of pymalloc) are refused, never guessed at.
+pub fn walk_process(
+    p: &Process,
+    models: &[CpythonModel],
+    collect_blocks: bool,
+) -> Result<Option<PymallocHeap>> {
+    let Some(py) = crate::image::version::detect_python(p) else {
+        return Ok(None);
+    };
+    if py.free_threaded {
+        return Err(Error::Unsupported(format!(
+            "{} is a free-threaded CPython {} build: its objects live in mimalloc heaps, which coreheap does not read yet",
+            py.module,
+            py.version.as_deref().unwrap_or("")
+        )));
+    }
+    let module = p
+        .modules
+        .modules
+        .iter()
+        .find(|m| m.path == py.module)
+        .expect("detect_python names a module");
+    let v = py.version.as_deref().and_then(Version::parse);
+    let mut order: Vec<&CpythonModel> = models
+        .iter()
+        .filter(|m| v.is_some_and(|v| m.covers(v)))
+        .collect();
+    let exact = !order.is_empty();
+    // Then the others: nearest to the version first (newest first when it is unknown).
+    let mut rest: Vec<&CpythonModel> = models
+        .iter()
+        .rev()
+        .filter(|m| !v.is_some_and(|v| m.covers(v)))
+        .collect();
+    if let Some(v) = v {
+        rest.sort_by_key(|m| m.distance(v));
+    }
+    order.extend(rest);
+    let mut errors = Vec::new();
+    for m in order {
+        match analyze(p, m, module, collect_blocks) {
+            Ok(mut h) => {
+                if let Some(rt) = py.runtime {
+                    h.diagnostics
+                        .extend(crate::models::debug_offsets::cross_check(p, rt, m));
+                }
+                if !exact {
+                    h.diagnostics.push(crate::error::Diagnostic::warning(match &py.version {
+                        Some(v) => format!(
+                            "CPython {v}: no layout model covers this version; the {} model's invariants hold and it was used",
+                            m.name
+                        ),
+                        None => format!(
+                            "CPython's version is not readable; the {} model's invariants hold and it was used",
+                            m.name
+                        ),
+                    }));
+                }
+                h.python = Some(py);
+                return Ok(Some(h));
+            }
+            Err(e) => errors.push(format!("{}: {e}", m.name)),
+        }
+        if exact && v.is_some() {
+            // The version is known and its model failed: other epochs' layouts would only
+            // produce a wrong answer with confidence.
+            break;
+        }
+    }
+    Err(Error::Other(format!(
+        "could not walk pymalloc in {}: {}",
+        py.module,
+        errors.join("; ")
+    )))
 }

@@ -1,0 +1,225 @@
+//! Analyses: plain, serialisable data computed from a process image. [`Analysis`] owns the
+//! allocator walks, the models and the type reader actually used; each command is one file
+//! that builds on it and imports no other command.
+
+pub mod census;
+pub mod diff;
+pub mod frag;
+pub mod info;
+pub mod objects;
+pub mod summary;
+
+use crate::addr::Addr;
+use crate::alloc::glibc::classes::{size_classes, SizeClass};
+use crate::alloc::glibc::GlibcHeap;
+use crate::alloc::pymalloc::PymallocHeap;
+use crate::error::{Diagnostic, Diagnostics, Error, Result};
+use crate::image::process::Process;
+use crate::models::{CpythonModel, GlibcModel};
+use crate::progress::{Progress, Unit};
+use crate::python::objects::Typer;
+use census::Census;
+use serde::Serialize;
+use std::path::Path;
+
+/// One object as commands list it: where, what, how big, and a preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectEntry {
+    pub address: Addr,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Bytes of the allocation holding the object (with GC head and pre-header).
+    pub bytes: u64,
+    pub preview: String,
+}
+
+impl ObjectEntry {
+    pub fn of(c: &Census, typer: &Typer, o: &census::Obj) -> ObjectEntry {
+        let ty = c.type_of(o);
+        ObjectEntry {
+            address: o.addr,
+            type_name: ty.name.clone(),
+            bytes: c.alloc_size(o),
+            preview: typer.preview(o.addr.0, ty),
+        }
+    }
+}
+
+/// Every layout model, built-in or from `--heap-models DIR`.
+pub struct Models {
+    pub glibc: Vec<GlibcModel>,
+    pub cpython: Vec<CpythonModel>,
+}
+
+impl Models {
+    pub fn load(dir: Option<&Path>) -> Result<Models> {
+        Ok(Models {
+            glibc: crate::models::glibc_models(dir)?,
+            cpython: crate::models::cpython_models(dir)?,
+        })
+    }
+}
+
+/// How much of an answer to give: the same limits for text and JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Rows per table (None: all).
+    pub top: Option<usize>,
+    /// Types that get samples in `diff`.
+    pub sampled_types: usize,
+    /// Samples per type.
+    pub samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            top: None,
+            sampled_types: 5,
+            samples: 3,
+        }
+    }
+}
+
+impl Limits {
+    pub fn cut<T>(&self, v: &mut Vec<T>) {
+        if let Some(n) = self.top {
+            v.truncate(n);
+        }
+    }
+}
+
+/// The walks of one process, the CPython model they were made with, its type reader, and
+/// the census; what every heap command starts from.
+pub struct Analysis<'a> {
+    pub process: &'a Process,
+    pub glibc: Option<GlibcHeap>,
+    pub pymalloc: Option<PymallocHeap>,
+    /// The CPython model pymalloc was walked with — also when it was chosen by invariants
+    /// because no model covers the version. Typing and previews use the same one.
+    pub cpython_model: Option<&'a CpythonModel>,
+    pub typer: Option<Typer<'a>>,
+    pub census: Option<Census>,
+    pub diagnostics: Diagnostics,
+}
+
+impl<'a> Analysis<'a> {
+    /// Walk every allocator and type the objects. An allocator whose walk fails is an
+    /// error diagnostic and the others still report; no allocator at all is an error.
+    pub fn run(p: &'a Process, models: &'a Models, progress: &dyn Progress) -> Result<Self> {
+        let name = p
+            .core
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut diagnostics = Diagnostics::default();
+        diagnostics.extend(p.diagnostics.iter().cloned());
+        let mut failures = Vec::new();
+
+        let phase = progress.phase(&format!("{name}: walking pymalloc"), None, Unit::Items);
+        let pymalloc = match crate::alloc::pymalloc::walk_process(p, &models.cpython, true) {
+            Ok(h) => h,
+            // A runtime coreheap does not read (a free-threaded build's mimalloc heaps) is
+            // refused: the glibc numbers alone would be a wrong answer given with confidence.
+            Err(e @ Error::Unsupported(_)) => return Err(e),
+            Err(e) => {
+                failures.push(e.to_string());
+                diagnostics.push(Diagnostic::error(format!("pymalloc: {e}")));
+                None
+            }
+        };
+        drop(phase);
+        let phase = progress.phase(
+            &format!("{name}: walking the glibc heap"),
+            None,
+            Unit::Items,
+        );
+        let glibc = match crate::alloc::glibc::analyze(p, &models.glibc) {
+            Ok(h) => h,
+            Err(e) => {
+                failures.push(e.to_string());
+                diagnostics.push(Diagnostic::error(format!("glibc malloc: {e}")));
+                None
+            }
+        };
+        drop(phase);
+        if glibc.is_none() && pymalloc.is_none() {
+            return Err(if failures.is_empty() {
+                Error::Unsupported(
+                    "no heap found in this core: neither glibc malloc nor CPython's pymalloc is mapped".into(),
+                )
+            } else {
+                Error::Other(failures.join("; "))
+            });
+        }
+        if let Some(g) = &glibc {
+            diagnostics.merge(&g.diagnostics);
+        }
+        let _phase = progress.phase(&format!("{name}: typing objects"), None, Unit::Items);
+        let mut cpython_model = None;
+        let mut typer = None;
+        let mut census = None;
+        if let Some(py) = &pymalloc {
+            diagnostics.merge(&py.diagnostics);
+            if py.python.as_ref().is_some_and(|x| x.probe.is_none()) {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "the names of built-in types (read-only data of the Python binary) are not readable: neither the core nor a verified file on disk holds them, so most objects stay untyped",
+                    )
+                    .hint("pass --sysroot DIR with the binaries the process ran, or dump with coredump_filter 0x37"),
+                );
+            }
+            cpython_model = models.cpython.iter().find(|m| m.name == py.model);
+            typer = cpython_model.and_then(|m| Typer::new(p, m));
+            match &typer {
+                Some(t) => census = Some(census::census(t, py, glibc.as_ref())),
+                None => diagnostics.push(Diagnostic::warning(
+                    "CPython found but its types cannot be read (no PyType_Type symbol)",
+                )),
+            }
+        }
+        Ok(Analysis {
+            process: p,
+            glibc,
+            pymalloc,
+            cpython_model,
+            typer,
+            census,
+            diagnostics,
+        })
+    }
+
+    /// Live allocations by allocator and size class (pymalloc blocks, glibc chunks), in
+    /// allocator then size order.
+    pub fn size_classes(&self) -> Vec<SizeClass> {
+        let mut classes = Vec::new();
+        if let Some(py) = &self.pymalloc {
+            for c in py.size_classes.iter().filter(|c| c.blocks_in_use > 0) {
+                classes.push(SizeClass {
+                    allocator: "pymalloc",
+                    size: c.size,
+                    count: c.blocks_in_use,
+                    bytes: c.blocks_in_use * c.size,
+                });
+            }
+        }
+        if let Some(g) = &self.glibc {
+            classes.extend(size_classes(g));
+        }
+        classes
+    }
+
+    /// The census and its type reader, or why there is none.
+    pub fn python(&self) -> Result<(&Census, &Typer<'a>)> {
+        match (&self.census, &self.typer) {
+            (Some(c), Some(t)) => Ok((c, t)),
+            _ if self.pymalloc.is_none() => Err(Error::Unsupported(
+                "no CPython heap in this core: this command lists Python objects".into(),
+            )),
+            _ => Err(Error::Unsupported(
+                "CPython found, but its types cannot be read (see the warnings above)".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The command line: clap definitions, one `run` per command, progress and colour, and the
+//! mapping of errors to exit codes (0 success, 2 error; a closed stdout pipe is success).
+
+mod progress;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coreheap::analysis::{self, Analysis, Limits, Models};
+use coreheap::error::{Diagnostic, Error, Severity};
+use coreheap::image::modules::SearchPaths;
+use coreheap::report::{self, Text};
+use coreheap::{Options, Process};
+use progress::Bars;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "coreheap",
+    version,
+    about = "Where did this service's memory go? Heap and Python object census from Linux core dumps.",
+    long_about = None,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorWhen {
+    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args, Clone)]
+struct Global {
+    /// Write JSON to stdout instead of text tables (every document carries a "schema").
+    #[arg(long, global = true)]
+    json: bool,
+    /// Look for the binaries the core maps under DIR first (e.g. a copy of the container's root).
+    #[arg(long, global = true, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
+    /// Look for separate debug files (DIR/.build-id/xx/yyyy.debug) under DIR.
+    #[arg(long = "debug-dir", global = true, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
+    /// Read heap layout models from DIR instead of the built-in ones.
+    #[arg(long = "heap-models", global = true, value_name = "DIR")]
+    heap_models: Option<PathBuf>,
+    /// No progress bars and no notes; warnings and errors are still printed.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// When to colour the text output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    color: ColorWhen,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SummaryBy {
+    /// Live Python objects by type, then allocations by size class.
+    Type,
+    /// Allocations by size class only.
+    Size,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What the core is: process, threads, signal, mappings, modules, glibc and CPython versions.
+    Info {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+    },
+    /// Live Python objects by type and allocations by size class.
+    Summary {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// What to group by.
+        #[arg(long, value_enum, default_value_t = SummaryBy::Type)]
+        by: SummaryBy,
+        /// Show only the N largest rows of each table (text and JSON alike).
+        #[arg(long, value_name = "N")]
+        top: Option<usize>,
+    },
+    /// Instances of one Python type, with a short preview of each.
+    Objects {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// The type, named as `summary` names it (e.g. `dict`, `app.models.Response`).
+        #[arg(long = "type", value_name = "NAME")]
+        type_name: String,
+        /// Show at most N instances.
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// What accumulated, and what shrank, between two cores, by type and size class.
+    Diff {
+        /// The older core.
+        old: PathBuf,
+        /// The newer core.
+        new: PathBuf,
+        /// Rows per section (grew, shrank), text and JSON alike.
+        #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
+        top: usize,
+    },
+    /// Fragmentation of the glibc arenas and the pymalloc arenas.
+    Frag {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are successes; usage errors exit 2.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Failure::Error(e)) => {
+            // One line, whatever the error's own text looks like, and never a raw control
+            // character from the core.
+            let msg = e.to_string();
+            let msg: Vec<&str> = msg.split_whitespace().collect();
+            eprintln!("coreheap: error: {}", report::clean(&msg.join(" ")));
+            ExitCode::from(2)
+        }
+    }
+}
+
+enum Failure {
+    BrokenPipe,
+    Error(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Failure::BrokenPipe
+        } else {
+            Failure::Error(Error::Other(format!("writing output: {e}")))
+        }
+    }
+}
+
+fn options(g: &Global) -> Options {
+    Options {
+        search: SearchPaths {
+            sysroot: g.sysroot.clone(),
+            debug_dirs: g.debug_dir.clone(),
+            skip_system_debug: false,
+            core_only: false,
+        },
+        heap_models: g.heap_models.clone(),
+    }
+}
+
+fn print_diagnostics(g: &Global, diags: &[Diagnostic]) {
+    for d in diags {
+        if d.severity == Severity::Info && g.quiet {
+            continue;
+        }
+        eprintln!("coreheap: {}", report::clean(&d.to_string()));
+    }
+}
+
+fn text_style(g: &Global) -> Text {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let color = match g.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => !no_color && io::stdout().is_terminal(),
+    };
+    Text {
+        color: color && !g.json,
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let g = &cli.global;
+    let opts = options(g);
+    let bars = Bars::new(g.quiet);
+    let text = text_style(g);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let models = || Models::load(g.heap_models.as_deref());
+    match &cli.command {
+        Command::Info { core } => {
+            let p = Process::open(core, &opts, &bars)?;
+            let info = analysis::info::info(&p);
+            print_diagnostics(g, &info.diagnostics);
+            if g.json {
+                report::write_json(&mut out, "info", &info)?;
+            } else {
+                report::info::write_text(&mut out, &info, text)?;
+            }
+        }
+        Command::Frag { core } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let f = analysis::frag::frag(&a);
+            print_diagnostics(g, &f.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "frag", &f)?;
+            } else {
+                report::frag::write_text(&mut out, &f, text)?;
+            }
+        }
+        Command::Summary { core, top, by } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let by = match by {
+                SummaryBy::Type => analysis::summary::By::Type,
+                SummaryBy::Size => analysis::summary::By::Size,
+            };
+            let limits = Limits {
+                top: *top,
+                ..Limits::default()
+            };
+            let s = analysis::summary::summary(&a, by, &limits);
+            print_diagnostics(g, &s.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "summary", &s)?;
+            } else {
+                report::summary::write_text(&mut out, &s, text)?;
+            }
+        }
+        Command::Objects {
+            core,
+            type_name,
+            limit,
+        } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            print_diagnostics(g, &a.diagnostics.to_vec());
+            let list = analysis::objects::objects(&a, type_name, *limit)?;
+            if g.json {
+                report::write_json(&mut out, "objects", &list)?;
+            } else {
+                report::objects::write_text(&mut out, &list, text)?;
+            }
+        }
+        Command::Diff { old, new, top } => {
+            let models = models()?;
+            let po = Process::open(old, &opts, &bars)?;
+            let pn = Process::open(new, &opts, &bars)?;
+            let (a, b) = analysis::diff::analyze_pair(&po, &pn, &models, &bars)?;
+            let limits = Limits {
+                top: Some(*top),
+                ..Limits::default()
+            };
+            let d = analysis::diff::diff(&a, &b, &limits);
+            print_diagnostics(g, &d.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "diff", &d)?;
+            } else {
+                report::diff::write_text(&mut out, &d, text)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

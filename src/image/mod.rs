@@ -1,0 +1,8 @@
+//! The process image: the core file, one address space over it and the verified on-disk
+//! files, the modules with their symbols, and the runtimes' versions.
+
+pub mod core;
+pub mod memory;
+pub mod modules;
+pub mod process;
+pub mod version;

@@ -1,0 +1,63 @@
+//! Text rendering of `coreheap summary`.
+
+use super::{clean, human_bytes, Align, Table, Text};
+use crate::analysis::summary::{By, Summary};
+use std::io::{self, Write};
+
+pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> {
+    if let (By::Type, Some(total)) = (s.by, &s.types_total) {
+        writeln!(
+            w,
+            "live Python objects and other allocations by type: {}, {}",
+            total.count,
+            human_bytes(total.bytes)
+        )?;
+        let mut t = Table::new(&[
+            ("TYPE", Align::Left),
+            ("COUNT", Align::Right),
+            ("BYTES", Align::Right),
+        ]);
+        for r in &s.types {
+            t.row(vec![
+                r.name.clone(),
+                r.count.to_string(),
+                human_bytes(r.bytes),
+            ]);
+        }
+        t.write(w, "  ", text)?;
+        if !s.freelists.is_empty() {
+            let fl: Vec<String> = s
+                .freelists
+                .iter()
+                .map(|f| format!("{} {}", f.count, clean(&f.name)))
+                .collect();
+            writeln!(
+                w,
+                "  free-list residents (not counted above): {}",
+                fl.join(", ")
+            )?;
+        }
+        writeln!(w)?;
+    }
+    let mut t = Table::new(&[
+        ("ALLOCATOR", Align::Left),
+        ("SIZE", Align::Right),
+        ("COUNT", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for r in &s.size_classes {
+        t.row(vec![
+            r.allocator.to_string(),
+            r.size.to_string(),
+            r.count.to_string(),
+            human_bytes(r.bytes),
+        ]);
+    }
+    writeln!(
+        w,
+        "live allocations by size class: {}, {}",
+        s.size_classes_total.count,
+        human_bytes(s.size_classes_total.bytes)
+    )?;
+    t.write(w, "  ", text)
+}
