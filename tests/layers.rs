@@ -82,6 +82,13 @@ fn modules_depend_one_way() {
         let text = std::fs::read_to_string(&f).unwrap();
         // Test modules may reach anywhere.
         let text = text.split("#[cfg(test)]").next().unwrap();
+        // Comments may name any module.
+        let text: String = text
+            .lines()
+            .map(|l| l.split("//").next().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = text.as_str();
         if parts[0] == "cli" || parts[0] == "main" {
             continue; // the binary: uses the library through `coreheap::`
         }
