@@ -6,6 +6,7 @@ mod corpus;
 mod damage;
 mod diff;
 mod glibc;
+mod libs;
 mod mutation;
 mod pymalloc;
 mod synth;
