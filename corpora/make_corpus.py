@@ -3,7 +3,7 @@
 
   make_corpus.py generate [--out DIR] [--envs host,pyenv,bullseye,trixie,sid]
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
-                          [--scenarios c_heap,py_heap,py_leak,py_frag]
+                          [--scenarios c_heap,py_heap,py_leak,py_frag,py_libs]
   make_corpus.py reference [--force] [--py-scale F] [--scenarios c_heap]
   make_corpus.py roots [--envs bullseye,trixie,sid]
 

@@ -8,10 +8,13 @@ use coreheap::summary::Analysis;
 use std::collections::BTreeMap;
 
 pub fn analyze(case: &Case) -> Analysis {
-    let p = corpus::open(case);
+    analyze_process(case, &corpus::open(case))
+}
+
+pub fn analyze_process(case: &Case, p: &coreheap::Process) -> Analysis {
     let g = coreheap::models::glibc_models(None).unwrap();
     let c = coreheap::models::cpython_models(None).unwrap();
-    coreheap::summary::analyze(&p, &g, &c).unwrap_or_else(|e| panic!("{}: {e}", case.name))
+    coreheap::summary::analyze(p, &g, &c).unwrap_or_else(|e| panic!("{}: {e}", case.name))
 }
 
 /// "N free PyDictObjects", "N free K-sized PyTupleObjects" ... summed per type.
@@ -52,8 +55,7 @@ pub fn counts_by_name(
         let e = m.entry(ti.name.clone()).or_default();
         e.0 += 1;
         if ti.flags & HAVE_GC != 0
-            && p
-                .space
+            && p.space
                 .read_u64(coreheap::addr::Addr(o.addr.0.wrapping_sub(16)))
                 .is_ok_and(|next| next != 0)
         {
@@ -106,13 +108,22 @@ pub fn check_full_census(
 }
 
 pub fn check(case: &Case) -> Vec<String> {
-    let a = analyze(case);
-    let t = corpus::truth(case);
+    let p = corpus::open(case);
+    let a = analyze_process(case, &p);
+    check_with(case, &p, &a, &corpus::truth(case))
+}
+
+/// `check` on an analysis already made.
+pub fn check_with(
+    case: &Case,
+    p: &coreheap::Process,
+    a: &Analysis,
+    t: &serde_json::Value,
+) -> Vec<String> {
     let Some(census) = &a.census else {
         return vec![format!("{}: no census", case.name)];
     };
-    let p = corpus::open(case);
-    let mut bad = check_full_census(case, &p, census, &t);
+    let mut bad = check_full_census(case, p, census, t);
     if let Some(dms) = &case.dms {
         let want = dms_freelists(&std::fs::read_to_string(dms).unwrap());
         for (name, n) in want {

@@ -14,13 +14,13 @@ use crate::{census, pymalloc};
 use std::collections::{BTreeMap, HashMap};
 
 fn check(case: &Case) -> Vec<String> {
-    let mut bad = census::check(case);
-    let a = census::analyze(case);
+    let p = corpus::open(case);
+    let a = census::analyze_process(case, &p);
     let t = corpus::truth(case);
+    let mut bad = census::check_with(case, &p, &a, &t);
     let Some(c) = &a.census else {
         return bad;
     };
-    let p = corpus::open(case);
 
     // Samples by address.
     let live: HashMap<u64, &str> = c
@@ -78,7 +78,10 @@ fn check(case: &Case) -> Vec<String> {
     if let Some(cy) = t["cython_types"].as_object() {
         for name in cy.keys() {
             if !counts.contains_key(name.as_str()) {
-                bad.push(format!("{}: Cython type {name}: not in coreheap's census", case.name));
+                bad.push(format!(
+                    "{}: Cython type {name}: not in coreheap's census",
+                    case.name
+                ));
             }
             let bare = name.split_once('.').map(|x| x.1).unwrap_or(name);
             if let Some(&(n, _)) = counts.get(bare) {

@@ -191,6 +191,8 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     del objs, names
     truth["census"] = dict(sorted(counts.items()))
     truth["census_total"] = sum(counts.values())
+    # gc.get_objects() does not list the permanent generation (gc.freeze()).
+    truth["gc_freeze_count"] = gc.get_freeze_count()
     if cython_types:
         # Cython's shared types (cython_function_or_method, fused_cython_function, ...)
         # live in a per-Cython-version module "_cython_X_Y_Z".
