@@ -3,7 +3,7 @@
 
   make_corpus.py generate [--out DIR] [--envs host,pyenv,bullseye,trixie,sid]
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
-                          [--scenarios c_heap,py_heap,py_leak,py_frag]
+                          [--scenarios c_heap,py_heap,py_leak,py_frag,py_libs]
   make_corpus.py reference [--force] [--py-scale F] [--scenarios c_heap]
   make_corpus.py roots [--envs bullseye,trixie,sid]
 
@@ -24,6 +24,8 @@ chroot environments, on the host itself for host/pyenv).
 """
 
 import argparse
+import configparser
+import glob
 import json
 import os
 import resource
@@ -38,13 +40,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCEN_SRC = os.path.join(HERE, "scenarios")
 CACHE = os.path.abspath(os.path.expanduser(os.environ.get("COREHEAP_CACHE", "~/.cache/coreheap")))
 ROOTS = os.path.join(CACHE, "roots")
-MIRROR = os.environ.get("COREHEAP_MIRROR", "http://deb.debian.org/debian")
+VENVS = os.path.join(CACHE, "venvs")  # py_libs virtual environments of host/pyenv
 PYENV_ROOT = os.path.abspath(os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv")))
 IN_ROOT_PREFIX = "/opt/coreheap"  # same path inside every root, and on the host
 REFERENCE_DIR = os.path.join(HERE, "reference")
 REFERENCE_LIMIT = 60 * 1000 * 1000
 
-ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag"]
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs"]
+# py_libs: what make_corpus.py installs from PyPI into a virtual environment per
+# interpreter (pip picks the newest versions compatible with each Python; wheels only,
+# so a library without a wheel for an interpreter fails fast and is left out there).
+LIB_PACKAGES = ["numpy", "pandas", "SQLAlchemy", "lxml", "requests"]
+IN_ROOT_VENV = IN_ROOT_PREFIX + "/venv"  # py_libs venv inside a Debian root
 DEFAULT_ENVS = "host,pyenv,bullseye,trixie,sid"
 # debootstrap cannot resolve gdb's dependencies on some suites (virtual
 # packages, e.g. bookworm's libboost-regex1.74.0-icu72): gdb comes with apt-get.
@@ -58,6 +65,7 @@ T_TO_STOP = 300  # scenario start -> stopped / aborted
 T_GCORE = 600
 T_ZSTD = 1800
 T_PROBE = 60
+T_PIP = 900
 
 NT_PRSTATUS = 1
 NT_SIGINFO = 0x53494749
@@ -75,6 +83,43 @@ PY_ENV = {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
 
 class Failure(Exception):
     pass
+
+
+def apt_mirror():
+    """The Debian mirror debootstrap uses: $COREHEAP_MIRROR, else the machine's own apt
+    configuration (the first `URIs:` of /etc/apt/sources.list.d/*.sources, else the
+    first `deb` line of /etc/apt/sources.list), so no host is named here."""
+    env = os.environ.get("COREHEAP_MIRROR")
+    if env:
+        return env
+    schemes = ("http://", "https://", "ftp://", "file:")
+    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.strip().lower().startswith("uris:"):
+                        for uri in line.split(":", 1)[1].split():
+                            if uri.startswith(schemes):
+                                return uri
+        except OSError:
+            continue
+    try:
+        with open("/etc/apt/sources.list") as f:
+            for line in f:
+                parts = line.split()
+                if not parts or parts[0] != "deb":
+                    continue
+                parts = parts[1:]
+                if parts and parts[0].startswith("["):  # deb [arch=... signed-by=...] URI
+                    while parts and not parts[0].endswith("]"):
+                        parts.pop(0)
+                    parts = parts[1:]
+                if parts and parts[0].startswith(schemes):
+                    return parts[0]
+    except OSError:
+        pass
+    raise Failure("no Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: "
+                  "set COREHEAP_MIRROR")
 
 
 def log(msg):
@@ -331,7 +376,7 @@ def ensure_root(env):
         with open(logp, "w") as f:
             f.write("debootstrap %s\n" % suite)
         _, dt = run(["debootstrap", "--variant=minbase", "--include=" + ",".join(ROOT_PACKAGES),
-                     suite, tmp, MIRROR], T_DEBOOTSTRAP, "debootstrap " + suite, log_path=logp)
+                     suite, tmp, apt_mirror()], T_DEBOOTSTRAP, "debootstrap " + suite, log_path=logp)
         os.rename(tmp, root)
         with open(logp, "a") as f:
             f.write("done 0\n")
@@ -380,6 +425,138 @@ def install_scenarios(env, need_c, logdir):
     info["glibc_version"] = lines[1].strip().replace("glibc ", "")
     out, _ = run(env.wrap(["gdb", "--version"]), T_PROBE, "gdb --version in " + env.name)
     info["gdb"] = out.splitlines()[0] if out else None
+
+
+# ------------------------------------------------------------------ py_libs venvs
+def host_pip_cert():
+    """The CA bundle the machine's pip is set up with ($PIP_CERT, the `cert` of the
+    global pip config), else the system bundle: copied into a root for pip there."""
+    if os.environ.get("PIP_CERT"):
+        return os.environ["PIP_CERT"]
+    for conf in ("/etc/pip.conf", "/etc/xdg/pip/pip.conf"):
+        cp = configparser.ConfigParser()
+        try:
+            cp.read(conf)
+        except configparser.Error:
+            continue
+        for sec in ("install", "global"):
+            if cp.has_option(sec, "cert"):
+                return cp.get(sec, "cert")
+    for f in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if f and os.path.exists(f):
+            return f
+    return None
+
+
+def pip_env(env):
+    """Environment for pip: the clean one plus the machine's PIP_* settings (index,
+    timeout, certificate); inside a root, host paths are replaced by copies in the root."""
+    penv = dict(CLEAN_ENV)
+    for k, v in os.environ.items():
+        if k.startswith("PIP_") and k not in ("PIP_CERT", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
+            penv[k] = v
+    penv["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    penv["PIP_NO_INPUT"] = "1"
+    if not env.chroot:
+        for k in ("PIP_CERT", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
+            if os.environ.get(k):
+                penv[k] = os.environ[k]
+        return penv
+    cert = host_pip_cert()
+    if cert and os.path.exists(cert):
+        dst = IN_ROOT_PREFIX + "/pip/ca.pem"
+        os.makedirs(os.path.dirname(env.host_path(dst)), exist_ok=True)
+        shutil.copyfile(cert, env.host_path(dst))
+        penv["PIP_CERT"] = dst
+    for conf in ("/etc/pip.conf", "/etc/xdg/pip/pip.conf"):
+        if os.path.exists(conf):
+            dst = IN_ROOT_PREFIX + "/pip/pip.conf"
+            shutil.copyfile(conf, env.host_path(dst))
+            penv["PIP_CONFIG_FILE"] = dst
+            break
+    shutil.copyfile("/etc/resolv.conf", env.host_path("/etc/resolv.conf"))
+    return penv
+
+
+def venv_dir(env):
+    """In-environment path of the py_libs venv (cached: never in the repository)."""
+    return IN_ROOT_VENV if env.chroot else os.path.join(VENVS, env.name)
+
+
+def ensure_libs_venv(env, logdir):
+    """Create (once, cached) the py_libs virtual environment of env and install
+    LIB_PACKAGES into it, one by one, wheels only. Returns the info recorded in
+    index.json: venv, python, seconds, installed {name: version}, failed {name: error}.
+    A library that does not install is left out for this interpreter only."""
+    t0 = time.time()
+    vdir = venv_dir(env)
+    vpy = vdir + "/bin/python"
+    stamp_path = env.host_path(vdir + "/coreheap-libs.json")
+    pyver = env.info.get("python_version")
+    try:
+        with open(stamp_path) as f:
+            stamp = json.load(f)
+        if stamp.get("python_version") == pyver and stamp.get("packages") == LIB_PACKAGES:
+            stamp["cached"] = True
+            stamp["seconds"] = round(time.time() - t0, 1)
+            return stamp
+    except (OSError, ValueError):
+        pass
+    logp = os.path.join(logdir, "venv-%s.log" % env.name)
+    log("  creating the py_libs venv %s%s (log: %s)" % (
+        "" if env.root == "/" else env.root, vdir, logp))
+    if os.path.exists(env.host_path(vdir)):
+        shutil.rmtree(env.host_path(vdir))
+    os.makedirs(os.path.dirname(env.host_path(vdir)), exist_ok=True)
+    try:
+        run(env.wrap([env.python, "-m", "venv", vdir]), T_APT, "venv in " + env.name, log_path=logp)
+    except Failure:
+        # Debian splits ensurepip off into python3-venv.
+        if env.kind == "pyenv":
+            raise
+        log("  installing python3-venv in %s" % env.name)
+        if os.path.exists(env.host_path(vdir)):
+            shutil.rmtree(env.host_path(vdir))
+        if env.chroot:
+            shutil.copyfile("/etc/resolv.conf", env.host_path("/etc/resolv.conf"))
+        run(env.wrap(["apt-get"] + APT_OPTS + ["update"]), T_APT, "apt-get update in " + env.name,
+            log_path=logp)
+        run(env.wrap(["apt-get"] + APT_OPTS + ["install", "-y", "--no-install-recommends",
+                                              "python3-venv"]),
+            T_APT, "apt-get install python3-venv in " + env.name, log_path=logp)
+        run(env.wrap([env.python, "-m", "venv", vdir]), T_APT, "venv in " + env.name, log_path=logp)
+    penv = pip_env(env)
+    pip = env.wrap([vpy, "-m", "pip", "install", "--quiet"])
+    try:  # an old bundled pip may not know the newest wheel tags; not fatal
+        run(pip + ["--upgrade", "pip"], T_PIP, "pip upgrade in " + env.name, env=penv, log_path=logp)
+    except Failure as e:
+        log("  %s: pip upgrade failed, keeping the bundled pip: %s" % (env.name, str(e).splitlines()[0]))
+    installed, failed = {}, {}
+    for pkg in LIB_PACKAGES:
+        try:
+            run(pip + ["--only-binary", ":all:", pkg], T_PIP, "pip install %s in %s" % (pkg, env.name),
+                env=penv, log_path=logp)
+        except Failure as e:
+            lines = [x for x in str(e).splitlines() if x.strip()]
+            err = [x for x in lines if x.startswith("ERROR")]
+            failed[pkg] = (err or lines)[0][:300]
+            log("  %s: %s does not install: %s" % (env.name, pkg, failed[pkg]))
+    out, _ = run(env.wrap([vpy, "-m", "pip", "list", "--format=json"]), T_PROBE,
+                 "pip list in " + env.name, env=penv)
+    versions = {d["name"].lower(): d["version"] for d in json.loads(out[out.index("["):])}
+    for pkg in LIB_PACKAGES:
+        if pkg not in failed:
+            installed[pkg] = versions.get(pkg.lower(), "?")
+    stamp = {"venv": vdir, "python": vpy, "python_version": pyver, "packages": LIB_PACKAGES,
+             "installed": installed, "failed": failed, "created_unix": int(time.time()),
+             "install_seconds": round(time.time() - t0, 1)}
+    with open(stamp_path, "w") as f:
+        json.dump(stamp, f, indent=1)
+    stamp = dict(stamp, cached=False, seconds=round(time.time() - t0, 1))
+    log("  venv ready in %.0fs: %s%s" % (time.time() - t0, ", ".join(
+        "%s %s" % kv for kv in sorted(installed.items())),
+        ("; not installed: " + ", ".join(sorted(failed))) if failed else ""))
+    return stamp
 
 
 # ------------------------------------------------------------------ core_pattern
@@ -549,7 +726,10 @@ def parse_dms(path):
 def scenario_cmd(env, scen, kind, extra):
     if scen == "c_heap":
         return [IN_ROOT_PREFIX + "/bin/c_heap", kind] + extra
-    return [env.python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % scen, kind] + extra
+    python = env.python
+    if scen == "py_libs":
+        python = env.info.get("libs", {}).get("python") or env.python
+    return [python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % scen, kind] + extra
 
 
 def stages_of(scen):
@@ -700,6 +880,9 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
             with open(ab) as f:
                 stage["allocated_blocks"] = int(f.read().strip())
         entry["stages"].append(stage)
+        if scen == "py_libs":
+            entry["libraries"] = truth.get("libraries")
+            entry["libraries_missing"] = truth.get("libraries_missing")
         entry["glibc_version"] = truth.get("glibc_version")
         entry["python_version"] = truth.get("python_version")
     entry["core"] = entry["stages"][0]["core"]
@@ -743,6 +926,14 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                 failures.append({"env": env.name, "error": str(e)})
                 log("[%s] FAILED to prepare: %s" % (env.name, e))
                 continue
+            if "py_libs" in scen_here:
+                try:
+                    env.info["libs"] = ensure_libs_venv(env, logdir)
+                except Failure as e:
+                    # py_libs still runs, with the stdlib populations only; the failure is recorded.
+                    failures.append({"env": env.name, "error": "py_libs venv: %s" % e})
+                    log("[%s] FAILED to make the py_libs venv (py_libs runs without libraries): %s"
+                        % (env.name, e))
             env_info[env.name] = dict(env.info, kind=env.kind, suite=env.suite, sysroot=env.root)
             for scen in scen_here:
                 for kind in kinds:
@@ -772,6 +963,9 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
         "created_unix": int(time.time()),
         "seconds": round(time.time() - t_all, 1),
         "envs": env_info,
+        # py_libs: libraries that did not install per environment (left out there only)
+        "libs_not_installed": {n: i["libs"]["failed"] for n, i in env_info.items()
+                               if i.get("libs", {}).get("failed")},
         "cases": entries,
         "failures": failures,
     }

@@ -8,6 +8,7 @@ mod damage;
 mod diff;
 mod glibc;
 mod layers;
+mod libs;
 mod mutation;
 mod pymalloc;
 mod synth;

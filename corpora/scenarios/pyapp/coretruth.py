@@ -134,11 +134,32 @@ def write_file(path, text):
     os.close(fd)
 
 
+# ---------------------------------------------------------------- type names
+def type_key(t):
+    """The census key of type t: "module.qualname" ("dict" for builtins), as
+    repr(t) names it.  A heap type whose __module__ is not a str (Cython 3.1+'s
+    _common_types_metatype has a getset descriptor there) is named by its tp_name,
+    which is what type.__repr__ then prints."""
+    mod = t.__dict__.get("__module__") if t.__flags__ & (1 << 9) else None
+    if not t.__flags__ & (1 << 9):  # static type: tp_name is "module.name" or "name"
+        mod = getattr(t, "__module__", None)
+    qual = getattr(t, "__qualname__", None)
+    if type(mod) is not str or type(qual) is not str:
+        r = type.__repr__(t)
+        if r.startswith("<class '") and r.endswith("'>"):
+            return r[8:-2]
+        return t.__name__
+    return qual if mod == "builtins" else "%s.%s" % (mod, qual)
+
+
+_type_key = type_key
+
+
 # ---------------------------------------------------------------- the end
 def finish(truth, kernel, truth_path, blocks_path, dms_path,
            _getpid=os.getpid, _dup2=os.dup2, _getab=sys.getallocatedblocks,
            _write=os.write, _dms=sys._debugmallocstats, _abort=os.abort,
-           _kill=os.kill, _sigstop=SIGSTOP):
+           _kill=os.kill, _sigstop=SIGSTOP, cython_types=False):
     """Census + truth file + final step.  In gcore mode this returns after
     the process is continued (SIGCONT); in kernel mode it never returns.
 
@@ -164,21 +185,25 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
         t = type(o)
         key = names.get(t)
         if key is None:
-            mod = getattr(t, "__module__", None)
-            qual = getattr(t, "__qualname__", t.__name__)
-            key = qual if mod in (None, "builtins") else "%s.%s" % (mod, qual)
-            names[t] = key
+            key = names[t] = _type_key(t)
         counts[key] = counts.get(key, 0) + 1
-    o = t = key = mod = qual = None
+    o = t = key = None
     del objs, names
     truth["census"] = dict(sorted(counts.items()))
     truth["census_total"] = sum(counts.values())
+    # gc.get_objects() does not list the permanent generation (gc.freeze()).
+    truth["gc_freeze_count"] = gc.get_freeze_count()
+    if cython_types:
+        # Cython's shared types (cython_function_or_method, fused_cython_function, ...)
+        # live in a per-Cython-version module "_cython_X_Y_Z".
+        truth["cython_types"] = {k: v for k, v in truth["census"].items() if k.startswith("_cython_")}
     data = dumps(truth).encode("ascii")
     while data:
         written = os.write(fd_truth, data)
         data = data[written:]
     os.close(fd_truth)
     del truth["census"], counts, data, written
+    truth.pop("cython_types", None)
 
     # ---- final step: nothing below allocates except n and s
     _dup2(fd_dms, 2)
