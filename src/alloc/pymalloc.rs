@@ -32,7 +32,11 @@ const ARENA_OBJECT_SIZE: u64 = 48;
 pub struct ClassStats {
     pub size: u64,
     pub pools: u64,
+    /// Blocks in use ("count" in JSON, as every size-class row of every command).
+    #[serde(rename = "count")]
     pub blocks_in_use: u64,
+    /// Free blocks in the class's pools.
+    #[serde(rename = "free_count")]
     pub blocks_free: u64,
 }
 

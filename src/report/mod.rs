@@ -77,8 +77,14 @@ impl Table {
     /// A row; every cell is sanitised (cells hold names and paths from the core).
     pub fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows
-            .push(cells.into_iter().map(|c| clean(&c).into_owned()).collect());
+        let cells = cells
+            .into_iter()
+            .map(|c| match clean(&c) {
+                Cow::Borrowed(_) => c,
+                Cow::Owned(o) => o,
+            })
+            .collect();
+        self.rows.push(cells);
     }
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()

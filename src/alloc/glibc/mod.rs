@@ -105,6 +105,8 @@ impl Chunk {
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Count {
+    /// Chunks ("count" in JSON, the one vocabulary of every command).
+    #[serde(rename = "count")]
     pub chunks: u64,
     pub bytes: u64,
 }
@@ -178,6 +180,7 @@ pub struct TcacheInfo {
     /// Thread whose TLS `tcache` slot points here, when found that way.
     pub tid: Option<u32>,
     pub found_by: &'static str,
+    #[serde(rename = "count")]
     pub chunks: u64,
     pub bytes: u64,
 }
