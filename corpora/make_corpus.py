@@ -4,7 +4,7 @@
   make_corpus.py generate [--out DIR] [--envs host,pyenv,bullseye,trixie,sid]
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
                           [--scenarios c_heap,py_heap,py_leak,py_frag,py_libs]
-  make_corpus.py reference [--force] [--py-scale F] [--scenarios c_heap]
+  make_corpus.py reference [--force] [--py-scale F] [--scenarios py_heap,c_heap,py_leak]
   make_corpus.py roots [--envs bullseye,trixie,sid]
 
 Must run as root (chroot, /proc/sys/kernel/core_pattern, /opt/coreheap).
@@ -25,6 +25,7 @@ chroot environments, on the host itself for host/pyenv).
 
 import argparse
 import configparser
+import filecmp
 import glob
 import json
 import os
@@ -45,6 +46,11 @@ PYENV_ROOT = os.path.abspath(os.path.expanduser(os.environ.get("PYENV_ROOT", "~/
 IN_ROOT_PREFIX = "/opt/coreheap"  # same path inside every root, and on the host
 REFERENCE_DIR = os.path.join(HERE, "reference")
 REFERENCE_LIMIT = 60 * 1000 * 1000
+# The committed reference set: (scenario, kind, environments). py_leak (two cores, ~2 MB
+# compressed) is made in the host environment only: one pair is enough for `diff`.
+REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
+                   ("c_heap", "kernel", "host,bullseye,trixie,sid"),
+                   ("py_leak", "gcore", "host")]
 
 ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs"]
 # py_libs: what make_corpus.py installs from PyPI into a virtual environment per
@@ -1011,19 +1017,28 @@ def reference(args):
     envs = resolve_envs("host,bullseye,trixie,sid")
     t0 = time.time()
     entries = []
-    chosen = split(args.scenarios) if args.scenarios else ["py_heap", "c_heap"]
-    partial = set(chosen) != {"py_heap", "c_heap"}
+    every = [scen for scen, _k, _e in REFERENCE_CASES]
+    chosen = split(args.scenarios) if args.scenarios else every
+    for scen in chosen:
+        if scen not in every:
+            raise Failure("the reference set has no %r cases (have %s)" % (scen, ", ".join(every)))
+    partial = set(chosen) != set(every)
     if partial and not os.path.exists(os.path.join(REFERENCE_DIR, "index.json")):
         raise Failure("--scenarios replaces part of an existing reference set; there is none")
-    for scen, kind in (("py_heap", "gcore"), ("c_heap", "kernel")):
+    env_info = {}
+    for scen, kind, env_spec in REFERENCE_CASES:
         if scen not in chosen:
             continue
-        e, fails = generate(work, envs, [kind], ["0x33"], [scen], py_scale=args.py_scale)
+        names = set(split(env_spec))
+        e, fails = generate(work, [x for x in envs if x.name in names], [kind], ["0x33"], [scen],
+                            py_scale=args.py_scale)
         if fails:
             raise Failure("reference: %d failures, see above" % len(fails))
         entries.extend(e)
-    with open(os.path.join(work, "index.json")) as f:
-        env_info = json.load(f)["envs"]
+        # index.json lists the last run's environments only: merge them (c_heap adds gcc)
+        with open(os.path.join(work, "index.json")) as f:
+            for n, info in json.load(f)["envs"].items():
+                env_info[n] = dict(env_info.get(n, {}), **info)
 
     stage_dir = REFERENCE_DIR + ".new"
     if os.path.exists(stage_dir):
@@ -1039,47 +1054,54 @@ def reference(args):
         rel = "%s/%s-%s-%s" % (suite, ent["scenario"], ent["kind"], ent["filter"])
         dst_dir = os.path.join(stage_dir, rel)
         os.makedirs(dst_dir)
+        cores = ["core" + sfx(st["stage"]) for st in ent["stages"]]  # py_leak: core_A, core_B
         for name in sorted(os.listdir(src_dir)):
-            if name in ("core", "stdout.txt", "stderr.txt", "gcore.log"):
+            if name in cores or name in ("stdout.txt", "stderr.txt", "gcore.log"):
                 continue
             shutil.copyfile(os.path.join(src_dir, name), os.path.join(dst_dir, name))
-        tz = time.time()
-        run(["zstd", "-19", "--long", "-T2", "-q", "-f", os.path.join(src_dir, "core"),
-             "-o", os.path.join(dst_dir, "core.zst")], T_ZSTD, "zstd " + rel)
-        log("  zstd %-36s %.1fs: %.1f MB -> %.2f MB" % (
-            rel, time.time() - tz, os.path.getsize(os.path.join(src_dir, "core")) / 1e6,
-            os.path.getsize(os.path.join(dst_dir, "core.zst")) / 1e6))
-        st = ent["stages"][0]
+        for core in cores:
+            tz = time.time()
+            run(["zstd", "-19", "--long", "-T2", "-q", "-f", os.path.join(src_dir, core),
+                 "-o", os.path.join(dst_dir, core + ".zst")], T_ZSTD, "zstd %s/%s" % (rel, core))
+            log("  zstd %-44s %.1fs: %.1f MB -> %.2f MB" % (
+                rel + "/" + core, time.time() - tz, os.path.getsize(os.path.join(src_dir, core)) / 1e6,
+                os.path.getsize(os.path.join(dst_dir, core + ".zst")) / 1e6))
         files = sysroot_files.setdefault(suite, set())
-        for path in st["mapped_files"]:
-            if path.endswith(" (deleted)"):
-                raise Failure("%s maps a deleted file: %s" % (rel, path))
-            src = os.path.join(root_of[ent["env"]], path.lstrip("/"))
-            if not os.path.exists(src):
-                raise Failure("%s: mapped file %s not found at %s" % (rel, path, src))
-            if is_elf(src):
-                files.add(path)
+        for st in ent["stages"]:
+            for path in st["mapped_files"]:
+                if path.endswith(" (deleted)"):
+                    raise Failure("%s maps a deleted file: %s" % (rel, path))
+                src = os.path.join(root_of[ent["env"]], path.lstrip("/"))
+                if not os.path.exists(src):
+                    raise Failure("%s: mapped file %s not found at %s" % (rel, path, src))
+                if is_elf(src):
+                    files.add(path)
         c = dict(ent)
         c["id"] = rel
         c["dir"] = rel
         c["sysroot"] = suite + "/sysroot"
-        c["core"] = rel + "/core.zst"
+        c["core"] = rel + "/" + cores[0] + ".zst"
         c["core_compression"] = "zstd"
         c["truth"] = rel + "/" + os.path.basename(ent["truth"])
         c["env"] = suite
         c["generated_in_env"] = ent["env"]
         for s in c["stages"]:
-            s["core"] = rel + "/core.zst"
+            s["core"] = rel + "/core%s.zst" % sfx(s["stage"])
             for k in ("truth", "malloc_info", "debugmallocstats", "allocated_blocks_file"):
                 if k in s:
                     s[k] = rel + "/" + os.path.basename(s[k])
         cases.append(c)
     py_scale = args.py_scale
+    suites = {suite_of[n]: dict(env_info[n], sysroot=suite_of[n] + "/sysroot", generated_in_env=n)
+              for n in env_info}
     if partial:
         # Keep the other scenarios' cases and the sysroot files they need, as committed.
         with open(os.path.join(REFERENCE_DIR, "index.json")) as f:
             old = json.load(f)
         py_scale = old.get("py_scale", py_scale)
+        # ... and the suites' records (this run may have visited some suites only)
+        suites = dict((s, dict(old["suites"].get(s, {}), **suites.get(s, {})))
+                      for s in list(old["suites"]) + [s for s in suites if s not in old["suites"]])
         for c in old["cases"]:
             if c["scenario"] in chosen:
                 continue
@@ -1087,8 +1109,6 @@ def reference(args):
             cases.append(c)
         for suite, paths in old["sysroot_files"].items():
             for path in paths:
-                if path in sysroot_files.get(suite, set()):
-                    continue
                 dst = os.path.join(stage_dir, suite, "sysroot", path.lstrip("/"))
                 os.makedirs(os.path.dirname(dst), exist_ok=True)
                 shutil.copy2(os.path.join(REFERENCE_DIR, suite, "sysroot", path.lstrip("/")), dst)
@@ -1099,19 +1119,22 @@ def reference(args):
         for path in sorted(sysroot_files[suite]):
             src = os.path.join(root_of[env_name], path.lstrip("/"))
             dst = os.path.join(stage_dir, suite, "sysroot", path.lstrip("/"))
-            if partial and os.path.exists(dst) and not any(
-                    path in st["mapped_files"] for c in cases if c["scenario"] in chosen and c["env"] == suite
-                    for st in c["stages"]):
-                continue  # kept from the committed set
+            if partial and os.path.exists(dst):
+                # Kept from the committed set. A file the new cores map too must be the same
+                # build, else the kept cases (or the new ones) would point at the wrong file.
+                if filecmp.cmp(src, dst, shallow=False):
+                    continue
+                if any(path in st["mapped_files"] for c in cases
+                       if c["scenario"] not in chosen and c["env"] == suite for st in c["stages"]):
+                    raise Failure("%s:%s differs from the committed copy that kept cases map: "
+                                  "regenerate the whole set (no --scenarios)" % (suite, path))
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copy2(src, dst)
     index = {
         "format": 1,
         "generator": "corpora/make_corpus.py reference",
         "py_scale": py_scale,
-        "suites": {suite_of[n]: dict(env_info[n], sysroot=suite_of[n] + "/sysroot",
-                                     generated_in_env=n)
-                   for n in env_info},
+        "suites": suites,
         "sysroot_files": {s: sorted(v) for s, v in sorted(sysroot_files.items())},
         "cases": cases,
     }
@@ -1154,7 +1177,8 @@ def main():
     r = sub.add_parser("reference", help="regenerate corpora/reference (committed: not casually)")
     r.add_argument("--force", action="store_true", help="replace an existing reference set")
     r.add_argument("--scenarios", default=None,
-                   help="replace only these scenarios' cases (py_heap,c_heap), keeping the rest as committed")
+                   help="replace only these scenarios' cases (py_heap,c_heap,py_leak), keeping the rest "
+                        "as committed")
     r.add_argument("--py-scale", type=float, default=1.0)
     ro = sub.add_parser("roots", help="only create/update the Debian roots")
     ro.add_argument("--envs", default="bullseye,trixie,sid")

@@ -365,3 +365,60 @@ fn golden_outputs() {
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// `diff --json` of the committed leak pair (core A after N requests, core B after 3N, one
+/// process) through the binary: the leaked class grew by the requests served between the
+/// cores (the truth files), and its samples are leaked objects with previews.
+#[test]
+fn diff_json_of_the_reference_leak_pair() {
+    let cases: Vec<crate::corpus::Case> = crate::corpus::reference_cases()
+        .into_iter()
+        .filter(|c| c.scenario == "py_leak")
+        .collect();
+    let stage = |tag: char| {
+        cases
+            .iter()
+            .find(|c| c.name.ends_with(tag))
+            .unwrap_or_else(|| panic!("reference py_leak stage {tag}"))
+    };
+    let (a, b) = (stage('A'), stage('B'));
+    let served =
+        |c: &crate::corpus::Case| crate::corpus::truth(c)["requests_served"].as_i64().unwrap();
+    let leaked = served(b) - served(a);
+    let mut args: Vec<String> = vec!["diff".into(), "--json".into(), "--quiet".into()];
+    args.extend(case_args(a));
+    args.push(rel(&b.core));
+    let (code, stdout, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let v = json(&stdout);
+    assert_eq!(v["schema"], "coreheap/diff/1");
+    let name = "pyapp.models.LeakedResponse";
+    let grew = v["types_grew"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in types_grew: {}", v["types_grew"]));
+    assert_eq!(grew["count_delta"].as_i64(), Some(leaked), "{grew}");
+    assert_eq!(
+        grew["count_new"].as_i64(),
+        crate::corpus::truth(b)["leaked"].as_i64(),
+        "{grew}"
+    );
+    let samples = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no samples of {name}: {}", v["samples"]));
+    let objects = samples["objects"].as_array().unwrap();
+    assert!(!objects.is_empty(), "{samples}");
+    for o in objects {
+        assert_eq!(o["type"], name, "{o}");
+        let p = o["preview"].as_str().unwrap_or("");
+        assert!(
+            p.contains("request_no=") && p.contains("body=\"response body"),
+            "{o}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! `diff` on the leak pairs: core A after N requests, core B after 3N. The top growing user
 //! type must be the leaked class, with a count delta equal to the requests served between
 //! the cores, a bytes delta that is that many objects of its size, samples that are leaked
-//! objects, and innocent churn near zero.
+//! objects, and innocent churn near zero. The committed reference pair is checked by a plain
+//! `cargo test`; the fresh pairs of every environment by tests/run-all.
 
 use crate::corpus::{self, Case};
 use coreheap::Process;
@@ -69,6 +70,35 @@ fn check(a: &Case, b: &Case) -> Vec<String> {
                 && s.objects.iter().all(|o| o.preview.contains("request_no=")) => {}
         other => bad.push(format!("{}: samples {other:?}", b.name)),
     }
+    // One process (gcore pairs): the objects of core A are still at their addresses in core B,
+    // so the samples, new objects first, are of requests served after core A (request_no is
+    // the request's number, 1-based).
+    if ta["pid"] == tb["pid"] {
+        let (from, to) = (
+            ta["requests_served"].as_u64().unwrap(),
+            tb["requests_served"].as_u64().unwrap(),
+        );
+        for s in d
+            .samples
+            .iter()
+            .filter(|s| s.name == "pyapp.models.LeakedResponse")
+        {
+            for o in &s.objects {
+                let no = o
+                    .preview
+                    .split("request_no=")
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse::<u64>().ok());
+                if !no.is_some_and(|n| n > from && n <= to) {
+                    bad.push(format!(
+                        "{}: sample {} is not of a request after core A ({from} < n <= {to}): {}",
+                        b.name, o.address, o.preview
+                    ));
+                }
+            }
+        }
+    }
     match r
         .types_shrank
         .iter()
@@ -100,6 +130,22 @@ fn check(a: &Case, b: &Case) -> Vec<String> {
         }
     }
     bad
+}
+
+/// The committed pair (corpora/reference/bookworm/py_leak-gcore-0x33): `diff` is covered by a
+/// plain `cargo test`.
+#[test]
+fn reference_leak_pair_shows_the_leak() {
+    let ps = pairs(corpus::reference_cases());
+    assert_eq!(ps.len(), 1, "reference leak pairs: {ps:?}");
+    let (a, b) = &ps[0];
+    let bad = check(a, b);
+    assert!(
+        bad.is_empty(),
+        "{} problems:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
