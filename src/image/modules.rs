@@ -5,11 +5,13 @@
 //! look for the file on disk (`--sysroot DIR` first, then the recorded path) and use it
 //! only when its build-id is the same. Symbols come from `.dynsym`/`.symtab` of the disk
 //! file and of a separate debug file found by build-id, or, when no file is usable, from the
-//! dynamic symbol table in the process image itself. Everything is built lazily.
+//! dynamic symbol table in the process image itself (`mapped`: the image's ELF structures,
+//! read with `object`). Everything is built lazily.
 
 use crate::addr::{Addr, Range};
 use crate::error::Diagnostic;
 use crate::image::core::notes::FileMapping;
+use crate::image::mapped::{ImageHeaders, MemDynsym};
 use crate::image::memory::AddressSpace;
 use memmap2::Mmap;
 use object::{Object, ObjectSymbol};
@@ -187,7 +189,7 @@ impl ModuleSet {
             };
             // Only mappings that start at file offset 0 can hold an ELF header.
             let head = mappings.iter().find(|m| m.file_offset == 0);
-            let image = head.and_then(|m| read_image_headers(space, m.range.start));
+            let image = head.and_then(|m| ImageHeaders::read(space, m.range.start.0));
             let disk_kind = disk_is_elf(&path, search);
             let is_elf = image.is_some() || disk_kind == Some(true);
             if !is_elf {
@@ -457,188 +459,4 @@ fn find_debug_file(build_id: &[u8], search: &SearchPaths) -> Option<DiskFile> {
         }
     }
     None
-}
-
-/// The program headers of an ELF image, as (type, offset, vaddr, filesz, memsz).
-struct ImageHeaders {
-    phdrs: Vec<(u32, u64, u64, u64, u64)>,
-}
-
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
-const PT_NOTE: u32 = 4;
-
-impl ImageHeaders {
-    fn parse_raw(read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<ImageHeaders> {
-        let eh = read(0, 64)?;
-        if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-            return None;
-        }
-        let phoff = u64::from_le_bytes(eh[0x20..0x28].try_into().ok()?);
-        let phentsize = u16::from_le_bytes(eh[0x36..0x38].try_into().ok()?) as usize;
-        let phnum = u16::from_le_bytes(eh[0x38..0x3a].try_into().ok()?) as usize;
-        if phentsize != 56 || phnum == 0 || phnum > 512 {
-            return None;
-        }
-        let ph = read(phoff, phnum * 56)?;
-        let phdrs = ph
-            .chunks_exact(56)
-            .map(|p| {
-                let u = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap());
-                (
-                    u32::from_le_bytes(p[0..4].try_into().unwrap()),
-                    u(8),
-                    u(16),
-                    u(32),
-                    u(40),
-                )
-            })
-            .collect();
-        Some(ImageHeaders { phdrs })
-    }
-
-    fn parse_file(map: &[u8]) -> Option<ImageHeaders> {
-        Self::parse_raw(|off, len| {
-            let s = off as usize;
-            map.get(s..s.checked_add(len)?).map(|b| b.to_vec())
-        })
-    }
-
-    /// Load bias from the mapping whose file offset matches a PT_LOAD's page.
-    fn bias(&self, mappings: &[FileMapping], page: u64) -> Option<u64> {
-        for mp in mappings {
-            for &(t, off, vaddr, _, _) in &self.phdrs {
-                if t == PT_LOAD && (off & !(page - 1)) == mp.file_offset {
-                    return Some(mp.range.start.0.wrapping_sub(vaddr & !(page - 1)));
-                }
-            }
-        }
-        None
-    }
-
-    fn build_id(&self, space: &AddressSpace, bias: Option<u64>) -> Option<Vec<u8>> {
-        let bias = bias?;
-        for &(t, _, vaddr, filesz, _) in &self.phdrs {
-            if t != PT_NOTE || filesz > 1 << 16 {
-                continue;
-            }
-            let mut buf = vec![0u8; filesz as usize];
-            if space
-                .read(Addr(vaddr.wrapping_add(bias)), &mut buf)
-                .is_err()
-            {
-                continue;
-            }
-            let mut bad = None;
-            for n in crate::image::core::notes::iter_notes(&buf, &mut bad) {
-                if n.name == b"GNU" && n.ntype == 3 && !n.desc.is_empty() {
-                    return Some(n.desc.to_vec());
-                }
-            }
-        }
-        None
-    }
-}
-
-fn read_image_headers(space: &AddressSpace, base: Addr) -> Option<ImageHeaders> {
-    ImageHeaders::parse_raw(|off, len| {
-        let mut b = vec![0u8; len];
-        space.read(base.checked_add(off)?, &mut b).ok()?;
-        Some(b)
-    })
-}
-
-/// The dynamic symbol table as mapped in the process (DT_SYMTAB, DT_STRTAB, DT_GNU_HASH),
-/// for symbol lookup when no file is at hand (self-contained cores analysed elsewhere).
-struct MemDynsym {
-    symtab: u64,
-    strtab: u64,
-    strsz: u64,
-    gnu_hash: Option<u64>,
-}
-
-impl MemDynsym {
-    fn read(space: &AddressSpace, img: &ImageHeaders, bias: u64) -> Option<MemDynsym> {
-        let &(_, _, vaddr, _, memsz) = img.phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
-        let dynamic = Addr(vaddr.wrapping_add(bias));
-        let (mut symtab, mut strtab, mut strsz, mut gnu_hash) = (None, None, 0, None);
-        for i in 0..(memsz / 16).min(512) {
-            let a = dynamic.wrapping_add(16 * i);
-            let tag = space.read_u64(a).ok()?;
-            let val = space.read_u64(a.wrapping_add(8)).ok()?;
-            match tag {
-                0 => break,
-                5 => strtab = Some(val),
-                6 => symtab = Some(val),
-                10 => strsz = val,
-                0x6fff_fef5 => gnu_hash = Some(val),
-                _ => {}
-            }
-        }
-        // ld.so relocates these entries in place for most objects; the vDSO and some
-        // read-only dynamic sections keep link-time values. Relocate when below the bias.
-        let fix = |v: u64| if v < bias { v.wrapping_add(bias) } else { v };
-        Some(MemDynsym {
-            symtab: fix(symtab?),
-            strtab: fix(strtab?),
-            strsz,
-            gnu_hash: gnu_hash.map(fix),
-        })
-    }
-
-    /// GNU hash table lookup (the `DT_GNU_HASH` layout of binutils/glibc `dl-lookup.c`).
-    fn lookup(&self, space: &AddressSpace, bias: u64, name: &str) -> Option<Sym> {
-        let gh = Addr(self.gnu_hash?);
-        let nbuckets = space.read_u32(gh).ok()? as u64;
-        let symoffset = space.read_u32(gh.wrapping_add(4)).ok()? as u64;
-        let bloom_size = space.read_u32(gh.wrapping_add(8)).ok()? as u64;
-        if nbuckets == 0 || nbuckets > 1 << 24 || bloom_size > 1 << 24 {
-            return None;
-        }
-        let mut h: u32 = 5381;
-        for b in name.bytes() {
-            h = h.wrapping_mul(33).wrapping_add(b as u32);
-        }
-        let buckets = gh.wrapping_add(16 + 8 * bloom_size);
-        let chains = buckets.wrapping_add(4 * nbuckets);
-        let mut idx = space
-            .read_u32(buckets.wrapping_add(4 * (h as u64 % nbuckets)))
-            .ok()? as u64;
-        if idx < symoffset {
-            return None;
-        }
-        // A chain ends at an entry with its low bit set; bound the walk regardless.
-        let first = idx;
-        while idx - first < 1 << 20 {
-            let h2 = space
-                .read_u32(chains.wrapping_add(4 * (idx - symoffset)))
-                .ok()?;
-            if (h | 1) == (h2 | 1) {
-                let sym = Addr(self.symtab).wrapping_add(24 * idx);
-                let st_name = space.read_u32(sym).ok()? as u64;
-                if st_name < self.strsz || self.strsz == 0 {
-                    if let Some(n) = space.read_cstr(Addr(self.strtab).wrapping_add(st_name), 1024)
-                    {
-                        if n == name.as_bytes() {
-                            let value = space.read_u64(sym.wrapping_add(8)).ok()?;
-                            let size = space.read_u64(sym.wrapping_add(16)).ok()?;
-                            let shndx = space.read_u32(sym.wrapping_add(4)).ok()? >> 16;
-                            if shndx == 0 {
-                                return None; // undefined here
-                            }
-                            return Some(Sym {
-                                addr: Addr(value.wrapping_add(bias)),
-                                size,
-                            });
-                        }
-                    }
-                }
-            }
-            if h2 & 1 == 1 {
-                return None;
-            }
-            idx += 1;
-        }
-        None
-    }
 }

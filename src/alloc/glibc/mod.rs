@@ -478,6 +478,79 @@ fn decode(l: Linking, pos: u64, stored: u64) -> u64 {
     }
 }
 
+/// `listed[i]` when no free list holds chunk i (otherwise the `ChunkState` a list gives it).
+const NOT_LISTED: u8 = 0xff;
+
+/// The index of the chunk whose header is at `a` (chunks sorted by address).
+fn chunk_at(chunks: &[Chunk], a: u64) -> Option<usize> {
+    chunks.binary_search_by_key(&a, |c| c.addr.0).ok()
+}
+
+/// Whether `a` lies in a heap region (`heaps` sorted by start, non-overlapping).
+fn in_heaps(heaps: &[(Range, usize)], a: u64) -> bool {
+    let i = heaps.partition_point(|(r, _)| r.start.0 <= a);
+    i > 0 && heaps[i - 1].0.contains(Addr(a))
+}
+
+/// A singly linked free list: a fastbin or a tcache bin.
+struct FreeList {
+    /// Address of the first chunk's header.
+    head: u64,
+    /// Size every chunk of the list must have, when the bin has one size.
+    expect: Option<u64>,
+    /// Chunks on the list, when the tcache struct counts them.
+    count: Option<u64>,
+    state: ChunkState,
+    /// Index of the tcache the list belongs to; `usize::MAX` for a fastbin.
+    owner: usize,
+}
+
+/// Follow `l` under `link`: the indices of its chunks, or `None` when it leaves the heap's
+/// chunks, meets a chunk of the wrong size or misaligned, does not end within `max_list`
+/// steps, or disagrees with its count.
+fn follow(
+    r: &Reader,
+    chunks: &[Chunk],
+    l: &FreeList,
+    link: Linking,
+    max_list: u64,
+) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut c = l.head;
+    let limit = l.count.map(|n| n + 1).unwrap_or(max_list).min(max_list);
+    for _ in 0..limit {
+        if c % 16 != 0 {
+            return None;
+        }
+        let idx = chunk_at(chunks, c)?;
+        if l.expect.is_some_and(|e| chunks[idx].size() != e) {
+            return None;
+        }
+        out.push(idx);
+        let pos = c.wrapping_add(16);
+        let stored = r.u64(Addr(pos))?;
+        let next = decode(link, pos, stored);
+        if next == 0 {
+            return match l.count {
+                Some(n) if n != out.len() as u64 => None,
+                _ => Some(out),
+            };
+        }
+        // tcache links point at user memory (tcache_entry is the chunk's mem); fastbin
+        // links at chunks (malloc.c: fd of a malloc_chunk).
+        c = if l.state == ChunkState::Tcache {
+            next.wrapping_sub(16)
+        } else {
+            next
+        };
+    }
+    None
+}
+
+/// The stages of one model's walk, in order (their diagnostics come out in this order):
+/// the arena ring, each arena's heaps, the linear chunk walk of every heap, the bins, the
+/// singly linked lists (fastbins, tcaches) with the safe-linking decision, the chunks'
+/// final states and per-arena sums, the accounting identity, and the mmapped chunks.
 fn walk(
     p: &Process,
     r: &Reader,
@@ -486,398 +559,29 @@ fn walk(
     main: Addr,
     how: &'static str,
 ) -> GlibcHeap {
-    let ms = &model.malloc_state;
     let mut w = Walk {
         r,
         model,
         diags: Diagnostics::default(),
     };
     let mp = locate::find_mp(p, libc, model);
-
-    // --- arenas: main, then the ring through `next`.
-    let mut arena_addrs = vec![main];
-    let mut cur = main;
-    for _ in 0..4096 {
-        match r.u64(cur.wrapping_add(ms.next)) {
-            Some(n) if n != main.0 && n != 0 => {
-                if arena_addrs.contains(&Addr(n)) {
-                    w.warn(
-                        cur,
-                        "arena ring loops without returning to main_arena".into(),
-                    );
-                    break;
-                }
-                arena_addrs.push(Addr(n));
-                cur = Addr(n);
-            }
-            _ => break,
-        }
-    }
-
-    let mut arenas = Vec::new();
-    let mut regions: Vec<Region> = Vec::new();
-    for (i, &a) in arena_addrs.iter().enumerate() {
-        let top = Addr(r.u64(a.wrapping_add(ms.top)).unwrap_or(0));
-        let system = r.u64(a.wrapping_add(ms.system_mem)).unwrap_or(0);
-        let initial_top = Addr(a.wrapping_add(ms.bins).0.wrapping_sub(16));
-        let mut heaps = Vec::new();
-        if i == 0 {
-            // Main heap: [sbrk_base, top + chunksize(top)) when contiguous (malloc.c
-            // do_check_malloc_state: sbrk_base + system_mem == top + chunksize(top)).
-            if top != initial_top && !top.is_null() {
-                let top_size = r.u64(top.wrapping_add(8)).unwrap_or(0) & !7;
-                let top_end = top.wrapping_add(top_size);
-                let sbrk_base = mp
-                    .and_then(|(m, _)| r.u64(m.wrapping_add(model.malloc_par.sbrk_base)))
-                    .filter(|&b| b != 0)
-                    .map(Addr)
-                    .unwrap_or_else(|| {
-                        // No mp_: the brk heap starts at its mapping's start.
-                        let s = p.core.segments.iter().find(|s| s.range().contains(top));
-                        s.map(|s| s.vaddr).unwrap_or(top)
-                    });
-                if sbrk_base.0.wrapping_add(system) != top_end.0 {
-                    w.warn(
-                        main,
-                        format!(
-                            "main arena is not contiguous (sbrk_base {sbrk_base} + system_mem {system:#x} != end of top {top_end}); only the region holding top is walked"
-                        ),
-                    );
-                }
-                let first = sbrk_base.align_up(16).unwrap_or(sbrk_base);
-                let base = Addr(top_end.0.saturating_sub(system)).max(sbrk_base);
-                regions.push(Region {
-                    arena: 0,
-                    base,
-                    first_chunk: first,
-                    end: top_end,
-                });
-                heaps.push(HeapSpan {
-                    address: sbrk_base,
-                    size: top_end.0.saturating_sub(sbrk_base.0),
-                });
-            }
-        } else {
-            let hs = w.thread_heaps(a, top);
-            let hi = &model.heap_info;
-            for (h, size) in hs {
-                let first_heap = a.0 == h.0.wrapping_add(hi.size);
-                let first = if first_heap {
-                    // _int_new_arena: top = align so chunk2mem is aligned, after the arena.
-                    a.wrapping_add(ms.size).align_up(16).unwrap_or(a)
-                } else {
-                    h.wrapping_add(hi.size)
-                };
-                regions.push(Region {
-                    arena: i,
-                    base: h,
-                    first_chunk: first,
-                    end: h.wrapping_add(size),
-                });
-                heaps.push(HeapSpan { address: h, size });
-            }
-            heaps.reverse();
-        }
-        arenas.push(Arena {
-            address: a,
-            kind: if i == 0 { "main" } else { "thread" },
-            heaps,
-            system_bytes: system,
-            in_use: Count::default(),
-            free: FreeKinds::default(),
-            top_bytes: 0,
-            overhead_bytes: 0,
-            largest_free: 0,
-            fragmentation: 0.0,
-            identity_holds: false,
-            top,
-        });
-    }
+    let arena_addrs = w.arena_ring(main);
+    let (mut arenas, mut regions) = w.arenas(p, &arena_addrs, main, mp.map(|m| m.0));
     regions.sort_by_key(|r| r.first_chunk);
     let heap_ranges: Vec<(Range, usize)> = regions
         .iter()
         .map(|g| (Range::new(g.base, g.end), g.arena))
         .collect();
-    let in_heaps = |a: u64| -> bool {
-        let i = heap_ranges.partition_point(|(r, _)| r.start.0 <= a);
-        i > 0 && heap_ranges[i - 1].0.contains(Addr(a))
-    };
-
-    // --- linear walk of every region.
-    let mut chunks: Vec<Chunk> = Vec::new();
-    let mut covered_by_arena = vec![0u64; arenas.len()];
-    for reg in &regions {
-        let top = arenas[reg.arena].top;
-        covered_by_arena[reg.arena] += w.walk_region(reg, top, &mut chunks);
-    }
-    chunks.sort_by_key(|c| c.addr);
-    let chunk_at = |a: u64| -> Option<usize> { chunks.binary_search_by_key(&a, |c| c.addr.0).ok() };
-    let max_list = chunks.len() as u64 + 1;
-
-    // --- free lists. `listed[i]` is the state a free list gives chunk i (NOT_LISTED: none).
-    const NOT_LISTED: u8 = 0xff;
-    let mut listed: Vec<u8> = vec![NOT_LISTED; chunks.len()];
-    for (ai, &a) in arena_addrs.iter().enumerate() {
-        for i in 1..128u64 {
-            let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
-            let mut q = r.u64(Addr(head + 24)).unwrap_or(head);
-            let mut n = 0u64;
-            while q != head {
-                n += 1;
-                if n > max_list {
-                    w.warn(Addr(head), format!("bin {i} of arena {ai} loops; stopped"));
-                    break;
-                }
-                let Some(idx) = chunk_at(q) else {
-                    w.warn(Addr(q), format!("bin {i} of arena {a} points at {q:#x}, which is not a chunk of any heap; rest of the list skipped"));
-                    break;
-                };
-                if std::mem::replace(&mut listed[idx], bin_state(i) as u8) != NOT_LISTED {
-                    w.warn(
-                        Addr(q),
-                        format!("bin {i}: chunk seen twice (the list loops or joins another list); rest of the list skipped"),
-                    );
-                    break;
-                }
-                match r.u64(Addr(q.wrapping_add(24))) {
-                    Some(b) => q = b,
-                    None => break,
-                }
-            }
-        }
-    }
-
-    // Singly linked lists: collect heads, decide the linking from the data, then walk.
-    struct List {
-        head: u64, // first chunk address
-        expect: Option<u64>,
-        count: Option<u64>,
-        state: ChunkState,
-        owner: usize, // tcache index or usize::MAX
-    }
-    let mut lists: Vec<List> = Vec::new();
-    if let Some(fastbins) = ms.fastbins {
-        for &a in &arena_addrs {
-            for i in 0..ms.nfastbins {
-                if let Some(c) = r.u64(a.wrapping_add(fastbins + 8 * i)) {
-                    if c != 0 {
-                        lists.push(List {
-                            head: c,
-                            expect: Some(32 + 16 * i),
-                            count: None,
-                            state: ChunkState::Fastbin,
-                            owner: usize::MAX,
-                        });
-                    }
-                }
-            }
-        }
-    }
-    let tcaches = find_tcaches(p, r, model, &chunks, &in_heaps);
-    for (ti, t) in tcaches.iter().enumerate() {
-        for (bin, head, count) in &t.bins {
-            let small = model
-                .tcache
-                .as_ref()
-                .and_then(|t| t.small_bins)
-                .unwrap_or(u64::MAX);
-            let expect = (*bin < small).then_some(32 + 16 * bin);
-            lists.push(List {
-                head: head - 16,
-                expect,
-                count: *count,
-                state: ChunkState::Tcache,
-                owner: ti,
-            });
-        }
-    }
-    // Decide safe-linking: the decoding under which lists end cleanly on heap chunks.
-    let follow = |l: &List, link: Linking| -> Option<Vec<usize>> {
-        let mut out = Vec::new();
-        let mut c = l.head;
-        let limit = l.count.map(|n| n + 1).unwrap_or(max_list).min(max_list);
-        for _ in 0..limit {
-            if c % 16 != 0 {
-                return None;
-            }
-            let idx = chunk_at(c)?;
-            if l.expect.is_some_and(|e| chunks[idx].size() != e) {
-                return None;
-            }
-            out.push(idx);
-            let pos = c.wrapping_add(16);
-            let stored = r.u64(Addr(pos))?;
-            let next = decode(link, pos, stored);
-            if next == 0 {
-                return match l.count {
-                    Some(n) if n != out.len() as u64 => None,
-                    _ => Some(out),
-                };
-            }
-            // tcache links point at user memory; fastbin links at chunks.
-            c = if l.state == ChunkState::Tcache {
-                next.wrapping_sub(16)
-            } else {
-                next
-            };
-        }
-        None
-    };
-    // Both decodings of every list: the wrong one fails within a step or two, so this
-    // costs about one walk of the lists.
-    let plain: Vec<Option<Vec<usize>>> = lists.iter().map(|l| follow(l, Linking::Plain)).collect();
-    let safe: Vec<Option<Vec<usize>>> = lists.iter().map(|l| follow(l, Linking::Safe)).collect();
-    let plain_ok = plain.iter().filter(|x| x.is_some()).count();
-    let safe_ok = safe.iter().filter(|x| x.is_some()).count();
-    let safe_linking = if lists.is_empty() {
-        None
-    } else {
-        Some(safe_ok > plain_ok || (safe_ok == plain_ok && model.safe_linking))
-    };
-    if let Some(s) = safe_linking {
-        if s != model.safe_linking {
-            w.diags.push(Diagnostic::info(format!(
-                "safe-linking is {} in the free lists, unlike what glibc {}'s model expects",
-                if s { "on" } else { "off" },
-                model.name
-            )));
-        }
-    }
-    let decoded = if safe_linking.unwrap_or(model.safe_linking) {
-        safe
-    } else {
-        plain
-    };
-    let mut tcache_totals = vec![Count::default(); tcaches.len()];
-    for (l, res) in lists.iter().zip(decoded) {
-        match res {
-            Some(cs) => {
-                for idx in cs {
-                    if std::mem::replace(&mut listed[idx], l.state as u8) != NOT_LISTED {
-                        w.warn(chunks[idx].addr, "chunk is on more than one free list".into());
-                    }
-                    if l.owner != usize::MAX {
-                        tcache_totals[l.owner].add(chunks[idx].size());
-                    }
-                }
-            }
-            None => w.warn(
-                Addr(l.head),
-                format!(
-                    "{} list starting at {:#x} is damaged (leaves the heap, wrong sizes, loops or miscounts); its chunks are counted in use",
-                    if l.state == ChunkState::Tcache { "tcache" } else { "fastbin" },
-                    l.head
-                ),
-            ),
-        }
-    }
-
-    // --- final states and per-arena sums.
-    // Chunks and heap ranges are both sorted: one moving index finds each chunk's arena.
-    let mut hr = 0usize;
-    for (idx, c) in chunks.iter_mut().enumerate() {
-        let st = match listed[idx] {
-            NOT_LISTED => c.state(),
-            s => ChunkState::from_bits(s as u64),
-        };
-        if st == ChunkState::FreeUnlisted {
-            w.warn(
-                c.addr,
-                format!(
-                    "chunk of {:#x} bytes is free (next chunk's PREV_INUSE is clear) but on no bin",
-                    c.size()
-                ),
-            );
-        }
-        if matches!(
-            st,
-            ChunkState::Unsorted | ChunkState::SmallBin | ChunkState::LargeBin
-        ) && c.state() != ChunkState::FreeUnlisted
-        {
-            w.warn(
-                c.addr,
-                "chunk on a bin list but its neighbour says it is in use".into(),
-            );
-        }
-        *c = Chunk::new(c.addr, c.size(), st);
-        while hr + 1 < heap_ranges.len() && heap_ranges[hr + 1].0.start <= c.addr {
-            hr += 1;
-        }
-        let a = &mut arenas[heap_ranges[hr].1];
-        let sz = c.size();
-        match st {
-            ChunkState::InUse => a.in_use.add(sz),
-            ChunkState::Tcache => a.free.tcache.add(sz),
-            ChunkState::Fastbin => a.free.fastbins.add(sz),
-            ChunkState::Unsorted => a.free.unsorted.add(sz),
-            ChunkState::SmallBin => a.free.smallbins.add(sz),
-            ChunkState::LargeBin => a.free.largebins.add(sz),
-            ChunkState::FreeUnlisted => a.free.unlisted.add(sz),
-            ChunkState::Top => a.top_bytes += sz,
-            ChunkState::Mmapped => {}
-        }
-        if !matches!(st, ChunkState::InUse | ChunkState::Top) {
-            a.largest_free = a.largest_free.max(sz);
-        }
-    }
-    for (i, a) in arenas.iter_mut().enumerate() {
-        let accounted = a.in_use.bytes + a.free.total().bytes + a.top_bytes;
-        // Overhead: every byte of the arena's heaps not covered by a chunk (heap_info, the
-        // arena struct, alignment, fenceposts and what lies past them).
-        let span: u64 = a.heaps.iter().map(|h| h.size).sum();
-        a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
-        a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
-        let free = a.free.total().bytes;
-        a.fragmentation = if free == 0 {
-            0.0
-        } else {
-            1.0 - a.largest_free as f64 / free as f64
-        };
-        if !a.identity_holds {
-            w.diags.push(
-                Diagnostic::warning(format!(
-                    "arena {}: system bytes {} != in use {} + overhead {} + free {} + top {}",
-                    a.address,
-                    a.system_bytes,
-                    a.in_use.bytes,
-                    a.overhead_bytes,
-                    a.free.total().bytes,
-                    a.top_bytes
-                ))
-                .at(a.address),
-            );
-        }
-    }
-
-    // --- mmapped chunks.
-    let mut mmapped = Count::default();
-    let mm = find_mmapped(p, r, model, &heap_ranges);
-    for (_, map_len) in &mm {
-        mmapped.add(*map_len);
-    }
-    if let Some((m, _)) = mp {
-        let mpp = &model.malloc_par;
-        if let (Some(n), Some(bytes)) = (
-            r.u32(m.wrapping_add(mpp.n_mmaps)),
-            r.u64(m.wrapping_add(mpp.mmapped_mem)),
-        ) {
-            if n as u64 == mmapped.chunks && bytes != mmapped.bytes {
-                // Same chunks, another byte total: glibc's counter drifts when chunks are
-                // mremap'ed (seen on 2.43); the chunks found are what is mapped now.
-                w.diags.push(Diagnostic::info(format!(
-                    "mmapped chunks: {} bytes mapped; glibc's mp_.mmapped_mem says {bytes}",
-                    mmapped.bytes
-                )));
-            } else if n as u64 != mmapped.chunks {
-                w.diags.push(Diagnostic::warning(format!(
-                    "mmapped chunks found: {} ({} bytes); glibc's own counters (mp_.n_mmaps, mp_.mmapped_mem) say {n} ({bytes} bytes)",
-                    mmapped.chunks, mmapped.bytes
-                )));
-            }
-        }
-    }
-    chunks.extend(mm.into_iter().map(|(c, _)| c));
-    chunks.sort_by_key(|c| c.addr);
+    let (mut chunks, covered_by_arena) = w.walk_regions(&regions, &arenas);
+    let mut listed = w.bins(&arena_addrs, &chunks);
+    let mut lists = w.fastbin_lists(&arena_addrs);
+    let tcaches = find_tcaches(p, r, model, &chunks, &|a| in_heaps(&heap_ranges, a));
+    lists.extend(w.tcache_lists(&tcaches));
+    let (safe_linking, tcache_totals) =
+        w.singly_linked(&lists, &chunks, &mut listed, tcaches.len());
+    w.final_states(&mut chunks, &listed, &heap_ranges, &mut arenas);
+    w.accounting(&mut arenas, &covered_by_arena);
+    let mmapped = w.mmapped(p, mp.map(|m| m.0), &heap_ranges, &mut chunks);
 
     let tcache_info = tcaches
         .iter()
@@ -904,6 +608,442 @@ fn walk(
         tcaches: tcache_info,
         chunks,
         diagnostics: w.diags,
+    }
+}
+
+impl Walk<'_> {
+    /// The arenas: main_arena, then the ring through `malloc_state.next`, which returns to
+    /// main_arena (malloc/arena.c _int_new_arena links each new arena in after it).
+    /// Bounded, and stopped with a warning when the ring loops elsewhere.
+    fn arena_ring(&mut self, main: Addr) -> Vec<Addr> {
+        let ms = &self.model.malloc_state;
+        let mut arena_addrs = vec![main];
+        let mut cur = main;
+        for _ in 0..4096 {
+            match self.r.u64(cur.wrapping_add(ms.next)) {
+                Some(n) if n != main.0 && n != 0 => {
+                    if arena_addrs.contains(&Addr(n)) {
+                        self.warn(
+                            cur,
+                            "arena ring loops without returning to main_arena".into(),
+                        );
+                        break;
+                    }
+                    arena_addrs.push(Addr(n));
+                    cur = Addr(n);
+                }
+                _ => break,
+            }
+        }
+        arena_addrs
+    }
+
+    /// Each arena's record (sums still empty) and the heap regions to walk. The main arena
+    /// has one sbrk heap, [mp_.sbrk_base, top + chunksize(top)) when contiguous (malloc.c
+    /// do_check_malloc_state: sbrk_base + system_mem == top + chunksize(top)); before the
+    /// first malloc its top is the initial_top of malloc_init_state (bin_at(av, 1)), and
+    /// it has none. A thread arena has the heaps of `thread_heaps`; in the first one the
+    /// arena struct itself precedes the chunks (arena.c _int_new_arena).
+    fn arenas(
+        &mut self,
+        p: &Process,
+        arena_addrs: &[Addr],
+        main: Addr,
+        mp: Option<Addr>,
+    ) -> (Vec<Arena>, Vec<Region>) {
+        let r = self.r;
+        let model = self.model;
+        let ms = &model.malloc_state;
+        let mut arenas = Vec::new();
+        let mut regions: Vec<Region> = Vec::new();
+        for (i, &a) in arena_addrs.iter().enumerate() {
+            let top = Addr(r.u64(a.wrapping_add(ms.top)).unwrap_or(0));
+            let system = r.u64(a.wrapping_add(ms.system_mem)).unwrap_or(0);
+            let initial_top = Addr(a.wrapping_add(ms.bins).0.wrapping_sub(16));
+            let mut heaps = Vec::new();
+            if i == 0 {
+                if top != initial_top && !top.is_null() {
+                    let top_size = r.u64(top.wrapping_add(8)).unwrap_or(0) & !7;
+                    let top_end = top.wrapping_add(top_size);
+                    let sbrk_base = mp
+                        .and_then(|m| r.u64(m.wrapping_add(model.malloc_par.sbrk_base)))
+                        .filter(|&b| b != 0)
+                        .map(Addr)
+                        .unwrap_or_else(|| {
+                            // No mp_: the brk heap starts at its mapping's start.
+                            let s = p.core.segments.iter().find(|s| s.range().contains(top));
+                            s.map(|s| s.vaddr).unwrap_or(top)
+                        });
+                    if sbrk_base.0.wrapping_add(system) != top_end.0 {
+                        self.warn(
+                            main,
+                            format!(
+                                "main arena is not contiguous (sbrk_base {sbrk_base} + system_mem {system:#x} != end of top {top_end}); only the region holding top is walked"
+                            ),
+                        );
+                    }
+                    let first = sbrk_base.align_up(16).unwrap_or(sbrk_base);
+                    let base = Addr(top_end.0.saturating_sub(system)).max(sbrk_base);
+                    regions.push(Region {
+                        arena: 0,
+                        base,
+                        first_chunk: first,
+                        end: top_end,
+                    });
+                    heaps.push(HeapSpan {
+                        address: sbrk_base,
+                        size: top_end.0.saturating_sub(sbrk_base.0),
+                    });
+                }
+            } else {
+                let hs = self.thread_heaps(a, top);
+                let hi = &model.heap_info;
+                for (h, size) in hs {
+                    let first_heap = a.0 == h.0.wrapping_add(hi.size);
+                    let first = if first_heap {
+                        // _int_new_arena: top = align so chunk2mem is aligned, after the arena.
+                        a.wrapping_add(ms.size).align_up(16).unwrap_or(a)
+                    } else {
+                        h.wrapping_add(hi.size)
+                    };
+                    regions.push(Region {
+                        arena: i,
+                        base: h,
+                        first_chunk: first,
+                        end: h.wrapping_add(size),
+                    });
+                    heaps.push(HeapSpan { address: h, size });
+                }
+                heaps.reverse();
+            }
+            arenas.push(Arena {
+                address: a,
+                kind: if i == 0 { "main" } else { "thread" },
+                heaps,
+                system_bytes: system,
+                in_use: Count::default(),
+                free: FreeKinds::default(),
+                top_bytes: 0,
+                overhead_bytes: 0,
+                largest_free: 0,
+                fragmentation: 0.0,
+                identity_holds: false,
+                top,
+            });
+        }
+        (arenas, regions)
+    }
+
+    /// The linear walk of every region (`walk_region`): all chunks in address order, and
+    /// the bytes the chunks cover in each arena (the rest of its heaps is overhead).
+    fn walk_regions(&mut self, regions: &[Region], arenas: &[Arena]) -> (Vec<Chunk>, Vec<u64>) {
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut covered_by_arena = vec![0u64; arenas.len()];
+        for reg in regions {
+            let top = arenas[reg.arena].top;
+            covered_by_arena[reg.arena] += self.walk_region(reg, top, &mut chunks);
+        }
+        chunks.sort_by_key(|c| c.addr);
+        (chunks, covered_by_arena)
+    }
+
+    /// The doubly linked bins of every arena, followed through `bk` from the bin header
+    /// (malloc.c bin_at(m, i): the fake chunk whose fd/bk overlay bins[2(i-1)], so its
+    /// address is 16 bytes before them; bin 1 is unsorted, 2..63 small, 64..127 large).
+    /// Returns the state the bins give each chunk (`NOT_LISTED`: none). A list that loops,
+    /// leaves the heap's chunks or joins another ends with a warning.
+    fn bins(&mut self, arena_addrs: &[Addr], chunks: &[Chunk]) -> Vec<u8> {
+        let r = self.r;
+        let ms = &self.model.malloc_state;
+        let max_list = chunks.len() as u64 + 1;
+        let mut listed: Vec<u8> = vec![NOT_LISTED; chunks.len()];
+        for (ai, &a) in arena_addrs.iter().enumerate() {
+            for i in 1..128u64 {
+                let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
+                let mut q = r.u64(Addr(head + 24)).unwrap_or(head);
+                let mut n = 0u64;
+                while q != head {
+                    n += 1;
+                    if n > max_list {
+                        self.warn(Addr(head), format!("bin {i} of arena {ai} loops; stopped"));
+                        break;
+                    }
+                    let Some(idx) = chunk_at(chunks, q) else {
+                        self.warn(Addr(q), format!("bin {i} of arena {a} points at {q:#x}, which is not a chunk of any heap; rest of the list skipped"));
+                        break;
+                    };
+                    if std::mem::replace(&mut listed[idx], bin_state(i) as u8) != NOT_LISTED {
+                        self.warn(
+                            Addr(q),
+                            format!("bin {i}: chunk seen twice (the list loops or joins another list); rest of the list skipped"),
+                        );
+                        break;
+                    }
+                    match r.u64(Addr(q.wrapping_add(24))) {
+                        Some(b) => q = b,
+                        None => break,
+                    }
+                }
+            }
+        }
+        listed
+    }
+
+    /// Each arena's non-empty fastbins (malloc.c malloc_state.fastbinsY: chunk pointers;
+    /// fastbin i holds chunks of 32 + 16 i bytes on LP64, fastbin_index).
+    fn fastbin_lists(&self, arena_addrs: &[Addr]) -> Vec<FreeList> {
+        let ms = &self.model.malloc_state;
+        let mut lists = Vec::new();
+        if let Some(fastbins) = ms.fastbins {
+            for &a in arena_addrs {
+                for i in 0..ms.nfastbins {
+                    if let Some(c) = self.r.u64(a.wrapping_add(fastbins + 8 * i)) {
+                        if c != 0 {
+                            lists.push(FreeList {
+                                head: c,
+                                expect: Some(32 + 16 * i),
+                                count: None,
+                                state: ChunkState::Fastbin,
+                                owner: usize::MAX,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        lists
+    }
+
+    /// Each tcache's non-empty bins (malloc.c tcache_perthread_struct.entries: user
+    /// pointers, tcache_entry; bin i holds chunks of 32 + 16 i bytes, csize2tidx). Bins
+    /// from the model's `small_bins` on hold a range of sizes, so no size is expected.
+    fn tcache_lists(&self, tcaches: &[FoundTcache]) -> Vec<FreeList> {
+        let mut lists = Vec::new();
+        for (ti, t) in tcaches.iter().enumerate() {
+            for (bin, head, count) in &t.bins {
+                let small = self
+                    .model
+                    .tcache
+                    .as_ref()
+                    .and_then(|t| t.small_bins)
+                    .unwrap_or(u64::MAX);
+                let expect = (*bin < small).then_some(32 + 16 * bin);
+                lists.push(FreeList {
+                    head: head - 16,
+                    expect,
+                    count: *count,
+                    state: ChunkState::Tcache,
+                    owner: ti,
+                });
+            }
+        }
+        lists
+    }
+
+    /// The singly linked lists: safe-linking decided from the data (the decoding under
+    /// which more lists end cleanly on heap chunks; glibc 2.32 malloc.c PROTECT_PTR, the
+    /// model's expectation on a tie), their chunks marked in `listed`, each tcache summed.
+    /// Returns (safe-linking as detected, `None` without lists; per-tcache totals).
+    fn singly_linked(
+        &mut self,
+        lists: &[FreeList],
+        chunks: &[Chunk],
+        listed: &mut [u8],
+        ntcaches: usize,
+    ) -> (Option<bool>, Vec<Count>) {
+        let (r, model) = (self.r, self.model);
+        let max_list = chunks.len() as u64 + 1;
+        // Both decodings of every list: the wrong one fails within a step or two, so this
+        // costs about one walk of the lists.
+        let plain: Vec<Option<Vec<usize>>> = lists
+            .iter()
+            .map(|l| follow(r, chunks, l, Linking::Plain, max_list))
+            .collect();
+        let safe: Vec<Option<Vec<usize>>> = lists
+            .iter()
+            .map(|l| follow(r, chunks, l, Linking::Safe, max_list))
+            .collect();
+        let plain_ok = plain.iter().filter(|x| x.is_some()).count();
+        let safe_ok = safe.iter().filter(|x| x.is_some()).count();
+        let safe_linking = if lists.is_empty() {
+            None
+        } else {
+            Some(safe_ok > plain_ok || (safe_ok == plain_ok && model.safe_linking))
+        };
+        if let Some(s) = safe_linking {
+            if s != model.safe_linking {
+                self.diags.push(Diagnostic::info(format!(
+                    "safe-linking is {} in the free lists, unlike what glibc {}'s model expects",
+                    if s { "on" } else { "off" },
+                    model.name
+                )));
+            }
+        }
+        let decoded = if safe_linking.unwrap_or(model.safe_linking) {
+            safe
+        } else {
+            plain
+        };
+        let mut tcache_totals = vec![Count::default(); ntcaches];
+        for (l, res) in lists.iter().zip(decoded) {
+            match res {
+                Some(cs) => {
+                    for idx in cs {
+                        if std::mem::replace(&mut listed[idx], l.state as u8) != NOT_LISTED {
+                            self.warn(chunks[idx].addr, "chunk is on more than one free list".into());
+                        }
+                        if l.owner != usize::MAX {
+                            tcache_totals[l.owner].add(chunks[idx].size());
+                        }
+                    }
+                }
+                None => self.warn(
+                    Addr(l.head),
+                    format!(
+                        "{} list starting at {:#x} is damaged (leaves the heap, wrong sizes, loops or miscounts); its chunks are counted in use",
+                        if l.state == ChunkState::Tcache { "tcache" } else { "fastbin" },
+                        l.head
+                    ),
+                ),
+            }
+        }
+        (safe_linking, tcache_totals)
+    }
+
+    /// Each chunk's final state — a list's over the linear walk's, which only knows in
+    /// use, top and free-by-the-next-chunk's-PREV_INUSE (malloc.c inuse_bit_at_offset) —
+    /// and the per-arena sums. Warns about free chunks on no list and about listed chunks
+    /// whose neighbour says they are in use.
+    fn final_states(
+        &mut self,
+        chunks: &mut [Chunk],
+        listed: &[u8],
+        heap_ranges: &[(Range, usize)],
+        arenas: &mut [Arena],
+    ) {
+        // Chunks and heap ranges are both sorted: one moving index finds each chunk's arena.
+        let mut hr = 0usize;
+        for (idx, c) in chunks.iter_mut().enumerate() {
+            let st = match listed[idx] {
+                NOT_LISTED => c.state(),
+                s => ChunkState::from_bits(s as u64),
+            };
+            if st == ChunkState::FreeUnlisted {
+                self.warn(
+                    c.addr,
+                    format!(
+                        "chunk of {:#x} bytes is free (next chunk's PREV_INUSE is clear) but on no bin",
+                        c.size()
+                    ),
+                );
+            }
+            if matches!(
+                st,
+                ChunkState::Unsorted | ChunkState::SmallBin | ChunkState::LargeBin
+            ) && c.state() != ChunkState::FreeUnlisted
+            {
+                self.warn(
+                    c.addr,
+                    "chunk on a bin list but its neighbour says it is in use".into(),
+                );
+            }
+            *c = Chunk::new(c.addr, c.size(), st);
+            while hr + 1 < heap_ranges.len() && heap_ranges[hr + 1].0.start <= c.addr {
+                hr += 1;
+            }
+            let a = &mut arenas[heap_ranges[hr].1];
+            let sz = c.size();
+            match st {
+                ChunkState::InUse => a.in_use.add(sz),
+                ChunkState::Tcache => a.free.tcache.add(sz),
+                ChunkState::Fastbin => a.free.fastbins.add(sz),
+                ChunkState::Unsorted => a.free.unsorted.add(sz),
+                ChunkState::SmallBin => a.free.smallbins.add(sz),
+                ChunkState::LargeBin => a.free.largebins.add(sz),
+                ChunkState::FreeUnlisted => a.free.unlisted.add(sz),
+                ChunkState::Top => a.top_bytes += sz,
+                ChunkState::Mmapped => {}
+            }
+            if !matches!(st, ChunkState::InUse | ChunkState::Top) {
+                a.largest_free = a.largest_free.max(sz);
+            }
+        }
+    }
+
+    /// Per arena: overhead (every byte of its heaps no chunk covers: heap_info, the arena
+    /// struct, alignment, fenceposts and what lies past them), fragmentation, and the
+    /// identity system_mem = in use + overhead + free + top (malloc.c int_mallinfo:
+    /// arena = system_mem, uordblks = system_mem - avail, avail being the free chunks and
+    /// top; overhead is inside uordblks there), warned about when it fails.
+    fn accounting(&mut self, arenas: &mut [Arena], covered_by_arena: &[u64]) {
+        for (i, a) in arenas.iter_mut().enumerate() {
+            let accounted = a.in_use.bytes + a.free.total().bytes + a.top_bytes;
+            let span: u64 = a.heaps.iter().map(|h| h.size).sum();
+            a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
+            a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
+            let free = a.free.total().bytes;
+            a.fragmentation = if free == 0 {
+                0.0
+            } else {
+                1.0 - a.largest_free as f64 / free as f64
+            };
+            if !a.identity_holds {
+                self.diags.push(
+                    Diagnostic::warning(format!(
+                        "arena {}: system bytes {} != in use {} + overhead {} + free {} + top {}",
+                        a.address,
+                        a.system_bytes,
+                        a.in_use.bytes,
+                        a.overhead_bytes,
+                        a.free.total().bytes,
+                        a.top_bytes
+                    ))
+                    .at(a.address),
+                );
+            }
+        }
+    }
+
+    /// The mmapped chunks (`find_mmapped`), added to `chunks` in address order and checked
+    /// against glibc's own counters mp_.n_mmaps and mp_.mmapped_mem (malloc.c
+    /// sysmalloc_mmap and munmap_chunk keep them). Returns their count and mapped bytes.
+    fn mmapped(
+        &mut self,
+        p: &Process,
+        mp: Option<Addr>,
+        heap_ranges: &[(Range, usize)],
+        chunks: &mut Vec<Chunk>,
+    ) -> Count {
+        let (r, model) = (self.r, self.model);
+        let mut mmapped = Count::default();
+        let mm = find_mmapped(p, r, model, heap_ranges);
+        for (_, map_len) in &mm {
+            mmapped.add(*map_len);
+        }
+        if let Some(m) = mp {
+            let mpp = &model.malloc_par;
+            if let (Some(n), Some(bytes)) = (
+                r.u32(m.wrapping_add(mpp.n_mmaps)),
+                r.u64(m.wrapping_add(mpp.mmapped_mem)),
+            ) {
+                if n as u64 == mmapped.chunks && bytes != mmapped.bytes {
+                    // Same chunks, another byte total: glibc's counter drifts when chunks are
+                    // mremap'ed (seen on 2.43); the chunks found are what is mapped now.
+                    self.diags.push(Diagnostic::info(format!(
+                        "mmapped chunks: {} bytes mapped; glibc's mp_.mmapped_mem says {bytes}",
+                        mmapped.bytes
+                    )));
+                } else if n as u64 != mmapped.chunks {
+                    self.diags.push(Diagnostic::warning(format!(
+                        "mmapped chunks found: {} ({} bytes); glibc's own counters (mp_.n_mmaps, mp_.mmapped_mem) say {n} ({bytes} bytes)",
+                        mmapped.chunks, mmapped.bytes
+                    )));
+                }
+            }
+        }
+        chunks.extend(mm.into_iter().map(|(c, _)| c));
+        chunks.sort_by_key(|c| c.addr);
+        mmapped
     }
 }
 
