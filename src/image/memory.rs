@@ -296,23 +296,6 @@ fn subtract(range: Range, holes: &[Range]) -> Vec<Range> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subtract_ranges() {
-        let r = |a, b| Range::new(Addr(a), Addr(b));
-        assert_eq!(subtract(r(0, 100), &[]), vec![r(0, 100)]);
-        assert_eq!(
-            subtract(r(0, 100), &[r(10, 20), r(50, 60)]),
-            vec![r(0, 10), r(20, 50), r(60, 100)]
-        );
-        assert_eq!(subtract(r(10, 20), &[r(0, 30)]), vec![]);
-        assert_eq!(subtract(r(10, 40), &[r(0, 15), r(35, 50)]), vec![r(15, 35)]);
-    }
-}
-
 /// Reads that return `None` for unavailable memory.
 pub struct Reader<'a> {
     pub space: &'a AddressSpace,
@@ -338,5 +321,22 @@ impl Reader<'_> {
         let mut b = [0u8; 1];
         self.space.read(a, &mut b).ok()?;
         Some(b[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_ranges() {
+        let r = |a, b| Range::new(Addr(a), Addr(b));
+        assert_eq!(subtract(r(0, 100), &[]), vec![r(0, 100)]);
+        assert_eq!(
+            subtract(r(0, 100), &[r(10, 20), r(50, 60)]),
+            vec![r(0, 10), r(20, 50), r(60, 100)]
+        );
+        assert_eq!(subtract(r(10, 20), &[r(0, 30)]), vec![]);
+        assert_eq!(subtract(r(10, 40), &[r(0, 15), r(35, 50)]), vec![r(15, 35)]);
     }
 }
