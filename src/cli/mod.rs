@@ -111,6 +111,14 @@ enum Command {
         /// The core file (plain, or compressed with zstd, lz4 or xz).
         core: PathBuf,
     },
+    /// Print a shell completion script (e.g. `coreheap completions bash > /etc/bash_completion.d/coreheap`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions: `coreheap man | man -l -`.
+    Man,
 }
 
 pub fn main() -> ExitCode {
@@ -204,6 +212,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let mut out = io::BufWriter::new(stdout.lock());
     let models = || Models::load(g.heap_models.as_deref());
     match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "coreheap", &mut buf);
+            out.write_all(&buf)?;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+        }
         Command::Info { core } => {
             let p = Process::open(core, &opts, &bars)?;
             let info = analysis::info::info(&p);
