@@ -5,4 +5,5 @@ pub mod core;
 pub mod memory;
 pub mod modules;
 pub mod process;
+pub mod unwind;
 pub mod version;
