@@ -38,13 +38,57 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCEN_SRC = os.path.join(HERE, "scenarios")
 CACHE = os.path.abspath(os.path.expanduser(os.environ.get("COREHEAP_CACHE", "~/.cache/coreheap")))
 ROOTS = os.path.join(CACHE, "roots")
-MIRROR = os.environ.get("COREHEAP_MIRROR", "http://deb.debian.org/debian")
+
+
+def apt_mirror():
+    """The Debian mirror this machine's apt uses: the first `URIs:` line of
+    /etc/apt/sources.list.d/*.sources, else the first `deb` line of
+    /etc/apt/sources.list. COREHEAP_MIRROR overrides it."""
+    env = os.environ.get("COREHEAP_MIRROR")
+    if env:
+        return env
+    d = "/etc/apt/sources.list.d"
+    try:
+        names = sorted(n for n in os.listdir(d) if n.endswith(".sources"))
+    except OSError:
+        names = []
+    for n in names:
+        try:
+            with open(os.path.join(d, n)) as f:
+                for line in f:
+                    if line.strip().lower().startswith("uris:"):
+                        uris = line.split(":", 1)[1].split()
+                        if uris:
+                            return uris[0]
+        except OSError:
+            pass
+    try:
+        with open("/etc/apt/sources.list") as f:
+            for line in f:
+                parts = line.split("#", 1)[0].split()
+                if not parts or parts[0] != "deb":
+                    continue
+                rest = parts[1:]
+                if rest and rest[0].startswith("["):  # "deb [options] URI suite ..."
+                    while rest and not rest[0].endswith("]"):
+                        rest = rest[1:]
+                    rest = rest[1:]
+                if rest:
+                    return rest[0]
+    except OSError:
+        pass
+    return None
+
+
+MIRROR = apt_mirror()
 PYENV_ROOT = os.path.abspath(os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv")))
 IN_ROOT_PREFIX = "/opt/coreheap"  # same path inside every root, and on the host
 REFERENCE_DIR = os.path.join(HERE, "reference")
 REFERENCE_LIMIT = 60 * 1000 * 1000
 
-ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag"]
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_threads", "c_crash"]
+# Scenarios that end in a crash of their own (kernel cores only) and the signal.
+CRASH_SCENARIOS = {"c_crash": signal.SIGSEGV}
 DEFAULT_ENVS = "host,pyenv,bullseye,trixie,sid"
 # debootstrap cannot resolve gdb's dependencies on some suites (virtual
 # packages, e.g. bookworm's libboost-regex1.74.0-icu72): gdb comes with apt-get.
@@ -330,6 +374,9 @@ def ensure_root(env):
         log("  creating %s root with debootstrap (log: %s)" % (suite, logp))
         with open(logp, "w") as f:
             f.write("debootstrap %s\n" % suite)
+        if not MIRROR:
+            raise Failure("no Debian mirror: apt has none configured "
+                          "(/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list); set COREHEAP_MIRROR")
         _, dt = run(["debootstrap", "--variant=minbase", "--include=" + ",".join(ROOT_PACKAGES),
                      suite, tmp, MIRROR], T_DEBOOTSTRAP, "debootstrap " + suite, log_path=logp)
         os.rename(tmp, root)
@@ -350,8 +397,8 @@ def ensure_root(env):
             + missing, T_APT, "apt-get install in " + suite, log_path=logp)
 
 
-def install_scenarios(env, need_c, logdir):
-    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap."""
+def install_scenarios(env, need_c, logdir, need_crash=False):
+    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash)."""
     dst = env.host_path(IN_ROOT_PREFIX + "/scenarios")
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -371,6 +418,17 @@ def install_scenarios(env, need_c, logdir):
         info["gcc"] = out.splitlines()[0] if out else None
         info["c_heap"] = exe
         log("  built %s%s in %.1fs (%s)" % ("" if env.root == "/" else env.root, exe, dt, info["gcc"]))
+    if need_crash:
+        # -O0 -g: the crash frame keeps its own DWARF (file:line) and frame pointers.
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        exe = IN_ROOT_PREFIX + "/bin/c_crash"
+        if os.path.exists(env.host_path(exe)):
+            os.unlink(env.host_path(exe))
+        run(env.wrap(["gcc", "-O0", "-g", "-o", exe, IN_ROOT_PREFIX + "/scenarios/c_crash.c"]),
+            T_BUILD, "build c_crash in " + env.name,
+            log_path=os.path.join(logdir, "build-%s.log" % env.name))
+        info["c_crash"] = exe
     out, _ = run(env.wrap([env.python, "-c",
                            "import sys,os;print(sys.version.split()[0]);"
                            "print(os.confstr('CS_GNU_LIBC_VERSION'))"]), T_PROBE, "probe " + env.name)
@@ -547,8 +605,8 @@ def parse_dms(path):
 
 
 def scenario_cmd(env, scen, kind, extra):
-    if scen == "c_heap":
-        return [IN_ROOT_PREFIX + "/bin/c_heap", kind] + extra
+    if scen in ("c_heap", "c_crash"):
+        return [IN_ROOT_PREFIX + "/bin/" + scen, kind] + extra
     return [env.python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % scen, kind] + extra
 
 
@@ -617,9 +675,11 @@ def run_case(env, scen, kind, filt, out_root, py_scale=None):
                     p.wait()
                 LIVE.discard(p.pid)
             timings["run" + sfx(st)] = time.time() - t0
-            if rc != -signal.SIGABRT:
-                raise Failure("%s: exit status %s, expected SIGABRT\nstderr: %s"
-                              % (case_rel, rc, tail_of(os.path.join(run_host, "stderr.txt"))))
+            want = CRASH_SCENARIOS.get(scen, signal.SIGABRT)
+            if rc != -want:
+                raise Failure("%s: exit status %s, expected %s\nstderr: %s"
+                              % (case_rel, rc, signal.Signals(want).name,
+                                 tail_of(os.path.join(run_host, "stderr.txt"))))
             c = find_kernel_core(run_host, p.pid)
             if c is None:
                 raise Failure("%s: the kernel wrote no core (core_pattern %r, RLIMIT_CORE unlimited) in %s"
@@ -676,9 +736,10 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                               % (case_rel, census.get(typ), typ, want))
         if kind == "kernel":
             first = summ["threads"][0]
-            if first["cursig"] != 6 or first["tid"] != truth["signal_tid"]:
-                raise Failure("%s: first core thread %s, expected tid %s with signal 6"
-                              % (case_rel, first, truth["signal_tid"]))
+            want = int(CRASH_SCENARIOS.get(scen, signal.SIGABRT))
+            if first["cursig"] != want or first["tid"] != truth["signal_tid"]:
+                raise Failure("%s: first core thread %s, expected tid %s with signal %d"
+                              % (case_rel, first, truth["signal_tid"], want))
         stage = {
             "stage": st, "core": case_rel + "/core" + s, "truth": case_rel + "/truth%s.json" % s,
             "pid": truth["pid"], "exe": truth["exe"], "core_bytes": summ["bytes"],
@@ -691,6 +752,8 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                 if "<malloc version=" not in f.read():
                     raise Failure("%s: bad malloc_info.xml" % case_rel)
             stage["malloc_info"] = case_rel + "/malloc_info.xml"
+        elif scen == "c_crash":
+            pass
         else:
             dms = os.path.join(case_dir, "debugmallocstats%s.txt" % s)
             ab = os.path.join(case_dir, "allocated_blocks%s.txt" % s)
@@ -708,7 +771,12 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
 
 
 def applicable(env, scen):
-    return not (scen == "c_heap" and env.kind == "pyenv")
+    return not (scen in ("c_heap", "c_crash") and env.kind == "pyenv")
+
+
+def kind_applicable(scen, kind):
+    """A scenario that crashes by itself has kernel cores only."""
+    return not (scen in CRASH_SCENARIOS and kind != "kernel")
 
 
 def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=None):
@@ -738,7 +806,7 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                     ensure_root(env)
                 elif not os.path.exists(env.python):
                     raise Failure("%s: %s not found" % (env.name, env.python))
-                install_scenarios(env, "c_heap" in scen_here, logdir)
+                install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here)
             except Failure as e:
                 failures.append({"env": env.name, "error": str(e)})
                 log("[%s] FAILED to prepare: %s" % (env.name, e))
@@ -746,6 +814,8 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
             env_info[env.name] = dict(env.info, kind=env.kind, suite=env.suite, sysroot=env.root)
             for scen in scen_here:
                 for kind in kinds:
+                    if not kind_applicable(scen, kind):
+                        continue
                     for filt in filters:
                         cid = "%s/%s-%s-%s" % (env.name, scen, kind, filt)
                         t0 = time.time()

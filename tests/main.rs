@@ -10,5 +10,6 @@ mod glibc;
 mod layers;
 mod mutation;
 mod pymalloc;
+mod stacks;
 mod synth;
 mod synthetic;

@@ -204,7 +204,7 @@ impl<'a> Native<'a> {
                 for s in obj.symbols().chain(obj.dynamic_symbols()) {
                     if s.kind() == SymbolKind::Text && s.address() != 0 && !s.is_undefined() {
                         if let Ok(n) = s.name() {
-                            funcs.push((s.address(), s.size(), n.to_string()));
+                            funcs.push((s.address(), s.size(), !s.is_global(), n.to_string()));
                         }
                     }
                 }
@@ -212,8 +212,11 @@ impl<'a> Native<'a> {
                     dwarf = load_dwarf(&obj);
                 }
             }
-            funcs.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            // One name per address: the exported one (abort, not glibc's internal alias
+            // __GI_abort), then the one with a size.
+            funcs.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)).then(b.1.cmp(&a.1)));
             funcs.dedup_by_key(|x| x.0);
+            let funcs = funcs.into_iter().map(|(a, z, _, n)| (a, z, n)).collect();
             ModSyms { funcs, dwarf }
         })
     }
