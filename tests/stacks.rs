@@ -112,12 +112,24 @@ fn check_threads(case: &Case) -> Vec<String> {
     bad
 }
 
+/// `$COREHEAP_STACKS_CORPUS`, else the fresh corpus; a fresh corpus generated before the
+/// stacks scenarios existed is completed by `$COREHEAP_CACHE/corpus-stacks` when present
+/// (`make_corpus.py generate --scenarios py_threads,c_crash --out ...`).
 fn stacks_corpus() -> Vec<Case> {
-    let dir = std::env::var_os("COREHEAP_STACKS_CORPUS").map(PathBuf::from);
-    match dir {
-        Some(d) => corpus::load_index(&d.join("index.json")),
-        None => corpus::fresh_cases(),
+    if let Some(d) = std::env::var_os("COREHEAP_STACKS_CORPUS").map(PathBuf::from) {
+        return corpus::load_index(&d.join("index.json"));
     }
+    let mut cases = corpus::fresh_cases();
+    if !cases.iter().any(|c| c.scenario == "py_threads") {
+        let cache = std::env::var_os("COREHEAP_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap"));
+        let idx = cache.join("corpus-stacks/index.json");
+        if idx.exists() {
+            cases.extend(corpus::load_index(&idx));
+        }
+    }
+    cases
 }
 
 #[test]
@@ -246,9 +258,10 @@ fn fresh_pystack_agrees() {
         let mut cmd = std::process::Command::new(&bin);
         cmd.arg("core").arg(&case.core);
         if let Some(root) = &case.sysroot {
-            cmd.arg("--lib-search-root").arg(root);
+            // pystack core CORE [EXECUTABLE] --lib-search-root DIR
             let exe = corpus::truth(case)["exe"].as_str().unwrap().to_string();
-            cmd.arg("--executable").arg(root.join(exe.trim_start_matches('/')));
+            cmd.arg(root.join(exe.trim_start_matches('/')));
+            cmd.arg("--lib-search-root").arg(root);
         }
         let out = match cmd.output() {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),

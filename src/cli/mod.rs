@@ -216,8 +216,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let models = || Models::load(g.heap_models.as_deref());
     match &cli.command {
         Command::Info { core } => {
+            let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let info = analysis::info::info(&p);
+            let info = analysis::info::info_with(&p, &models);
             print_diagnostics(g, &info.diagnostics);
             if g.json {
                 report::write_json(&mut out, "info", &info)?;
