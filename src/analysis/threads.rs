@@ -276,6 +276,12 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
             c.python_frame = t.python.first().cloned();
             c.native_frame = t.native.first().cloned();
         }
+        if c.native_frame.is_none() {
+            // Without --native: the crashed thread's pc, symbolized.
+            if let Some(t) = core.threads.iter().find(|t| Some(t.tid) == c.tid) {
+                c.native_frame = Some(Native::new(p).symbolize(t.pc, t.pc.0));
+            }
+        }
     }
     Stacks {
         crash,

@@ -204,6 +204,8 @@ impl<'a> Native<'a> {
                 for s in obj.symbols().chain(obj.dynamic_symbols()) {
                     if s.kind() == SymbolKind::Text && s.address() != 0 && !s.is_undefined() {
                         if let Ok(n) = s.name() {
+                            // "clock_nanosleep@GLIBC_2.2.5": the version is not the name.
+                            let n = n.split('@').next().unwrap_or(n);
                             funcs.push((s.address(), s.size(), !s.is_global(), n.to_string()));
                         }
                     }
