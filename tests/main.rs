@@ -11,5 +11,6 @@ mod layers;
 mod libs;
 mod mutation;
 mod pymalloc;
+mod stacks;
 mod synth;
 mod synthetic;

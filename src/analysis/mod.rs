@@ -7,7 +7,9 @@ pub mod diff;
 pub mod frag;
 pub mod info;
 pub mod objects;
+pub mod stacks;
 pub mod summary;
+pub mod threads;
 
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};

@@ -106,6 +106,17 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
         top: usize,
     },
+    /// What every thread was doing: Python stacks (and native ones), and the crash.
+    Stacks {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// Also unwind each thread's native stack (CFI, frame-pointer fallback).
+        #[arg(long)]
+        native: bool,
+        /// List each Python frame's arguments and locals with previews.
+        #[arg(long)]
+        locals: bool,
+    },
     /// Fragmentation of the glibc arenas and the pymalloc arenas.
     Frag {
         /// The core file (plain, or compressed with zstd, lz4 or xz).
@@ -225,13 +236,34 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;
         }
         Command::Info { core } => {
+            let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let info = analysis::info::info(&p);
+            let info = analysis::info::info_with(&p, &models);
             print_diagnostics(g, &info.diagnostics);
             if g.json {
                 report::write_json(&mut out, "info", &info)?;
             } else {
                 report::info::write_text(&mut out, &info, text)?;
+            }
+        }
+        Command::Stacks {
+            core,
+            native,
+            locals,
+        } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let o = analysis::stacks::StackOptions {
+                native: *native,
+                locals: *locals,
+            };
+            let mut s = analysis::stacks::stacks(&p, &models, o);
+            print_diagnostics(g, &s.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "stacks", &s)?;
+            } else {
+                analysis::threads::fill_sources(&mut s, g.sysroot.clone());
+                report::stacks::write_text(&mut out, &s)?;
             }
         }
         Command::Frag { core } => {

@@ -6,4 +6,5 @@ pub mod mapped;
 pub mod memory;
 pub mod modules;
 pub mod process;
+pub mod unwind;
 pub mod version;

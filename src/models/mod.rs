@@ -508,6 +508,107 @@ pub struct CpythonModel {
     pub source: String,
     pub pymalloc: Pymalloc,
     pub objects: Objects,
+    /// Interpreter, thread-state, frame and code-object offsets for the stacks (read
+    /// only); absent in a user's model directory that predates them.
+    #[serde(default)]
+    pub frames: Option<Frames>,
+}
+
+/// How a frame chain is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// `PyFrameObject` heap objects linked by `f_back` (3.8-3.10).
+    Object,
+    /// `_PyInterpreterFrame` structs linked by `previous` (3.11+).
+    Interpreter,
+}
+
+/// Which line-number table a code object has and how it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineTable {
+    /// `co_lnotab` (addr_incr u8, line_incr i8) pairs, addresses in bytes (3.8, 3.9).
+    Lnotab,
+    /// 3.10 `co_linetable` (sdelta u8, ldelta i8) ranges, -128 = no line.
+    Linetable310,
+    /// 3.11+ location table (Objects/locations.md).
+    Locations,
+}
+
+/// Where the GIL's state is: a struct inside `_PyRuntime` (3.8-3.11), or a pointer in
+/// the interpreter state to it (3.12+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GilAt {
+    Runtime,
+    InterpPointer,
+}
+
+/// Offsets the stack reader uses, x86_64/aarch64 LP64. Each version's file cites its
+/// sources; on 3.13+ they are cross-checked with the interpreter's `_Py_DebugOffsets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frames {
+    pub runtime_interpreters_head: u64,
+    pub interp_next: u64,
+    pub interp_id: u64,
+    pub interp_threads_head: u64,
+    pub tstate_next: u64,
+    pub tstate_interp: u64,
+    /// `frame` (3.8-3.10), `cframe` (3.11, 3.12) or `current_frame` (3.13+).
+    pub tstate_frame: u64,
+    /// `_PyCFrame.current_frame` when `tstate_frame` is the cframe pointer.
+    pub cframe_current_frame: Option<u64>,
+    pub tstate_thread_id: u64,
+    pub tstate_native_thread_id: Option<u64>,
+    pub gil_at: GilAt,
+    pub gil_offset: u64,
+    pub gil_last_holder: u64,
+    pub gil_locked: u64,
+    pub frame_kind: FrameKind,
+    pub frame_previous: u64,
+    pub frame_code: u64,
+    pub frame_locals: u64,
+    pub frame_localsplus: u64,
+    /// 3.8-3.10: `f_lasti`, `f_lineno`, `f_trace`; `lasti_unit` bytes per f_lasti unit.
+    pub frame_lasti: Option<u64>,
+    pub frame_lineno: Option<u64>,
+    pub frame_trace: Option<u64>,
+    #[serde(default = "one")]
+    pub lasti_unit: u64,
+    /// 3.11+: `prev_instr` / `instr_ptr`, `owner`.
+    pub frame_instr: Option<u64>,
+    pub frame_owner: Option<u64>,
+    /// Owner values: the generator owner (never incomplete), and the first owner value
+    /// that marks a frame CPython's tracebacks skip (C-stack / interpreter-owned).
+    pub owner_generator: Option<u64>,
+    pub owner_skip_from: Option<u64>,
+    /// 3.14: `f_executable`, `f_funcobj` and `localsplus[]` are tagged `_PyStackRef`s.
+    #[serde(default)]
+    pub stackref: bool,
+    pub code_firstlineno: u64,
+    pub code_filename: u64,
+    pub code_name: u64,
+    pub code_qualname: Option<u64>,
+    pub code_linetable: u64,
+    pub line_table: LineTable,
+    /// 3.11+: the inline bytecode and the first traceable instruction (code units).
+    pub code_adaptive: Option<u64>,
+    pub code_firsttraceable: Option<u64>,
+    /// 3.8-3.10 locals: `co_varnames`, `co_cellvars`, `co_freevars` tuples.
+    pub code_varnames: Option<u64>,
+    pub code_cellvars: Option<u64>,
+    pub code_freevars: Option<u64>,
+    /// 3.11+ locals: `co_localsplusnames` tuple and `co_localspluskinds` bytes.
+    pub code_localsplusnames: Option<u64>,
+    pub code_localspluskinds: Option<u64>,
+    /// `sys.modules` in the interpreter state (thread names from `threading._active`).
+    pub interp_modules: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl CpythonModel {
@@ -547,6 +648,27 @@ impl Epoch for CpythonModel {
             && (p.arenas_offset.is_none() || p.maxarenas_offset.is_none())
         {
             return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
+        }
+        if let Some(f) = &self.frames {
+            let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("frames: {what}")) };
+            match f.frame_kind {
+                FrameKind::Object => need(
+                    f.frame_lasti.is_some() && f.code_varnames.is_some(),
+                    "frame_kind = \"object\" needs frame_lasti and code_varnames",
+                )?,
+                FrameKind::Interpreter => need(
+                    f.frame_instr.is_some()
+                        && f.frame_owner.is_some()
+                        && f.code_adaptive.is_some()
+                        && f.code_firsttraceable.is_some()
+                        && f.code_localsplusnames.is_some(),
+                    "frame_kind = \"interpreter\" needs frame_instr, frame_owner, code_adaptive, code_firsttraceable and code_localsplusnames",
+                )?,
+            }
+            need(
+                [f.lasti_unit == 1, f.lasti_unit == 2].contains(&true),
+                "lasti_unit must be 1 or 2",
+            )?;
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
 //! CPython objects: the type reader, object validation and previews, over the allocations
-//! the walkers in `alloc` found.
+//! the walkers in `alloc` found; and the interpreter's threads and frames.
 
+pub mod frames;
 pub mod objects;

@@ -4,6 +4,7 @@ pub mod diff;
 pub mod frag;
 pub mod info;
 pub mod objects;
+pub mod stacks;
 pub mod summary;
 
 use serde::Serialize;
