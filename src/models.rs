@@ -575,7 +575,7 @@ impl Epoch for CpythonModel {
             return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
         }
         if let Some(g) = &self.objects.generator {
-            if g.co_framesize.is_some() == !g.slots_sum.is_empty() {
+            if g.co_framesize.is_some() != g.slots_sum.is_empty() {
                 return Err("generator: give either slots_sum or co_framesize".into());
             }
             if g.frame_localsplus == 0 || g.frame_localsplus > 0x200 || g.frame_specials > 64 {
@@ -589,7 +589,10 @@ impl Epoch for CpythonModel {
         }
         for b in &self.objects.native_buffers {
             if b.pointer < 16 || b.pointer > 1 << 12 || !b.row.starts_with('<') {
-                return Err(format!("native_buffers {}: bad pointer offset or row", b.type_name));
+                return Err(format!(
+                    "native_buffers {}: bad pointer offset or row",
+                    b.type_name
+                ));
             }
         }
         Ok(())
@@ -615,6 +618,29 @@ mod tests {
                 1,
                 "3.{v}"
             );
+        }
+        // The per-version object facts the census relies on.
+        for m in &c {
+            let o = &m.objects;
+            let v = m.first_version();
+            assert_eq!(o.generator.is_some(), v >= Version(3, 11), "{}", m.name);
+            for t in ["dict", "list", "tuple", "float"] {
+                assert!(o.freelist_types.iter().any(|x| x == t), "{}: {t}", m.name);
+            }
+            assert!(!o.freelist_types.iter().any(|x| x == "code"), "{}", m.name);
+            assert_eq!(
+                o.freelist_types.iter().any(|x| x == "frame"),
+                v <= Version(3, 10),
+                "{}",
+                m.name
+            );
+            let flags: Vec<&str> = o
+                .alloc_by_flag
+                .iter()
+                .map(|a| a.type_name.as_str())
+                .collect();
+            assert_eq!(flags, ["datetime.time", "datetime.datetime"], "{}", m.name);
+            assert_eq!(o.native_buffers.len(), 4, "{}", m.name);
         }
     }
 

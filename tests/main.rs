@@ -7,6 +7,7 @@ mod damage;
 mod diff;
 mod glibc;
 mod mutation;
+mod objects_synth;
 mod pymalloc;
 mod synth;
 mod synthetic;

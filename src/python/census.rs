@@ -94,8 +94,14 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         .iter()
         .map(|b| (b.addr.0, b.size as u64, b.size as u64, true))
         .chain(glibc_allocs);
+    census_of(typer, allocs)
+}
+
+/// The census of the given live allocations: (user address, usable bytes, size, from
+/// pymalloc).
+pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
     // (object, allocation, free-list resident)
-    let mut found: Vec<(Obj, Alloc, bool)> = Vec::with_capacity(py.blocks.len());
+    let mut found: Vec<(Obj, Alloc, bool)> = Vec::new();
     let mut untyped: Vec<Alloc> = Vec::new();
     for a in allocs {
         let (m, usable, size, pm) = a;
@@ -200,9 +206,8 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
             }
         }
     }
-    let type_infos: Vec<Arc<TypeInfo>> = (0..ntypes as u32)
-        .map(|i| typer.type_by_index(i))
-        .collect();
+    let type_infos: Vec<Arc<TypeInfo>> =
+        (0..ntypes as u32).map(|i| typer.type_by_index(i)).collect();
     // Allocations that are not objects: owned by an object that points into them, or untyped.
     owned.retain(|&(p, _)| p != 0);
     owned.sort_unstable();

@@ -15,10 +15,12 @@
 //!   `tp_basicsize` + `tp_itemsize`·`ob_size`, exact str sizes, compact-int digit counts,
 //!   generators' frame slots, C types sized by a flag), so a list's item array or a dict's
 //!   keys table is never taken for an object.
+//!
 //! Objects with refcount 0 are free-list residents only for the types the version keeps free
 //! lists for (and, for GC types, untracked); other dead blocks are free memory. Types are
 //! named as CPython names them: static types by `tp_name`, heap types by `__module__` (from
-//! the type's dict; the `tp_name` prefix when the dict's entry is no str) + "." + `__qualname__`.
+//! the type's dict; the whole dotted `tp_name` when that entry is no str) + "." +
+//! `__qualname__`.
 
 use crate::addr::Addr;
 use crate::glibc::Reader;
@@ -214,7 +216,11 @@ impl<'a> Typer<'a> {
     /// Is `a` inside a mapped module image (where static types live)?
     pub fn in_image(&self, a: u64) -> bool {
         let i = self.images.partition_point(|&(s, _)| s <= a);
-        self.images[..i].iter().rev().take(4).any(|&(s, e)| s <= a && a < e)
+        self.images[..i]
+            .iter()
+            .rev()
+            .take(4)
+            .any(|&(s, e)| s <= a && a < e)
     }
 
     /// Is the object at `o` a type object (by its own layout)?
@@ -369,7 +375,7 @@ impl<'a> Typer<'a> {
         } else {
             SizeRule::Basic
         };
-        let freelist = self.om.freelist_types.iter().any(|n| *n == name);
+        let freelist = self.om.freelist_types.contains(&name);
         Some(TypeInfo {
             addr: Addr(t),
             name,
@@ -387,14 +393,23 @@ impl<'a> Typer<'a> {
         if flags & F_HEAPTYPE != 0 {
             let qual = self.read_str(self.u64(t.wrapping_add(self.om.ht_qualname))?)?;
             // type.__module__ of a heap type is its dict's "__module__". When that entry is
-            // no str (a type whose instances have a `__module__` member, e.g. Cython >= 3.1's
-            // shared cython_function_or_method, whose metatype then answers from tp_name),
-            // the module is tp_name's part before the last dot, as for static types.
+            // no str (a type whose instances have a `__module__` member or getset, e.g.
+            // Cython >= 3.1's shared cython_function_or_method and _common_types_metatype,
+            // Cython/Utility/CommonStructures.c), Python's type.__repr__ shows tp_name, which
+            // PyType_FromSpec sets to the spec's dotted "module.name": use it whole.
             let entry = self
                 .u64(t.wrapping_add(TP_DICT))
                 .and_then(|d| self.dict_get_str(d, "__module__"));
             let module = match entry {
-                Some(v) => self.read_str(v).or_else(|| self.tp_name_module(t)),
+                Some(v) => match self.read_str(v) {
+                    Some(m) => Some(m),
+                    None => {
+                        if let Some(n) = self.tp_name_full(t).filter(|n| n.contains('.')) {
+                            return Some(n);
+                        }
+                        None
+                    }
+                },
                 None => None,
             };
             return Some(match module.as_deref() {
@@ -407,12 +422,11 @@ impl<'a> Typer<'a> {
         Some(String::from_utf8_lossy(&s).into_owned())
     }
 
-    /// The part of `tp_name` before its last dot, if any.
-    fn tp_name_module(&self, t: u64) -> Option<String> {
+    /// `tp_name` as a string.
+    fn tp_name_full(&self, t: u64) -> Option<String> {
         let p = self.u64(t.wrapping_add(TP_NAME))?;
         let s = self.r.space.read_cstr(Addr(p), 256)?;
-        let s = String::from_utf8_lossy(&s).into_owned();
-        s.rfind('.').map(|i| s[..i].to_string())
+        Some(String::from_utf8_lossy(&s).into_owned())
     }
 
     /// A str object's text (compact strings; at most 4096 characters).
