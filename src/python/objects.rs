@@ -213,8 +213,13 @@ impl<'a> Typer<'a> {
         &self.native_rows
     }
 
-    /// Is `a` inside a mapped module image (where static types live)?
+    /// Is `a` inside a mapped module image (where static types live)? Without any known
+    /// image (a core without its file mappings) every address counts as one: type liveness
+    /// then rests on the other checks alone.
     pub fn in_image(&self, a: u64) -> bool {
+        if self.images.is_empty() {
+            return true;
+        }
         let i = self.images.partition_point(|&(s, _)| s <= a);
         self.images[..i]
             .iter()
