@@ -458,6 +458,10 @@ pub struct Objects {
     /// Native buffers a C type's instance points to: charged to a row of their own.
     #[serde(default)]
     pub native_buffers: Vec<NativeBuffer>,
+    /// Offset of `co_zombieframe` in code objects (3.8-3.10): the dead frame each code
+    /// object keeps for its next call, which is on no free list.
+    #[serde(default)]
+    pub code_zombieframe: Option<u64>,
 }
 
 /// How a generator's allocation is sized: `tp_basicsize + 8 * slots`, slots from its code.

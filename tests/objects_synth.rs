@@ -443,3 +443,34 @@ fn census_charges_buffers_and_attribute_values() {
     assert_eq!(count("<attributes of Item>"), Some(1));
     assert_eq!(count("<untyped pymalloc>"), None);
 }
+
+/// 3.8-3.10: the dead frame a code object keeps (co_zombieframe) is no free-list resident:
+/// it gets its own row, and only frames on the free list count as free.
+#[test]
+fn zombie_frames_are_not_free_list_residents() {
+    let mut m = Mem::new();
+    let frame = m.static_type("frame", 0x170, 8, HAVE_GC);
+    let code = HEAP + 16;
+    m.obj(code, 1, CODE_TYPE);
+    let (zombie, free) = (HEAP + 0x1000 + 16, HEAP + 0x2000 + 16);
+    m.w64(code + 0x80, zombie);
+    m.obj(zombie, 0, frame);
+    m.obj(free, 0, frame);
+    let w = World::new(m, "3.8", vec![], vec![]);
+    let typer = w.typer();
+    let allocs = vec![
+        (HEAP, 216, 224, false),
+        (HEAP + 0x1000, 0x188, 0x190, false),
+        (HEAP + 0x2000, 0x188, 0x190, false),
+    ];
+    let c = census_of(&typer, allocs.into_iter());
+    let count = |n: &str| c.types.iter().find(|t| t.name == n).map(|t| t.count);
+    assert_eq!(count("code"), Some(1));
+    assert_eq!(count("<zombie frames>"), Some(1));
+    let free: Vec<(&str, u64)> = c
+        .freelists
+        .iter()
+        .map(|f| (f.name.as_str(), f.count))
+        .collect();
+    assert_eq!(free, [("frame", 1)]);
+}

@@ -66,6 +66,8 @@ pub const DICT_VALUES: &str = "<dict values>";
 pub const SET_TABLE: &str = "<set table>";
 pub const UNTYPED_PYMALLOC: &str = "<untyped pymalloc>";
 pub const UNTYPED_GLIBC: &str = "<untyped glibc>";
+/// 3.8-3.10 dead frames kept by their code objects (co_zombieframe).
+pub const ZOMBIE_FRAMES: &str = "<zombie frames>";
 
 /// The row name of an instance's separately allocated attribute values.
 pub fn attributes_row(type_name: &str) -> String {
@@ -118,6 +120,7 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
     }
     // Only objects of live types: static types in module images, heap types found live.
     let mut dead_type_objects = 0;
+    let mut zombie_rows: (u64, u64) = (0, 0);
     for _round in 0..16 {
         let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
         let mut type_addrs: FxHashSet<u64> = FxHashSet::default();
@@ -151,6 +154,30 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
             break;
         }
     }
+    // 3.8-3.10: a code object's zombie frame (refcount 0) is kept by the code, not on the
+    // frame free list: charged to its own row.
+    let mut zombies: FxHashSet<u64> = FxHashSet::default();
+    if let Some(off) = typer.layout().code_zombieframe {
+        for f in found.iter().filter(|f| !f.2) {
+            if typer.is_code_type(typer.type_by_index(f.0.ty).addr.0) {
+                if let Some(z) = typer
+                    .u64_at(f.0.addr.0.wrapping_add(off))
+                    .filter(|&z| z != 0)
+                {
+                    zombies.insert(z);
+                }
+            }
+        }
+    }
+    found.retain(|f| {
+        let zombie = f.2 && zombies.contains(&f.0.addr.0);
+        if zombie {
+            let (_, _, size, _) = f.1;
+            zombie_rows.0 += 1;
+            zombie_rows.1 += size;
+        }
+        !zombie
+    });
     // Per type index: (count, bytes) live, count free.
     let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
     let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
@@ -234,6 +261,9 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
         let e = counts.entry(name).or_default();
         e.0 += 1;
         e.1 += size;
+    }
+    if zombie_rows.0 > 0 {
+        counts.insert(ZOMBIE_FRAMES.to_string(), zombie_rows);
     }
     let mut types: Vec<TypeCount> = counts
         .into_iter()

@@ -208,6 +208,16 @@ impl<'a> Typer<'a> {
         }
     }
 
+    /// Is `t` the code object type (PyCode_Type)?
+    pub fn is_code_type(&self, t: u64) -> bool {
+        self.code_type != 0 && t == self.code_type
+    }
+
+    /// The model's object layout facts.
+    pub fn layout(&self) -> &Objects {
+        self.om
+    }
+
     /// Census rows of native buffers (`TypeInfo::native` indexes them).
     pub fn native_rows(&self) -> &[String] {
         &self.native_rows
