@@ -10,6 +10,7 @@ mod glibc;
 mod layers;
 mod libs;
 mod mutation;
+mod objects_synth;
 mod pymalloc;
 mod stacks;
 mod synth;

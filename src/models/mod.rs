@@ -474,6 +474,65 @@ pub struct Objects {
     pub dict_keys: DictKeys,
     pub tuple_items: u64,
     pub refcount: Refcount,
+    /// Types (by name) whose dead instances CPython keeps on a free list in this version;
+    /// a zero-refcount object of any other type is a dead block, not a resident.
+    #[serde(default)]
+    pub freelist_types: Vec<String>,
+    /// Generators, coroutines and async generators with their frame embedded (3.11+).
+    #[serde(default)]
+    pub generator: Option<Generator>,
+    /// C types whose allocator sizes the object by a flag byte, not by `tp_basicsize`.
+    #[serde(default)]
+    pub alloc_by_flag: Vec<AllocByFlag>,
+    /// Native buffers a C type's instance points to: charged to a row of their own.
+    #[serde(default)]
+    pub native_buffers: Vec<NativeBuffer>,
+    /// Offset of `co_zombieframe` in code objects (3.8-3.10): the dead frame each code
+    /// object keeps for its next call, which is on no free list.
+    #[serde(default)]
+    pub code_zombieframe: Option<u64>,
+}
+
+/// How a generator's allocation is sized: `tp_basicsize + 8 * slots`, slots from its code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generator {
+    /// Offset of the code object pointer in the generator (3.11 `gi_code`); absent when
+    /// the code is the embedded frame's first word (`f_code` / `f_executable`, 3.12+),
+    /// the frame starting `frame_localsplus` bytes before the end of `tp_basicsize`.
+    pub gi_code: Option<u64>,
+    /// `offsetof(_PyInterpreterFrame, localsplus)`.
+    pub frame_localsplus: u64,
+    /// slots = sum of these `int` fields of the code object (3.11: co_nlocalsplus +
+    /// co_stacksize) ...
+    #[serde(default)]
+    pub slots_sum: Vec<u64>,
+    /// ... or `co_framesize` (at this offset) - `frame_specials` (3.12+).
+    pub co_framesize: Option<u64>,
+    #[serde(default)]
+    pub frame_specials: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocByFlag {
+    /// `tp_name` of the (static) type; heap subclasses allocate `tp_basicsize`.
+    pub type_name: String,
+    /// Offset of the flag byte in the object.
+    pub flag: u64,
+    /// Bytes allocated when the flag byte is 0.
+    pub size_if_clear: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeBuffer {
+    /// `tp_name` of the type (its subclasses share the layout).
+    pub type_name: String,
+    /// Offset of the buffer pointer in the object.
+    pub pointer: u64,
+    /// Census row for the buffers, e.g. "<bytearray buffer>".
+    pub row: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -649,8 +708,35 @@ impl Epoch for CpythonModel {
         {
             return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
         }
+        if let Some(g) = &self.objects.generator {
+            if g.co_framesize.is_some() != g.slots_sum.is_empty() {
+                return Err("generator: give either slots_sum or co_framesize".into());
+            }
+            if g.frame_localsplus == 0 || g.frame_localsplus > 0x200 || g.frame_specials > 64 {
+                return Err("generator: frame_localsplus or frame_specials out of range".into());
+            }
+        }
+        for a in &self.objects.alloc_by_flag {
+            if a.size_if_clear < 16 || a.size_if_clear > 1 << 16 || a.flag >= a.size_if_clear {
+                return Err(format!("alloc_by_flag {}: sizes out of range", a.type_name));
+            }
+        }
+        for b in &self.objects.native_buffers {
+            if b.pointer < 16 || b.pointer > 1 << 12 || !b.row.starts_with('<') {
+                return Err(format!(
+                    "native_buffers {}: bad pointer offset or row",
+                    b.type_name
+                ));
+            }
+        }
         if let Some(f) = &self.frames {
-            let need = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("frames: {what}")) };
+            let need = |ok: bool, what: &str| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("frames: {what}"))
+                }
+            };
             match f.frame_kind {
                 FrameKind::Object => need(
                     f.frame_lasti.is_some() && f.code_varnames.is_some(),
@@ -693,6 +779,29 @@ mod tests {
                 1,
                 "3.{v}"
             );
+        }
+        // The per-version object facts the census relies on.
+        for m in &c {
+            let o = &m.objects;
+            let v = m.first_version();
+            assert_eq!(o.generator.is_some(), v >= Version(3, 11), "{}", m.name);
+            for t in ["dict", "list", "tuple", "float"] {
+                assert!(o.freelist_types.iter().any(|x| x == t), "{}: {t}", m.name);
+            }
+            assert!(!o.freelist_types.iter().any(|x| x == "code"), "{}", m.name);
+            assert_eq!(
+                o.freelist_types.iter().any(|x| x == "frame"),
+                v <= Version(3, 10),
+                "{}",
+                m.name
+            );
+            let flags: Vec<&str> = o
+                .alloc_by_flag
+                .iter()
+                .map(|a| a.type_name.as_str())
+                .collect();
+            assert_eq!(flags, ["datetime.time", "datetime.datetime"], "{}", m.name);
+            assert_eq!(o.native_buffers.len(), 4, "{}", m.name);
         }
     }
 
