@@ -36,7 +36,10 @@ fn check_threads(case: &Case) -> Vec<String> {
             continue;
         };
         if got.tstate.is_none() {
-            bad.push(format!("{}: thread {nid}: no thread state matched", case.name));
+            bad.push(format!(
+                "{}: thread {nid}: no thread state matched",
+                case.name
+            ));
             continue;
         }
         let want_frames: Vec<(String, u64, String)> = want["frames"]
@@ -55,7 +58,13 @@ fn check_threads(case: &Case) -> Vec<String> {
         let got_frames: Vec<(String, u64, String)> = got
             .python
             .iter()
-            .map(|f| (f.file.clone(), f.line.unwrap_or(0) as u64, f.function.clone()))
+            .map(|f| {
+                (
+                    f.file.clone(),
+                    f.line.unwrap_or(0) as u64,
+                    f.function.clone(),
+                )
+            })
             .collect();
         if want_frames != got_frames {
             bad.push(format!(
@@ -79,7 +88,10 @@ fn check_threads(case: &Case) -> Vec<String> {
                             "{}: thread {nid} {func}: local {name} = {} {:?}, want {ty} {want_p:?}",
                             case.name, l.type_name, l.preview
                         )),
-                        None => bad.push(format!("{}: thread {nid} {func}: local {name} missing", case.name)),
+                        None => bad.push(format!(
+                            "{}: thread {nid} {func}: local {name} missing",
+                            case.name
+                        )),
                     }
                 }
             }
@@ -88,18 +100,30 @@ fn check_threads(case: &Case) -> Vec<String> {
     // Every core thread is a Python thread here, and nothing is unmatched.
     for th in &s.threads {
         if th.tid.is_none() || th.tstate.is_none() {
-            bad.push(format!("{}: unmatched thread {:?} / {:?}", case.name, th.tid, th.tstate));
+            bad.push(format!(
+                "{}: unmatched thread {:?} / {:?}",
+                case.name, th.tid, th.tstate
+            ));
         }
     }
     if case.kind == "kernel" {
         let c = s.crash.as_ref();
         let tid = t["signal_tid"].as_u64().map(|x| x as u32);
         if c.map(|c| (c.name, c.tid)) != Some(("SIGABRT", tid)) {
-            bad.push(format!("{}: crash {:?}, want SIGABRT in {tid:?}", case.name, c.map(|c| (c.name, c.tid))));
+            bad.push(format!(
+                "{}: crash {:?}, want SIGABRT in {tid:?}",
+                case.name,
+                c.map(|c| (c.name, c.tid))
+            ));
         }
-        let f = c.and_then(|c| c.python_frame.as_ref()).map(|f| f.function.as_str());
+        let f = c
+            .and_then(|c| c.python_frame.as_ref())
+            .map(|f| f.function.as_str());
         if f != Some("finish") {
-            bad.push(format!("{}: crash Python frame {f:?}, want finish (the os.abort() call)", case.name));
+            bad.push(format!(
+                "{}: crash Python frame {f:?}, want finish (the os.abort() call)",
+                case.name
+            ));
         }
     } else if s.crash.is_some() {
         bad.push(format!("{}: a snapshot has no crash", case.name));
@@ -123,7 +147,9 @@ fn stacks_corpus() -> Vec<Case> {
     if !cases.iter().any(|c| c.scenario == "py_threads") {
         let cache = std::env::var_os("COREHEAP_CACHE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap"));
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap")
+            });
         let idx = cache.join("corpus-stacks/index.json");
         if idx.exists() {
             cases.extend(corpus::load_index(&idx));
@@ -135,7 +161,12 @@ fn stacks_corpus() -> Vec<Case> {
 #[test]
 #[ignore = "needs cores generated on this machine: run tests/run-all"]
 fn fresh_python_stacks_match_current_frames() {
-    corpus::check_cases(stacks_corpus(), "py_threads", |c| c.scenario == "py_threads", check_threads);
+    corpus::check_cases(
+        stacks_corpus(),
+        "py_threads",
+        |c| c.scenario == "py_threads",
+        check_threads,
+    );
 }
 
 fn crash_line() -> u32 {
@@ -151,28 +182,60 @@ fn check_c_crash(case: &Case) -> Vec<String> {
     let s = run(case, true, false);
     let mut bad = Vec::new();
     let c = s.crash.as_ref().expect("a crash");
-    if c.name != "SIGSEGV" || c.tid != t["signal_tid"].as_u64().map(|x| x as u32) || c.code != Some(1) {
+    if c.name != "SIGSEGV"
+        || c.tid != t["signal_tid"].as_u64().map(|x| x as u32)
+        || c.code != Some(1)
+    {
         bad.push(format!("{}: crash {c:?}", case.name));
     }
     if c.fault_address.map(|a| a.0) != Some(8) {
         // n->next->value with n->next == NULL: value is at offset 0 of a NULL node... the
         // load is from NULL + offsetof(value) = 0.
         if c.fault_address.map(|a| a.0) != Some(0) {
-            bad.push(format!("{}: fault address {:?}", case.name, c.fault_address));
+            bad.push(format!(
+                "{}: fault address {:?}",
+                case.name, c.fault_address
+            ));
         }
     }
-    let th = s.threads.iter().find(|x| x.crashed).expect("crashed thread");
-    let names: Vec<&str> = th.native.iter().filter_map(|f| f.symbol.as_deref()).collect();
+    let th = s
+        .threads
+        .iter()
+        .find(|x| x.crashed)
+        .expect("crashed thread");
+    let names: Vec<&str> = th
+        .native
+        .iter()
+        .filter_map(|f| f.symbol.as_deref())
+        .collect();
     let want: Vec<&str> = std::iter::once("crash_here")
-        .chain(t["callers"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()))
+        .chain(
+            t["callers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap()),
+        )
         .collect();
     if names.len() < want.len() || names[..want.len()] != want[..] {
-        bad.push(format!("{}: native frames {names:?}, want {want:?} first", case.name));
+        bad.push(format!(
+            "{}: native frames {names:?}, want {want:?} first",
+            case.name
+        ));
     }
     let top = &th.native[0];
-    let file_ok = top.file.as_deref().is_some_and(|f| f.ends_with("c_crash.c"));
+    let file_ok = top
+        .file
+        .as_deref()
+        .is_some_and(|f| f.ends_with("c_crash.c"));
     if !file_ok || top.line != Some(crash_line()) {
-        bad.push(format!("{}: crash frame at {:?}:{:?}, want c_crash.c:{}", case.name, top.file, top.line, crash_line()));
+        bad.push(format!(
+            "{}: crash frame at {:?}:{:?}, want c_crash.c:{}",
+            case.name,
+            top.file,
+            top.line,
+            crash_line()
+        ));
     }
     bad
 }
@@ -180,7 +243,12 @@ fn check_c_crash(case: &Case) -> Vec<String> {
 #[test]
 #[ignore = "needs cores generated on this machine: run tests/run-all"]
 fn fresh_c_crash_innermost_native_frame() {
-    corpus::check_cases(stacks_corpus(), "c_crash", |c| c.scenario == "c_crash", check_c_crash);
+    corpus::check_cases(
+        stacks_corpus(),
+        "c_crash",
+        |c| c.scenario == "c_crash",
+        check_c_crash,
+    );
 }
 
 /// Native unwinding of the Python cores: every thread's stack reaches a libc or python
@@ -190,14 +258,24 @@ fn check_native(case: &Case) -> Vec<String> {
     let mut bad = Vec::new();
     for th in &s.threads {
         if th.native.is_empty() {
-            bad.push(format!("{}: thread {:?}: no native frames", case.name, th.tid));
+            bad.push(format!(
+                "{}: thread {:?}: no native frames",
+                case.name, th.tid
+            ));
         }
     }
     if case.kind == "kernel" {
         let th = s.threads.iter().find(|x| x.crashed).unwrap();
-        let names: Vec<&str> = th.native.iter().filter_map(|f| f.symbol.as_deref()).collect();
+        let names: Vec<&str> = th
+            .native
+            .iter()
+            .filter_map(|f| f.symbol.as_deref())
+            .collect();
         if !names.iter().any(|n| *n == "abort") {
-            bad.push(format!("{}: the aborting thread's native frames {names:?} do not show abort", case.name));
+            bad.push(format!(
+                "{}: the aborting thread's native frames {names:?} do not show abort",
+                case.name
+            ));
         }
     }
     bad
@@ -206,7 +284,12 @@ fn check_native(case: &Case) -> Vec<String> {
 #[test]
 #[ignore = "needs cores generated on this machine: run tests/run-all"]
 fn fresh_native_stacks_of_python_cores() {
-    corpus::check_cases(stacks_corpus(), "py_threads", |c| c.scenario == "py_threads", check_native);
+    corpus::check_cases(
+        stacks_corpus(),
+        "py_threads",
+        |c| c.scenario == "py_threads",
+        check_native,
+    );
 }
 
 /// pystack (`pip install pystack`, tests/run-all installs it into a virtual environment
@@ -235,10 +318,18 @@ fn pystack_frames(out: &str) -> std::collections::BTreeMap<u32, Vec<(String, u64
         }
         let l = l.strip_prefix("(Python) ").unwrap_or(l);
         if let (Some(c), Some(rest)) = (cur, l.strip_prefix("File \"")) {
-            let Some((file, rest)) = rest.split_once("\", line ") else { continue };
-            let Some((line_no, func)) = rest.split_once(", in ") else { continue };
+            let Some((file, rest)) = rest.split_once("\", line ") else {
+                continue;
+            };
+            let Some((line_no, func)) = rest.split_once(", in ") else {
+                continue;
+            };
             let func = func.split_whitespace().next().unwrap_or("").to_string();
-            m.get_mut(&c).unwrap().push((file.to_string(), line_no.trim().parse().unwrap_or(0), func));
+            m.get_mut(&c).unwrap().push((
+                file.to_string(),
+                line_no.trim().parse().unwrap_or(0),
+                func,
+            ));
         }
     }
     for v in m.values_mut() {
@@ -265,7 +356,16 @@ fn fresh_pystack_agrees() {
         }
         let out = match cmd.output() {
             Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            Ok(o) => return vec![format!("{}: pystack failed: {}", case.name, String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""))],
+            Ok(o) => {
+                return vec![format!(
+                    "{}: pystack failed: {}",
+                    case.name,
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                )]
+            }
             Err(e) => return vec![format!("{}: pystack: {e}", case.name)],
         };
         let theirs = pystack_frames(&out);
@@ -276,16 +376,30 @@ fn fresh_pystack_agrees() {
             let ours: Vec<(String, u64, String)> = th
                 .python
                 .iter()
-                .map(|f| (f.file.clone(), f.line.unwrap_or(0) as u64, f.function.clone()))
+                .map(|f| {
+                    (
+                        f.file.clone(),
+                        f.line.unwrap_or(0) as u64,
+                        f.function.clone(),
+                    )
+                })
                 .collect();
             let t = theirs.get(&tid).cloned().unwrap_or_default();
             if ours != t {
-                bad.push(format!("{}: thread {tid}: pystack differs\n  pystack  {t:?}\n  coreheap {ours:?}", case.name));
+                bad.push(format!(
+                    "{}: thread {tid}: pystack differs\n  pystack  {t:?}\n  coreheap {ours:?}",
+                    case.name
+                ));
             }
         }
         bad
     };
-    corpus::check_cases(stacks_corpus(), "py_threads", |c| c.scenario == "py_threads", check);
+    corpus::check_cases(
+        stacks_corpus(),
+        "py_threads",
+        |c| c.scenario == "py_threads",
+        check,
+    );
 }
 
 /// Damaged thread states and frames in a real core: a frame whose `previous` points back
@@ -302,14 +416,19 @@ fn fresh_damaged_frames_give_diagnostics() {
     assert!(!cases.is_empty(), "no py_threads kernel cases");
     for case in &cases {
         let base = run(case, false, false);
-        let py: Vec<_> = base.threads.iter().filter(|t| t.python.len() >= 2).collect();
+        let py: Vec<_> = base
+            .threads
+            .iter()
+            .filter(|t| t.python.len() >= 2)
+            .collect();
         assert!(py.len() >= 3, "{}: too few Python threads", case.name);
         let bytes = std::fs::read(&case.core).unwrap();
         let p = corpus::open(case);
         // File offset of a virtual address, from the core's segments.
         let off = |a: u64| -> Option<usize> {
             p.core.segments.iter().find_map(|s| {
-                (a >= s.vaddr.0 && a + 8 <= s.vaddr.0 + s.in_core).then(|| (s.offset + (a - s.vaddr.0)) as usize)
+                (a >= s.vaddr.0 && a + 8 <= s.vaddr.0 + s.in_core)
+                    .then(|| (s.offset + (a - s.vaddr.0)) as usize)
             })
         };
         // Mutations: (description, address, new value)
@@ -317,9 +436,25 @@ fn fresh_damaged_frames_give_diagnostics() {
         let t1 = py[1];
         let t2 = py[2];
         let ver = base.python_version.clone().unwrap_or_default();
-        let minor: u32 = ver.split('.').nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        let prev_off = if minor <= 10 { 0x18 } else if minor == 11 { 0x30 } else { 0x8 };
-        let code_off = if minor <= 10 { 0x20 } else if minor == 11 { 0x20 } else { 0x0 };
+        let minor: u32 = ver
+            .split('.')
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        let prev_off = if minor <= 10 {
+            0x18
+        } else if minor == 11 {
+            0x30
+        } else {
+            0x8
+        };
+        let code_off = if minor <= 10 {
+            0x20
+        } else if minor == 11 {
+            0x20
+        } else {
+            0x0
+        };
         let f0 = t0.python[0].frame_address.0;
         let f1 = t1.python[1].frame_address.0;
         let ts2 = t2.tstate.unwrap().0;
@@ -347,14 +482,27 @@ fn fresh_damaged_frames_give_diagnostics() {
             };
             let dp = coreheap::Process::from_core(core, &opts);
             let models = Models::load(None).unwrap();
-            let s = stacks(&dp, &models, StackOptions { native: true, locals: true });
+            let s = stacks(
+                &dp,
+                &models,
+                StackOptions {
+                    native: true,
+                    locals: true,
+                },
+            );
             assert!(
-                s.diagnostics.iter().any(|d| d.severity >= coreheap::error::Severity::Warning),
+                s.diagnostics
+                    .iter()
+                    .any(|d| d.severity >= coreheap::error::Severity::Warning),
                 "{}: {what}: no diagnostic",
                 case.name
             );
             let with_frames = s.threads.iter().filter(|t| !t.python.is_empty()).count();
-            assert!(with_frames >= keep, "{}: {what}: other threads lost ({with_frames} of {n})", case.name);
+            assert!(
+                with_frames >= keep,
+                "{}: {what}: other threads lost ({with_frames} of {n})",
+                case.name
+            );
         }
     }
 }

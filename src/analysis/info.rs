@@ -188,8 +188,12 @@ fn info_with_models(p: &Process, models: Option<&crate::analysis::Models>) -> In
         python_version: python.as_ref().and_then(|x| x.version.clone()),
         python,
         crash: models.and_then(|m| {
-            crate::analysis::threads::crash_summary(p, m, CRASH_FRAMES)
-                .map(|(crash, python_frames)| CrashSummary { crash, python_frames })
+            crate::analysis::threads::crash_summary(p, m, CRASH_FRAMES).map(
+                |(crash, python_frames)| CrashSummary {
+                    crash,
+                    python_frames,
+                },
+            )
         }),
         diagnostics,
     }

@@ -7,7 +7,7 @@ use crate::analysis::Models;
 use crate::error::{Diagnostic, Diagnostics};
 use crate::image::core::notes::signal_name;
 use crate::image::process::Process;
-use crate::image::unwind::{NativeFrame, Native};
+use crate::image::unwind::{Native, NativeFrame};
 use crate::image::version::detect_python;
 use crate::models::{CpythonModel, Epoch, Version};
 use crate::python::frames::{self, Interpreter, Local, PyFrame};
@@ -29,7 +29,10 @@ pub struct Sources {
 
 impl Sources {
     pub fn new(sysroot: Option<std::path::PathBuf>) -> Sources {
-        Sources { sysroot, cache: Default::default() }
+        Sources {
+            sysroot,
+            cache: Default::default(),
+        }
     }
     /// Line `n` (1-based) of `file`, stripped as Python's traceback prints it.
     pub fn line(&mut self, file: &str, n: u32) -> Option<String> {
@@ -49,10 +52,19 @@ impl Sources {
                     return None;
                 }
                 let b = std::fs::read(&p).ok()?;
-                Some(String::from_utf8_lossy(&b).lines().map(String::from).collect())
+                Some(
+                    String::from_utf8_lossy(&b)
+                        .lines()
+                        .map(String::from)
+                        .collect(),
+                )
             })
         });
-        lines.as_ref()?.get((n as usize).checked_sub(1)?).map(|l| l.trim().to_string()).filter(|l| !l.is_empty())
+        lines
+            .as_ref()?
+            .get((n as usize).checked_sub(1)?)
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
     }
 }
 
@@ -212,7 +224,8 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
         let k = py_threads.threads.iter().enumerate().position(|(i, s)| {
             !used[i]
                 && (s.native_thread_id.is_some_and(|n| n == t.tid as u64)
-                    || t.thread_pointer.is_some_and(|tp| tp.0 == s.thread_id && s.thread_id != 0))
+                    || t.thread_pointer
+                        .is_some_and(|tp| tp.0 == s.thread_id && s.thread_id != 0))
         });
         let mut ts = ThreadStack {
             tid: Some(t.tid),
@@ -238,7 +251,10 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
         if let Some(n) = &native {
             let st = n.unwind(t);
             if let Some(why) = &st.truncated {
-                diagnostics.push(Diagnostic::info(format!("thread {}: native stack: {why}", t.tid)));
+                diagnostics.push(Diagnostic::info(format!(
+                    "thread {}: native stack: {why}",
+                    t.tid
+                )));
             }
             ts.native = st.frames;
             ts.native_truncated = st.truncated;
@@ -254,7 +270,9 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
                 "thread state {} (thread id {:#x}{}) matches no thread of the core",
                 s.tstate,
                 s.thread_id,
-                s.native_thread_id.map(|n| format!(", tid {n}")).unwrap_or_default()
+                s.native_thread_id
+                    .map(|n| format!(", tid {n}"))
+                    .unwrap_or_default()
             ))
             .at(s.tstate),
         );

@@ -65,14 +65,21 @@ pub struct Native<'a> {
     syms: Vec<OnceLock<ModSyms>>,
 }
 
-fn section(map: &Arc<Mmap>, obj: &object::File, name: &str) -> Option<(std::ops::Range<u64>, Bytes)> {
+fn section(
+    map: &Arc<Mmap>,
+    obj: &object::File,
+    name: &str,
+) -> Option<(std::ops::Range<u64>, Bytes)> {
     let s = obj.section_by_name(name)?;
     let (off, size) = s.file_range()?;
     let end = off.checked_add(size)?;
     if end > map.len() as u64 {
         return None;
     }
-    Some((s.address()..s.address() + s.size(), Bytes(map.clone(), off as usize..end as usize)))
+    Some((
+        s.address()..s.address() + s.size(),
+        Bytes(map.clone(), off as usize..end as usize),
+    ))
 }
 
 /// SHF_COMPRESSED (0x800).
@@ -118,7 +125,10 @@ fn load_dwarf(obj: &object::File) -> Option<addr2line::Context<R>> {
     obj.section_by_name(".debug_info")?;
     let load = |id: gimli::SectionId| -> Result<R, gimli::Error> {
         let data = section_data(obj, id.name()).unwrap_or_default();
-        Ok(R::new(Arc::from(data.into_boxed_slice()), gimli::LittleEndian))
+        Ok(R::new(
+            Arc::from(data.into_boxed_slice()),
+            gimli::LittleEndian,
+        ))
     };
     let dwarf = gimli::Dwarf::load(load).ok()?;
     addr2line::Context::from_dwarf(dwarf).ok()
@@ -131,7 +141,9 @@ impl<'a> Native<'a> {
             let (Some(bias), Some(file)) = (m.bias, m.file.as_ref()) else {
                 continue;
             };
-            let Ok(obj) = object::File::parse(&**file.map) else { continue };
+            let Ok(obj) = object::File::parse(&**file.map) else {
+                continue;
+            };
             let map = &file.map;
             let mut info = ExplicitModuleSectionInfo::<Bytes> {
                 base_svma: 0,
@@ -180,7 +192,12 @@ impl<'a> Native<'a> {
                 }
             }
             let r = m.range();
-            unwinder.add_module(framehop::Module::new(m.path.clone(), r.start.0..r.end.0, bias, info));
+            unwinder.add_module(framehop::Module::new(
+                m.path.clone(),
+                r.start.0..r.end.0,
+                bias,
+                info,
+            ));
         }
         let syms = p.modules.modules.iter().map(|_| OnceLock::new()).collect();
         Native { p, unwinder, syms }
@@ -200,7 +217,9 @@ impl<'a> Native<'a> {
             let mut funcs = Vec::new();
             let mut dwarf = None;
             for f in m.debug_file.iter().chain(m.file.iter()) {
-                let Ok(obj) = object::File::parse(&**f.map) else { continue };
+                let Ok(obj) = object::File::parse(&**f.map) else {
+                    continue;
+                };
                 for s in obj.symbols().chain(obj.dynamic_symbols()) {
                     if s.kind() == SymbolKind::Text && s.address() != 0 && !s.is_undefined() {
                         if let Ok(n) = s.name() {
@@ -226,8 +245,17 @@ impl<'a> Native<'a> {
     /// Module, symbol+offset and file:line of `pc`; `lookup` is the address looked up
     /// (pc - 1 for return addresses, so a call at the end of a function is its own).
     pub fn symbolize(&self, pc: Addr, lookup: u64) -> NativeFrame {
-        let mut f = NativeFrame { pc, module: None, symbol: None, offset: None, file: None, line: None };
-        let Some(i) = self.module_index(pc) else { return f };
+        let mut f = NativeFrame {
+            pc,
+            module: None,
+            symbol: None,
+            offset: None,
+            file: None,
+            line: None,
+        };
+        let Some(i) = self.module_index(pc) else {
+            return f;
+        };
         let m = &self.p.modules.modules[i];
         f.module = Some(m.name().to_string());
         let Some(bias) = m.bias else { return f };
@@ -280,11 +308,14 @@ impl<'a> Native<'a> {
         let Some(stack) = stack else {
             return NativeStack {
                 frames: vec![self.symbolize(t.pc, t.pc.0)],
-                truncated: Some(format!("the stack pointer {rsp:#x} is outside every mapping of the core")),
+                truncated: Some(format!(
+                    "the stack pointer {rsp:#x} is outside every mapping of the core"
+                )),
             };
         };
         let space = &self.p.space;
-        let in_stack = |a: u64| a >= stack.start.0 && a.checked_add(8).is_some_and(|e| e <= stack.end.0);
+        let in_stack =
+            |a: u64| a >= stack.start.0 && a.checked_add(8).is_some_and(|e| e <= stack.end.0);
         let mut read = |a: u64| -> Result<u64, ()> {
             if !in_stack(a) {
                 return Err(());
@@ -302,19 +333,27 @@ impl<'a> Native<'a> {
                 break;
             }
             let sp_before = regs.sp();
-            let next = match self.unwinder.unwind_frame(addr, &mut regs, &mut cache, &mut read) {
+            let next = match self
+                .unwinder
+                .unwind_frame(addr, &mut regs, &mut cache, &mut read)
+            {
                 Ok(n) => n,
                 Err(e) => {
                     // Frame-pointer fallback: [rbp] = caller's rbp, [rbp+8] = return address.
                     let bp = regs.bp();
                     match (read(bp), read(bp.wrapping_add(8))) {
-                        (Ok(nbp), Ok(ret)) if bp >= sp_before && ret != 0 && self.module_index(Addr(ret)).is_some() => {
+                        (Ok(nbp), Ok(ret))
+                            if bp >= sp_before
+                                && ret != 0
+                                && self.module_index(Addr(ret)).is_some() =>
+                        {
                             regs.set_bp(nbp);
                             regs.set_sp(bp + 16);
                             Some(ret)
                         }
                         _ => {
-                            truncated = Some(format!("unwinding stopped at {:#x}: {e}", addr.address()));
+                            truncated =
+                                Some(format!("unwinding stopped at {:#x}: {e}", addr.address()));
                             break;
                         }
                     }
@@ -325,10 +364,15 @@ impl<'a> Native<'a> {
                 break;
             }
             if regs.sp() < sp_before || !in_stack(regs.sp()) && regs.sp() != stack.end.0 {
-                truncated = Some(format!("the stack pointer left the thread's stack at {:#x}", regs.sp()));
+                truncated = Some(format!(
+                    "the stack pointer left the thread's stack at {:#x}",
+                    regs.sp()
+                ));
                 break;
             }
-            let Some(a) = FrameAddress::from_return_address(ret) else { break };
+            let Some(a) = FrameAddress::from_return_address(ret) else {
+                break;
+            };
             addr = a;
             frames.push(self.symbolize(Addr(ret), ret - 1));
         }

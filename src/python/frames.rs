@@ -165,7 +165,9 @@ impl Reader<'_> {
             .collect()
     }
     fn names(&self, tuple_at: Option<u64>, code: u64) -> Vec<String> {
-        let Some(off) = tuple_at else { return Vec::new() };
+        let Some(off) = tuple_at else {
+            return Vec::new();
+        };
         let Some(t) = self.u64(code + off) else {
             return Vec::new();
         };
@@ -187,7 +189,10 @@ impl Reader<'_> {
         let ti = self.ob_type(v).and_then(|t| self.typer.type_info(t));
         Some(Local {
             name,
-            type_name: ti.as_ref().map(|t| t.name.clone()).unwrap_or_else(|| "?".into()),
+            type_name: ti
+                .as_ref()
+                .map(|t| t.name.clone())
+                .unwrap_or_else(|| "?".into()),
             address: Addr(v),
             preview: ti.map(|t| self.typer.preview(v, &t)).unwrap_or_default(),
             cell: is_cell,
@@ -217,7 +222,9 @@ impl Reader<'_> {
                     .enumerate()
                     .take(MAX_LOCALS)
                 {
-                    let Some(v) = slot(i).filter(|&v| v != 0) else { continue };
+                    let Some(v) = slot(i).filter(|&v| v != 0) else {
+                        continue;
+                    };
                     if let Some(l) = self.local(name.clone(), v, cell) {
                         if seen.insert(name) {
                             out.push(l);
@@ -240,7 +247,9 @@ impl Reader<'_> {
                     if kind & 0x10 != 0 {
                         continue;
                     }
-                    let Some(v) = slot(i).and_then(|b| self.obj(b)) else { continue };
+                    let Some(v) = slot(i).and_then(|b| self.obj(b)) else {
+                        continue;
+                    };
                     if let Some(l) = self.local(name, v, kind & 0xc0 != 0) {
                         out.push(l);
                     }
@@ -268,14 +277,24 @@ impl Reader<'_> {
             .unwrap_or_default()
     }
 
-    fn frame_info(&self, frame: u64, code: u64, addrq: i64, lineno_override: Option<i32>, generator: bool, with_locals: bool) -> PyFrame {
+    fn frame_info(
+        &self,
+        frame: u64,
+        code: u64,
+        addrq: i64,
+        lineno_override: Option<i32>,
+        generator: bool,
+        with_locals: bool,
+    ) -> PyFrame {
         let f = self.f;
         let firstlineno = self.i32(code + f.code_firstlineno).unwrap_or(0);
         let line = match lineno_override {
             Some(l) => Some(l),
             None => addr2line(f.line_table, &self.line_table(code), firstlineno, addrq),
         };
-        let function = self.str_at(code + f.code_name).unwrap_or_else(|| "?".into());
+        let function = self
+            .str_at(code + f.code_name)
+            .unwrap_or_else(|| "?".into());
         let qualname = f
             .code_qualname
             .and_then(|o| self.str_at(code + o))
@@ -283,7 +302,9 @@ impl Reader<'_> {
         PyFrame {
             function,
             qualname,
-            file: self.str_at(code + f.code_filename).unwrap_or_else(|| "?".into()),
+            file: self
+                .str_at(code + f.code_filename)
+                .unwrap_or_else(|| "?".into()),
             line: line.filter(|&l| l >= 0).map(|l| l as u32),
             frame_address: Addr(frame),
             code_address: Addr(code),
@@ -305,13 +326,23 @@ impl Reader<'_> {
             }
             match self.u64(cur + cf) {
                 Some(c) => cur = c,
-                None => return (out, Some(format!("the thread's _PyCFrame at {cur:#x} is unreadable"))),
+                None => {
+                    return (
+                        out,
+                        Some(format!("the thread's _PyCFrame at {cur:#x} is unreadable")),
+                    )
+                }
             }
         }
         let mut seen = HashSet::new();
         while cur != 0 {
             if !seen.insert(cur) {
-                return (out, Some(format!("frame {cur:#x} is already in this thread's chain (a loop)")));
+                return (
+                    out,
+                    Some(format!(
+                        "frame {cur:#x} is already in this thread's chain (a loop)"
+                    )),
+                );
             }
             if seen.len() > MAX_FRAMES {
                 return (out, Some(format!("more than {MAX_FRAMES} frames")));
@@ -326,7 +357,10 @@ impl Reader<'_> {
                 FrameKind::Object => {
                     let code = self.u64(cur + f.frame_code).unwrap_or(0);
                     if !self.is_code(code) {
-                        return (out, Some(format!("frame {cur:#x} has no code object ({code:#x})")));
+                        return (
+                            out,
+                            Some(format!("frame {cur:#x} has no code object ({code:#x})")),
+                        );
                     }
                     let lasti = self.i32(cur + f.frame_lasti.unwrap_or(0)).unwrap_or(-1) as i64;
                     let lineno = f.frame_lineno.and_then(|o| self.i32(cur + o)).unwrap_or(0);
@@ -338,7 +372,11 @@ impl Reader<'_> {
                     } else {
                         (lineno != 0).then_some(lineno)
                     };
-                    let addrq = if lasti < 0 { -1 } else { lasti * f.lasti_unit as i64 };
+                    let addrq = if lasti < 0 {
+                        -1
+                    } else {
+                        lasti * f.lasti_unit as i64
+                    };
                     out.push(self.frame_info(cur, code, addrq, over, false, with_locals));
                 }
                 FrameKind::Interpreter => {
@@ -350,7 +388,10 @@ impl Reader<'_> {
                         if !self.is_code(code) {
                             // 3.13's C-stack entry frame holds None; anything else that
                             // is not code is damage.
-                            return (out, Some(format!("frame {cur:#x} has no code object ({raw:#x})")));
+                            return (
+                                out,
+                                Some(format!("frame {cur:#x} has no code object ({raw:#x})")),
+                            );
                         }
                         let instr = self.u64(cur + f.frame_instr.unwrap_or(0)).unwrap_or(0);
                         let start = code.wrapping_add(f.code_adaptive.unwrap_or(0));
@@ -363,7 +404,14 @@ impl Reader<'_> {
                         if !incomplete {
                             // _PyInterpreterFrame_LASTI * sizeof(_Py_CODEUNIT)
                             let lasti = off.div_euclid(2);
-                            out.push(self.frame_info(cur, code, lasti * 2, None, generator, with_locals));
+                            out.push(self.frame_info(
+                                cur,
+                                code,
+                                lasti * 2,
+                                None,
+                                generator,
+                                with_locals,
+                            ));
                         }
                     }
                 }
@@ -473,7 +521,13 @@ fn signed_varint(t: &[u8], mut i: usize) -> i32 {
 }
 
 /// Every interpreter and thread state of the runtime at `runtime`, with frames.
-pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, with_locals: bool) -> PyThreads {
+pub fn read(
+    p: &Process,
+    typer: &Typer,
+    model: &CpythonModel,
+    runtime: Addr,
+    with_locals: bool,
+) -> PyThreads {
     let mut out = PyThreads::default();
     let Some(f) = &model.frames else {
         out.diagnostics.push(Diagnostic::warning(format!(
@@ -492,7 +546,8 @@ pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, wit
         cell_type: sym("PyCell_Type"),
         dict_type: sym("PyDict_Type"),
     };
-    out.diagnostics.extend(cross_check(p, runtime, f, &model.name));
+    out.diagnostics
+        .extend(cross_check(p, runtime, f, &model.name));
     let rt = runtime.0;
     let mut interp = r.u64(rt + f.runtime_interpreters_head).unwrap_or(0);
     if interp == 0 {
@@ -504,7 +559,10 @@ pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, wit
     let mut seen_interp = HashSet::new();
     while interp != 0 {
         if !seen_interp.insert(interp) || seen_interp.len() > MAX_INTERPRETERS {
-            out.diagnostics.push(Diagnostic::warning("the interpreter list loops or is too long; stopped").at(Addr(interp)));
+            out.diagnostics.push(
+                Diagnostic::warning("the interpreter list loops or is too long; stopped")
+                    .at(Addr(interp)),
+            );
             break;
         }
         let idx = out.interpreters.len();
@@ -514,16 +572,22 @@ pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, wit
         let mut ts = match r.u64(interp + f.interp_threads_head) {
             Some(t) => t,
             None => {
-                out.diagnostics.push(Diagnostic::warning(format!("interpreter {interp:#x} is unreadable")).at(Addr(interp)));
+                out.diagnostics.push(
+                    Diagnostic::warning(format!("interpreter {interp:#x} is unreadable"))
+                        .at(Addr(interp)),
+                );
                 break;
             }
         };
         let mut seen_ts = HashSet::new();
         while ts != 0 {
             if !seen_ts.insert(ts) || seen_ts.len() > MAX_THREADS {
-                out.diagnostics.push(Diagnostic::warning(format!(
-                    "interpreter {id}: the thread-state list loops or is too long; stopped"
-                )).at(Addr(ts)));
+                out.diagnostics.push(
+                    Diagnostic::warning(format!(
+                        "interpreter {id}: the thread-state list loops or is too long; stopped"
+                    ))
+                    .at(Addr(ts)),
+                );
                 break;
             }
             let back = r.u64(ts + f.tstate_interp);
@@ -535,9 +599,12 @@ pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, wit
             }
             let (frames, truncated) = r.frames(ts, with_locals);
             if let Some(why) = &truncated {
-                out.diagnostics.push(Diagnostic::warning(format!(
-                    "thread state {ts:#x}: Python stack truncated: {why}"
-                )).at(Addr(ts)));
+                out.diagnostics.push(
+                    Diagnostic::warning(format!(
+                        "thread state {ts:#x}: Python stack truncated: {why}"
+                    ))
+                    .at(Addr(ts)),
+                );
             }
             out.threads.push(PyThread {
                 tstate: Addr(ts),
@@ -551,7 +618,11 @@ pub fn read(p: &Process, typer: &Typer, model: &CpythonModel, runtime: Addr, wit
             count += 1;
             ts = r.u64(ts + f.tstate_next).unwrap_or(0);
         }
-        out.interpreters.push(Interpreter { address: Addr(interp), id, threads: count });
+        out.interpreters.push(Interpreter {
+            address: Addr(interp),
+            id,
+            threads: count,
+        });
         interp = r.u64(interp + f.interp_next).unwrap_or(0);
     }
     out
@@ -564,7 +635,9 @@ fn gil_state(r: &Reader, rt: u64, interp: u64) -> (u64, bool) {
         GilAt::Runtime => Some(rt + f.gil_offset),
         GilAt::InterpPointer => r.u64(interp + f.gil_offset),
     };
-    let Some(g) = gil.filter(|&g| g != 0) else { return (0, false) };
+    let Some(g) = gil.filter(|&g| g != 0) else {
+        return (0, false);
+    };
     let holder = r.u64(g + f.gil_last_holder).unwrap_or(0);
     let locked = r.i32(g + f.gil_locked).unwrap_or(0) != 0;
     (holder, locked)
@@ -584,22 +657,55 @@ pub fn cross_check(p: &Process, runtime: Addr, f: &Frames, model: &str) -> Vec<D
     if p.space.read(runtime, &mut buf).is_err() {
         return out;
     }
-    let w: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    let w: Vec<u64> = buf
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     let has = |pat: &[u64]| w.windows(pat.len()).any(|x| x == pat);
     let mut checks: Vec<(&str, Vec<u64>)> = vec![
         // thread_state: prev, next, interp, current_frame, thread_id, native_thread_id
-        ("thread state (next, interp, current_frame, thread_id, native_thread_id)",
-         vec![f.tstate_next, f.tstate_interp, f.tstate_frame, f.tstate_thread_id, f.tstate_native_thread_id.unwrap_or(0)]),
+        (
+            "thread state (next, interp, current_frame, thread_id, native_thread_id)",
+            vec![
+                f.tstate_next,
+                f.tstate_interp,
+                f.tstate_frame,
+                f.tstate_thread_id,
+                f.tstate_native_thread_id.unwrap_or(0),
+            ],
+        ),
         // interpreter_frame: previous, executable, instr_ptr, localsplus, owner
-        ("interpreter frame (previous, executable, instr_ptr, localsplus, owner)",
-         vec![f.frame_previous, f.frame_code, f.frame_instr.unwrap_or(0), f.frame_localsplus, f.frame_owner.unwrap_or(0)]),
+        (
+            "interpreter frame (previous, executable, instr_ptr, localsplus, owner)",
+            vec![
+                f.frame_previous,
+                f.frame_code,
+                f.frame_instr.unwrap_or(0),
+                f.frame_localsplus,
+                f.frame_owner.unwrap_or(0),
+            ],
+        ),
         // code_object: filename, name, qualname, linetable, firstlineno
-        ("code object (filename, name, qualname, linetable, firstlineno)",
-         vec![f.code_filename, f.code_name, f.code_qualname.unwrap_or(0), f.code_linetable, f.code_firstlineno]),
+        (
+            "code object (filename, name, qualname, linetable, firstlineno)",
+            vec![
+                f.code_filename,
+                f.code_name,
+                f.code_qualname.unwrap_or(0),
+                f.code_linetable,
+                f.code_firstlineno,
+            ],
+        ),
         // interpreter_state: id, next, threads_head
-        ("interpreter state (id, next, threads_head)", vec![f.interp_id, f.interp_next, f.interp_threads_head]),
+        (
+            "interpreter state (id, next, threads_head)",
+            vec![f.interp_id, f.interp_next, f.interp_threads_head],
+        ),
     ];
-    checks.push(("code object (co_code_adaptive)", vec![f.code_adaptive.unwrap_or(0)]));
+    checks.push((
+        "code object (co_code_adaptive)",
+        vec![f.code_adaptive.unwrap_or(0)],
+    ));
     for (what, pat) in checks {
         if !has(&pat) {
             out.push(Diagnostic::warning(format!(
@@ -647,7 +753,19 @@ mod tests {
         // entry 1: code 13 (no columns), line +2, 1 unit; entry 2: code 11 (+1), 2 units,
         // two column bytes; entry 3: code 15 no location, 1 unit; entry 4: code 14 long,
         // line -3 (svarint 7), end line, col, end col varints.
-        let t = [0x80 | (13 << 3), 4, 0x80 | (11 << 3) | 1, 1, 2, 0x80 | (15 << 3), 0x80 | (14 << 3), 7, 0, 1, 2];
+        let t = [
+            0x80 | (13 << 3),
+            4,
+            0x80 | (11 << 3) | 1,
+            1,
+            2,
+            0x80 | (15 << 3),
+            0x80 | (14 << 3),
+            7,
+            0,
+            1,
+            2,
+        ];
         assert_eq!(addr2line(LineTable::Locations, &t, 100, 0), Some(102));
         assert_eq!(addr2line(LineTable::Locations, &t, 100, 2), Some(103));
         assert_eq!(addr2line(LineTable::Locations, &t, 100, 4), Some(103));
