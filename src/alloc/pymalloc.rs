@@ -72,6 +72,16 @@ pub struct Block {
     pub size: u32,
 }
 
+/// How pymalloc's state (`usedpools`) was found: an identifier in JSON, words in text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// `usedpools` (3.8-3.11) or `obmalloc_state_main` (3.12+) by symbol.
+    Symbol,
+    /// The 32 pairs of list heads in the Python module's writable memory.
+    UsedpoolsSignature,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PymallocHeap {
     pub model: String,
@@ -79,7 +89,7 @@ pub struct PymallocHeap {
     #[serde(skip)]
     pub python: Option<crate::image::version::PythonInfo>,
     pub state: Addr,
-    pub found_by: &'static str,
+    pub found_by: FoundBy,
     pub arena_size: u64,
     pub pool_size: u64,
     /// Arenas currently allocated (`# arenas allocated current`).
@@ -284,7 +294,7 @@ pub fn analyze(
     let r = Reader { space: &p.space };
     let pm = &model.pymalloc;
     // --- the state.
-    let mut found_by = "symbol";
+    let mut found_by = FoundBy::Symbol;
     let up = match pm.state {
         StateKind::Statics => python.symbol(&p.space, "usedpools").map(|s| s.addr),
         StateKind::State => python
@@ -295,7 +305,7 @@ pub fn analyze(
     let up = match up {
         Some(a) => a,
         None => {
-            found_by = "usedpools signature";
+            found_by = FoundBy::UsedpoolsSignature;
             let all = scan_usedpools(p, &r, model, python);
             // A pymalloc in use has pools linked from usedpools; one never used
             // (PYTHONMALLOC=malloc) still has its initial self-referential table.

@@ -6,4 +6,6 @@ pub mod mapped;
 pub mod memory;
 pub mod modules;
 pub mod process;
+#[cfg(test)]
+pub mod testcore;
 pub mod version;
