@@ -18,6 +18,9 @@ use crate::image::process::Process;
 use crate::models::{CpythonModel, Epoch, StateKind, Version};
 use serde::Serialize;
 
+#[cfg(test)]
+mod tests;
+
 /// pool_header (identical 3.8-3.14, layouts.md §B.2).
 const POOL_REF_COUNT: u64 = 0x00;
 const POOL_FREEBLOCK: u64 = 0x08;
@@ -482,6 +485,17 @@ pub fn analyze(
                 f = r.u64(Addr(f)).unwrap_or(0);
             }
             free_set.sort_unstable();
+            // A block met twice: the list loops (obmalloc.c never links a block twice; the
+            // length guard above ended the walk). The blocks it met are still the free ones.
+            let met = free_set.len();
+            free_set.dedup();
+            if free_set.len() != met {
+                pools_bad += 1;
+                diags.push(
+                    Diagnostic::warning(format!("pool of {size}-byte blocks: its free list loops"))
+                        .at(this),
+                );
+            }
             let mut live = 0u64;
             let mut off = pm.pool_overhead;
             while off + size <= nextoffset.min(pm.pool_size) {
