@@ -13,7 +13,15 @@ use std::path::PathBuf;
 fn run(case: &Case, native: bool, locals: bool) -> Stacks {
     let p = corpus::open(case);
     let models = Models::load(None).unwrap();
-    stacks(&p, &models, StackOptions { native, locals })
+    stacks(
+        &p,
+        &models,
+        StackOptions {
+            native,
+            locals,
+            ..Default::default()
+        },
+    )
 }
 
 /// The Python value preview coreheap shows for a truth value ([type, value]).
@@ -25,8 +33,13 @@ fn expected_preview(ty: &str, v: &str) -> String {
 }
 
 fn check_threads(case: &Case) -> Vec<String> {
+    check_threads_in(case, &run(case, false, true), true)
+}
+
+/// The report `s` of `case` against the truth: frames, names, native ids, crash; the
+/// marked frames' locals and the absence of warnings when `full`.
+fn check_threads_in(case: &Case, s: &Stacks, full: bool) -> Vec<String> {
     let t = corpus::truth(case);
-    let s = run(case, false, true);
     let mut bad = Vec::new();
     let threads = t["threads"].as_object().expect("truth threads");
     for (nid, want) in threads {
@@ -71,6 +84,15 @@ fn check_threads(case: &Case) -> Vec<String> {
                 "{}: thread {nid} ({}): frames differ\n  want {want_frames:?}\n  got  {got_frames:?}",
                 case.name, want["name"]
             ));
+        }
+        if got.name.as_deref() != want["name"].as_str() {
+            bad.push(format!(
+                "{}: thread {nid}: name {:?}, want {}",
+                case.name, got.name, want["name"]
+            ));
+        }
+        if !full {
+            continue;
         }
         if let Some(marked) = t["locals"].get(nid.to_string()).and_then(|x| x.as_object()) {
             for (func, vars) in marked {
@@ -129,7 +151,7 @@ fn check_threads(case: &Case) -> Vec<String> {
         bad.push(format!("{}: a snapshot has no crash", case.name));
     }
     for d in s.diagnostics.iter() {
-        if d.severity >= coreheap::error::Severity::Warning {
+        if full && d.severity >= coreheap::error::Severity::Warning {
             bad.push(format!("{}: diagnostic: {d}", case.name));
         }
     }
@@ -167,6 +189,120 @@ fn fresh_python_stacks_match_current_frames() {
         |c| c.scenario == "py_threads",
         check_threads,
     );
+}
+
+/// The same truth without symbols: `_PyRuntime` and the static types found by scanning
+/// the interpreter's data (python/symless.rs), (a) with the binaries at hand (everything,
+/// locals included, must match), (b) from the core's bytes alone (no file: a 0x33 core then
+/// has no `.dynsym` and no read-only data, so type names and locals' previews are not
+/// readable; frames, names, native ids and the crash must match).
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn fresh_python_stacks_without_symbols() {
+    corpus::check_cases(
+        stacks_corpus(),
+        "py_threads",
+        |c| c.scenario == "py_threads",
+        |case| {
+            let models = Models::load(None).unwrap();
+            let opts = StackOptions {
+                locals: true,
+                ignore_symbols: true,
+                ..Default::default()
+            };
+            let with_files = stacks(&corpus::open(case), &models, opts);
+            let core_only = stacks(&corpus::open_opts(case, true, true), &models, opts);
+            let mut bad = Vec::new();
+            for (mode, s, full) in [
+                ("binaries at hand", &with_files, true),
+                ("core only", &core_only, false),
+            ] {
+                if !s.diagnostics.iter().any(|d| {
+                    d.message
+                        .contains("no _PyRuntime symbol: the runtime was found")
+                }) {
+                    bad.push(format!(
+                        "{}: {mode}: the runtime was not found by scanning",
+                        case.name
+                    ));
+                }
+                bad.extend(
+                    check_threads_in(case, s, full)
+                        .into_iter()
+                        .map(|b| format!("{mode}: {b}")),
+                );
+            }
+            bad
+        },
+    );
+}
+
+/// A damaged `_PyRuntime.interpreters.head` in a core without symbols: no other word of
+/// the data passes for the runtime (a warning, no Python stacks, no panic).
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn fresh_damaged_runtime_without_symbols_is_not_guessed() {
+    let cases: Vec<Case> = stacks_corpus()
+        .into_iter()
+        .filter(|c| c.scenario == "py_threads" && c.kind == "kernel" && c.filter == "0x33")
+        .collect();
+    assert!(!cases.is_empty(), "no py_threads kernel cases");
+    let models = Models::load(None).unwrap();
+    let opts = StackOptions {
+        ignore_symbols: true,
+        ..Default::default()
+    };
+    for case in &cases {
+        let p = corpus::open(case);
+        let base = stacks(&p, &models, opts);
+        let rt = base
+            .diagnostics
+            .iter()
+            .find(|d| d.message.contains("the runtime was found"))
+            .and_then(|d| d.address)
+            .unwrap_or_else(|| panic!("{}: runtime not found by scanning", case.name))
+            .0;
+        let ver = base.python_version.clone().unwrap_or_default();
+        use coreheap::models::Epoch;
+        let m = models
+            .cpython
+            .iter()
+            .find(|m| coreheap::models::Version::parse(&ver).is_some_and(|v| m.covers(v)))
+            .unwrap();
+        let head = rt + m.frames.as_ref().unwrap().runtime_interpreters_head;
+        let o = p
+            .core
+            .segments
+            .iter()
+            .find_map(|s| {
+                (head >= s.vaddr.0 && head + 8 <= s.vaddr.0 + s.in_core)
+                    .then(|| (s.offset + (head - s.vaddr.0)) as usize)
+            })
+            .unwrap();
+        let mut b = std::fs::read(&case.core).unwrap();
+        b[o..o + 8].copy_from_slice(&0x4141_4141_4141u64.to_le_bytes());
+        let core = coreheap::image::core::CoreFile::from_bytes("damaged", b).unwrap();
+        let po = coreheap::Options {
+            search: coreheap::image::modules::SearchPaths {
+                sysroot: case.sysroot.clone(),
+                ..Default::default()
+            },
+            heap_models: None,
+        };
+        let s = stacks(&coreheap::Process::from_core(core, &po), &models, opts);
+        assert!(
+            s.threads.iter().all(|t| t.python.is_empty()),
+            "{}: Python frames from a damaged runtime",
+            case.name
+        );
+        assert!(
+            s.diagnostics
+                .iter()
+                .any(|d| d.message.contains("not its _PyRuntime")),
+            "{}: no diagnostic for the damaged runtime",
+            case.name
+        );
+    }
 }
 
 fn crash_line() -> u32 {
@@ -488,6 +624,7 @@ fn fresh_damaged_frames_give_diagnostics() {
                 StackOptions {
                     native: true,
                     locals: true,
+                    ..Default::default()
                 },
             );
             assert!(

@@ -37,18 +37,24 @@ pub fn live<'a>(
     glibc: Option<&'a GlibcHeap>,
     pymalloc: Option<&'a PymallocHeap>,
 ) -> impl Iterator<Item = Allocation> + 'a {
-    let blocks = pymalloc.into_iter().flat_map(|p| p.blocks.iter()).map(|b| Allocation {
-        addr: b.addr,
-        usable: b.size as u64,
-        size: b.size as u64,
-        allocator: Allocator::Pymalloc,
-    });
-    let chunks = glibc.into_iter().flat_map(|g| g.live()).map(|c| Allocation {
-        addr: c.user(),
-        usable: c.usable(),
-        size: c.size(),
-        allocator: Allocator::Glibc,
-    });
+    let blocks = pymalloc
+        .into_iter()
+        .flat_map(|p| p.blocks.iter())
+        .map(|b| Allocation {
+            addr: b.addr,
+            usable: b.size as u64,
+            size: b.size as u64,
+            allocator: Allocator::Pymalloc,
+        });
+    let chunks = glibc
+        .into_iter()
+        .flat_map(|g| g.live())
+        .map(|c| Allocation {
+            addr: c.user(),
+            usable: c.usable(),
+            size: c.size(),
+            allocator: Allocator::Glibc,
+        });
     Merge {
         a: blocks.peekable(),
         b: chunks.peekable(),
@@ -88,7 +94,11 @@ mod tests {
     #[test]
     fn streams_merge_in_address_order() {
         let x = vec![a(0x10, Allocator::Pymalloc), a(0x50, Allocator::Pymalloc)];
-        let y = vec![a(0x20, Allocator::Glibc), a(0x30, Allocator::Glibc), a(0x90, Allocator::Glibc)];
+        let y = vec![
+            a(0x20, Allocator::Glibc),
+            a(0x30, Allocator::Glibc),
+            a(0x90, Allocator::Glibc),
+        ];
         let m: Vec<u64> = Merge {
             a: x.into_iter().peekable(),
             b: y.into_iter().peekable(),

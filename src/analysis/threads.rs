@@ -12,12 +12,16 @@ use crate::image::version::detect_python;
 use crate::models::{CpythonModel, Epoch, Version};
 use crate::python::frames::{self, Interpreter, Local, PyFrame};
 use crate::python::objects::Typer;
+use crate::python::symless::{self, PyTypes};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StackOptions {
     pub native: bool,
     pub locals: bool,
+    /// Ignore the `_PyRuntime` and static type symbols, and find them by scanning the
+    /// interpreter's data as for a core without symbols (tests of that path).
+    pub ignore_symbols: bool,
 }
 
 /// Where source lines are looked for: under the sysroot first, then at the recorded path.
@@ -183,32 +187,57 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
     if let Some(py) = detect_python(p) {
         python_version = py.version.clone();
         let v = py.version.as_deref().and_then(Version::parse);
-        match (model_for(models, v), py.runtime) {
-            (_, _) if py.free_threaded => diagnostics.push(Diagnostic::warning(
+        let module = p.modules.modules.iter().find(|m| m.path == py.module);
+        match model_for(models, v) {
+            _ if py.free_threaded => diagnostics.push(Diagnostic::warning(
                 "a free-threaded CPython build: its thread states are not read yet",
             )),
-            (Some(m), Some(rt)) => match Typer::new(p, m) {
-                Some(typer) => {
-                    if !v.is_some_and(|v| m.covers(v)) {
-                        diagnostics.push(Diagnostic::warning(format!(
-                            "CPython {}: no model covers this version; the nearest ({}) was used for the stacks",
-                            py.version.as_deref().unwrap_or("?"),
-                            m.name
-                        )));
+            Some(m) => {
+                let types = PyTypes::find(p, module, !opts.ignore_symbols);
+                match Typer::with_lookup(p, m, &|n| types.get(n)) {
+                    Some(typer) => {
+                        if !v.is_some_and(|v| m.covers(v)) {
+                            diagnostics.push(Diagnostic::warning(format!(
+                                "CPython {}: no model covers this version; the nearest ({}) was used for the stacks",
+                                py.version.as_deref().unwrap_or("?"),
+                                m.name
+                            )));
+                        }
+                        let symbol = py.runtime.filter(|_| !opts.ignore_symbols);
+                        let scanned = match (symbol, module, &m.frames) {
+                            (None, Some(module), Some(f)) => {
+                                symless::find_runtime(p, &symless::data_ranges(p, module), f, &types)
+                            }
+                            _ => None,
+                        };
+                        if let Some((rt, how)) = scanned {
+                            diagnostics.push(
+                                Diagnostic::info(format!(
+                                    "no _PyRuntime symbol: the runtime was found in {}'s data by {how}",
+                                    module.map(|m| m.name()).unwrap_or("?")
+                                ))
+                                .at(rt),
+                            );
+                        }
+                        match symbol.or(scanned.map(|s| s.0)) {
+                            Some(rt) => py_threads = frames::read(p, &typer, &types, m, rt, opts.locals),
+                            None => diagnostics.push(
+                                Diagnostic::warning("CPython found but not its _PyRuntime (no symbol, and no valid runtime in its data): no Python stacks")
+                                    .hint("pass --sysroot DIR with the binaries the process ran"),
+                            ),
+                        }
                     }
-                    py_threads = frames::read(p, &typer, m, rt, opts.locals);
+                    None => diagnostics.push(
+                        Diagnostic::warning(
+                            "CPython found but not its types (no PyType_Type symbol, and none in its data): no Python stacks",
+                        )
+                        .hint("pass --sysroot DIR with the binaries the process ran"),
+                    ),
                 }
-                None => diagnostics.push(Diagnostic::warning(
-                    "CPython found but its types cannot be read (no PyType_Type symbol): no Python stacks",
-                )),
-            },
-            (None, _) => diagnostics.push(Diagnostic::warning(
+            }
+            None => diagnostics.push(Diagnostic::warning(
                 "CPython found but its version is unknown: no Python stacks",
             )),
-            (_, None) => diagnostics.push(
-                Diagnostic::warning("CPython found but not its _PyRuntime: no Python stacks")
-                    .hint("pass --sysroot DIR with the binaries the process ran"),
-            ),
         }
     }
     diagnostics.extend(py_threads.diagnostics.drain(..));
@@ -243,6 +272,7 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
             used[k] = true;
             let s = &py_threads.threads[k];
             ts.holds_gil = s.holds_gil;
+            ts.name = s.name.clone();
             ts.tstate = Some(s.tstate);
             ts.interpreter = py_threads.interpreters.get(s.interpreter).map(|i| i.id);
             ts.python = s.frames.iter().cloned().map(JsonFrame::from).collect();
@@ -278,7 +308,7 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
         );
         threads.push(ThreadStack {
             tid: None,
-            name: None,
+            name: s.name.clone(),
             holds_gil: s.holds_gil,
             crashed: false,
             tstate: Some(s.tstate),

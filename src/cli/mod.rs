@@ -256,6 +256,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let o = analysis::stacks::StackOptions {
                 native: *native,
                 locals: *locals,
+                ..Default::default()
             };
             let mut s = analysis::stacks::stacks(&p, &models, o);
             print_diagnostics(g, &s.diagnostics.to_vec());

@@ -21,6 +21,8 @@ use crate::error::Diagnostic;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, FrameKind, Frames, GilAt, LineTable};
 use crate::python::objects::Typer;
+use crate::python::symless::PyTypes;
+use crate::python::threadnames;
 use serde::Serialize;
 use std::collections::HashSet;
 
@@ -70,6 +72,8 @@ pub struct PyThread {
     pub thread_id: u64,
     /// `native_thread_id`: the kernel tid (3.11+).
     pub native_thread_id: Option<u64>,
+    /// The `threading.Thread` name registered for `thread_id` (`threading._active`).
+    pub name: Option<String>,
     pub holds_gil: bool,
     /// Innermost first.
     pub frames: Vec<PyFrame>,
@@ -521,9 +525,11 @@ fn signed_varint(t: &[u8], mut i: usize) -> i32 {
 }
 
 /// Every interpreter and thread state of the runtime at `runtime`, with frames.
+/// `types`: the static types (from the symbols, or found by python/symless.rs).
 pub fn read(
     p: &Process,
     typer: &Typer,
+    types: &PyTypes,
     model: &CpythonModel,
     runtime: Addr,
     with_locals: bool,
@@ -536,15 +542,14 @@ pub fn read(
         )));
         return out;
     };
-    let sym = |n: &str| p.modules.find_symbol(&p.space, n).map(|(_, s)| s.addr.0);
     let r = Reader {
         p,
         typer,
         f,
         tuple_items: model.objects.tuple_items,
-        code_type: sym("PyCode_Type"),
-        cell_type: sym("PyCell_Type"),
-        dict_type: sym("PyDict_Type"),
+        code_type: types.get("PyCode_Type"),
+        cell_type: types.get("PyCell_Type"),
+        dict_type: types.get("PyDict_Type"),
     };
     out.diagnostics
         .extend(cross_check(p, runtime, f, &model.name));
@@ -568,6 +573,11 @@ pub fn read(
         let idx = out.interpreters.len();
         let id = r.u64(interp + f.interp_id).unwrap_or(u64::MAX) as i64;
         let (holder, locked) = gil_state(&r, rt, interp);
+        let names = f
+            .interp_modules
+            .and_then(|o| r.u64(interp + o))
+            .map(|m| threadnames::thread_names(typer, &model.objects, types, m))
+            .unwrap_or_default();
         let mut count = 0;
         let mut ts = match r.u64(interp + f.interp_threads_head) {
             Some(t) => t,
@@ -606,11 +616,13 @@ pub fn read(
                     .at(Addr(ts)),
                 );
             }
+            let thread_id = r.u64(ts + f.tstate_thread_id).unwrap_or(0);
             out.threads.push(PyThread {
                 tstate: Addr(ts),
                 interpreter: idx,
-                thread_id: r.u64(ts + f.tstate_thread_id).unwrap_or(0),
+                thread_id,
                 native_thread_id: f.tstate_native_thread_id.and_then(|o| r.u64(ts + o)),
+                name: names.get(&thread_id).cloned(),
                 holds_gil: locked && holder == ts,
                 frames,
                 truncated,
@@ -706,6 +718,17 @@ pub fn cross_check(p: &Process, runtime: Addr, f: &Frames, model: &str) -> Vec<D
         "code object (co_code_adaptive)",
         vec![f.code_adaptive.unwrap_or(0)],
     ));
+    // interpreter_state: id, next, threads_head, [threads_main (3.14)], gc,
+    // imports_modules (sys.modules, for the thread names).
+    if let Some(mo) = f.interp_modules {
+        let key = [f.interp_id, f.interp_next, f.interp_threads_head];
+        let at = w.windows(3).position(|x| x == key);
+        if at.is_some_and(|i| !w[(i + 3).min(w.len())..(i + 6).min(w.len())].contains(&mo)) {
+            out.push(Diagnostic::warning(format!(
+                "CPython's _Py_DebugOffsets do not show the interpreter's sys.modules at {mo:#x} ({model} model); thread names may be missing"
+            )).at(runtime));
+        }
+    }
     for (what, pat) in checks {
         if !has(&pat) {
             out.push(Diagnostic::warning(format!(

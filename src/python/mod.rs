@@ -3,3 +3,5 @@
 
 pub mod frames;
 pub mod objects;
+pub mod symless;
+pub mod threadnames;
