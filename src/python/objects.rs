@@ -138,6 +138,18 @@ enum Rc0 {
 impl<'a> Typer<'a> {
     pub fn new(p: &'a Process, model: &'a CpythonModel) -> Option<Typer<'a>> {
         let sym = |n: &str| p.modules.find_symbol(&p.space, n).map(|(_, s)| s.addr.0);
+        Self::with_lookup(p, model, &sym)
+    }
+
+    /// Like [`Typer::new`], with the static types' addresses from `lookup` (by symbol
+    /// name, e.g. "PyType_Type") instead of the symbol tables: `stacks` of a core without
+    /// symbols finds them by scanning the interpreter's data (python/symless.rs).
+    pub fn with_lookup(
+        p: &'a Process,
+        model: &'a CpythonModel,
+        lookup: &dyn Fn(&str) -> Option<u64>,
+    ) -> Option<Typer<'a>> {
+        let sym = |n: &str| lookup(n);
         let mut syms = Symbols {
             type_type: sym("PyType_Type")?,
             str_type: sym("PyUnicode_Type")?,
@@ -240,44 +252,6 @@ impl<'a> Typer<'a> {
     /// Is the object at `o` a type object (by its own layout)?
     pub fn is_type_object(&self, o: u64) -> bool {
         self.is_type(o, 0)
-    }
-
-    /// Like [`Typer::new`], with the static types' addresses from `lookup` (by symbol
-    /// name, e.g. "PyType_Type") instead of the symbol tables: `stacks` of a core without
-    /// symbols finds them by scanning the interpreter's data (python/symless.rs).
-    pub fn with_lookup(
-        p: &'a Process,
-        model: &'a CpythonModel,
-        lookup: &dyn Fn(&str) -> Option<u64>,
-    ) -> Option<Typer<'a>> {
-        let type_type = lookup("PyType_Type")?;
-        let mut specials = HashMap::new();
-        for (n, s) in [
-            ("PyUnicode_Type", Special::Str),
-            ("PyLong_Type", Special::Int),
-            ("PyFloat_Type", Special::Float),
-            ("PyBytes_Type", Special::Bytes),
-            ("PyTuple_Type", Special::Tuple),
-            ("PyList_Type", Special::List),
-            ("PyDict_Type", Special::Dict),
-            ("PySet_Type", Special::Set),
-            ("PyFrozenSet_Type", Special::Set),
-        ] {
-            if let Some(a) = lookup(n) {
-                specials.insert(a, s);
-            }
-        }
-        Some(Typer {
-            r: Reader { space: &p.space },
-            om: &model.objects,
-            type_type,
-            str_type: lookup("PyUnicode_Type")?,
-            specials,
-            cache: RefCell::new(FxHashMap::default()),
-            types: RefCell::new(Vec::new()),
-            metas: RefCell::new(FxHashMap::default()),
-            last: Cell::new((0, u32::MAX)),
-        })
     }
 
     fn u64(&self, a: u64) -> Option<u64> {
