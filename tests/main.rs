@@ -11,6 +11,7 @@ mod layers;
 mod libs;
 mod mutation;
 mod pymalloc;
+mod report;
 mod stacks;
 mod synth;
 mod synthetic;

@@ -105,8 +105,13 @@ pub struct Column {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SectionBody {
-    Tree { root: TreeNode },
-    Table { columns: Vec<Column>, rows: Vec<Vec<Cell>> },
+    Tree {
+        root: TreeNode,
+    },
+    Table {
+        columns: Vec<Column>,
+        rows: Vec<Vec<Cell>>,
+    },
 }
 
 /// An optional section of the page (owner view, growth by owner, tracemalloc sites...):
@@ -143,7 +148,11 @@ fn downsample(fill: &[u8], n: usize) -> Vec<u8> {
     }
     fill.chunks(n)
         .map(|c| {
-            let used: Vec<u64> = c.iter().filter(|&&v| v != UNUSED).map(|&v| v as u64).collect();
+            let used: Vec<u64> = c
+                .iter()
+                .filter(|&&v| v != UNUSED)
+                .map(|&v| v as u64)
+                .collect();
             if used.is_empty() {
                 UNUSED
             } else {
@@ -366,7 +375,10 @@ mod tests {
 
     #[test]
     fn downsampling_keeps_unused_apart() {
-        assert_eq!(downsample(&[10, 30, UNUSED, UNUSED, 100], 2), vec![20, UNUSED, 100]);
+        assert_eq!(
+            downsample(&[10, 30, UNUSED, UNUSED, 100], 2),
+            vec![20, UNUSED, 100]
+        );
         assert_eq!(downsample(&[50, UNUSED], 2), vec![50]);
         assert_eq!(downsample(&[1, 2, 3], 1), vec![1, 2, 3]);
     }
@@ -399,6 +411,6 @@ mod tests {
                 rows: vec![],
             },
         );
-        assert_eq!(s.id, "a-b----script-");
+        assert_eq!(s.id, "a-b---script-");
     }
 }

@@ -341,8 +341,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 None => (None, Analysis::run(&po, &models, &bars)?),
             };
             let p = a.process;
-            let info = analysis::info::info_with(p, &models);
-            let old_info = old_a.as_ref().map(|o| analysis::info::info_with(o.process, &models));
+            let core_of = |p: &Process| {
+                report::html::CoreSummary::of(&analysis::info::info_with(p, &models))
+            };
             let mut stacks = analysis::stacks::stacks(
                 p,
                 &models,
@@ -353,8 +354,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let summary = analysis::summary::summary(&a, analysis::summary::By::Type, &limits);
             let frag = analysis::frag::frag(&a);
             let diff = old_a.as_ref().map(|o| {
+                // Every row: the page shows the largest and, apart, the program's classes
+                // among all of them (it caps both).
                 let l = Limits {
-                    top: Some(report::html::MAX_GROWTH_ROWS),
+                    top: Some(usize::MAX),
                     ..Limits::default()
                 };
                 analysis::diff::diff(o, &a, &l)
@@ -365,8 +368,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 None => print_diagnostics(g, &summary.diagnostics.to_vec()),
             }
             let page = report::html::Page {
-                info: &info,
-                old_info: old_info.as_ref(),
+                core: core_of(p),
+                old: old_a.as_ref().map(|o| core_of(o.process)),
                 stacks: &stacks,
                 summary: &summary,
                 frag: &frag,

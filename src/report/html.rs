@@ -10,7 +10,7 @@
 //! change it), and the script writes text only through `textContent`.
 
 use super::{clean, ellipsize, human_bytes, human_delta};
-use crate::analysis::diff::Diff;
+use crate::analysis::diff::{is_user_type, Diff, TypeDelta};
 use crate::analysis::frag::Frag;
 use crate::analysis::info::Info;
 use crate::analysis::report::{HeapMap, Section, SectionBody, TreeNode};
@@ -41,8 +41,8 @@ const MAX_NAME: usize = 200;
 /// optional sections other analyses provide (owner view, tracemalloc sites...), drawn in
 /// order after the fixed ones.
 pub struct Page<'a> {
-    pub info: &'a Info,
-    pub old_info: Option<&'a Info>,
+    pub core: CoreSummary,
+    pub old: Option<CoreSummary>,
     pub stacks: &'a Stacks,
     pub summary: &'a Summary,
     pub frag: &'a Frag<'a>,
@@ -55,8 +55,9 @@ fn c(s: &str) -> String {
     ellipsize(&clean(s), MAX_NAME).into_owned()
 }
 
-#[derive(Serialize)]
-struct CoreView {
+/// What the page says of a core, from `info`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CoreSummary {
     core: String,
     core_size: u64,
     pid: Option<u32>,
@@ -68,17 +69,19 @@ struct CoreView {
     threads: usize,
 }
 
-fn core_view(i: &Info) -> CoreView {
-    CoreView {
-        core: c(&i.core),
-        core_size: i.core_size,
-        pid: i.pid,
-        exe: i.exe.as_deref().map(c),
-        cmdline: c(&i.cmdline.join(" ")),
-        python: i.python_version.as_deref().map(c),
-        glibc: i.glibc_version.as_deref().map(c),
-        mapped: i.totals.mapped,
-        threads: i.threads.len(),
+impl CoreSummary {
+    pub fn of(i: &Info) -> CoreSummary {
+        CoreSummary {
+            core: c(&i.core),
+            core_size: i.core_size,
+            pid: i.pid,
+            exe: i.exe.as_deref().map(c),
+            cmdline: c(&i.cmdline.join(" ")),
+            python: i.python_version.as_deref().map(c),
+            glibc: i.glibc_version.as_deref().map(c),
+            mapped: i.totals.mapped,
+            threads: i.threads.len(),
+        }
     }
 }
 
@@ -148,6 +151,12 @@ struct SampleView {
 
 #[derive(Serialize)]
 struct GrowthView {
+    /// The program's own classes that grew (`diff::is_user_type`): what a leak is made
+    /// of is usually built-ins held by one of them, so they lead the view.
+    classes: Vec<DeltaRow>,
+    classes_left_off: usize,
+    grew_left_off: usize,
+    shrank_left_off: usize,
     total_bytes_delta: i64,
     total_count_delta: i64,
     grew: Vec<DeltaRow>,
@@ -196,7 +205,11 @@ fn pct(x: u64, of: u64) -> f64 {
 }
 
 fn delta_rows(rows: Vec<(&str, [u64; 4], [i64; 2])>) -> Vec<DeltaRow> {
-    let max = rows.iter().map(|r| r.2[1].unsigned_abs()).max().unwrap_or(0);
+    let max = rows
+        .iter()
+        .map(|r| r.2[1].unsigned_abs())
+        .max()
+        .unwrap_or(0);
     rows.into_iter()
         .map(|(name, [co, cn, bo, bn], [cd, bd])| DeltaRow {
             name: c(name),
@@ -212,7 +225,7 @@ fn delta_rows(rows: Vec<(&str, [u64; 4], [i64; 2])>) -> Vec<DeltaRow> {
 }
 
 fn growth(d: &Diff) -> GrowthView {
-    let conv = |v: &[crate::analysis::diff::TypeDelta]| {
+    let conv = |v: &[TypeDelta]| {
         delta_rows(
             v.iter()
                 .map(|t| {
@@ -225,11 +238,22 @@ fn growth(d: &Diff) -> GrowthView {
                 .collect(),
         )
     };
+    let user: Vec<_> = d
+        .types_grew
+        .iter()
+        .filter(|t| is_user_type(&t.name))
+        .cloned()
+        .collect();
+    let cut = |v: &[TypeDelta]| v[..v.len().min(MAX_GROWTH_ROWS)].to_vec();
     GrowthView {
+        classes: conv(&cut(&user)),
+        classes_left_off: user.len().saturating_sub(MAX_GROWTH_ROWS),
+        grew_left_off: d.types_grew.len().saturating_sub(MAX_GROWTH_ROWS),
+        shrank_left_off: d.types_shrank.len().saturating_sub(MAX_GROWTH_ROWS),
         total_bytes_delta: d.types_total.bytes_delta,
         total_count_delta: d.types_total.count_delta,
-        grew: conv(&d.types_grew),
-        shrank: conv(&d.types_shrank),
+        grew: conv(&cut(&d.types_grew)),
+        shrank: conv(&cut(&d.types_shrank)),
         samples: d
             .samples
             .iter()
@@ -288,7 +312,10 @@ fn clean_tree(t: &TreeNode, depth: usize) -> TreeNode {
         children: if depth >= 64 {
             Vec::new()
         } else {
-            t.children.iter().map(|x| clean_tree(x, depth + 1)).collect()
+            t.children
+                .iter()
+                .map(|x| clean_tree(x, depth + 1))
+                .collect()
         },
     }
 }
@@ -368,7 +395,11 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
             }
             out.push(ch);
         }
-        if v < 0 { format!("-{out}") } else { out }
+        if v < 0 {
+            format!("-{out}")
+        } else {
+            out
+        }
     });
     env.add_template("report.html", TEMPLATE)?;
     let t = env.get_template("report.html")?;
@@ -402,7 +433,11 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
                 .iter()
                 .take(MAX_FRAMES)
                 .map(|f| FrameView {
-                    function: c(if f.qualname.is_empty() { &f.function } else { &f.qualname }),
+                    function: c(if f.qualname.is_empty() {
+                        &f.function
+                    } else {
+                        &f.qualname
+                    }),
                     file: c(&f.file),
                     line: f.line,
                     source: f.source.as_deref().map(c),
@@ -470,10 +505,16 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
             },
         })
         .collect();
-    let mut diags = p.diff.map(|d| d.diagnostics.to_vec()).unwrap_or_else(|| sm.diagnostics.to_vec());
-    diags.extend(s.diagnostics.to_vec().into_iter().filter(|d| {
-        d.message.contains("stack") || d.message.contains("thread")
-    }));
+    let mut diags = p
+        .diff
+        .map(|d| d.diagnostics.to_vec())
+        .unwrap_or_else(|| sm.diagnostics.to_vec());
+    diags.extend(
+        s.diagnostics
+            .to_vec()
+            .into_iter()
+            .filter(|d| d.message.contains("stack") || d.message.contains("thread")),
+    );
 
     #[derive(Serialize)]
     struct Data<'a> {
@@ -487,8 +528,8 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
     let o = &p.frag.overall;
     t.render(context! {
         version => env!("CARGO_PKG_VERSION"),
-        core => Value::from_serialize(core_view(p.info)),
-        old => Value::from_serialize(p.old_info.map(core_view)),
+        core => Value::from_serialize(&p.core),
+        old => Value::from_serialize(&p.old),
         crash => Value::from_serialize(&crash),
         python_version => s.python_version.as_deref().map(c),
         threads => Value::from_serialize(&threads),
@@ -514,10 +555,203 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::Addr;
+    use crate::analysis::census::TypeCount;
+    use crate::analysis::diff::{DiffTotals, Samples};
+    use crate::analysis::frag::Overall;
+    use crate::analysis::report::{Cell, Column, Occupancy, Region};
+    use crate::analysis::summary::{By, Totals};
+    use crate::analysis::threads::{JsonFrame, ThreadStack};
+    use crate::analysis::ObjectEntry;
+    use crate::error::Diagnostics;
+
+    const EVIL: &str = "</script><script>alert(1)</script><img src=x onerror=alert(2)>\u{2028}";
+
+    fn delta(name: &str) -> TypeDelta {
+        TypeDelta {
+            name: name.into(),
+            count_old: 1,
+            count_new: 5,
+            count_delta: 4,
+            bytes_old: 64,
+            bytes_new: 320,
+            bytes_delta: 256,
+        }
+    }
+
+    /// Names, previews, paths, thread names and sections from a core that hold markup are
+    /// shown as text: the only elements are the template's own.
+    #[test]
+    fn hostile_core_strings_render_as_text() {
+        let evil_class = format!("evil.{EVIL}");
+        let mut diags = Diagnostics::default();
+        diags.push(Diagnostic::warning(format!("bad pool {EVIL}")));
+        let summary = Summary {
+            by: By::Type,
+            types_total: Some(Totals {
+                count: 5,
+                bytes: 320,
+            }),
+            types: vec![TypeCount {
+                name: EVIL.into(),
+                count: 5,
+                bytes: 320,
+            }],
+            freelists: vec![],
+            size_classes_total: Totals::default(),
+            size_classes: vec![],
+            diagnostics: diags.clone(),
+        };
+        let diff = Diff {
+            types_total: DiffTotals::default(),
+            types_grew: vec![delta(&evil_class), delta(EVIL)],
+            types_shrank: vec![],
+            size_classes_total: DiffTotals::default(),
+            size_classes_grew: vec![],
+            size_classes_shrank: vec![],
+            samples: vec![Samples {
+                name: evil_class.clone(),
+                objects: vec![ObjectEntry {
+                    address: Addr(0x1000),
+                    type_name: evil_class.clone(),
+                    bytes: 64,
+                    preview: EVIL.into(),
+                }],
+            }],
+            diagnostics: diags.clone(),
+        };
+        let frame = JsonFrame {
+            function: EVIL.into(),
+            qualname: EVIL.into(),
+            file: EVIL.into(),
+            line: Some(1),
+            generator: false,
+            locals: None,
+            source: Some(EVIL.into()),
+            frame_address: Addr(0),
+        };
+        let stacks = Stacks {
+            crash: None,
+            python_version: Some(EVIL.into()),
+            interpreters: vec![],
+            threads: vec![ThreadStack {
+                tid: Some(1),
+                name: Some(EVIL.into()),
+                holds_gil: true,
+                crashed: false,
+                tstate: None,
+                interpreter: None,
+                python: vec![frame],
+                python_truncated: Some(EVIL.into()),
+                native: vec![],
+                native_truncated: None,
+            }],
+            diagnostics: Diagnostics::default(),
+        };
+        let frag = Frag {
+            overall: Overall {
+                mapped_bytes: 1 << 20,
+                ..Default::default()
+            },
+            glibc: None,
+            pymalloc: None,
+            diagnostics: &diags,
+        };
+        let heap = HeapMap {
+            occupancy: vec![Occupancy {
+                allocator: "pymalloc",
+                unit: "pool",
+                unit_bytes: 16384,
+                units_per_cell: 1,
+                regions: vec![Region {
+                    address: Addr(0x10000),
+                    bytes: 1 << 20,
+                    pinned: true,
+                    fill: vec![0, 50, 100, 255],
+                }],
+                regions_left_off: 0,
+            }],
+            classes: vec![],
+        };
+        let tree = TreeNode {
+            name: EVIL.into(),
+            bytes: 10,
+            count: 1,
+            children: vec![TreeNode {
+                name: EVIL.into(),
+                bytes: 5,
+                count: 1,
+                children: vec![],
+            }],
+        };
+        let page = Page {
+            core: CoreSummary {
+                core: EVIL.into(),
+                exe: Some(EVIL.into()),
+                cmdline: EVIL.into(),
+                ..Default::default()
+            },
+            old: Some(CoreSummary {
+                core: EVIL.into(),
+                ..Default::default()
+            }),
+            stacks: &stacks,
+            summary: &summary,
+            frag: &frag,
+            diff: Some(&diff),
+            heap: &heap,
+            sections: vec![
+                Section::new(EVIL, EVIL, EVIL, SectionBody::Tree { root: tree }),
+                Section::new(
+                    "sites",
+                    "tracemalloc",
+                    "",
+                    SectionBody::Table {
+                        columns: vec![Column {
+                            title: EVIL.into(),
+                            kind: "text",
+                        }],
+                        rows: vec![vec![Cell::Text(EVIL.into())], vec![Cell::Int(3)]],
+                    },
+                ),
+            ],
+        };
+        let html = render(&page).unwrap();
+        // The template's own two scripts (data and code), nothing else.
+        assert_eq!(html.matches("<script").count(), 2, "{html}");
+        assert!(!html.contains("<img"), "{html}");
+        assert!(!html.contains("alert(1)</script>"));
+        assert!(
+            html.contains("&lt;&#x2f;script&gt;&lt;script&gt;alert(1)")
+                || html.contains("&lt;/script&gt;&lt;script&gt;alert(1)"),
+            "{html}"
+        );
+        // The data element parses back to the same strings.
+        let start = html
+            .find(r#"<script type="application/json" id="data">"#)
+            .unwrap();
+        let body = &html[start..];
+        let body = &body[body.find('>').unwrap() + 1..body.find("</script>").unwrap()];
+        assert!(
+            !body.contains('\u{2028}') && body.contains("\\u2028"),
+            "{body}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["sections"][0]["body"]["root"]["name"],
+            ellipsize(&clean(EVIL), MAX_NAME).as_ref()
+        );
+        assert_eq!(v["occupancy"][0]["regions"][0]["fill"][3], 255);
+    }
 
     #[test]
     fn script_json_cannot_close_the_element() {
-        let s = script_json(&vec!["</script><script>alert(1)</script>", "<!--", "a&b", "\u{2028}"]);
+        let s = script_json(&vec![
+            "</script><script>alert(1)</script>",
+            "<!--",
+            "a&b",
+            "\u{2028}",
+        ]);
         assert!(!s.contains('<') && !s.contains('>') && !s.contains('&'));
         assert!(!s.contains('\u{2028}'));
         let back: Vec<String> = serde_json::from_str(&s).unwrap();

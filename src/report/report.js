@@ -90,7 +90,8 @@
       var cells = 0;
       m.regions.forEach(function (r) { cells += r.fill.length; });
       var unit = m.units_per_cell > 1 ? m.units_per_cell + " " + m.unit + "s" : "one " + m.unit;
-      box.appendChild(el("h3", null, m.allocator + ": " + m.regions.length + (m.allocator === "pymalloc" ? " arenas" : " heaps") +
+      var n = m.regions.length + m.regions_left_off;
+      box.appendChild(el("h3", null, m.allocator + ": " + n + (m.allocator === "pymalloc" ? " arena" : " heap") + (n === 1 ? "" : "s") +
         ", one cell per " + unit + " (" + bytes(m.unit_bytes * m.units_per_cell) + ")" +
         (m.regions_left_off ? "; " + m.regions_left_off + " more left off" : "")));
       var width = Math.min(root.clientWidth || 1100, 1200);
