@@ -326,6 +326,12 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             }
         }
         Command::Report { core, new, output } => {
+            if g.json {
+                return Err(Error::Usage(
+                    "report writes an HTML page (-o FILE); --json does not apply to it".into(),
+                )
+                .into());
+            }
             let models = models()?;
             // The page shows the newer core; with two, the older one is the base of the growth.
             let po = Process::open(core, &opts, &bars)?;
