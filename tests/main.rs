@@ -12,6 +12,7 @@ mod libs;
 mod mutation;
 mod objects_synth;
 mod pymalloc;
+mod report;
 mod stacks;
 mod synth;
 mod synthetic;

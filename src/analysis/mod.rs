@@ -7,6 +7,7 @@ pub mod diff;
 pub mod frag;
 pub mod info;
 pub mod objects;
+pub mod report;
 pub mod stacks;
 pub mod summary;
 pub mod threads;

@@ -2,6 +2,7 @@
 
 pub mod diff;
 pub mod frag;
+pub mod html;
 pub mod info;
 pub mod objects;
 pub mod stacks;
