@@ -2,3 +2,4 @@
 //! the walkers in `alloc` found.
 
 pub mod objects;
+pub mod tracemalloc;
