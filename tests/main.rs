@@ -13,3 +13,4 @@ mod mutation;
 mod pymalloc;
 mod synth;
 mod synthetic;
+mod traces;

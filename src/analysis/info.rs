@@ -77,6 +77,9 @@ pub struct Info {
     pub glibc: Option<GlibcInfo>,
     pub python_version: Option<String>,
     pub python: Option<PythonInfo>,
+    /// tracemalloc's state (set by the caller, which has the models: super::traces::state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracemalloc: Option<crate::python::tracemalloc::State>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -160,6 +163,7 @@ pub fn info(p: &Process) -> Info {
         glibc,
         python_version: python.as_ref().and_then(|x| x.version.clone()),
         python,
+        tracemalloc: None,
         diagnostics,
     }
 }

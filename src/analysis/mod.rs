@@ -8,6 +8,7 @@ pub mod frag;
 pub mod info;
 pub mod objects;
 pub mod summary;
+pub mod traces;
 
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};

@@ -102,7 +102,7 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 }
 
 /// A small fixed-size read, in one region or across two.
-fn bytes(space: &AddressSpace, a: u64, n: usize, buf: &mut [u8; 64]) -> bool {
+fn bytes(space: &AddressSpace, a: u64, n: usize, buf: &mut [u8; 128]) -> bool {
     if let Some(s) = space.slice(Addr(a), n as u64) {
         buf[..n].copy_from_slice(s);
         return true;
@@ -152,7 +152,7 @@ impl Reader<'_> {
         if ht == 0 || ht % 8 != 0 {
             return false;
         }
-        let mut b = [0u8; 64];
+        let mut b = [0u8; 128];
         match self.tm.hashtable {
             HashtableKind::Pointer => {
                 let mut w = [0u8; 0x50];
@@ -290,7 +290,7 @@ fn walk_table(
     let mut seen = 0u64;
     let (mut loops, mut outside) = (0u64, 0u64);
     let mut first_bad: Option<(Addr, &'static str)> = None;
-    let mut e = [0u8; 64];
+    let mut e = [0u8; 128];
     for b in 0..nbuckets {
         let head = match table {
             Some(t) => u64_at(t, (b * 8) as usize),
@@ -588,7 +588,7 @@ impl Interner<'_> {
     }
 
     fn read_traceback(&mut self, a: u64) -> u32 {
-        let mut h = [0u8; 64];
+        let mut h = [0u8; 128];
         if !bytes(self.space, a, 12, &mut h) {
             self.bad_tracebacks += 1;
             self.first_bad_tb
@@ -804,7 +804,7 @@ pub fn recover(
                     match space.slice(Addr(v), 16) {
                         Some(b) => push(key, u64_at(b, 0), u64_at(b, 8), domain),
                         None => {
-                            let mut b = [0u8; 64];
+                            let mut b = [0u8; 128];
                             if bytes(space, v, 16, &mut b) {
                                 push(key, u64_at(&b, 0), u64_at(&b, 8), domain);
                             } else {

@@ -5,6 +5,7 @@ pub mod frag;
 pub mod info;
 pub mod objects;
 pub mod summary;
+pub mod traces;
 
 use serde::Serialize;
 use std::borrow::Cow;

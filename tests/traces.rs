@@ -1,0 +1,209 @@
+//! tracemalloc's traces recovered from cores of processes that ran under
+//! PYTHONTRACEMALLOC=10 (py_trace, py_trace_leak) and =1 (py_trace1), against what
+//! `snapshot.statistics()` and `compare_to()` returned in the process just before the core
+//! (traces.json, written by corpora/scenarios/pyapp/coretruth.py: write_traces): every
+//! group, size, count and the order, for every key and cumulative, and the text as
+//! tracemalloc prints it; and traced_memory equal to the sum of the recovered sizes.
+//! Compared over the traces whose most recent frame is in the scenario's own files (the
+//! ones that cannot change between the snapshot and the core).
+
+use crate::corpus::{self, Case};
+use coreheap::analysis::traces::{self, Frame, Key, Stat};
+use serde_json::Value;
+use std::path::PathBuf;
+
+const SCENARIOS: [&str; 3] = ["py_trace", "py_trace1", "py_trace_leak"];
+
+fn traces_path(c: &Case) -> PathBuf {
+    let name = c.truth.file_name().unwrap().to_string_lossy().replace("truth", "traces");
+    c.truth.with_file_name(name)
+}
+
+/// The trace cases of $COREHEAP_CORPUS, else of the cache's corpus-trace (made by
+/// `make_corpus.py generate --scenarios py_trace,py_trace1,py_trace_leak`).
+fn cases() -> Vec<Case> {
+    let keep = |v: Vec<Case>| -> Vec<Case> {
+        v.into_iter()
+            .filter(|c| SCENARIOS.contains(&c.scenario.as_str()))
+            .collect()
+    };
+    let v = keep(corpus::fresh_cases());
+    if !v.is_empty() {
+        return v;
+    }
+    let cache = std::env::var_os("COREHEAP_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap"));
+    let idx = cache.join("corpus-trace/index.json");
+    assert!(
+        idx.exists(),
+        "no tracemalloc cases in $COREHEAP_CORPUS nor {}",
+        idx.display()
+    );
+    eprintln!("traces: no tracemalloc cases in $COREHEAP_CORPUS, using {}", idx.display());
+    keep(corpus::load_index(&idx))
+}
+
+fn frames(v: &Value) -> Vec<Frame> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| Frame {
+            file: f[0].as_str().unwrap().to_string(),
+            line: f[1].as_u64().unwrap() as u32,
+        })
+        .collect()
+}
+
+fn load(c: &Case) -> Value {
+    let p = traces_path(c);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+struct Got {
+    rec: coreheap::python::tracemalloc::Recovered,
+    files: Vec<String>,
+}
+
+impl Got {
+    fn stats(&self, key: Key, cumulative: bool) -> Vec<Stat> {
+        let t = &self.rec.traces;
+        let keep: Vec<bool> = t.filenames.iter().map(|f| self.files.contains(f)).collect();
+        traces::statistics(t, key, cumulative, &|tr| {
+            keep[t.tracebacks[tr.traceback as usize].frames[0].0 as usize]
+        })
+    }
+}
+
+fn recover(c: &Case, truth: &Value) -> Got {
+    let p = corpus::open(c);
+    let models = crate::census::models();
+    let rec = traces::recover_process(&p, &models.cpython).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+    let files = truth["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    Got { rec, files }
+}
+
+const KEYS: [(&str, Key, bool); 5] = [
+    ("lineno", Key::Lineno, false),
+    ("filename", Key::Filename, false),
+    ("traceback", Key::Traceback, false),
+    ("lineno_cumulative", Key::Lineno, true),
+    ("filename_cumulative", Key::Filename, true),
+];
+
+fn check(c: &Case) -> Vec<String> {
+    let truth = load(c);
+    let got = recover(c, &truth);
+    let mut bad = Vec::new();
+    let st = &got.rec.state;
+    if !st.tracing {
+        bad.push(format!("{}: not tracing", c.name));
+        return bad;
+    }
+    let want_nframe = truth["max_nframe"].as_u64().unwrap() as u32;
+    if st.max_nframe != want_nframe {
+        bad.push(format!("{}: max_nframe {} != {want_nframe}", c.name, st.max_nframe));
+    }
+    let sum: u64 = got.rec.traces.traces.iter().map(|t| t.size).sum();
+    if st.traced_memory != Some(sum) {
+        bad.push(format!(
+            "{}: traced_memory {:?} != sum of recovered sizes {sum}",
+            c.name, st.traced_memory
+        ));
+    }
+    for d in got.rec.traces.diagnostics.iter() {
+        if d.severity != coreheap::error::Severity::Info {
+            bad.push(format!("{}: diagnostic: {d}", c.name));
+        }
+    }
+    let mut compared = 0;
+    for (name, key, cum) in KEYS {
+        let want = truth["statistics"][name].as_array().unwrap();
+        let stats = got.stats(key, cum);
+        if stats.len() != want.len() {
+            bad.push(format!("{}: {name}: {} groups, the process had {}", c.name, stats.len(), want.len()));
+        }
+        for (i, (g, w)) in stats.iter().zip(want).enumerate() {
+            let wf = frames(&w[2]);
+            let ws = w[0].as_u64().unwrap();
+            let wc = w[1].as_u64().unwrap();
+            if g.size != ws || g.count != wc || g.traceback != wf {
+                bad.push(format!(
+                    "{}: {name} #{i}: {:?} size {} count {}, the process had {:?} size {ws} count {wc}",
+                    c.name, g.traceback, g.size, g.count, wf
+                ));
+                break;
+            }
+            compared += 1;
+        }
+        for (i, (g, w)) in stats.iter().zip(truth["text"][name].as_array().unwrap()).enumerate() {
+            let line = coreheap::report::traces::stat_line(g);
+            if line != w.as_str().unwrap() {
+                bad.push(format!("{}: {name} text #{i}: {line:?} != {w}", c.name));
+                break;
+            }
+        }
+    }
+    if compared < 50 {
+        bad.push(format!("{}: only {compared} groups compared", c.name));
+    }
+    bad
+}
+
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn fresh_traces_match_statistics() {
+    corpus::check_cases(cases(), "tracemalloc", |_| true, check);
+}
+
+fn check_pair(a: &Case, b: &Case) -> Vec<String> {
+    let (ta, tb) = (load(a), load(b));
+    let (ga, gb) = (recover(a, &ta), recover(b, &tb));
+    let mut bad = Vec::new();
+    for (name, key) in [("lineno", Key::Lineno), ("filename", Key::Filename), ("traceback", Key::Traceback)] {
+        let d = traces::compare(&ga.stats(key, false), &gb.stats(key, false));
+        let want = tb["compare_to"][name].as_array().unwrap();
+        if d.len() != want.len() {
+            bad.push(format!("{}: compare_to {name}: {} groups, the process had {}", b.name, d.len(), want.len()));
+        }
+        for (i, (g, w)) in d.iter().zip(want).enumerate() {
+            let row = (w[0].as_u64().unwrap(), w[1].as_i64().unwrap(), w[2].as_u64().unwrap(), w[3].as_i64().unwrap());
+            if (g.size, g.size_delta, g.count, g.count_delta) != row || g.traceback != frames(&w[4]) {
+                bad.push(format!("{}: compare_to {name} #{i}: {:?} {:?}, the process had {row:?} {}", b.name, g.traceback, (g.size, g.size_delta, g.count, g.count_delta), w[4]));
+                break;
+            }
+        }
+        for (i, (g, w)) in d.iter().zip(tb["compare_text"][name].as_array().unwrap()).enumerate() {
+            let line = coreheap::report::traces::diff_line(g);
+            if line != w.as_str().unwrap() {
+                bad.push(format!("{}: compare_to {name} text #{i}: {line:?} != {w}", b.name));
+                break;
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn fresh_trace_leak_pairs_match_compare_to() {
+    let all = cases();
+    let leak: Vec<&Case> = all.iter().filter(|c| c.scenario == "py_trace_leak").collect();
+    let mut bad = Vec::new();
+    let mut n = 0;
+    for a in leak.iter().filter(|c| c.name.ends_with('A')) {
+        let stem = a.name.trim_end_matches('A');
+        if let Some(b) = leak.iter().find(|b| b.name == format!("{stem}B")) {
+            n += 1;
+            bad.extend(check_pair(a, b));
+        }
+    }
+    assert!(n > 0, "no py_trace_leak pairs");
+    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+}
