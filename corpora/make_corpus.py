@@ -906,6 +906,9 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                 stage["allocated_blocks"] = int(f.read().strip())
             if scen in TRACE_SCENARIOS:
                 tr = os.path.join(case_dir, "traces%s.json" % s)
+                if not os.path.exists(tr):
+                    raise Failure("%s: the scenario wrote no %s (was PYTHONTRACEMALLOC set?)"
+                                  % (case_rel, tr))
                 with open(tr) as f:
                     if "statistics" not in json.load(f):
                         raise Failure("%s: %s has no statistics" % (case_rel, tr))

@@ -150,6 +150,15 @@ fn check(c: &Case) -> Vec<String> {
             }
         }
     }
+    eprintln!(
+        "{}: {} traces ({} compared), traced_memory {:?} = sum, {} groups over 5 keys equal, found by {}",
+        c.name,
+        got.rec.traces.traces.len(),
+        truth["traces"],
+        st.traced_memory,
+        compared,
+        st.found_by
+    );
     if compared < 50 {
         bad.push(format!("{}: only {compared} groups compared", c.name));
     }
@@ -179,6 +188,7 @@ fn check_pair(a: &Case, b: &Case) -> Vec<String> {
                 break;
             }
         }
+        eprintln!("{}: compare_to {name}: {} groups", b.name, want.len());
         for (i, (g, w)) in d.iter().zip(tb["compare_text"][name].as_array().unwrap()).enumerate() {
             let line = coreheap::report::traces::diff_line(g);
             if line != w.as_str().unwrap() {
@@ -206,4 +216,71 @@ fn fresh_trace_leak_pairs_match_compare_to() {
     }
     assert!(n > 0, "no py_trace_leak pairs");
     assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+}
+
+/// A traced core damaged on purpose: a bucket chain that loops, a bucket pointing outside
+/// memory, a traceback claiming 60000 frames. Each is a diagnostic; the other traces are
+/// still read; nothing panics or hangs.
+#[test]
+#[ignore = "needs cores generated on this machine: run tests/run-all"]
+fn damaged_traces_table_gives_diagnostics_and_the_rest() {
+    use coreheap::image::core::CoreFile;
+    use coreheap::image::modules::SearchPaths;
+    use coreheap::{Addr, Options, Process};
+    let all = cases();
+    let case = all
+        .iter()
+        .find(|c| c.scenario == "py_trace" && c.name.starts_with("pyenv-3.11"))
+        .or_else(|| all.iter().find(|c| c.scenario == "py_trace" && !c.name.starts_with("pyenv-3.8")))
+        .expect("a py_trace case of 3.9+");
+    let raw = std::fs::read(&case.core).unwrap();
+    let opts = Options {
+        search: SearchPaths {
+            sysroot: case.sysroot.clone(),
+            ..Default::default()
+        },
+        heap_models: None,
+    };
+    let models = crate::census::models();
+    let open = |b: Vec<u8>| Process::from_core(CoreFile::from_bytes("damaged", b).unwrap(), &opts);
+    let p = open(raw.clone());
+    let base = traces::recover_process(&p, &models.cpython).unwrap();
+    let n0 = base.traces.traces.len();
+    let table = base.state.tables[0];
+    let u64at = |a: u64| p.space.read_u64(Addr(a)).unwrap();
+    let nbuckets = u64at(table.get() + 8);
+    let buckets = u64at(table.get() + 0x10);
+    let off = |a: u64| {
+        let s = p
+            .core
+            .segments
+            .iter()
+            .find(|s| a >= s.vaddr.get() && a + 8 <= s.vaddr.get() + s.in_core)
+            .expect("address in the core");
+        (s.offset + (a - s.vaddr.get())) as usize
+    };
+    // Chains of two or more: a loop at the first, the second made to point outside.
+    let mut chains = (0..nbuckets)
+        .map(|b| u64at(buckets + 8 * b))
+        .filter(|&h| h != 0 && u64at(h) != 0);
+    let (looped, outside) = (chains.next().unwrap(), chains.next().unwrap());
+    let tb_entry = chains.nth(5).unwrap();
+    let tb = u64at(u64at(tb_entry + 0x18) + 8);
+    let mut bytes = raw;
+    let mut put = |a: u64, v: &[u8]| {
+        let o = off(a);
+        bytes[o..o + v.len()].copy_from_slice(v);
+    };
+    put(looped, &looped.to_le_bytes());
+    put(outside, &0x0000_dead_0000_0000u64.to_le_bytes());
+    put(tb + 8, &60000u16.to_le_bytes());
+    let p2 = open(bytes);
+    let got = traces::recover_process(&p2, &models.cpython).unwrap();
+    let msgs: Vec<String> = got.traces.diagnostics.iter().map(|d| d.to_string()).collect();
+    let all = msgs.join("\n");
+    assert!(all.contains("loop"), "{all}");
+    assert!(all.contains("outside"), "{all}");
+    assert!(all.contains("60000 frames"), "{all}");
+    let n = got.traces.traces.len();
+    assert!(n > n0 / 2 && n < n0, "{n} of {n0} traces read");
 }

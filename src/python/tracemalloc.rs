@@ -53,6 +53,9 @@ pub struct State {
     pub domains: Vec<u32>,
     /// How the traces table was found.
     pub found_by: &'static str,
+    /// The traces tables read (domain 0 first).
+    #[serde(skip)]
+    pub tables: Vec<Addr>,
 }
 
 /// One trace: the allocator's block address (the key), the requested size, its traceback
@@ -706,6 +709,7 @@ pub fn recover(
         traces: 0,
         domains: Vec::new(),
         found_by: loc.found_by,
+        tables: Vec::new(),
     };
     let mut it = Interner {
         space,
@@ -777,6 +781,7 @@ pub fn recover(
         }
         HashtableKind::Inline => tables.push((traces_ht, None)),
     }
+    state.tables = tables.iter().map(|t| Addr(t.0)).collect();
     let mut bad_traces = 0u64;
     let mut bad_trace_at = None;
     let mut bad_values = 0u64;
