@@ -284,3 +284,34 @@ fn damaged_traces_table_gives_diagnostics_and_the_rest() {
     let n = got.traces.traces.len();
     assert!(n > n0 / 2 && n < n0, "{n} of {n0} traces read");
 }
+
+/// A core of a process that was not tracing: the trace views are a one-line error with
+/// the PYTHONTRACEMALLOC hint and exit 2; `info` says it was not tracing.
+#[test]
+fn not_tracing_is_one_line_and_exit_2() {
+    let cases = corpus::reference_cases();
+    for suite in ["trixie", "bookworm", "bullseye", "sid"] {
+        let c = cases
+            .iter()
+            .find(|c| c.scenario == "py_heap" && c.name.starts_with(suite))
+            .unwrap_or_else(|| panic!("{suite} py_heap reference case"));
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coreheap"));
+            cmd.args(args).arg(&c.core);
+            if let Some(s) = &c.sysroot {
+                cmd.arg("--sysroot").arg(s);
+            }
+            cmd.output().unwrap()
+        };
+        for by in ["lineno", "filename", "traceback"] {
+            let out = run(&["summary", "--quiet", "--by", by]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{suite} --by {by}: {err}");
+            let last = err.lines().last().unwrap_or("");
+            assert!(last.starts_with("coreheap: error: ") && last.contains("PYTHONTRACEMALLOC=N"), "{err}");
+        }
+        let out = run(&["info", "--quiet", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["tracemalloc"]["tracing"], Value::Bool(false), "{suite}");
+    }
+}

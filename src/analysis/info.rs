@@ -77,7 +77,7 @@ pub struct Info {
     pub glibc: Option<GlibcInfo>,
     pub python_version: Option<String>,
     pub python: Option<PythonInfo>,
-    /// tracemalloc's state (set by the caller, which has the models: super::traces::state).
+    /// tracemalloc's state (set by the caller, which has the models).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracemalloc: Option<crate::python::tracemalloc::State>,
     pub diagnostics: Vec<Diagnostic>,
