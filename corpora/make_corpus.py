@@ -52,7 +52,16 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
                    ("c_heap", "kernel", "host,bullseye,trixie,sid"),
                    ("py_leak", "gcore", "host")]
 
-ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs", "py_threads", "c_crash"]
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs",
+                 "py_threads", "c_crash", "py_trace", "py_trace1", "py_trace_leak"]
+# Scenarios run under tracemalloc: the script they run and their extra environment. They
+# run once per environment (gcore, the first filter): tracemalloc does not depend on how
+# the core is taken, and the leak pair's compare_to needs both cores of one process.
+TRACE_SCENARIOS = {
+    "py_trace": ("py_trace", {"PYTHONTRACEMALLOC": "10"}),
+    "py_trace1": ("py_trace", {"PYTHONTRACEMALLOC": "1"}),
+    "py_trace_leak": ("py_leak", {"PYTHONTRACEMALLOC": "10"}),
+}
 # Scenarios that end in a crash of their own (kernel cores only) and the signal.
 CRASH_SCENARIOS = {"c_crash": signal.SIGSEGV}
 # py_libs: what make_corpus.py installs from PyPI into a virtual environment per
@@ -643,7 +652,7 @@ def tail_of(path, n=2000):
         return ""
 
 
-def spawn(env, cmd, workdir_in_root, kind, filt, outdir):
+def spawn(env, cmd, workdir_in_root, kind, filt, outdir, extra_env=None):
     """Start a scenario: wrapper sets RLIMIT_CORE and coredump_filter, then
     chroots (chroot envs) and chdirs into the run directory, then execs."""
     filt_text = filt
@@ -661,6 +670,7 @@ def spawn(env, cmd, workdir_in_root, kind, filt, outdir):
 
     penv = dict(CLEAN_ENV)
     penv.update(PY_ENV)
+    penv.update(extra_env or {})
     out = open(os.path.join(outdir, "stdout.txt"), "ab")
     err = open(os.path.join(outdir, "stderr.txt"), "ab")
     try:
@@ -748,11 +758,12 @@ def scenario_cmd(env, scen, kind, extra):
     python = env.python
     if scen == "py_libs":
         python = env.info.get("libs", {}).get("python") or env.python
-    return [python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % scen, kind] + extra
+    script = TRACE_SCENARIOS.get(scen, (scen, None))[0]
+    return [python, "-s", "-B", IN_ROOT_PREFIX + "/scenarios/%s.py" % script, kind] + extra
 
 
 def stages_of(scen):
-    return ["A", "B"] if scen == "py_leak" else [None]
+    return ["A", "B"] if scen in ("py_leak", "py_trace_leak") else [None]
 
 
 def sfx(stage):
@@ -778,12 +789,16 @@ def run_case(env, scen, kind, filt, out_root, py_scale=None):
     extra = []
     if scen == "py_heap" and py_scale is not None:
         extra = ["--scale", repr(py_scale)]
+    if scen == "py_trace_leak":
+        extra = ["--requests", "600"]
     stages = stages_of(scen)
     pids = {}
     t_case = time.time()
 
+    scen_env = TRACE_SCENARIOS.get(scen, (None, None))[1]
     if kind == "gcore":
-        p = spawn(env, scenario_cmd(env, scen, kind, extra), run_in_root, kind, filt, run_host)
+        p = spawn(env, scenario_cmd(env, scen, kind, extra), run_in_root, kind, filt, run_host,
+                  scen_env)
         try:
             for i, st in enumerate(stages):
                 marker = os.path.join(run_host, "truth%s.json" % sfx(st))
@@ -804,7 +819,7 @@ def run_case(env, scen, kind, filt, out_root, py_scale=None):
         runs = [(st, ["--stop-at", st]) for st in stages] if scen == "py_leak" else [(None, [])]
         for st, more in runs:
             p = spawn(env, scenario_cmd(env, scen, kind, extra + more), run_in_root, kind, filt,
-                      run_host)
+                      run_host, scen_env)
             t0 = time.time()
             try:
                 rc = p.wait(timeout=T_TO_STOP)
@@ -898,11 +913,24 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
         else:
             dms = os.path.join(case_dir, "debugmallocstats%s.txt" % s)
             ab = os.path.join(case_dir, "allocated_blocks%s.txt" % s)
-            stage["debugmallocstats"] = case_rel + "/debugmallocstats%s.txt" % s
             stage["allocated_blocks_file"] = case_rel + "/allocated_blocks%s.txt" % s
-            stage["dms_blocks_in_use"] = parse_dms(dms)
+            # Under tracemalloc the object allocator is its hook, not pymalloc, and
+            # _PyObject_DebugMallocStats prints no pool table (Objects/obmalloc.c:
+            # _PyMem_PymallocEnabled): those cases have no debugmallocstats truth.
+            if scen not in TRACE_SCENARIOS:
+                stage["debugmallocstats"] = case_rel + "/debugmallocstats%s.txt" % s
+                stage["dms_blocks_in_use"] = parse_dms(dms)
             with open(ab) as f:
                 stage["allocated_blocks"] = int(f.read().strip())
+            if scen in TRACE_SCENARIOS:
+                tr = os.path.join(case_dir, "traces%s.json" % s)
+                if not os.path.exists(tr):
+                    raise Failure("%s: the scenario wrote no %s (was PYTHONTRACEMALLOC set?)"
+                                  % (case_rel, tr))
+                with open(tr) as f:
+                    if "statistics" not in json.load(f):
+                        raise Failure("%s: %s has no statistics" % (case_rel, tr))
+                stage["traces"] = case_rel + "/traces%s.json" % s
         entry["stages"].append(stage)
         if scen == "py_libs":
             entry["libraries"] = truth.get("libraries")
@@ -969,6 +997,8 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                     if not kind_applicable(scen, kind):
                         continue
                     for filt in filters:
+                        if scen in TRACE_SCENARIOS and (kind != "gcore" or filt != filters[0]):
+                            continue
                         cid = "%s/%s-%s-%s" % (env.name, scen, kind, filt)
                         t0 = time.time()
                         try:

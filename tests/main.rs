@@ -16,3 +16,4 @@ mod report;
 mod stacks;
 mod synth;
 mod synthetic;
+mod traces;

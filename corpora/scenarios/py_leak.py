@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pyapp import coretruth  # noqa: E402
 from pyapp.models import LeakedResponse  # noqa: E402
+from pyapp.models import __file__ as models_file  # noqa: E402
 
 REGISTRY = []  # the leak
 SERVED = [0]
@@ -90,6 +91,9 @@ def stage(name, kernel, tids, sizes, mode):
             "note": "the content-type value is a shared constant",
         },
         "sizes": sizes,
+        # under PYTHONTRACEMALLOC (the py_trace_leak case): the files whose traces
+        # traces_<stage>.json compares (pyapp.coretruth.write_traces)
+        "trace_files": [os.path.abspath(__file__), os.path.abspath(models_file)],
     }
     coretruth.finish(truth, kernel, "truth_%s.json" % name, "allocated_blocks_%s.txt" % name,
                      "debugmallocstats_%s.txt" % name)

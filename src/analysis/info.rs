@@ -80,6 +80,8 @@ pub struct Info {
     /// For a crashed process: the crash, the native frame it died in and the faulting
     /// thread's innermost Python frames (innermost first).
     pub crash: Option<CrashSummary>,
+    /// tracemalloc's state (set by the caller, which has the models).
+    pub tracemalloc: Option<crate::python::tracemalloc::State>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -195,6 +197,7 @@ fn info_with_models(p: &Process, models: Option<&crate::analysis::Models>) -> In
                 },
             )
         }),
+        tracemalloc: None,
         diagnostics,
     }
 }

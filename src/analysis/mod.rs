@@ -11,6 +11,7 @@ pub mod report;
 pub mod stacks;
 pub mod summary;
 pub mod threads;
+pub mod traces;
 
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};

@@ -65,6 +65,32 @@ enum SummaryBy {
     Type,
     /// Allocations by size class only.
     Size,
+    /// tracemalloc's traces by the file of their most recent frame (statistics('filename')).
+    Filename,
+    /// tracemalloc's traces by their most recent frame (statistics('lineno')).
+    Lineno,
+    /// tracemalloc's traces by their whole traceback (statistics('traceback')).
+    Traceback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DiffBy {
+    /// tracemalloc's compare_to('filename').
+    Filename,
+    /// tracemalloc's compare_to('lineno').
+    Lineno,
+    /// tracemalloc's compare_to('traceback').
+    Traceback,
+}
+
+fn trace_key(by: SummaryBy) -> Option<analysis::traces::Key> {
+    use analysis::traces::Key;
+    match by {
+        SummaryBy::Filename => Some(Key::Filename),
+        SummaryBy::Lineno => Some(Key::Lineno),
+        SummaryBy::Traceback => Some(Key::Traceback),
+        _ => None,
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,6 +107,9 @@ enum Command {
         /// What to group by.
         #[arg(long, value_enum, default_value_t = SummaryBy::Type)]
         by: SummaryBy,
+        /// With --by lineno|filename: every frame of a trace counts, not only the most recent.
+        #[arg(long)]
+        cumulative: bool,
         /// Show only the N largest rows of each table (text and JSON alike).
         #[arg(long, value_name = "N")]
         top: Option<usize>,
@@ -105,6 +134,12 @@ enum Command {
         /// Rows per section (grew, shrank), text and JSON alike.
         #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
         top: usize,
+        /// Compare tracemalloc's traces instead (new.compare_to(old, KEY)).
+        #[arg(long, value_enum)]
+        by: Option<DiffBy>,
+        /// With --by lineno|filename: every frame of a trace counts.
+        #[arg(long)]
+        cumulative: bool,
     },
     /// What every thread was doing: Python stacks (and native ones), and the crash.
     Stacks {
@@ -249,7 +284,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Info { core } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let info = analysis::info::info_with(&p, &models);
+            let mut info = analysis::info::info_with(&p, &models);
+            if let Some((st, d)) = analysis::traces::state(&p, &models.cpython) {
+                info.tracemalloc = Some(st);
+                info.diagnostics.extend(d.to_vec());
+            }
             print_diagnostics(g, &info.diagnostics);
             if g.json {
                 report::write_json(&mut out, "info", &info)?;
@@ -290,13 +329,38 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::frag::write_text(&mut out, &f, text)?;
             }
         }
-        Command::Summary { core, top, by } => {
+        Command::Summary {
+            core,
+            top,
+            by,
+            cumulative,
+        } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
             let a = Analysis::run(&p, &models, &bars)?;
+            if let Some(key) = trace_key(*by) {
+                let limits = Limits {
+                    top: *top,
+                    ..Limits::default()
+                };
+                let s = analysis::traces::summary(&a, key, *cumulative, &limits)?;
+                print_diagnostics(g, &s.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "summary", &s)?;
+                } else {
+                    report::traces::write_summary(&mut out, &s, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            if *cumulative {
+                return Err(
+                    Error::Usage("--cumulative needs --by lineno or --by filename".into()).into(),
+                );
+            }
             let by = match by {
                 SummaryBy::Type => analysis::summary::By::Type,
-                SummaryBy::Size => analysis::summary::By::Size,
+                _ => analysis::summary::By::Size,
             };
             let limits = Limits {
                 top: *top,
@@ -348,14 +412,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 None => (None, Analysis::run(&po, &models, &bars)?),
             };
             let p = a.process;
-            let core_of = |p: &Process| {
-                report::html::CoreSummary::of(&analysis::info::info_with(p, &models))
-            };
-            let mut stacks = analysis::stacks::stacks(
-                p,
-                &models,
-                analysis::stacks::StackOptions::default(),
-            );
+            let core_of =
+                |p: &Process| report::html::CoreSummary::of(&analysis::info::info_with(p, &models));
+            let mut stacks =
+                analysis::stacks::stacks(p, &models, analysis::stacks::StackOptions::default());
             analysis::threads::fill_sources(&mut stacks, g.sysroot.clone());
             let limits = Limits::default();
             let summary = analysis::summary::summary(&a, analysis::summary::By::Type, &limits);
@@ -389,14 +449,49 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 .map_err(|e| Error::Other(format!("rendering the report: {e}")))?;
             std::fs::write(output, html).map_err(|e| Error::io(output, e))?;
             if !g.quiet {
-                eprintln!("coreheap: wrote {}", report::clean(&output.display().to_string()));
+                eprintln!(
+                    "coreheap: wrote {}",
+                    report::clean(&output.display().to_string())
+                );
             }
         }
-        Command::Diff { old, new, top } => {
+        Command::Diff {
+            old,
+            new,
+            top,
+            by,
+            cumulative,
+        } => {
             let models = models()?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
             let (a, b) = analysis::diff::analyze_pair(&po, &pn, &models, &bars)?;
+            if let Some(by) = by {
+                use analysis::traces::Key;
+                let key = match by {
+                    DiffBy::Filename => Key::Filename,
+                    DiffBy::Lineno => Key::Lineno,
+                    DiffBy::Traceback => Key::Traceback,
+                };
+                let limits = Limits {
+                    top: Some(*top),
+                    ..Limits::default()
+                };
+                let d = analysis::traces::diff(&a, &b, key, *cumulative, &limits)?;
+                print_diagnostics(g, &d.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "diff", &d)?;
+                } else {
+                    report::traces::write_diff(&mut out, &d, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            if *cumulative {
+                return Err(
+                    Error::Usage("--cumulative needs --by lineno or --by filename".into()).into(),
+                );
+            }
             let limits = Limits {
                 top: Some(*top),
                 ..Limits::default()

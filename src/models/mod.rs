@@ -571,6 +571,43 @@ pub struct CpythonModel {
     /// only); absent in a user's model directory that predates them.
     #[serde(default)]
     pub frames: Option<Frames>,
+    /// Where tracemalloc keeps its traces (absent: not modelled for this version).
+    #[serde(default)]
+    pub tracemalloc: Option<Tracemalloc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashtableKind {
+    /// 3.8 Modules/hashtable.c: key and data bytes stored in the entry after {next, hash}.
+    Inline,
+    /// 3.9+ Python/hashtable.c: entry {next, hash, key, value}.
+    Pointer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NframeKind {
+    /// 3.8: `int nframe` at +8.
+    Int,
+    /// 3.9+: `uint16_t nframe` at +8, `uint16_t total_nframe` at +10.
+    U16,
+}
+
+/// tracemalloc's state (round2-facts.md §A): the config, the tables and the counters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracemalloc {
+    pub hashtable: HashtableKind,
+    pub nframe: NframeKind,
+    pub config_size: u64,
+    /// 3.12+: offset of `struct _tracemalloc_runtime_state` in `_PyRuntime`, and its fields.
+    pub runtime_offset: Option<u64>,
+    pub traced_memory: Option<u64>,
+    pub peak_traced_memory: Option<u64>,
+    pub traces: Option<u64>,
+    pub domains: Option<u64>,
+    pub empty_traceback: Option<u64>,
 }
 
 /// How a frame chain is stored.

@@ -5,3 +5,4 @@ pub mod frames;
 pub mod objects;
 pub mod symless;
 pub mod threadnames;
+pub mod tracemalloc;

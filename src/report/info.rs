@@ -113,6 +113,9 @@ pub fn write_text(w: &mut dyn Write, i: &Info, text: Text) -> io::Result<()> {
         }
         None => writeln!(w, "python    not found")?,
     }
+    if let Some(tm) = &i.tracemalloc {
+        writeln!(w, "tracemalloc {}", super::traces::state_line(tm))?;
+    }
     let t = &i.totals;
     writeln!(
         w,

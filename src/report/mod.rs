@@ -7,6 +7,7 @@ pub mod info;
 pub mod objects;
 pub mod stacks;
 pub mod summary;
+pub mod traces;
 
 use serde::Serialize;
 use std::borrow::Cow;

@@ -155,6 +155,52 @@ def type_key(t):
 _type_key = type_key
 
 
+# ---------------------------------------------------------------- tracemalloc
+_TRACE_PREV = []  # the previous stage's filtered snapshot (py_leak under tracemalloc)
+
+
+def _frames(tb):
+    return [[f.filename, f.lineno] for f in tb]
+
+
+def _stats(stats):
+    return [[st.size, st.count, _frames(st.traceback)] for st in stats]
+
+
+def write_traces(truth, path):
+    """Under PYTHONTRACEMALLOC: snapshot.statistics() of every key (and cumulative) over
+    the traces whose most recent frame is in truth["trace_files"], written to path; with
+    a previous stage, also compare_to() against its snapshot. Called after gc.collect()
+    and gc.disable(), before anything of the scenario's own files can run again."""
+    import tracemalloc
+    snap = tracemalloc.take_snapshot()
+    files = truth.get("trace_files") or []
+    snap = snap.filter_traces([tracemalloc.Filter(True, f) for f in files])
+    cur, peak = tracemalloc.get_traced_memory()
+    out = {"max_nframe": tracemalloc.get_traceback_limit(), "files": files,
+           "traces": len(snap.traces), "traced_memory": cur, "peak_traced_memory": peak,
+           "statistics": {}, "text": {}}
+    for key, cum in (("lineno", False), ("filename", False), ("traceback", False),
+                     ("lineno", True), ("filename", True)):
+        name = key + ("_cumulative" if cum else "")
+        stats = snap.statistics(key, cum)
+        out["statistics"][name] = _stats(stats)
+        out["text"][name] = [str(st) for st in stats[:30]]
+    if _TRACE_PREV:
+        prev = _TRACE_PREV[0]
+        out["compare_to"] = {}
+        out["compare_text"] = {}
+        for key in ("lineno", "filename", "traceback"):
+            diff = snap.compare_to(prev, key)
+            out["compare_to"][key] = [[d.size, d.size_diff, d.count, d.count_diff,
+                                       _frames(d.traceback)] for d in diff]
+            out["compare_text"][key] = [str(d) for d in diff[:30]]
+        del _TRACE_PREV[:]
+    _TRACE_PREV.append(snap)
+    write_file(path, dumps(out))
+    del snap, out
+
+
 # ---------------------------------------------------------------- the end
 def finish(truth, kernel, truth_path, blocks_path, dms_path,
            _getpid=os.getpid, _dup2=os.dup2, _getab=sys.getallocatedblocks,
@@ -172,11 +218,18 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     fd_dms = os.open(dms_path, flags, 0o644)
     fd_err = os.dup(2)
     pid = _getpid()
+    tracing = bool(os.environ.get("PYTHONTRACEMALLOC"))
+    if tracing:
+        # A copy made here: growing the scenario's own dict after the snapshot would free
+        # and reallocate a block traced at one of the scenario's lines.
+        truth = dict(truth)
     truth["signal"] = 6 if kernel else None
     truth["census_kind"] = "gc.get_objects"
 
     gc.collect()
     gc.disable()  # no automatic collection until the core is taken
+    if tracing:
+        write_traces(truth, "traces" + truth_path[len("truth"):])
     # gc.get_objects() does not list the permanent generation (gc.freeze(); CPython 3.12
     # starts with objects in it): move them back to the oldest generation so the census
     # lists every tracked object. Nothing is freed or allocated by this.
