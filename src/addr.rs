@@ -82,7 +82,9 @@ impl Serialize for Addr {
 }
 
 /// A half-open address range `[start, end)`.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, schemars::JsonSchema,
+)]
 pub struct Range {
     pub start: Addr,
     pub end: Addr,
@@ -108,5 +110,15 @@ impl Range {
         let s = self.start.max(o.start);
         let e = self.end.min(o.end);
         (s < e).then_some(Range::new(s, e))
+    }
+}
+
+/// Addresses are `"0x..."` strings in JSON.
+impl schemars::JsonSchema for Addr {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Addr".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^0x[0-9a-f]+$"})
     }
 }

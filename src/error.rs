@@ -67,7 +67,7 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -76,7 +76,7 @@ pub enum Severity {
 }
 
 /// Something noticed during analysis that the user should know about; analysis went on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub address: Option<Addr>,
@@ -224,6 +224,16 @@ impl From<Vec<Diagnostic>> for Diagnostics {
 impl Serialize for Diagnostics {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.to_vec().serialize(s)
+    }
+}
+
+/// In JSON a collector is the list it shows (`to_vec`).
+impl schemars::JsonSchema for Diagnostics {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Diagnostics".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Vec<Diagnostic>>::json_schema(g)
     }
 }
 

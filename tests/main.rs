@@ -13,6 +13,7 @@ mod mutation;
 mod objects_synth;
 mod pymalloc;
 mod report;
+mod schema;
 mod stacks;
 mod synth;
 mod synthetic;

@@ -26,7 +26,7 @@ fn traces_path(c: &Case) -> PathBuf {
 
 /// The trace cases of $COREHEAP_CORPUS, else of the cache's corpus-trace (made by
 /// `make_corpus.py generate --scenarios py_trace,py_trace1,py_trace_leak`).
-fn cases() -> Vec<Case> {
+pub fn cases() -> Vec<Case> {
     let keep = |v: Vec<Case>| -> Vec<Case> {
         v.into_iter()
             .filter(|c| SCENARIOS.contains(&c.scenario.as_str()))

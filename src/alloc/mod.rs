@@ -10,7 +10,9 @@ use glibc::GlibcHeap;
 use pymalloc::PymallocHeap;
 
 /// Which allocator an allocation comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Allocator {
     Pymalloc,

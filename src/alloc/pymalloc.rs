@@ -31,7 +31,7 @@ const POOL_NEXTOFFSET: u64 = 0x28;
 /// arena_object: address, pool_address, nfreepools, ntotalpools (48 bytes).
 const ARENA_OBJECT_SIZE: u64 = 48;
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct ClassStats {
     pub size: u64,
     pub pools: u64,
@@ -43,14 +43,14 @@ pub struct ClassStats {
     pub blocks_free: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct PoolStates {
     pub used: u64,
     pub full: u64,
     pub empty: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ArenaInfo {
     pub address: Addr,
     /// Pools carved so far (below pool_address).
@@ -76,7 +76,7 @@ pub struct Block {
 }
 
 /// How pymalloc's state (`usedpools`) was found: an identifier in JSON, words in text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FoundBy {
     /// `usedpools` (3.8-3.11) or `obmalloc_state_main` (3.12+) by symbol.
@@ -85,7 +85,7 @@ pub enum FoundBy {
     UsedpoolsSignature,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PymallocHeap {
     pub model: String,
     /// The interpreter this heap belongs to (version, module, type-name probe).

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 /// Rows per section when `--top` is not given.
 pub const DEFAULT_TOP: usize = 20;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TypeDelta {
     pub name: String,
     pub count_old: u64,
@@ -30,7 +30,7 @@ pub struct TypeDelta {
     pub bytes_delta: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SizeDelta {
     pub allocator: &'static str,
     pub size: u64,
@@ -42,13 +42,13 @@ pub struct SizeDelta {
     pub bytes_delta: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Samples {
     pub name: String,
     pub objects: Vec<ObjectEntry>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct DiffTotals {
     pub count_old: u64,
     pub count_new: u64,
@@ -58,7 +58,7 @@ pub struct DiffTotals {
     pub bytes_delta: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Diff {
     /// Over every type (before the cut).
     pub types_total: DiffTotals,

@@ -7,7 +7,7 @@ use crate::error::Diagnostics;
 use serde::Serialize;
 
 /// Where the process's memory is, in one place.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Overall {
     /// Bytes of every mapping of the process (as in `info`).
     pub mapped_bytes: u64,
@@ -23,7 +23,7 @@ pub struct Overall {
     pub pymalloc_free_bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Frag<'a> {
     pub overall: Overall,
     pub glibc: Option<&'a GlibcHeap>,

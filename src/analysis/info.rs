@@ -9,7 +9,7 @@ use crate::image::process::Process;
 use crate::image::version::{detect_glibc, detect_python, GlibcInfo, PythonInfo};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SignalInfo {
     pub number: u32,
     pub name: &'static str,
@@ -19,7 +19,7 @@ pub struct SignalInfo {
     pub fault_address: Option<Addr>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ThreadInfo {
     pub tid: u32,
     pub signal: u32,
@@ -32,7 +32,7 @@ pub struct ThreadInfo {
 
 pub use crate::image::process::Mapping as MappingInfo;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ModuleInfo {
     pub path: String,
     pub base: Addr,
@@ -45,7 +45,7 @@ pub struct ModuleInfo {
     pub debug_file: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Totals {
     pub mapped: u64,
     pub in_core: u64,
@@ -53,7 +53,7 @@ pub struct Totals {
     pub unavailable: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Info {
     pub core: String,
     pub core_size: u64,
@@ -86,7 +86,7 @@ pub struct Info {
 }
 
 /// The crash context `info` shows: as `stacks` computes it, without the other threads.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CrashSummary {
     #[serde(flatten)]
     pub crash: crate::analysis::threads::Crash,

@@ -27,7 +27,7 @@ use serde::Serialize;
 use std::path::Path;
 
 /// One object as commands list it: where, what, how big, and a preview.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ObjectEntry {
     pub address: Addr,
     #[serde(rename = "type")]

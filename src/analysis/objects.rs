@@ -4,7 +4,7 @@ use super::{Analysis, ObjectEntry};
 use crate::error::{Diagnostics, Error, Result};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ObjectList {
     /// The type asked for.
     pub name: String,

@@ -28,7 +28,7 @@ pub const UNUSED: u8 = 255;
 
 /// One arena (pymalloc) or heap (glibc): its cells in address order, each the percentage
 /// (0-100) of its bytes in live blocks or chunks, or [`UNUSED`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Region {
     pub address: Addr,
     pub bytes: u64,
@@ -37,7 +37,7 @@ pub struct Region {
     pub fill: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Occupancy {
     pub allocator: &'static str,
     /// What one unit is ("pool", "page") and its bytes.
@@ -51,7 +51,7 @@ pub struct Occupancy {
 }
 
 /// One size class: live and free bytes in it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ClassFill {
     pub size: u64,
     pub live_count: u64,
@@ -60,7 +60,7 @@ pub struct ClassFill {
     pub free_bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ClassBars {
     pub allocator: &'static str,
     /// The fullest classes (live + free bytes), in size order.
@@ -69,7 +69,7 @@ pub struct ClassBars {
 }
 
 /// What the fragmentation section draws beyond `frag`'s numbers.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Default)]
 pub struct HeapMap {
     pub occupancy: Vec<Occupancy>,
     pub classes: Vec<ClassBars>,
@@ -77,7 +77,7 @@ pub struct HeapMap {
 
 /// A node of retained memory (e.g. by owner): the page draws it as an icicle, click to
 /// zoom. Extension point: the ownership analysis converts its result into this.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TreeNode {
     pub name: String,
     /// Bytes of this node including its children.
@@ -87,14 +87,14 @@ pub struct TreeNode {
 }
 
 /// A table cell: text, or a number the page formats (bytes, counts) and sorts by.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Cell {
     Text(String),
     Int(i64),
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Column {
     pub title: String,
     /// "text", "count", "bytes" or "delta" (signed bytes): how the page formats the cells.
@@ -102,7 +102,7 @@ pub struct Column {
 }
 
 /// The body of an optional section.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum SectionBody {
     Tree {
@@ -116,7 +116,7 @@ pub enum SectionBody {
 
 /// An optional section of the page (owner view, growth by owner, tracemalloc sites...):
 /// the page lists them in order after the fixed sections, each with its own anchor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Section {
     /// The anchor (`#id`): letters, digits and `-` only.
     pub id: String,

@@ -8,7 +8,7 @@ use crate::error::Diagnostics;
 use serde::Serialize;
 
 /// What to group by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum By {
     Type,
@@ -16,13 +16,13 @@ pub enum By {
 }
 
 /// Totals over every row, before the cut to `--top`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Totals {
     pub count: u64,
     pub bytes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub by: By,
     /// Rows before the cut, and their totals.

@@ -72,7 +72,7 @@ impl Sources {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Crash {
     pub signal: u32,
     pub name: &'static str,
@@ -82,22 +82,18 @@ pub struct Crash {
     pub tid: Option<u32>,
     /// Where it died: the faulting thread's innermost native frame (with `--native`,
     /// or always for `info`) and innermost Python frame.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub native_frame: Option<NativeFrame>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub python_frame: Option<JsonFrame>,
 }
 
 /// A Python frame as the JSON document shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JsonFrame {
     pub function: String,
     pub qualname: String,
     pub file: String,
     pub line: Option<u32>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub generator: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub locals: Option<Vec<Local>>,
     /// The source line, when the file is readable (text output only).
     #[serde(skip)]
@@ -121,7 +117,7 @@ impl From<PyFrame> for JsonFrame {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ThreadStack {
     /// Kernel tid (None: a thread state with no thread in the core).
     pub tid: Option<u32>,
@@ -135,15 +131,13 @@ pub struct ThreadStack {
     pub interpreter: Option<i64>,
     /// Innermost first.
     pub python: Vec<JsonFrame>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub python_truncated: Option<String>,
     /// Innermost first; empty without `--native`.
     pub native: Vec<NativeFrame>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub native_truncated: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Stacks {
     pub crash: Option<Crash>,
     pub python_version: Option<String>,
@@ -153,7 +147,7 @@ pub struct Stacks {
 }
 
 /// The CPython model for the detected version (the nearest when none covers it).
-fn model_for<'m>(models: &'m Models, v: Option<Version>) -> Option<&'m CpythonModel> {
+fn model_for(models: &Models, v: Option<Version>) -> Option<&CpythonModel> {
     let v = v?;
     models
         .cpython

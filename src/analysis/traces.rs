@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 /// tracemalloc's `key_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Key {
     Filename,
@@ -38,42 +38,40 @@ impl Key {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema)]
 pub struct Frame {
     pub file: String,
     pub line: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TypeCount {
     pub name: String,
     pub count: u64,
 }
 
 /// One `Statistic`: the traceback oldest frame first ("most recent call last").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Stat {
     pub traceback: Vec<Frame>,
     pub size: u64,
     pub count: u64,
     /// What the group's blocks are, by the census (most first).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<TypeCount>,
 }
 
 /// One `StatisticDiff`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StatDiff {
     pub traceback: Vec<Frame>,
     pub size: u64,
     pub size_delta: i64,
     pub count: u64,
     pub count_delta: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<TypeCount>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TraceSummary {
     pub by: Key,
     pub cumulative: bool,
@@ -88,7 +86,7 @@ pub struct TraceSummary {
     pub sources: HashMap<Frame, String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TraceDiff {
     pub by: Key,
     pub cumulative: bool,
@@ -104,10 +102,10 @@ pub struct TraceDiff {
 fn model_for<'m>(p: &crate::Process, models: &'m [CpythonModel]) -> Option<&'m CpythonModel> {
     let py = detect_python(p)?;
     let v = py.version.as_deref().and_then(Version::parse);
-    let with = models.iter().filter(|m| m.tracemalloc.is_some());
+    let mut with = models.iter().filter(|m| m.tracemalloc.is_some());
     match v {
         Some(v) => with.min_by_key(|m| m.distance(v)),
-        None => with.last(),
+        None => with.next_back(),
     }
 }
 
@@ -172,8 +170,13 @@ fn keys_of(t: &Traces, tb: u32, key: Key, cumulative: bool, out: &mut Vec<Vec<(u
 /// Groups by key (frames most recent first): size, count and the traces' indices when
 /// `members`.
 struct Grouped {
-    groups: HashMap<Vec<(u32, u32)>, (u64, u64, Vec<u32>)>,
+    groups: HashMap<GroupKey, GroupValue>,
 }
+
+/// A group's key: (file, line) ids, most recent frame first.
+type GroupKey = Vec<(u32, u32)>;
+/// A group's size, count and members.
+type GroupValue = (u64, u64, Vec<u32>);
 
 fn group(
     t: &Traces,
@@ -200,7 +203,7 @@ fn group(
             idx[tr.traceback as usize].push(i as u32);
         }
     }
-    let mut groups: HashMap<Vec<(u32, u32)>, (u64, u64, Vec<u32>)> = HashMap::new();
+    let mut groups: HashMap<GroupKey, GroupValue> = HashMap::new();
     let mut ks = Vec::new();
     for (tb, &(size, count)) in per_tb.iter().enumerate() {
         if count == 0 {

@@ -176,6 +176,11 @@ enum Command {
     },
     /// Print the man page (roff), generated from these definitions: `coreheap man | man -l -`.
     Man,
+    /// Print the JSON Schema of a command's `--json` document (generated from the types).
+    Schema {
+        /// The command: info, stacks, summary, objects, diff or frag.
+        command: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -276,6 +281,17 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let mut buf = Vec::new();
             clap_complete::generate(*shell, &mut cmd, "coreheap", &mut buf);
             out.write_all(&buf)?;
+        }
+        Command::Schema { command } => {
+            let Some(v) = report::schema::for_command(command) else {
+                return Err(Error::Usage(format!(
+                    "{command:?} writes no JSON; schemas exist for: {}",
+                    report::schema::COMMANDS.join(", ")
+                ))
+                .into());
+            };
+            serde_json::to_writer_pretty(&mut out, &v).map_err(io::Error::other)?;
+            writeln!(out)?;
         }
         Command::Man => {
             use clap::CommandFactory;

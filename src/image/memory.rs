@@ -31,7 +31,7 @@ struct Region {
 }
 
 /// Where a byte of the process image comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ByteSource {
     Core,

@@ -35,7 +35,7 @@ pub struct SearchPaths {
 }
 
 /// How the on-disk file of a module relates to the core.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum FileStatus {
     /// Found, and its build-id equals the core's: its bytes fill what the core left out.

@@ -29,7 +29,7 @@ pub struct Process {
 }
 
 /// One mapping of the process, with how much of it the core or a verified file holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Mapping {
     pub start: Addr,
     pub end: Addr,

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 pub const MAX_NATIVE_FRAMES: usize = 512;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct NativeFrame {
     pub pc: Addr,
     pub module: Option<String>,
@@ -32,7 +32,7 @@ pub struct NativeFrame {
     pub line: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct NativeStack {
     /// Innermost first.
     pub frames: Vec<NativeFrame>,

@@ -13,7 +13,7 @@ use crate::image::modules::Module;
 use crate::image::process::Process;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GlibcInfo {
     pub version: String,
     pub module: String,
@@ -93,7 +93,7 @@ fn parse_banner(text: &[u8]) -> Option<String> {
     (v.contains('.') && v.len() >= 3).then(|| v.to_string())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TypeProbe {
     pub symbol: &'static str,
     pub tp_name: String,
@@ -101,7 +101,7 @@ pub struct TypeProbe {
     pub source: ByteSource,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PythonInfo {
     /// "3.11.2"; only "3.11" when just the file name told.
     pub version: Option<String>,

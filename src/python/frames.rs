@@ -33,7 +33,7 @@ pub const MAX_FRAMES: usize = 100_000;
 /// Locals listed per frame.
 pub const MAX_LOCALS: usize = 200;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Local {
     pub name: String,
     #[serde(rename = "type")]
@@ -41,11 +41,10 @@ pub struct Local {
     pub address: Addr,
     pub preview: String,
     /// A cell or free variable (the value shown is the cell's content).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cell: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PyFrame {
     /// `co_name`.
     pub function: String,
@@ -57,13 +56,11 @@ pub struct PyFrame {
     pub frame_address: Addr,
     pub code_address: Addr,
     /// Running in a generator or coroutine (3.11+: the frame is owned by one).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub generator: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub locals: Option<Vec<Local>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PyThread {
     pub tstate: Addr,
     /// Index into the interpreters list.
@@ -81,14 +78,14 @@ pub struct PyThread {
     pub truncated: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Interpreter {
     pub address: Addr,
     pub id: i64,
     pub threads: usize,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct PyThreads {
     pub interpreters: Vec<Interpreter>,
     pub threads: Vec<PyThread>,

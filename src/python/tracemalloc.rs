@@ -41,7 +41,7 @@ const MIN_BUCKETS: u64 = 16;
 
 /// What `tracemalloc.is_tracing()`, `get_traceback_limit()` and `get_traced_memory()`
 /// would have answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct State {
     pub tracing: bool,
     pub max_nframe: u32,
@@ -851,10 +851,9 @@ pub fn recover(
         }
     }
     bad_traces += bad_values;
-    if bad_trace_at.is_some() {
+    if let Some(at) = bad_trace_at {
         diags.push(
-            Diagnostic::warning("tracemalloc: trace_t values outside the core's memory")
-                .at(bad_trace_at.unwrap()),
+            Diagnostic::warning("tracemalloc: trace_t values outside the core's memory").at(at),
         );
     }
     if let Some((a, why)) = it.first_bad_tb.take() {

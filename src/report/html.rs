@@ -56,7 +56,7 @@ fn c(s: &str) -> String {
 }
 
 /// What the page says of a core, from `info`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct CoreSummary {
     core: String,
     core_size: u64,
@@ -85,7 +85,7 @@ impl CoreSummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct FrameView {
     function: String,
     file: String,
@@ -93,7 +93,7 @@ struct FrameView {
     source: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct ThreadView {
     tid: Option<u32>,
     name: Option<String>,
@@ -104,7 +104,7 @@ struct ThreadView {
     truncated: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct CrashView {
     signal: u32,
     name: String,
@@ -114,7 +114,7 @@ struct CrashView {
     native: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Segment {
     label: &'static str,
     class: &'static str,
@@ -123,14 +123,14 @@ struct Segment {
     pct: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Row {
     name: String,
     count: u64,
     bytes: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct DeltaRow {
     name: String,
     count_old: u64,
@@ -143,13 +143,13 @@ struct DeltaRow {
     pct: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct SampleView {
     name: String,
     objects: Vec<(String, u64, String)>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct GrowthView {
     /// The program's own classes that grew (`diff::is_user_type`): what a leak is made
     /// of is usually built-ins held by one of them, so they lead the view.
@@ -164,7 +164,7 @@ struct GrowthView {
     samples: Vec<SampleView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct ClassRow {
     size: u64,
     live_count: u64,
@@ -175,20 +175,20 @@ struct ClassRow {
     free_pct: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct ClassView {
     allocator: &'static str,
     rows: Vec<ClassRow>,
     left_off: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct DiagView {
     severity: &'static str,
     text: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct SectionView {
     id: String,
     title: String,
@@ -516,7 +516,7 @@ pub fn render(p: &Page) -> Result<String, minijinja::Error> {
             .filter(|d| d.message.contains("stack") || d.message.contains("thread")),
     );
 
-    #[derive(Serialize)]
+    #[derive(Serialize, schemars::JsonSchema)]
     struct Data<'a> {
         occupancy: &'a [crate::analysis::report::Occupancy],
         sections: &'a [Section],

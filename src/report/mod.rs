@@ -5,6 +5,7 @@ pub mod frag;
 pub mod html;
 pub mod info;
 pub mod objects;
+pub mod schema;
 pub mod stacks;
 pub mod summary;
 pub mod traces;
@@ -161,7 +162,7 @@ impl Table {
 /// goes away (new fields do not bump it).
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Document<'a, T: Serialize> {
     schema: String,
     #[serde(flatten)]

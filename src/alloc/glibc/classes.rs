@@ -5,7 +5,7 @@ use super::{ChunkState, GlibcHeap};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 pub struct SizeClass {
     pub allocator: &'static str,
     pub size: u64,

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 /// How `main_arena` or `mp_` was found, for the report: an identifier in JSON
 /// (`"data_initializer"`), words in text (the renderer's business).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FoundBy {
     /// The symbol, from a debug file, `.symtab` or the dynamic symbol table.

@@ -34,7 +34,9 @@ const NON_MAIN_ARENA: u64 = 4;
 
 pub use crate::image::memory::Reader;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkState {
     InUse = 0,
@@ -107,7 +109,7 @@ impl Chunk {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema, PartialEq, Eq)]
 pub struct Count {
     /// Chunks ("count" in JSON, the one vocabulary of every command).
     #[serde(rename = "count")]
@@ -122,7 +124,7 @@ impl Count {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct FreeKinds {
     pub tcache: Count,
     pub fastbins: Count,
@@ -151,14 +153,14 @@ impl FreeKinds {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HeapSpan {
     pub address: Addr,
     pub size: u64,
 }
 
 /// Which arena: `main_arena` (the sbrk heap) or a thread arena (mmapped heaps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ArenaKind {
     Main,
@@ -166,7 +168,7 @@ pub enum ArenaKind {
 }
 
 /// How a thread's tcache_perthread_struct was found (`find_tcaches`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TcacheFoundBy {
     /// A word below the thread pointer (libc's `tcache` TLS variable).
@@ -175,7 +177,7 @@ pub enum TcacheFoundBy {
     HeapScan,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Arena {
     pub address: Addr,
     pub kind: ArenaKind,
@@ -195,7 +197,7 @@ pub struct Arena {
     pub(crate) top: Addr,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TcacheInfo {
     /// Address of the tcache_perthread_struct (user pointer of its chunk).
     pub address: Addr,
@@ -207,7 +209,7 @@ pub struct TcacheInfo {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GlibcHeap {
     pub version: Option<String>,
     pub model: String,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 pub use compress::Compression;
 
 /// Architecture of the analysed process. Comes from the core, never from `cfg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     #[serde(rename = "x86_64")]
@@ -66,7 +66,7 @@ impl Backing {
 
 /// A PT_LOAD segment. `in_core` ≤ `filesz` ≤ `memsz`: the kernel writes `filesz` 0 for
 /// mappings it left out; a truncated core has fewer bytes than `filesz` says.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct Segment {
     pub vaddr: Addr,
     pub memsz: u64,
@@ -95,7 +95,7 @@ pub fn perms_string(flags: u32) -> String {
 }
 
 /// Where the core came from, as far as its notes tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Producer {
     /// The kernel's core dumper (no gdb notes).

@@ -93,7 +93,7 @@ fn cstr_field(b: &[u8]) -> String {
 }
 
 /// A thread of the process, from its NT_PRSTATUS (and NT_ARM_TLS on aarch64).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Thread {
     pub tid: u32,
     /// `pr_cursig`: the signal the thread was handling when the core was written.
@@ -136,7 +136,7 @@ pub fn parse_prstatus(arch: Arch, desc: &[u8]) -> Option<Thread> {
 }
 
 /// `elf_prpsinfo` (LP64): pr_pid at 24, pr_fname[16] at 40, pr_psargs[80] at 56.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PrPsInfo {
     pub pid: u32,
     pub ppid: u32,
@@ -158,7 +158,7 @@ pub fn parse_prpsinfo(desc: &[u8]) -> Option<PrPsInfo> {
 }
 
 /// `siginfo_t` as NT_SIGINFO stores it: signo, errno, code, then (for faults) si_addr at 16.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SigInfo {
     pub signo: u32,
     pub errno: i32,
@@ -197,7 +197,7 @@ pub fn parse_auxv(desc: &[u8]) -> Vec<(u64, u64)> {
 }
 
 /// One file-backed mapping from NT_FILE.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FileMapping {
     pub range: Range,
     /// Offset in the file, in bytes.
