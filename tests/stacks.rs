@@ -407,7 +407,7 @@ fn check_native(case: &Case) -> Vec<String> {
             .iter()
             .filter_map(|f| f.symbol.as_deref())
             .collect();
-        if !names.iter().any(|n| *n == "abort") {
+        if !names.contains(&"abort") {
             bad.push(format!(
                 "{}: the aborting thread's native frames {names:?} do not show abort",
                 case.name
@@ -584,13 +584,8 @@ fn fresh_damaged_frames_give_diagnostics() {
         } else {
             0x8
         };
-        let code_off = if minor <= 10 {
-            0x20
-        } else if minor == 11 {
-            0x20
-        } else {
-            0x0
-        };
+        // f_code (3.8-3.10) and 3.11's f_code are both at +0x20; 3.12+ f_executable at +0.
+        let code_off = if minor <= 11 { 0x20 } else { 0x0 };
         let f0 = t0.python[0].frame_address.0;
         let f1 = t1.python[1].frame_address.0;
         let ts2 = t2.tstate.unwrap().0;
