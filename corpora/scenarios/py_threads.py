@@ -178,7 +178,7 @@ def main():
     truth = {
         "scenario": "py_threads",
         "pid": pid,
-        "exe": sys.executable,
+        "exe": os.readlink("/proc/self/exe"),
         "python_version": coretruth.python_version(),
         "glibc_version": coretruth.glibc_version(),
         "tids": sorted([main_nid] + [t.native_id for t in threads]),
