@@ -14,7 +14,7 @@ use crate::addr::Addr;
 use crate::alloc::glibc::GlibcHeap;
 use crate::alloc::pymalloc::PymallocHeap;
 use crate::python::objects::{Special, TypeInfo, Typer};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,15 +116,53 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
     census_of(typer, allocs)
 }
 
+/// An object found in an allocation, in 24 bytes: the allocation is known again from the
+/// object (its start `m_off` bytes before, its usable bytes `less` under its size).
+#[derive(Clone, Copy)]
+struct Found {
+    obj: Obj,
+    m_off: u32,
+    less: u8,
+    pm: bool,
+    /// A free-list resident.
+    zero: bool,
+}
+
+impl Found {
+    fn alloc(&self, big: &FxHashMap<u64, u64>) -> Alloc {
+        let size = match self.obj.alloc {
+            u32::MAX => big
+                .get(&self.obj.addr.0)
+                .copied()
+                .unwrap_or(u32::MAX as u64),
+            n => n as u64,
+        };
+        (
+            self.obj.addr.0.wrapping_sub(self.m_off as u64),
+            size - (self.less as u64).min(size),
+            size,
+            self.pm,
+        )
+    }
+}
+
 /// The census of the given live allocations: (user address, usable bytes, size, from
 /// pymalloc).
 pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
-    // (object, allocation, free-list resident)
-    let mut found: Vec<(Obj, Alloc, bool)> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let mut untyped: Vec<Alloc> = Vec::new();
+    // Sizes of allocations of 4 GiB and more, by object address (Obj::alloc saturates).
+    let mut big: FxHashMap<u64, u64> = FxHashMap::default();
     for a in allocs {
         let (m, usable, size, pm) = a;
         let Some((o, ti, zero)) = typer.classify(m, usable, pm) else {
+            untyped.push(a);
+            continue;
+        };
+        let (Ok(m_off), Ok(less)) = (
+            u32::try_from(o.wrapping_sub(m)),
+            u8::try_from(size - usable.min(size)),
+        ) else {
             untyped.push(a);
             continue;
         };
@@ -133,13 +171,26 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
             alloc: size.min(u32::MAX as u64) as u32,
             ty: ti,
         };
-        found.push((rec, a, zero));
+        if size >= u32::MAX as u64 {
+            big.insert(o, size);
+        }
+        found.push(Found {
+            obj: rec,
+            m_off,
+            less,
+            pm,
+            zero,
+        });
     }
     // Only objects of live types: static types in module images, heap types found live.
     let mut dead_type_objects = 0;
     let mut zombie_rows: (u64, u64) = (0, 0);
     for _round in 0..16 {
-        let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
+        let ntypes = found
+            .iter()
+            .map(|f| f.obj.ty as usize + 1)
+            .max()
+            .unwrap_or(0);
         let mut type_addrs: FxHashSet<u64> = FxHashSet::default();
         for i in 0..ntypes as u32 {
             let t = typer.type_by_index(i).addr.0;
@@ -149,8 +200,8 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
         }
         let live_heap_types: FxHashSet<u64> = found
             .iter()
-            .filter(|f| !f.2 && type_addrs.contains(&f.0.addr.0))
-            .map(|f| f.0.addr.0)
+            .filter(|f| !f.zero && type_addrs.contains(&f.obj.addr.0))
+            .map(|f| f.obj.addr.0)
             .collect();
         let live: Vec<bool> = (0..ntypes as u32)
             .map(|i| {
@@ -160,9 +211,9 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
             .collect();
         let before = found.len();
         found.retain(|f| {
-            let keep = live[f.0.ty as usize];
+            let keep = live[f.obj.ty as usize];
             if !keep {
-                untyped.push(f.1);
+                untyped.push(f.alloc(&big));
             }
             keep
         });
@@ -175,10 +226,10 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
     // frame free list: charged to its own row.
     let mut zombies: FxHashSet<u64> = FxHashSet::default();
     if let Some(off) = typer.layout().code_zombieframe {
-        for f in found.iter().filter(|f| !f.2) {
-            if typer.is_code_type(typer.type_by_index(f.0.ty).addr.0) {
+        for f in found.iter().filter(|f| !f.zero) {
+            if typer.is_code_type(typer.type_by_index(f.obj.ty).addr.0) {
                 if let Some(z) = typer
-                    .u64_at(f.0.addr.0.wrapping_add(off))
+                    .u64_at(f.obj.addr.0.wrapping_add(off))
                     .filter(|&z| z != 0)
                 {
                     zombies.insert(z);
@@ -187,23 +238,27 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
         }
     }
     found.retain(|f| {
-        let zombie = f.2 && zombies.contains(&f.0.addr.0);
+        let zombie = f.zero && zombies.contains(&f.obj.addr.0);
         if zombie {
-            let (_, _, size, _) = f.1;
+            let (_, _, size, _) = f.alloc(&big);
             zombie_rows.0 += 1;
             zombie_rows.1 += size;
         }
         !zombie
     });
     // Per type index: (count, bytes) live, count free.
-    let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
+    let ntypes = found
+        .iter()
+        .map(|f| f.obj.ty as usize + 1)
+        .max()
+        .unwrap_or(0);
     let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
     let mut free: Vec<u64> = vec![0; ntypes];
-    let mut objects = Vec::with_capacity(found.len());
     let mut free_objects = Vec::new();
     let mut big_allocs = Vec::new();
     let mut owned: Vec<(u64, Owner)> = Vec::new();
-    for &(rec, (_, _, size, _), zero) in &found {
+    for f in &found {
+        let (rec, size, zero) = (f.obj, f.alloc(&big).2, f.zero);
         let i = rec.ty as usize;
         if zero {
             free[i] += 1;
@@ -215,7 +270,6 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
         if size >= u32::MAX as u64 {
             big_allocs.push((rec.addr, size));
         }
-        objects.push(rec);
         let o = rec.addr.0;
         let ti = typer.type_by_index(rec.ty);
         match ti.special {
@@ -254,6 +308,14 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
             }
         }
     }
+    // The live objects, collected in place: the 24-byte records' memory holds the 16-byte
+    // ones (Vec's in-place collect), so the census never holds both lists at once.
+    let mut objects: Vec<Obj> = found
+        .into_iter()
+        .filter(|f| !f.zero)
+        .map(|f| f.obj)
+        .collect();
+    objects.shrink_to_fit();
     let type_infos: Vec<Arc<TypeInfo>> =
         (0..ntypes as u32).map(|i| typer.type_by_index(i)).collect();
     // Allocations that are not objects: owned by an object that points into them, or untyped.
