@@ -377,3 +377,32 @@ pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, boo
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Allocations of 4 GiB and more keep their size (a saturating u32 made totals disagree).
+    #[test]
+    fn sizes_of_4_gib_and_more_are_exact() {
+        let big = 6u64 << 30;
+        let c = Census {
+            objects: vec![
+                Obj {
+                    addr: Addr(0x1000),
+                    alloc: 64,
+                    ty: 0,
+                },
+                Obj {
+                    addr: Addr(0x7f00_0000_0000),
+                    alloc: u32::MAX,
+                    ty: 0,
+                },
+            ],
+            big_allocs: vec![(Addr(0x7f00_0000_0000), big)],
+            ..Default::default()
+        };
+        assert_eq!(c.alloc_size(&c.objects[1]), big);
+        assert_eq!(c.live_bytes(), big + 64);
+    }
+}

@@ -145,6 +145,26 @@ impl Module {
     }
 }
 
+/// The warning for a file on disk that is another build than the module the core maps;
+/// either side may have no build-id at all (then it says so, in words).
+fn mismatch_message(
+    module: &str,
+    disk_path: &str,
+    disk_id: Option<&str>,
+    core_id: Option<&str>,
+    what: &str,
+) -> String {
+    let disk = match disk_id {
+        Some(id) => format!("the file has build-id {id}"),
+        None => "the file has no build-id".to_string(),
+    };
+    let core = match core_id {
+        Some(id) => format!("the core's has {id}"),
+        None => "the core records none for it".to_string(),
+    };
+    format!("{module}: the file on disk ({disk_path}) is another build ({disk}, {core}); {what} of this module are unavailable")
+}
+
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -266,17 +286,12 @@ impl ModuleSet {
                 FileStatus::Mismatch { disk_build_id } => {
                     let p = m.rejected_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
                     diags.push(
-                        Diagnostic::warning(format!(
-                            "{}: the file on disk ({p}) is another build ({}, {}); {what} of this module are unavailable",
-                            m.path,
-                            match disk_build_id.as_deref() {
-                                Some(id) => format!("the file has build-id {id}"),
-                                None => "the file has no build-id".to_string(),
-                            },
-                            match m.build_id_hex() {
-                                Some(id) => format!("the core's has {id}"),
-                                None => "the core records none for it".to_string(),
-                            },
+                        Diagnostic::warning(mismatch_message(
+                            &m.path,
+                            &p,
+                            disk_build_id.as_deref(),
+                            m.build_id_hex().as_deref(),
+                            &what,
                         ))
                         .hint("pass --sysroot DIR with the binaries the process ran (e.g. a copy of its container image)"),
                     );
@@ -459,4 +474,25 @@ fn find_debug_file(build_id: &[u8], search: &SearchPaths) -> Option<DiskFile> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod mismatch_tests {
+    use super::mismatch_message;
+
+    /// A module without a build-id gets a sentence, not "build-id none ... ?" (was garbled).
+    #[test]
+    fn a_missing_build_id_is_said_in_words() {
+        let m = mismatch_message(
+            "/usr/lib/libx.so",
+            "/srv/root/usr/lib/libx.so",
+            None,
+            Some("ab12"),
+            "1.00 MiB",
+        );
+        assert_eq!(m, "/usr/lib/libx.so: the file on disk (/srv/root/usr/lib/libx.so) is another build (the file has no build-id, the core's has ab12); 1.00 MiB of this module are unavailable");
+        let m = mismatch_message("/l.so", "/d/l.so", Some("cd34"), None, "4.00 KiB");
+        assert!(m.contains("the file has build-id cd34, the core records none for it"));
+        assert!(!m.contains('?') && !m.contains("none in the file"));
+    }
 }
