@@ -2,11 +2,14 @@
 //! CPython lays them out, in a one-segment core, typed with the embedded models. Each test
 //! is one validation rule of `python::objects` / `python::census`.
 
-use coreheap::analysis::census::census_of;
+use coreheap::addr::Addr;
+use coreheap::analysis::census::{census_of, census_of_with};
 use coreheap::image::core::CoreFile;
 use coreheap::image::memory::AddressSpace;
 use coreheap::models::{cpython_models, CpythonModel};
+use coreheap::python::floats;
 use coreheap::python::objects::{Special, Symbols, Typer};
+use rustc_hash::FxHashSet;
 use std::sync::Arc;
 
 const BASE: u64 = 0x10_0000;
@@ -473,4 +476,150 @@ fn zombie_frames_are_not_free_list_residents() {
         .map(|f| (f.name.as_str(), f.count))
         .collect();
     assert_eq!(free, [("frame", 1)]);
+}
+
+/// Memory for the float free-list tests (3.11): three freed floats linked through ob_type
+/// (refcount 0, the last link NULL), one live float, and the interpreter state holding the
+/// list's head and count, reached from `_PyRuntime` (python/floats.rs).
+struct FloatWorld {
+    w: World,
+    float: u64,
+    runtime: u64,
+    links: [u64; 3],
+}
+
+const FLOAT_INTERP: u64 = HEAP + 0x10000;
+
+fn float_world(count: u32, edit: impl FnOnce(&mut Mem, &[u64; 3])) -> FloatWorld {
+    let mut m = Mem::new();
+    let float = m.static_type("float", 24, 0, 0);
+    let links = [HEAP, HEAP + 0x20, HEAP + 0x40];
+    m.obj(links[0], 0, links[1]);
+    m.obj(links[1], 0, links[2]);
+    m.obj(links[2], 0, 0);
+    m.obj(HEAP + 0x60, 1, float);
+    let md = model("3.11");
+    let (f, ff) = (md.frames.unwrap(), md.objects.float_freelist.unwrap());
+    let runtime = BASE + 0x6000;
+    m.w64(runtime + f.runtime_interpreters_head, FLOAT_INTERP);
+    m.w64(FLOAT_INTERP + f.interp_next, 0);
+    m.w64(FLOAT_INTERP + ff.interp_head.unwrap(), links[0]);
+    m.w32(FLOAT_INTERP + ff.interp_count.unwrap(), count);
+    edit(&mut m, &links);
+    FloatWorld {
+        w: World::new(m, "3.11", vec![], vec![(float, Special::Float)]),
+        float,
+        runtime,
+        links,
+    }
+}
+
+impl FloatWorld {
+    /// The walk from the interpreter's head; `live` are the live 32-byte blocks.
+    fn walk(&self, live: &[u64]) -> (Vec<u64>, Vec<String>) {
+        let md = &self.w.model;
+        let heads = match floats::heads(
+            &self.w.space,
+            md.objects.float_freelist.as_ref(),
+            md.frames.as_ref(),
+            &|_| None,
+            Some(Addr(self.runtime)),
+        ) {
+            floats::Heads::Found(h) => h,
+            _ => panic!("no heads"),
+        };
+        let live = |c: &FxHashSet<u64>| c.iter().copied().filter(|a| live.contains(a)).collect();
+        let (blocks, diags) = floats::walk(&self.w.space, &heads, &live);
+        (blocks, diags.iter().map(|d| d.message.clone()).collect())
+    }
+}
+
+/// Floats on the float free list keep no type pointer (ob_type is the next link): the
+/// census takes them from the list walked from the interpreter's head, as free `float`s.
+#[test]
+fn float_free_list_walked_from_its_head() {
+    let fw = float_world(3, |_, _| {});
+    let all = [fw.links[0], fw.links[1], fw.links[2], HEAP + 0x60];
+    let (blocks, diags) = fw.walk(&all);
+    assert_eq!(blocks, fw.links);
+    assert!(diags.is_empty(), "{diags:?}");
+    let typer = fw.w.typer();
+    let allocs = all.iter().map(|&a| (a, 32, 32, true));
+    let c = census_of_with(&typer, allocs, &blocks.iter().copied().collect());
+    let count = |n: &str| c.types.iter().find(|t| t.name == n).map(|t| t.count);
+    assert_eq!(count("float"), Some(1));
+    assert_eq!(count("<untyped pymalloc>"), None);
+    let free: Vec<(&str, u64)> = c
+        .freelists
+        .iter()
+        .map(|f| (f.name.as_str(), f.count))
+        .collect();
+    assert_eq!(free, [("float", 3)]);
+    assert!(c.free_objects.iter().all(|o| c.type_of(o).addr.0 == fw.float));
+    // Without the list the dead floats are free memory (untyped), never guessed at.
+    let c = census_of(&typer, all.iter().map(|&a| (a, 32, 32, true)));
+    assert!(c.freelists.is_empty());
+}
+
+/// A bad link ends the walk with a diagnostic; the count bounds it; a loop stops it.
+#[test]
+fn float_free_list_walk_is_bounded_and_checked() {
+    let live3 = |fw: &FloatWorld| fw.links.to_vec();
+    // Not a live block of the float size class (freed back to pymalloc, or another class).
+    let fw = float_world(3, |_, _| {});
+    let (blocks, diags) = fw.walk(&fw.links[..2]);
+    assert_eq!(blocks, fw.links[..2]);
+    assert!(diags[0].contains("no live pymalloc block"), "{diags:?}");
+    // A refcount that is not 0.
+    let fw = float_world(3, |m, l| m.w64(l[1], 1));
+    let (blocks, diags) = fw.walk(&live3(&fw));
+    assert_eq!(blocks, fw.links[..1]);
+    assert!(diags[0].contains("refcount"), "{diags:?}");
+    // Longer than its count: at most `count` floats.
+    let fw = float_world(2, |_, _| {});
+    let (blocks, diags) = fw.walk(&live3(&fw));
+    assert_eq!(blocks, fw.links[..2]);
+    assert!(diags[0].contains("longer than its count 2"), "{diags:?}");
+    // Shorter than its count.
+    let fw = float_world(5, |_, _| {});
+    let (blocks, diags) = fw.walk(&live3(&fw));
+    assert_eq!(blocks, fw.links);
+    assert!(diags[0].contains("3 floats linked, its count says 5"), "{diags:?}");
+    // A loop.
+    let fw = float_world(100, |m, l| m.w64(l[2] + 8, l[0]));
+    let (blocks, diags) = fw.walk(&live3(&fw));
+    assert_eq!(blocks, fw.links);
+    assert!(diags[0].contains("loops"), "{diags:?}");
+    // A negative count: nothing taken.
+    let fw = float_world(u32::MAX, |_, _| {});
+    let (blocks, diags) = fw.walk(&live3(&fw));
+    assert!(blocks.is_empty());
+    assert!(diags[0].contains("implausible"), "{diags:?}");
+}
+
+/// 3.8-3.9 keep the list in floatobject.c's statics: without their symbols (a stripped
+/// build) the heads are missing, and 3.14 needs none (freed floats keep their type).
+#[test]
+fn float_free_list_heads_per_version() {
+    let m = Mem::new();
+    let w = World::new(m, "3.8", vec![], vec![]);
+    let ff = w.model.objects.float_freelist.as_ref();
+    assert!(matches!(
+        floats::heads(&w.space, ff, None, &|_| None, None),
+        floats::Heads::Missing(_)
+    ));
+    let sym = |n: &str| match n {
+        "floatobject.c:free_list" => Some(Addr(HEAP)),
+        "floatobject.c:numfree" => Some(Addr(HEAP + 8)),
+        _ => None,
+    };
+    match floats::heads(&w.space, ff, None, &sym, None) {
+        floats::Heads::Found(h) => assert_eq!(h, [(Addr(HEAP), Addr(HEAP + 8))]),
+        _ => panic!("statics not found"),
+    }
+    let m14 = model("3.14");
+    assert!(matches!(
+        floats::heads(&w.space, m14.objects.float_freelist.as_ref(), None, &sym, None),
+        floats::Heads::NotNeeded
+    ));
 }

@@ -103,7 +103,14 @@ enum Owner {
 /// An allocation: user address, usable bytes, size, from pymalloc.
 type Alloc = (u64, u64, u64, bool);
 
-pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Census {
+/// `float_free`: the blocks on the float free lists (python/floats.rs), which keep no type
+/// pointer (3.8-3.13 link them through `ob_type`): `float` free-list residents.
+pub fn census(
+    typer: &Typer,
+    py: &PymallocHeap,
+    glibc: Option<&GlibcHeap>,
+    float_free: &FxHashSet<u64>,
+) -> Census {
     // One stream of both allocators in address order: the census's objects come out sorted.
     let allocs = crate::alloc::live(glibc, Some(py)).map(|a| {
         (
@@ -113,7 +120,7 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
             a.allocator == crate::alloc::Allocator::Pymalloc,
         )
     });
-    census_of(typer, allocs)
+    census_of_with(typer, allocs, float_free)
 }
 
 /// An object found in an allocation, in 24 bytes: the allocation is known again from the
@@ -149,13 +156,34 @@ impl Found {
 /// The census of the given live allocations: (user address, usable bytes, size, from
 /// pymalloc).
 pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
+    census_of_with(typer, allocs, &FxHashSet::default())
+}
+
+/// [`census_of`], with the blocks on the float free lists (`census`).
+pub fn census_of_with(
+    typer: &Typer,
+    allocs: impl Iterator<Item = (u64, u64, u64, bool)>,
+    float_free: &FxHashSet<u64>,
+) -> Census {
     let mut found: Vec<Found> = Vec::new();
     let mut untyped: Vec<Alloc> = Vec::new();
     // Sizes of allocations of 4 GiB and more, by object address (Obj::alloc saturates).
     let mut big: FxHashMap<u64, u64> = FxHashMap::default();
+    let float_ty = match float_free.is_empty() {
+        true => None,
+        false => typer
+            .special_type(Special::Float)
+            .and_then(|t| typer.type_index(t)),
+    };
     for a in allocs {
         let (m, usable, size, pm) = a;
-        let Some((o, ti, zero)) = typer.classify(m, usable, pm) else {
+        // A float on the float free list: its ob_type is the next link, not its type.
+        let on_float_list = pm && float_free.contains(&m);
+        let classified = match float_ty {
+            Some(fi) if on_float_list => Some((m, fi, true)),
+            _ => typer.classify(m, usable, pm),
+        };
+        let Some((o, ti, zero)) = classified else {
             untyped.push(a);
             continue;
         };

@@ -107,6 +107,67 @@ pub struct Analysis<'a> {
     pub diagnostics: Diagnostics,
 }
 
+/// The blocks on the float free lists (python/floats.rs): live pymalloc blocks of the
+/// float size class (PyFloat_Type's `tp_basicsize` rounded to pymalloc's 16-byte
+/// alignment, Objects/obmalloc.c ALIGNMENT 3.8+). Where the list cannot be read, a
+/// diagnostic says so and the floats stay free memory.
+fn float_freelist(
+    p: &Process,
+    model: Option<&crate::models::CpythonModel>,
+    py: &crate::alloc::pymalloc::PymallocHeap,
+    typer: &Typer,
+    diagnostics: &mut Diagnostics,
+) -> rustc_hash::FxHashSet<u64> {
+    use crate::python::floats;
+    let Some(model) = model else {
+        return Default::default();
+    };
+    let symbol = |n: &str| p.modules.find_symbol(&p.space, n).map(|(_, s)| s.addr);
+    let runtime = py.python.as_ref().and_then(|x| x.runtime);
+    let heads = floats::heads(
+        &p.space,
+        model.objects.float_freelist.as_ref(),
+        model.frames.as_ref(),
+        &symbol,
+        runtime,
+    );
+    let heads = match heads {
+        floats::Heads::NotNeeded => return Default::default(),
+        floats::Heads::Missing(why) => {
+            diagnostics.push(Diagnostic::info(format!(
+                "float free list not read: {why}; floats on it count as free memory"
+            )));
+            return Default::default();
+        }
+        floats::Heads::Found(h) => h,
+    };
+    let Some(class) = typer
+        .special_type(crate::python::objects::Special::Float)
+        .and_then(|t| typer.type_info(t))
+        .map(|ti| (ti.basicsize + 15) & !15)
+    else {
+        diagnostics.push(Diagnostic::info(
+            "float free list not read: PyFloat_Type is unknown; floats on it count as free memory",
+        ));
+        return Default::default();
+    };
+    let live = |cands: &rustc_hash::FxHashSet<u64>| -> rustc_hash::FxHashSet<u64> {
+        if cands.is_empty() {
+            return Default::default();
+        }
+        py.blocks
+            .iter()
+            .filter(|b| b.size as u64 == class && cands.contains(&b.addr.0))
+            .map(|b| b.addr.0)
+            .collect()
+    };
+    let (blocks, diags) = floats::walk(&p.space, &heads, &live);
+    for d in diags {
+        diagnostics.push(d);
+    }
+    blocks.into_iter().collect()
+}
+
 impl<'a> Analysis<'a> {
     /// Walk every allocator and type the objects. An allocator whose walk fails is an
     /// error diagnostic and the others still report; no allocator at all is an error.
@@ -177,7 +238,10 @@ impl<'a> Analysis<'a> {
             cpython_model = models.cpython.iter().find(|m| m.name == py.model);
             typer = cpython_model.and_then(|m| Typer::new(p, m));
             match &typer {
-                Some(t) => census = Some(census::census(t, py, glibc.as_ref())),
+                Some(t) => {
+                    let floats = float_freelist(p, cpython_model, py, t, &mut diagnostics);
+                    census = Some(census::census(t, py, glibc.as_ref(), &floats));
+                }
                 None => diagnostics.push(Diagnostic::warning(
                     "CPython found but its types cannot be read (no PyType_Type symbol)",
                 )),

@@ -117,15 +117,30 @@ impl Module {
             // Debug file first: its .symtab has the local symbols (main_arena, mp_, ...).
             for f in self.debug_file.iter().chain(self.file.iter()) {
                 if let Ok(obj) = object::File::parse(&**f.map) {
+                    // A .symtab lists each source file's STT_FILE symbol before that file's
+                    // local symbols (ELF gABI, "Symbol Table"): locals are also keyed
+                    // "file.c:name", for statics several files name alike (CPython 3.8-3.9
+                    // `free_list`/`numfree` in floatobject.c, listobject.c, dictobject.c...).
+                    let mut file: Option<String> = None;
                     for s in obj.symbols().chain(obj.dynamic_symbols()) {
+                        if s.kind() == object::SymbolKind::File {
+                            file = s.name().ok().map(str::to_string);
+                            continue;
+                        }
                         if s.is_undefined() || s.address() == 0 {
                             continue;
                         }
                         if let Ok(name) = s.name() {
-                            map.entry(name.to_string()).or_insert(Sym {
+                            let sym = Sym {
                                 addr: Addr(s.address().wrapping_add(bias)),
                                 size: s.size(),
-                            });
+                            };
+                            if s.is_local() {
+                                if let Some(f) = &file {
+                                    map.entry(format!("{f}:{name}")).or_insert(sym);
+                                }
+                            }
+                            map.entry(name.to_string()).or_insert(sym);
                         }
                     }
                 }

@@ -491,6 +491,27 @@ pub struct Objects {
     /// object keeps for its next call, which is on no free list.
     #[serde(default)]
     pub code_zombieframe: Option<u64>,
+    /// Where the float free list's head and count live (3.8-3.13: the list is linked
+    /// through `ob_type`, so no type pointer finds its floats). Absent where freed floats
+    /// keep their type (3.14 `_PyFreeList_Push` links through the first word).
+    #[serde(default)]
+    pub float_freelist: Option<FloatFreelist>,
+}
+
+/// The float free list's head (`PyFloatObject *`) and count (`int`): static variables by
+/// symbol (a file's local symbol as "file.c:name"), or fields of every interpreter's
+/// `PyInterpreterState` (found from `_PyRuntime` through the `[frames]` offsets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatFreelist {
+    #[serde(default)]
+    pub head_symbol: Option<String>,
+    #[serde(default)]
+    pub count_symbol: Option<String>,
+    #[serde(default)]
+    pub interp_head: Option<u64>,
+    #[serde(default)]
+    pub interp_count: Option<u64>,
 }
 
 /// How a generator's allocation is sized: `tp_basicsize + 8 * slots`, slots from its code.

@@ -219,6 +219,15 @@ impl<'a> Typer<'a> {
         }
     }
 
+    /// The address of the static type the typer knows as `s` (PyFloat_Type, ...).
+    pub fn special_type(&self, s: Special) -> Option<u64> {
+        self.specials
+            .iter()
+            .filter(|&(_, &v)| v == s)
+            .map(|(&a, _)| a)
+            .min()
+    }
+
     /// Is `t` the code object type (PyCode_Type)?
     pub fn is_code_type(&self, t: u64) -> bool {
         self.code_type != 0 && t == self.code_type
