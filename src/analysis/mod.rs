@@ -4,10 +4,16 @@
 
 pub mod census;
 pub mod diff;
+pub mod dominators;
 pub mod frag;
+pub mod graph;
 pub mod info;
+pub mod leaks;
 pub mod objects;
+pub mod owners;
+pub mod ownership;
 pub mod summary;
+pub mod why;
 
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};
@@ -101,6 +107,11 @@ pub struct Analysis<'a> {
     pub typer: Option<Typer<'a>>,
     pub census: Option<Census>,
     pub diagnostics: Diagnostics,
+    /// Roots other analyses add to the object graph (thread frames); set before the
+    /// first `graph()` call.
+    pub roots: graph::Roots,
+    /// The object graph and its dominator tree, built on first use.
+    graph: std::cell::OnceCell<Option<graph::Graph>>,
 }
 
 impl<'a> Analysis<'a> {
@@ -187,6 +198,8 @@ impl<'a> Analysis<'a> {
             typer,
             census,
             diagnostics,
+            roots: graph::Roots::default(),
+            graph: std::cell::OnceCell::new(),
         })
     }
 
@@ -208,6 +221,15 @@ impl<'a> Analysis<'a> {
             classes.extend(size_classes(g));
         }
         classes
+    }
+
+    /// The object graph with its dominator tree (built once, on first use).
+    pub fn graph(&self) -> Result<&graph::Graph> {
+        self.python()?;
+        self.graph
+            .get_or_init(|| graph::build(self, &self.roots))
+            .as_ref()
+            .ok_or_else(|| Error::Other("the reference graph could not be built".into()))
     }
 
     /// The census and its type reader, or why there is none.

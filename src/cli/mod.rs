@@ -65,6 +65,9 @@ enum SummaryBy {
     Type,
     /// Allocations by size class only.
     Size,
+    /// Retained memory by owner (module globals, class attributes, roots): the dominator
+    /// tree of the object graph.
+    Owner,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +108,23 @@ enum Command {
         /// Rows per section (grew, shrank), text and JSON alike.
         #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
         top: usize,
+    },
+    /// Why an object is alive: the shortest chain of references from a root to it.
+    Why {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// The object's address (as `objects` lists it).
+        #[arg(value_name = "ADDRESS", required_unless_present = "type_name", value_parser = parse_addr)]
+        address: Option<u64>,
+        /// The first objects of this type instead of one address.
+        #[arg(long = "type", value_name = "NAME", conflicts_with = "address")]
+        type_name: Option<String>,
+        /// With --type: at most N objects.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        limit: usize,
+        /// With --type: objects that are not in this older core first.
+        #[arg(long, value_name = "OLD")]
+        since: Option<PathBuf>,
     },
     /// Fragmentation of the glibc arenas and the pymalloc arenas.
     Frag {
@@ -159,6 +179,15 @@ impl From<io::Error> for Failure {
             Failure::Error(Error::Other(format!("writing output: {e}")))
         }
     }
+}
+
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| format!("not an address: {s:?} (give 0x... or a decimal number)"))
 }
 
 fn options(g: &Global) -> Options {
@@ -230,13 +259,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
             let a = Analysis::run(&p, &models, &bars)?;
-            let by = match by {
-                SummaryBy::Type => analysis::summary::By::Type,
-                SummaryBy::Size => analysis::summary::By::Size,
-            };
             let limits = Limits {
                 top: *top,
                 ..Limits::default()
+            };
+            if *by == SummaryBy::Owner {
+                let o = analysis::owners::owners(&a, &Limits { top: top.or(Some(30)), ..limits })?;
+                print_diagnostics(g, &o.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "summary", &o)?;
+                } else {
+                    report::owners::write_text(&mut out, &o, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            let by = match by {
+                SummaryBy::Type => analysis::summary::By::Type,
+                _ => analysis::summary::By::Size,
             };
             let s = analysis::summary::summary(&a, by, &limits);
             print_diagnostics(g, &s.diagnostics.to_vec());
@@ -260,6 +300,37 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::write_json(&mut out, "objects", &list)?;
             } else {
                 report::objects::write_text(&mut out, &list, text)?;
+            }
+        }
+        Command::Why {
+            core,
+            address,
+            type_name,
+            limit,
+            since,
+        } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let po = match since {
+                Some(s) => Some(Process::open(s, &opts, &bars)?),
+                None => None,
+            };
+            let b = match &po {
+                Some(po) => Some(Analysis::run(po, &models, &bars)?),
+                None => None,
+            };
+            let target = match (address, type_name) {
+                (Some(x), _) => analysis::why::Target::Address(*x),
+                (None, Some(t)) => analysis::why::Target::Type(t.clone()),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let y = analysis::why::why(&a, &target, *limit, b.as_ref())?;
+            print_diagnostics(g, &y.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "why", &y)?;
+            } else {
+                report::why::write_text(&mut out, &y, text)?;
             }
         }
         Command::Diff { old, new, top } => {

@@ -2,3 +2,5 @@
 //! the walkers in `alloc` found.
 
 pub mod objects;
+pub mod edges;
+pub mod roots;

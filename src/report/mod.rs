@@ -4,7 +4,9 @@ pub mod diff;
 pub mod frag;
 pub mod info;
 pub mod objects;
+pub mod owners;
 pub mod summary;
+pub mod why;
 
 use serde::Serialize;
 use std::borrow::Cow;

@@ -1,0 +1,1 @@
+//! `coreheap leaks`: what nothing reachable holds.
