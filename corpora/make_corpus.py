@@ -52,7 +52,7 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
                    ("c_heap", "kernel", "host,bullseye,trixie,sid"),
                    ("py_leak", "gcore", "host")]
 
-ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs"]
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs", "py_graph"]
 # py_libs: what make_corpus.py installs from PyPI into a virtual environment per
 # interpreter (pip picks the newest versions compatible with each Python; wheels only,
 # so a library without a wheel for an interpreter fails fast and is left out there).

@@ -16,7 +16,9 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// The analysis files that are commands (the others are shared by all of them).
-const COMMANDS: &[&str] = &["diff", "frag", "info", "objects", "summary"];
+const COMMANDS: &[&str] = &[
+    "diff", "frag", "info", "leaks", "objects", "owner_diff", "owners", "summary", "why",
+];
 
 fn layer(top: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&top))

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod info;
 pub mod leaks;
 pub mod objects;
+pub mod owner_diff;
 pub mod owners;
 pub mod ownership;
 pub mod summary;

@@ -70,6 +70,14 @@ enum SummaryBy {
     Owner,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DiffBy {
+    /// Objects by type and allocations by size class.
+    Type,
+    /// Retained memory by owner.
+    Owner,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// What the core is: process, threads, signal, mappings, modules, glibc and CPython versions.
@@ -108,6 +116,18 @@ enum Command {
         /// Rows per section (grew, shrank), text and JSON alike.
         #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
         top: usize,
+        /// `owner`: retained memory by owner (matched by path), largest growth first.
+        #[arg(long, value_enum, default_value_t = DiffBy::Type)]
+        by: DiffBy,
+    },
+    /// What nothing reachable holds: uncollected cyclic garbage, and objects whose
+    /// reference count exceeds the references found with no native anchor.
+    Leaks {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// Samples per type.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        samples: usize,
     },
     /// Why an object is alive: the shortest chain of references from a root to it.
     Why {
@@ -333,7 +353,19 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::why::write_text(&mut out, &y, text)?;
             }
         }
-        Command::Diff { old, new, top } => {
+        Command::Leaks { core, samples } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let l = analysis::leaks::leaks(&a, *samples)?;
+            print_diagnostics(g, &l.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "leaks", &l)?;
+            } else {
+                report::leaks::write_text(&mut out, &l, text)?;
+            }
+        }
+        Command::Diff { old, new, top, by } => {
             let models = models()?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
@@ -342,6 +374,17 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 top: Some(*top),
                 ..Limits::default()
             };
+            if *by == DiffBy::Owner {
+                let d = analysis::owner_diff::owner_diff(&a, &b, &limits)?;
+                print_diagnostics(g, &d.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "diff", &d)?;
+                } else {
+                    report::leaks::write_owner_diff(&mut out, &d, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
             let d = analysis::diff::diff(&a, &b, &limits);
             print_diagnostics(g, &d.diagnostics.to_vec());
             if g.json {

@@ -214,7 +214,11 @@ impl<'a> Edges<'a> {
             if v == 0 && vals.is_none() {
                 continue;
             }
-            f(k, Via::Key);
+            // A split table's keys belong to the shared keys object (the type's
+            // ht_cached_keys), not to this dict.
+            if vals.is_none() {
+                f(k, Via::Key);
+            }
             if v != 0 {
                 f(v, Via::Value(k));
             }

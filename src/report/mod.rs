@@ -3,6 +3,7 @@
 pub mod diff;
 pub mod frag;
 pub mod info;
+pub mod leaks;
 pub mod objects;
 pub mod owners;
 pub mod summary;
