@@ -211,7 +211,9 @@ def dominated(holder):
         for r in referents(o):
             if id(r) in seen:
                 indeg[id(r)] = indeg.get(id(r), 0) + 1
-    # References held here: the members list and getrefcount's argument.
+    # References held here: the members list and getrefcount's argument (the loop
+    # variables are cleared first: they would be one more).
+    o = r = None
     external = set()
     for i in range(len(members)):
         if members[i] is not holder and \
@@ -231,7 +233,7 @@ def dominated(holder):
         if id(o) in seen:
             k = coretruth.type_key(type(o))
             counts[k] = counts.get(k, 0) + 1
-    del stack, o, rs, others, seen, members, indeg, external
+    del stack, o, r, rs, others, seen, members, indeg, external
     return dict(sorted(counts.items()))
 
 

@@ -134,6 +134,9 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
                     let v = u64::from_le_bytes(w.try_into().unwrap());
                     if want.contains(&v) {
                         found.insert(v);
+                        if std::env::var_os("COREHEAP_DEBUG_ANCHORS").is_some() {
+                            eprintln!("anchor 0x{v:x} in [0x{start:x}, 0x{end:x})");
+                        }
                     }
                 }
                 true
@@ -148,16 +151,32 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         }
     }
     // Live allocations: objects (and the buffers they own) are not native memory.
-    let mut allocs: Vec<(u64, u64)> = Vec::new(); // (start, end) of every live allocation
+    // (start, end) of every live allocation.
+    let mut allocs: Vec<(u64, u64)> = Vec::new();
     let mut object_allocs: FxHashSet<u64> = FxHashSet::default();
     let mut buffers: Vec<u64> = Vec::new();
     let e = ownership::edges_of(a);
+    let mut partial: Vec<(u64, u64)> = Vec::new();
     for o in &c.objects {
         let ti = c.type_of(o);
-        object_allocs.insert(o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags));
+        let m = o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags);
+        // Frames hold references the graph does not read (a running 3.8/3.9 frame's
+        // value stack): their memory is searched for anchors too.
+        if ti.flags & (1 << 9) == 0
+            && matches!(ti.name.as_str(), "frame" | "generator" | "coroutine" | "async_generator")
+        {
+            partial.push((m, m + c.alloc_size(o)));
+        }
+        object_allocs.insert(m);
         if let Some(e) = &e {
             e.buffers(o.addr.0, ti, &mut |b| buffers.push(b));
         }
+    }
+    // Free-list residents (refcount 0, type intact: 3.8-3.10 zombie frames, cached
+    // objects) are not native memory either; their stale fields point anywhere.
+    for o in &c.free_objects {
+        let ti = c.type_of(o);
+        object_allocs.insert(o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags));
     }
     buffers.sort_unstable();
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();
@@ -182,40 +201,47 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
             consider(ch.user().0, ch.usable(), &mut allocs);
         }
     }
+    native_allocs.extend(partial);
     for &(s, e) in &native_allocs {
         scan(s, e, &mut found);
     }
-    allocs.sort_unstable();
-    // Writable segments: thread stacks from the stack pointer up; segments holding no
-    // heap allocation whole (C statics, frame data stacks, mmapped native memory).
-    let stacks: Vec<(u64, u64)> = p
-        .core
-        .threads
-        .iter()
-        .filter_map(|t| {
-            p.core
-                .segments
-                .iter()
-                .find(|s| s.range().contains(t.sp))
-                .map(|s| (t.sp.0, s.range().end.0))
-        })
-        .collect();
+    // Writable memory outside the heaps: pymalloc arenas, glibc heaps and mmapped chunks
+    // are left out (their free memory holds stale pointers; their live allocations were
+    // scanned above); thread stacks are scanned from the stack pointer up. That leaves
+    // C statics (.data, .bss), the 3.11+ frame data stacks and other native mappings.
+    let mut excl: Vec<(u64, u64)> = allocs;
+    if let Some(py) = &a.pymalloc {
+        excl.extend(py.arena_list.iter().map(|ar| (ar.address.0, ar.address.0 + py.arena_size)));
+    }
+    if let Some(gh) = &a.glibc {
+        for ar in &gh.arenas {
+            excl.extend(ar.heaps.iter().map(|h| (h.address.0, h.address.0 + h.size)));
+        }
+    }
+    excl.sort_unstable();
     for s in &p.core.segments {
         if s.flags & 2 == 0 {
             continue;
         }
         let r = s.range();
-        if let Some(&(sp, end)) = stacks.iter().find(|(sp, _)| r.contains(crate::addr::Addr(*sp))) {
-            scan(sp, end, &mut found);
-            continue;
+        let mut start = r.start.0;
+        if let Some(t) = p.core.threads.iter().find(|t| r.contains(t.sp)) {
+            start = t.sp.0;
         }
-        let j = allocs.partition_point(|&(st, _)| st < r.start.0);
-        let heap = allocs.get(j).is_some_and(|&(st, _)| st < r.end.0)
-            || j > 0 && allocs[j - 1].1 > r.start.0;
-        // pymalloc arenas with no live block are not scanned either: heap segments are
-        // recognised by their live allocations.
-        if !heap {
-            scan(r.start.0, r.end.0, &mut found);
+        let end = r.end.0;
+        let mut cur = start;
+        let i = excl.partition_point(|&(_, e)| e <= start);
+        for &(es, ee) in &excl[i..] {
+            if es >= end {
+                break;
+            }
+            if es > cur {
+                scan(cur, es, &mut found);
+            }
+            cur = cur.max(ee);
+        }
+        if cur < end {
+            scan(cur, end, &mut found);
         }
     }
     found

@@ -128,7 +128,9 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                     }
                 });
                 match found {
-                    Some(Via::Value(k)) if root.is_none() => {
+                    Some(Via::Value(k)) => {
+                        // The holder nearest the object names the root: a class
+                        // attribute rather than the module global holding the class.
                         if let Some((name, kind)) = dicts.get(&p) {
                             let key = e.name(k).unwrap_or_default();
                             root = Some(RootName {

@@ -21,7 +21,6 @@ use std::cell::Cell;
 const TP_BASICSIZE: u64 = 0x20;
 const TP_WEAKLISTOFFSET: u64 = 0xd0;
 const TP_DICTOFFSET: u64 = 0x120;
-const TP_SUBCLASSES: u64 = 0x168;
 const TP_WEAKLIST: u64 = 0x170;
 // tp_flags (Include/object.h).
 const F_INLINE_VALUES: u64 = 1 << 2;
@@ -319,15 +318,27 @@ impl<'a> Edges<'a> {
     }
 
     fn other(&self, o: u64, ti: &TypeInfo, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        // Frames and (3.11+) generators keep stale value-stack slots past the live top:
+        // they are read precisely, never scanned.
+        if ti.flags & F_HEAPTYPE == 0 {
+            match ti.name.as_str() {
+                "frame" => return self.frame_object(o, end, f),
+                "generator" | "coroutine" | "async_generator" if self.minor >= 11 => {
+                    return self.generator(o, end, f)
+                }
+                _ => {}
+            }
+        }
         let fl = ti.flags;
         let t = ti.addr.0;
         let mut skip = [u64::MAX; 3];
         let mut body_start = o + 0x10;
         if fl & F_TYPE_SUBCLASS != 0 {
-            // A type object: tp_subclasses holds weak references (3.8-3.11 a dict of
-            // weakrefs; 3.12+ an index), tp_weaklist is the weakref list head
-            // (typeobject.c type_traverse visits neither).
-            skip = [o + TP_SUBCLASSES, o + TP_WEAKLIST, u64::MAX];
+            // A type object: tp_weaklist is the weakref list head, borrowed
+            // (typeobject.c type_traverse skips it). tp_subclasses (3.8-3.11 a dict of
+            // weakrefs to the subclasses) is not traversed either, but the type owns
+            // that dict.
+            skip = [o + TP_WEAKLIST, u64::MAX, u64::MAX];
         }
         if fl & F_HEAPTYPE != 0 {
             f(t, Via::Type);
@@ -345,13 +356,24 @@ impl<'a> Edges<'a> {
         if self.minor >= 11 && fl & F_MANAGED_DICT != 0 {
             self.managed(o, ti, f);
         } else if fl & F_HEAPTYPE != 0 {
-            // 3.8-3.10: the dict pointer at tp_dictoffset (object.c _PyObject_GetDictPtr).
+            // The dict pointer at tp_dictoffset; negative (subclasses of var-sized types:
+            // int, tuple, bytes) counts from the end of the items, rounded to a pointer
+            // (object.c _PyObject_GetDictPtr, 3.9.2 l.1030; -1 is 3.11+'s managed dict).
             let off = self.u64(t + TP_DICTOFFSET).unwrap_or(0) as i64;
-            if off > 0 && (off as u64) < ti.basicsize {
-                if let Some(d) = self.u64(o + off as u64).filter(|&d| d != 0) {
+            let at = if off > 0 && (off as u64) < ti.basicsize {
+                Some(o + off as u64)
+            } else if off < -1 && ti.itemsize > 0 {
+                let n = self.var_items(o);
+                let size = (ti.basicsize + n.saturating_mul(ti.itemsize) + 7) & !7;
+                Some((o + size).wrapping_add(off as u64))
+            } else {
+                None
+            };
+            if let Some(at) = at {
+                if let Some(d) = self.u64(at).filter(|&d| d != 0) {
                     f(d, Via::InstanceDict);
                 }
-                skip[2] = o + off as u64;
+                skip[2] = at;
             }
         }
         // The weakref list is not ownership (typeobject.c subtype_traverse skips it).
@@ -386,6 +408,145 @@ impl<'a> Edges<'a> {
                 }
             }
         }
+    }
+
+    /// Words [a, b) as references (a conservative scan of known pointer fields).
+    fn scan(&self, o: u64, a: u64, b: u64, f: &mut dyn FnMut(u64, Via)) {
+        if b <= a {
+            return;
+        }
+        if let Some(w) = self.words(a, (b - a) / 8) {
+            for (i, v) in w.into_iter().enumerate() {
+                if v != 0 && v % 8 == 0 {
+                    f(v, Via::Field(a + 8 * i as u64 - o));
+                }
+            }
+        }
+    }
+
+    /// A 3.14 `_PyStackRef` (tagged: pointer = bits & ~1; `bits & 3 == 3` is a tagged
+    /// int), or a plain pointer before 3.14 (round2-facts.md §B.2).
+    fn stackref(&self, bits: u64) -> u64 {
+        if self.minor >= 14 {
+            if bits & 3 == 3 {
+                0
+            } else {
+                bits & !1
+            }
+        } else {
+            bits
+        }
+    }
+
+    /// A frame object. 3.8-3.10 `PyFrameObject` (frameobject.h; frame_traverse,
+    /// 3.9.2 frameobject.c:623-645): f_back, f_code, f_builtins, f_globals, f_locals,
+    /// f_trace, the locals/cells/frees up to f_valuestack, and the value stack up to
+    /// f_stacktop (3.8/3.9; NULL while running) or f_valuestack + f_stackdepth (3.10).
+    /// 3.11+: f_back, f_trace (and 3.13+ the locals caches) in the header, and the
+    /// interpreter frame when the frame object owns it (`f_frame` points into itself).
+    fn frame_object(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        if self.minor <= 10 {
+            let (trace, plus) = if self.minor == 10 { (0x48, 0x160) } else { (0x50, 0x168) };
+            self.scan(o, o + 0x18, o + 0x40, f);
+            self.scan(o, o + trace, o + trace + 8, f);
+            let Some(vs) = self.u64(o + 0x40) else { return };
+            if vs < o + plus || vs > end {
+                return;
+            }
+            self.scan(o, o + plus, vs, f);
+            let top = if self.minor == 10 {
+                let depth = self.r.u32(crate::addr::Addr(o + 0x50)).unwrap_or(0) as u64;
+                vs + 8 * depth
+            } else {
+                self.u64(o + 0x48).unwrap_or(0)
+            };
+            if top > vs && top <= end {
+                self.scan(o, vs, top, f);
+            }
+            return;
+        }
+        // f_back 0x10, f_frame 0x18, f_trace 0x20, then ints; 3.13+ f_extra_locals 0x30
+        // and f_locals_cache 0x38 (3.13.5 pycore_frame.h struct _frame).
+        self.scan(o, o + 0x10, o + 0x18, f);
+        self.scan(o, o + 0x20, o + 0x28, f);
+        if self.minor >= 13 {
+            self.scan(o, o + 0x30, o + 0x40, f);
+        }
+        let Some(fr) = self.u64(o + 0x18) else { return };
+        if fr > o && fr < end {
+            self.interp_frame(o, fr, end, f);
+        }
+    }
+
+    /// A 3.11+ generator, coroutine or async generator (`_PyGenObject_HEAD`, 3.11-3.14
+    /// genobject.h; gen_traverse 3.13.5 genobject.c:46-62): name, qualname, the
+    /// exception state and origin/finalizer, and the embedded frame at 0x48 unless
+    /// completed or cleared (gi_frame_state at 0x43 >= FRAME_COMPLETED).
+    fn generator(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        self.scan(o, o + 0x18, o + 0x40, f);
+        let state = self.u8(o + 0x43).unwrap_or(0) as i8;
+        if state < 1 {
+            self.interp_frame(o, o + 0x48, end, f);
+        }
+    }
+
+    /// `_PyInterpreterFrame` (round2-facts.md §B.2, §D.1 `_PyFrame_Traverse`): the code,
+    /// the function and f_locals, then localsplus up to the stack top.
+    fn interp_frame(&self, o: u64, fr: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        let (fields, plus): (&[u64], u64) = match self.minor {
+            11 => (&[0x0, 0x18, 0x20], 0x48),
+            12 | 13 => (&[0x0, 0x10, 0x28], 0x48),
+            _ => (&[0x0, 0x10, 0x28], 0x50),
+        };
+        for &off in fields {
+            if let Some(v) = self.u64(fr + off) {
+                let v = self.stackref(v);
+                if v != 0 {
+                    f(v, Via::Field(fr + off - o));
+                }
+            }
+        }
+        let n = if self.minor >= 14 {
+            let sp = self.u64(fr + 0x40).unwrap_or(0);
+            if sp < fr + plus || sp > end {
+                return;
+            }
+            (sp - fr - plus) / 8
+        } else {
+            self.r.u32(crate::addr::Addr(fr + 0x40)).unwrap_or(0) as u64
+        };
+        let base = fr + plus;
+        if base + 8 * n > end {
+            self.damage();
+            return;
+        }
+        if let Some(w) = self.words(base, n) {
+            for (i, v) in w.into_iter().enumerate() {
+                let v = self.stackref(v);
+                if v != 0 {
+                    f(v, Via::Field(base + 8 * i as u64 - o));
+                }
+            }
+        }
+    }
+
+    /// Items of a var-sized object: |ob_size|, or for 3.12+ ints the digit count in
+    /// lv_tag (Include/cpython/longintrepr.h).
+    fn var_items(&self, o: u64) -> u64 {
+        let v = self.u64(o + 0x10).unwrap_or(0);
+        if self.om.int_size == crate::models::IntSize::LvTag && self.is_int_subclass(o) {
+            v >> 3
+        } else {
+            (v as i64).unsigned_abs()
+        }
+        .min(MAX_ITEMS)
+    }
+
+    fn is_int_subclass(&self, o: u64) -> bool {
+        const F_LONG_SUBCLASS: u64 = 1 << 24;
+        self.u64(o + 8)
+            .and_then(|t| self.u64(t + 0xa8))
+            .is_some_and(|f| f & F_LONG_SUBCLASS != 0)
     }
 
     /// 3.11+ managed dicts: pre-header words before the object (round2-facts.md §D.2).
