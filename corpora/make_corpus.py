@@ -52,7 +52,9 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
                    ("c_heap", "kernel", "host,bullseye,trixie,sid"),
                    ("py_leak", "gcore", "host")]
 
-ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs", "py_graph"]
+ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs", "py_threads", "c_crash", "py_graph"]
+# Scenarios that end in a crash of their own (kernel cores only) and the signal.
+CRASH_SCENARIOS = {"c_crash": signal.SIGSEGV}
 # py_libs: what make_corpus.py installs from PyPI into a virtual environment per
 # interpreter (pip picks the newest versions compatible with each Python; wheels only,
 # so a library without a wheel for an interpreter fails fast and is left out there).
@@ -401,8 +403,8 @@ def ensure_root(env):
             + missing, T_APT, "apt-get install in " + suite, log_path=logp)
 
 
-def install_scenarios(env, need_c, logdir):
-    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap."""
+def install_scenarios(env, need_c, logdir, need_crash=False):
+    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash)."""
     dst = env.host_path(IN_ROOT_PREFIX + "/scenarios")
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -422,6 +424,17 @@ def install_scenarios(env, need_c, logdir):
         info["gcc"] = out.splitlines()[0] if out else None
         info["c_heap"] = exe
         log("  built %s%s in %.1fs (%s)" % ("" if env.root == "/" else env.root, exe, dt, info["gcc"]))
+    if need_crash:
+        # -O0 -g: the crash frame keeps its own DWARF (file:line) and frame pointers.
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        exe = IN_ROOT_PREFIX + "/bin/c_crash"
+        if os.path.exists(env.host_path(exe)):
+            os.unlink(env.host_path(exe))
+        run(env.wrap(["gcc", "-O0", "-g", "-o", exe, IN_ROOT_PREFIX + "/scenarios/c_crash.c"]),
+            T_BUILD, "build c_crash in " + env.name,
+            log_path=os.path.join(logdir, "build-%s.log" % env.name))
+        info["c_crash"] = exe
     out, _ = run(env.wrap([env.python, "-c",
                            "import sys,os;print(sys.version.split()[0]);"
                            "print(os.confstr('CS_GNU_LIBC_VERSION'))"]), T_PROBE, "probe " + env.name)
@@ -730,8 +743,8 @@ def parse_dms(path):
 
 
 def scenario_cmd(env, scen, kind, extra):
-    if scen == "c_heap":
-        return [IN_ROOT_PREFIX + "/bin/c_heap", kind] + extra
+    if scen in ("c_heap", "c_crash"):
+        return [IN_ROOT_PREFIX + "/bin/" + scen, kind] + extra
     python = env.python
     if scen == "py_libs":
         python = env.info.get("libs", {}).get("python") or env.python
@@ -803,9 +816,11 @@ def run_case(env, scen, kind, filt, out_root, py_scale=None):
                     p.wait()
                 LIVE.discard(p.pid)
             timings["run" + sfx(st)] = time.time() - t0
-            if rc != -signal.SIGABRT:
-                raise Failure("%s: exit status %s, expected SIGABRT\nstderr: %s"
-                              % (case_rel, rc, tail_of(os.path.join(run_host, "stderr.txt"))))
+            want = CRASH_SCENARIOS.get(scen, signal.SIGABRT)
+            if rc != -want:
+                raise Failure("%s: exit status %s, expected %s\nstderr: %s"
+                              % (case_rel, rc, signal.Signals(want).name,
+                                 tail_of(os.path.join(run_host, "stderr.txt"))))
             c = find_kernel_core(run_host, p.pid)
             if c is None:
                 raise Failure("%s: the kernel wrote no core (core_pattern %r, RLIMIT_CORE unlimited) in %s"
@@ -862,9 +877,10 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                               % (case_rel, census.get(typ), typ, want))
         if kind == "kernel":
             first = summ["threads"][0]
-            if first["cursig"] != 6 or first["tid"] != truth["signal_tid"]:
-                raise Failure("%s: first core thread %s, expected tid %s with signal 6"
-                              % (case_rel, first, truth["signal_tid"]))
+            want = int(CRASH_SCENARIOS.get(scen, signal.SIGABRT))
+            if first["cursig"] != want or first["tid"] != truth["signal_tid"]:
+                raise Failure("%s: first core thread %s, expected tid %s with signal %d"
+                              % (case_rel, first, truth["signal_tid"], want))
         stage = {
             "stage": st, "core": case_rel + "/core" + s, "truth": case_rel + "/truth%s.json" % s,
             "pid": truth["pid"], "exe": truth["exe"], "core_bytes": summ["bytes"],
@@ -877,6 +893,8 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                 if "<malloc version=" not in f.read():
                     raise Failure("%s: bad malloc_info.xml" % case_rel)
             stage["malloc_info"] = case_rel + "/malloc_info.xml"
+        elif scen == "c_crash":
+            pass
         else:
             dms = os.path.join(case_dir, "debugmallocstats%s.txt" % s)
             ab = os.path.join(case_dir, "allocated_blocks%s.txt" % s)
@@ -897,7 +915,12 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
 
 
 def applicable(env, scen):
-    return not (scen == "c_heap" and env.kind == "pyenv")
+    return not (scen in ("c_heap", "c_crash") and env.kind == "pyenv")
+
+
+def kind_applicable(scen, kind):
+    """A scenario that crashes by itself has kernel cores only."""
+    return not (scen in CRASH_SCENARIOS and kind != "kernel")
 
 
 def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=None):
@@ -927,7 +950,7 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                     ensure_root(env)
                 elif not os.path.exists(env.python):
                     raise Failure("%s: %s not found" % (env.name, env.python))
-                install_scenarios(env, "c_heap" in scen_here, logdir)
+                install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here)
             except Failure as e:
                 failures.append({"env": env.name, "error": str(e)})
                 log("[%s] FAILED to prepare: %s" % (env.name, e))
@@ -943,6 +966,8 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
             env_info[env.name] = dict(env.info, kind=env.kind, suite=env.suite, sysroot=env.root)
             for scen in scen_here:
                 for kind in kinds:
+                    if not kind_applicable(scen, kind):
+                        continue
                     for filt in filters:
                         cid = "%s/%s-%s-%s" % (env.name, scen, kind, filt)
                         t0 = time.time()

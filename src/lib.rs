@@ -13,7 +13,7 @@
 //! - [`python`]: CPython objects — the type reader, object validation, previews.
 //! - [`analysis`]: one [`analysis::Analysis`] that owns the walks, the models and the type
 //!   reader actually used; one file per command, none importing another.
-//! - [`report`]: renderers (text, JSON); every string from the core goes through one
+//! - [`report`]: renderers (text, JSON, the HTML page); every string from the core goes through one
 //!   sanitising function.
 //!
 //! The binary (`src/main.rs`, `src/cli/`) parses arguments, draws progress and colour, runs

@@ -422,3 +422,28 @@ fn diff_json_of_the_reference_leak_pair() {
         );
     }
 }
+
+/// Completions for every shell and the man page come from the clap definitions.
+#[test]
+fn completions_and_man_page() {
+    for (shell, start) in [
+        ("bash", "_coreheap()"),
+        ("zsh", "#compdef coreheap"),
+        ("fish", ""),
+    ] {
+        let (code, stdout, stderr) = run(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {stderr}");
+        assert!(
+            stdout.starts_with(start),
+            "{shell}: {}",
+            &stdout[..80.min(stdout.len())]
+        );
+        assert!(
+            stdout.contains("summary") && stdout.contains("diff"),
+            "{shell}"
+        );
+    }
+    let (code, stdout, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains(".TH coreheap 1") && stdout.contains("summary"));
+}

@@ -82,10 +82,10 @@ fn check_mode(case: &Case, no_debug: bool, core_only: bool) -> Vec<String> {
         (true, _) => "heuristics",
         _ => "symbols",
     };
-    let symbol = h.main_arena_found_by == "symbol";
+    let symbol = h.main_arena_found_by == coreheap::alloc::glibc::FoundBy::Symbol;
     if symbol != debug {
         bad.push(format!(
-            "{} ({mode}): main_arena found by {} with libc debug file {}",
+            "{} ({mode}): main_arena found by {:?} with libc debug file {}",
             case.name,
             h.main_arena_found_by,
             if debug { "present" } else { "absent" }

@@ -18,6 +18,9 @@ use crate::image::process::Process;
 use crate::models::{CpythonModel, Epoch, StateKind, Version};
 use serde::Serialize;
 
+#[cfg(test)]
+mod tests;
+
 /// pool_header (identical 3.8-3.14, layouts.md §B.2).
 const POOL_REF_COUNT: u64 = 0x00;
 const POOL_FREEBLOCK: u64 = 0x08;
@@ -72,6 +75,16 @@ pub struct Block {
     pub size: u32,
 }
 
+/// How pymalloc's state (`usedpools`) was found: an identifier in JSON, words in text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// `usedpools` (3.8-3.11) or `obmalloc_state_main` (3.12+) by symbol.
+    Symbol,
+    /// The 32 pairs of list heads in the Python module's writable memory.
+    UsedpoolsSignature,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PymallocHeap {
     pub model: String,
@@ -79,7 +92,7 @@ pub struct PymallocHeap {
     #[serde(skip)]
     pub python: Option<crate::image::version::PythonInfo>,
     pub state: Addr,
-    pub found_by: &'static str,
+    pub found_by: FoundBy,
     pub arena_size: u64,
     pub pool_size: u64,
     /// Arenas currently allocated (`# arenas allocated current`).
@@ -284,7 +297,7 @@ pub fn analyze(
     let r = Reader { space: &p.space };
     let pm = &model.pymalloc;
     // --- the state.
-    let mut found_by = "symbol";
+    let mut found_by = FoundBy::Symbol;
     let up = match pm.state {
         StateKind::Statics => python.symbol(&p.space, "usedpools").map(|s| s.addr),
         StateKind::State => python
@@ -295,7 +308,7 @@ pub fn analyze(
     let up = match up {
         Some(a) => a,
         None => {
-            found_by = "usedpools signature";
+            found_by = FoundBy::UsedpoolsSignature;
             let all = scan_usedpools(p, &r, model, python);
             // A pymalloc in use has pools linked from usedpools; one never used
             // (PYTHONMALLOC=malloc) still has its initial self-referential table.
@@ -472,6 +485,17 @@ pub fn analyze(
                 f = r.u64(Addr(f)).unwrap_or(0);
             }
             free_set.sort_unstable();
+            // A block met twice: the list loops (obmalloc.c never links a block twice; the
+            // length guard above ended the walk). The blocks it met are still the free ones.
+            let met = free_set.len();
+            free_set.dedup();
+            if free_set.len() != met {
+                pools_bad += 1;
+                diags.push(
+                    Diagnostic::warning(format!("pool of {size}-byte blocks: its free list loops"))
+                        .at(this),
+                );
+            }
             let mut live = 0u64;
             let mut off = pm.pool_overhead;
             while off + size <= nextoffset.min(pm.pool_size) {

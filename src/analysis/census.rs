@@ -1,10 +1,20 @@
 //! The census: every live allocation of both allocators typed as a Python object, or
 //! attributed to the object that owns it, or counted as untyped.
+//!
+//! An object is kept only when its type is itself live: a static type in a module image,
+//! or a type object the census found in a live allocation (checked to a fixed point, so a
+//! stale type pointer in reused memory — a freed class, a `tp_subclasses` buffer, a C
+//! docstring copy — makes no object). Allocations that are not objects are charged to the
+//! object pointing into them: list items, dict keys/values, set tables, an instance's
+//! separately allocated attribute values (`<attributes of TYPE>`, 3.11/3.12; 3.13+ keeps
+//! them inline, in the instance's own allocation) and the native buffers of C types the
+//! model names (`<bytearray buffer>`, `<numpy.ndarray data>`, ...).
 
 use crate::addr::Addr;
 use crate::alloc::glibc::GlibcHeap;
 use crate::alloc::pymalloc::PymallocHeap;
 use crate::python::objects::{Special, TypeInfo, Typer};
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,9 +46,11 @@ pub struct Census {
     pub types: Vec<TypeCount>,
     pub freelists: Vec<FreeCount>,
     pub objects: Vec<Obj>,
-    /// Free-list residents (refcount 0, type intact).
+    /// Free-list residents (refcount 0, type intact, a free-list type of the version).
     pub free_objects: Vec<Obj>,
     pub type_infos: Vec<Arc<TypeInfo>>,
+    /// Objects dropped because their type was not live (stale type pointers).
+    pub dead_type_objects: u64,
     /// Allocations of 4 GiB and more (their `Obj::alloc` is `u32::MAX`), by address.
     pub big_allocs: Vec<(Addr, u64)>,
 }
@@ -70,39 +82,129 @@ pub const DICT_VALUES: &str = "<dict values>";
 pub const SET_TABLE: &str = "<set table>";
 pub const UNTYPED_PYMALLOC: &str = "<untyped pymalloc>";
 pub const UNTYPED_GLIBC: &str = "<untyped glibc>";
+/// 3.8-3.10 dead frames kept by their code objects (co_zombieframe).
+pub const ZOMBIE_FRAMES: &str = "<zombie frames>";
+
+/// The row name of an instance's separately allocated attribute values.
+pub fn attributes_row(type_name: &str) -> String {
+    format!("<attributes of {type_name}>")
+}
+
+/// Who owns an allocation that is not an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Fixed(&'static str),
+    /// Attribute values of an instance of this type index.
+    Attrs(u32),
+    /// A native buffer row (index into `Typer::native_rows`).
+    Native(u32),
+}
+
+/// An allocation: user address, usable bytes, size, from pymalloc.
+type Alloc = (u64, u64, u64, bool);
 
 pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Census {
-    // Per type index: (count, bytes) live, count free.
-    let mut live: Vec<(u64, u64)> = Vec::new();
-    let mut free: Vec<u64> = Vec::new();
-    let mut objects = Vec::with_capacity(py.blocks.len());
-    let mut free_objects = Vec::new();
-    let mut big_allocs = Vec::new();
-    let mut untyped: Vec<(u64, u64, u64, bool)> = Vec::new();
-    let mut owned: Vec<(u64, &'static str)> = Vec::new();
-    let glibc_allocs = glibc
-        .into_iter()
-        .flat_map(|g| g.live().map(|c| (c.user().0, c.usable(), c.size(), false)));
-    let allocs = py
-        .blocks
-        .iter()
-        .map(|b| (b.addr.0, b.size as u64, b.size as u64, true))
-        .chain(glibc_allocs);
-    for (m, usable, size, pm) in allocs {
+    // One stream of both allocators in address order: the census's objects come out sorted.
+    let allocs = crate::alloc::live(glibc, Some(py)).map(|a| {
+        (
+            a.addr.0,
+            a.usable,
+            a.size,
+            a.allocator == crate::alloc::Allocator::Pymalloc,
+        )
+    });
+    census_of(typer, allocs)
+}
+
+/// The census of the given live allocations: (user address, usable bytes, size, from
+/// pymalloc).
+pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
+    // (object, allocation, free-list resident)
+    let mut found: Vec<(Obj, Alloc, bool)> = Vec::new();
+    let mut untyped: Vec<Alloc> = Vec::new();
+    for a in allocs {
+        let (m, usable, size, pm) = a;
         let Some((o, ti, zero)) = typer.classify(m, usable, pm) else {
-            untyped.push((m, usable, size, pm));
+            untyped.push(a);
             continue;
         };
-        let i = ti as usize;
-        if live.len() <= i {
-            live.resize(i + 1, (0, 0));
-            free.resize(i + 1, 0);
-        }
         let rec = Obj {
             addr: Addr(o),
             alloc: size.min(u32::MAX as u64) as u32,
             ty: ti,
         };
+        found.push((rec, a, zero));
+    }
+    // Only objects of live types: static types in module images, heap types found live.
+    let mut dead_type_objects = 0;
+    let mut zombie_rows: (u64, u64) = (0, 0);
+    for _round in 0..16 {
+        let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
+        let mut type_addrs: FxHashSet<u64> = FxHashSet::default();
+        for i in 0..ntypes as u32 {
+            let t = typer.type_by_index(i).addr.0;
+            if !typer.in_image(t) {
+                type_addrs.insert(t);
+            }
+        }
+        let live_heap_types: FxHashSet<u64> = found
+            .iter()
+            .filter(|f| !f.2 && type_addrs.contains(&f.0.addr.0))
+            .map(|f| f.0.addr.0)
+            .collect();
+        let live: Vec<bool> = (0..ntypes as u32)
+            .map(|i| {
+                let t = typer.type_by_index(i).addr.0;
+                typer.in_image(t) || live_heap_types.contains(&t)
+            })
+            .collect();
+        let before = found.len();
+        found.retain(|f| {
+            let keep = live[f.0.ty as usize];
+            if !keep {
+                untyped.push(f.1);
+            }
+            keep
+        });
+        dead_type_objects += (before - found.len()) as u64;
+        if found.len() == before {
+            break;
+        }
+    }
+    // 3.8-3.10: a code object's zombie frame (refcount 0) is kept by the code, not on the
+    // frame free list: charged to its own row.
+    let mut zombies: FxHashSet<u64> = FxHashSet::default();
+    if let Some(off) = typer.layout().code_zombieframe {
+        for f in found.iter().filter(|f| !f.2) {
+            if typer.is_code_type(typer.type_by_index(f.0.ty).addr.0) {
+                if let Some(z) = typer
+                    .u64_at(f.0.addr.0.wrapping_add(off))
+                    .filter(|&z| z != 0)
+                {
+                    zombies.insert(z);
+                }
+            }
+        }
+    }
+    found.retain(|f| {
+        let zombie = f.2 && zombies.contains(&f.0.addr.0);
+        if zombie {
+            let (_, _, size, _) = f.1;
+            zombie_rows.0 += 1;
+            zombie_rows.1 += size;
+        }
+        !zombie
+    });
+    // Per type index: (count, bytes) live, count free.
+    let ntypes = found.iter().map(|f| f.0.ty as usize + 1).max().unwrap_or(0);
+    let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
+    let mut free: Vec<u64> = vec![0; ntypes];
+    let mut objects = Vec::with_capacity(found.len());
+    let mut free_objects = Vec::new();
+    let mut big_allocs = Vec::new();
+    let mut owned: Vec<(u64, Owner)> = Vec::new();
+    for &(rec, (_, _, size, _), zero) in &found {
+        let i = rec.ty as usize;
         if zero {
             free[i] += 1;
             free_objects.push(rec);
@@ -114,27 +216,46 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
             big_allocs.push((rec.addr, size));
         }
         objects.push(rec);
-        match typer.type_by_index(ti).special {
-            Special::List => {
-                owned.extend(typer.u64_at(o.wrapping_add(0x18)).map(|p| (p, LIST_ITEMS)))
-            }
+        let o = rec.addr.0;
+        let ti = typer.type_by_index(rec.ty);
+        match ti.special {
+            Special::List => owned.extend(
+                typer
+                    .u64_at(o.wrapping_add(0x18))
+                    .map(|p| (p, Owner::Fixed(LIST_ITEMS))),
+            ),
             Special::Dict => {
-                owned.extend(typer.u64_at(o.wrapping_add(0x20)).map(|p| (p, DICT_KEYS)));
-                owned.extend(typer.u64_at(o.wrapping_add(0x28)).map(|p| (p, DICT_VALUES)));
+                owned.extend(
+                    typer
+                        .u64_at(o.wrapping_add(0x20))
+                        .map(|p| (p, Owner::Fixed(DICT_KEYS))),
+                );
+                owned.extend(
+                    typer
+                        .u64_at(o.wrapping_add(0x28))
+                        .map(|p| (p, Owner::Fixed(DICT_VALUES))),
+                );
             }
             Special::Set => {
                 if let Some(t) = typer.u64_at(o.wrapping_add(0x28)) {
                     if t != o + 0x40 {
-                        owned.push((t, SET_TABLE));
+                        owned.push((t, Owner::Fixed(SET_TABLE)));
                     }
                 }
             }
             _ => {}
         }
+        if let Some(v) = typer.separate_values(o, &ti) {
+            owned.push((v, Owner::Attrs(rec.ty)));
+        }
+        for &(off, row) in &ti.native {
+            if let Some(p) = typer.u64_at(o.wrapping_add(off)) {
+                owned.push((p, Owner::Native(row)));
+            }
+        }
     }
-    let type_infos: Vec<Arc<TypeInfo>> = (0..live.len() as u32)
-        .map(|i| typer.type_by_index(i))
-        .collect();
+    let type_infos: Vec<Arc<TypeInfo>> =
+        (0..ntypes as u32).map(|i| typer.type_by_index(i)).collect();
     // Allocations that are not objects: owned by an object that points into them, or untyped.
     owned.retain(|&(p, _)| p != 0);
     owned.sort_unstable();
@@ -150,13 +271,20 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         // The first owner pointer at or after the allocation's start, if inside it.
         let j = owned.partition_point(|&(p, _)| p < m);
         let name = match owned.get(j) {
-            Some(&(p, kind)) if p < m + usable.max(1) => kind,
-            _ if pm => UNTYPED_PYMALLOC,
-            _ => UNTYPED_GLIBC,
+            Some(&(p, kind)) if p < m + usable.max(1) => match kind {
+                Owner::Fixed(n) => n.to_string(),
+                Owner::Attrs(t) => attributes_row(&type_infos[t as usize].name),
+                Owner::Native(r) => typer.native_rows()[r as usize].clone(),
+            },
+            _ if pm => UNTYPED_PYMALLOC.to_string(),
+            _ => UNTYPED_GLIBC.to_string(),
         };
-        let e = counts.entry(name.to_string()).or_default();
+        let e = counts.entry(name).or_default();
         e.0 += 1;
         e.1 += size;
+    }
+    if zombie_rows.0 > 0 {
+        counts.insert(ZOMBIE_FRAMES.to_string(), zombie_rows);
     }
     let mut types: Vec<TypeCount> = counts
         .into_iter()
@@ -180,6 +308,7 @@ pub fn census(typer: &Typer, py: &PymallocHeap, glibc: Option<&GlibcHeap>) -> Ce
         objects,
         free_objects,
         type_infos,
+        dead_type_objects,
         big_allocs: {
             big_allocs.sort_unstable();
             big_allocs

@@ -156,7 +156,7 @@ fn split<T>(
 }
 
 /// A user class: a name with a module (`pkg.mod.Class`), not a built-in or a bucket.
-fn is_user_type(name: &str) -> bool {
+pub fn is_user_type(name: &str) -> bool {
     !name.starts_with('<') && name.contains('.')
 }
 

@@ -77,10 +77,37 @@ pub struct Info {
     pub glibc: Option<GlibcInfo>,
     pub python_version: Option<String>,
     pub python: Option<PythonInfo>,
+    /// For a crashed process: the crash, the native frame it died in and the faulting
+    /// thread's innermost Python frames (innermost first).
+    pub crash: Option<CrashSummary>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The crash context `info` shows: as `stacks` computes it, without the other threads.
+#[derive(Debug, Serialize)]
+pub struct CrashSummary {
+    #[serde(flatten)]
+    pub crash: crate::analysis::threads::Crash,
+    pub python_frames: Vec<crate::analysis::threads::JsonFrame>,
+}
+
+/// Python frames of the faulting thread `info` lists.
+pub const CRASH_FRAMES: usize = 5;
+
+/// `info` with the built-in models for the crash's Python frames.
 pub fn info(p: &Process) -> Info {
+    match crate::analysis::Models::load(None) {
+        Ok(m) => info_with(p, &m),
+        Err(_) => info_with_models(p, None),
+    }
+}
+
+/// `info` with these models (`--heap-models`) for the crash's Python frames.
+pub fn info_with(p: &Process, models: &crate::analysis::Models) -> Info {
+    info_with_models(p, Some(models))
+}
+
+fn info_with_models(p: &Process, models: Option<&crate::analysis::Models>) -> Info {
     let core = &p.core;
     let mappings = p.mappings();
     let mut totals = Totals::default();
@@ -160,6 +187,14 @@ pub fn info(p: &Process) -> Info {
         glibc,
         python_version: python.as_ref().and_then(|x| x.version.clone()),
         python,
+        crash: models.and_then(|m| {
+            crate::analysis::threads::crash_summary(p, m, CRASH_FRAMES).map(
+                |(crash, python_frames)| CrashSummary {
+                    crash,
+                    python_frames,
+                },
+            )
+        }),
         diagnostics,
     }
 }

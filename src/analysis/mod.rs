@@ -13,7 +13,10 @@ pub mod objects;
 pub mod owner_diff;
 pub mod owners;
 pub mod ownership;
+pub mod report;
+pub mod stacks;
 pub mod summary;
+pub mod threads;
 pub mod why;
 
 use crate::addr::Addr;

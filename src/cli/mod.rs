@@ -146,11 +146,41 @@ enum Command {
         #[arg(long, value_name = "OLD")]
         since: Option<PathBuf>,
     },
+    /// What every thread was doing: Python stacks (and native ones), and the crash.
+    Stacks {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// Also unwind each thread's native stack (CFI, frame-pointer fallback).
+        #[arg(long)]
+        native: bool,
+        /// List each Python frame's arguments and locals with previews.
+        #[arg(long)]
+        locals: bool,
+    },
     /// Fragmentation of the glibc arenas and the pymalloc arenas.
     Frag {
         /// The core file (plain, or compressed with zstd, lz4 or xz).
         core: PathBuf,
     },
+    /// One self-contained HTML page to share: process and crash, memory, types, growth (with
+    /// two cores, in `diff` order), fragmentation. Nothing in it is fetched.
+    Report {
+        /// The core (or, with two, the older core).
+        core: PathBuf,
+        /// The newer core: the page then shows what grew and shrank between the two.
+        new: Option<PathBuf>,
+        /// Where to write the page.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `coreheap completions bash > /etc/bash_completion.d/coreheap`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from these definitions: `coreheap man | man -l -`.
+    Man,
 }
 
 pub fn main() -> ExitCode {
@@ -253,14 +283,48 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     let mut out = io::BufWriter::new(stdout.lock());
     let models = || Models::load(g.heap_models.as_deref());
     match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "coreheap", &mut buf);
+            out.write_all(&buf)?;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+        }
         Command::Info { core } => {
+            let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let info = analysis::info::info(&p);
+            let info = analysis::info::info_with(&p, &models);
             print_diagnostics(g, &info.diagnostics);
             if g.json {
                 report::write_json(&mut out, "info", &info)?;
             } else {
                 report::info::write_text(&mut out, &info, text)?;
+            }
+        }
+        Command::Stacks {
+            core,
+            native,
+            locals,
+        } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let o = analysis::stacks::StackOptions {
+                native: *native,
+                locals: *locals,
+                ..Default::default()
+            };
+            let mut s = analysis::stacks::stacks(&p, &models, o);
+            print_diagnostics(g, &s.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "stacks", &s)?;
+            } else {
+                analysis::threads::fill_sources(&mut s, g.sysroot.clone());
+                report::stacks::write_text(&mut out, &s)?;
             }
         }
         Command::Frag { core } => {
@@ -363,6 +427,72 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 report::write_json(&mut out, "leaks", &l)?;
             } else {
                 report::leaks::write_text(&mut out, &l, text)?;
+            }
+        }
+        Command::Report { core, new, output } => {
+            if g.json {
+                return Err(Error::Usage(
+                    "report writes an HTML page (-o FILE); --json does not apply to it".into(),
+                )
+                .into());
+            }
+            let models = models()?;
+            // The page shows the newer core; with two, the older one is the base of the growth.
+            let po = Process::open(core, &opts, &bars)?;
+            let pn = match new {
+                Some(n) => Some(Process::open(n, &opts, &bars)?),
+                None => None,
+            };
+            let (old_a, a) = match &pn {
+                Some(pn) => {
+                    let (a, b) = analysis::diff::analyze_pair(&po, pn, &models, &bars)?;
+                    (Some(a), b)
+                }
+                None => (None, Analysis::run(&po, &models, &bars)?),
+            };
+            let p = a.process;
+            let core_of = |p: &Process| {
+                report::html::CoreSummary::of(&analysis::info::info_with(p, &models))
+            };
+            let mut stacks = analysis::stacks::stacks(
+                p,
+                &models,
+                analysis::stacks::StackOptions::default(),
+            );
+            analysis::threads::fill_sources(&mut stacks, g.sysroot.clone());
+            let limits = Limits::default();
+            let summary = analysis::summary::summary(&a, analysis::summary::By::Type, &limits);
+            let frag = analysis::frag::frag(&a);
+            let diff = old_a.as_ref().map(|o| {
+                // Every row: the page shows the largest and, apart, the program's classes
+                // among all of them (it caps both).
+                let l = Limits {
+                    top: Some(usize::MAX),
+                    ..Limits::default()
+                };
+                analysis::diff::diff(o, &a, &l)
+            });
+            let heap = analysis::report::heap_map(&a);
+            match &diff {
+                Some(d) => print_diagnostics(g, &d.diagnostics.to_vec()),
+                None => print_diagnostics(g, &summary.diagnostics.to_vec()),
+            }
+            let page = report::html::Page {
+                core: core_of(p),
+                old: old_a.as_ref().map(|o| core_of(o.process)),
+                stacks: &stacks,
+                summary: &summary,
+                frag: &frag,
+                diff: diff.as_ref(),
+                heap: &heap,
+                // Extension point: optional sections (owner tree, tracemalloc sites) go here.
+                sections: Vec::new(),
+            };
+            let html = report::html::render(&page)
+                .map_err(|e| Error::Other(format!("rendering the report: {e}")))?;
+            std::fs::write(output, html).map_err(|e| Error::io(output, e))?;
+            if !g.quiet {
+                eprintln!("coreheap: wrote {}", report::clean(&output.display().to_string()));
             }
         }
         Command::Diff { old, new, top, by } => {

@@ -6,4 +6,7 @@ pub mod mapped;
 pub mod memory;
 pub mod modules;
 pub mod process;
+#[cfg(test)]
+pub mod testcore;
+pub mod unwind;
 pub mod version;

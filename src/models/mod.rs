@@ -474,6 +474,65 @@ pub struct Objects {
     pub dict_keys: DictKeys,
     pub tuple_items: u64,
     pub refcount: Refcount,
+    /// Types (by name) whose dead instances CPython keeps on a free list in this version;
+    /// a zero-refcount object of any other type is a dead block, not a resident.
+    #[serde(default)]
+    pub freelist_types: Vec<String>,
+    /// Generators, coroutines and async generators with their frame embedded (3.11+).
+    #[serde(default)]
+    pub generator: Option<Generator>,
+    /// C types whose allocator sizes the object by a flag byte, not by `tp_basicsize`.
+    #[serde(default)]
+    pub alloc_by_flag: Vec<AllocByFlag>,
+    /// Native buffers a C type's instance points to: charged to a row of their own.
+    #[serde(default)]
+    pub native_buffers: Vec<NativeBuffer>,
+    /// Offset of `co_zombieframe` in code objects (3.8-3.10): the dead frame each code
+    /// object keeps for its next call, which is on no free list.
+    #[serde(default)]
+    pub code_zombieframe: Option<u64>,
+}
+
+/// How a generator's allocation is sized: `tp_basicsize + 8 * slots`, slots from its code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generator {
+    /// Offset of the code object pointer in the generator (3.11 `gi_code`); absent when
+    /// the code is the embedded frame's first word (`f_code` / `f_executable`, 3.12+),
+    /// the frame starting `frame_localsplus` bytes before the end of `tp_basicsize`.
+    pub gi_code: Option<u64>,
+    /// `offsetof(_PyInterpreterFrame, localsplus)`.
+    pub frame_localsplus: u64,
+    /// slots = sum of these `int` fields of the code object (3.11: co_nlocalsplus +
+    /// co_stacksize) ...
+    #[serde(default)]
+    pub slots_sum: Vec<u64>,
+    /// ... or `co_framesize` (at this offset) - `frame_specials` (3.12+).
+    pub co_framesize: Option<u64>,
+    #[serde(default)]
+    pub frame_specials: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocByFlag {
+    /// `tp_name` of the (static) type; heap subclasses allocate `tp_basicsize`.
+    pub type_name: String,
+    /// Offset of the flag byte in the object.
+    pub flag: u64,
+    /// Bytes allocated when the flag byte is 0.
+    pub size_if_clear: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeBuffer {
+    /// `tp_name` of the type (its subclasses share the layout).
+    pub type_name: String,
+    /// Offset of the buffer pointer in the object.
+    pub pointer: u64,
+    /// Census row for the buffers, e.g. "<bytearray buffer>".
+    pub row: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -508,6 +567,107 @@ pub struct CpythonModel {
     pub source: String,
     pub pymalloc: Pymalloc,
     pub objects: Objects,
+    /// Interpreter, thread-state, frame and code-object offsets for the stacks (read
+    /// only); absent in a user's model directory that predates them.
+    #[serde(default)]
+    pub frames: Option<Frames>,
+}
+
+/// How a frame chain is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// `PyFrameObject` heap objects linked by `f_back` (3.8-3.10).
+    Object,
+    /// `_PyInterpreterFrame` structs linked by `previous` (3.11+).
+    Interpreter,
+}
+
+/// Which line-number table a code object has and how it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineTable {
+    /// `co_lnotab` (addr_incr u8, line_incr i8) pairs, addresses in bytes (3.8, 3.9).
+    Lnotab,
+    /// 3.10 `co_linetable` (sdelta u8, ldelta i8) ranges, -128 = no line.
+    Linetable310,
+    /// 3.11+ location table (Objects/locations.md).
+    Locations,
+}
+
+/// Where the GIL's state is: a struct inside `_PyRuntime` (3.8-3.11), or a pointer in
+/// the interpreter state to it (3.12+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GilAt {
+    Runtime,
+    InterpPointer,
+}
+
+/// Offsets the stack reader uses, x86_64/aarch64 LP64. Each version's file cites its
+/// sources; on 3.13+ they are cross-checked with the interpreter's `_Py_DebugOffsets`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frames {
+    pub runtime_interpreters_head: u64,
+    pub interp_next: u64,
+    pub interp_id: u64,
+    pub interp_threads_head: u64,
+    pub tstate_next: u64,
+    pub tstate_interp: u64,
+    /// `frame` (3.8-3.10), `cframe` (3.11, 3.12) or `current_frame` (3.13+).
+    pub tstate_frame: u64,
+    /// `_PyCFrame.current_frame` when `tstate_frame` is the cframe pointer.
+    pub cframe_current_frame: Option<u64>,
+    pub tstate_thread_id: u64,
+    pub tstate_native_thread_id: Option<u64>,
+    pub gil_at: GilAt,
+    pub gil_offset: u64,
+    pub gil_last_holder: u64,
+    pub gil_locked: u64,
+    pub frame_kind: FrameKind,
+    pub frame_previous: u64,
+    pub frame_code: u64,
+    pub frame_locals: u64,
+    pub frame_localsplus: u64,
+    /// 3.8-3.10: `f_lasti`, `f_lineno`, `f_trace`; `lasti_unit` bytes per f_lasti unit.
+    pub frame_lasti: Option<u64>,
+    pub frame_lineno: Option<u64>,
+    pub frame_trace: Option<u64>,
+    #[serde(default = "one")]
+    pub lasti_unit: u64,
+    /// 3.11+: `prev_instr` / `instr_ptr`, `owner`.
+    pub frame_instr: Option<u64>,
+    pub frame_owner: Option<u64>,
+    /// Owner values: the generator owner (never incomplete), and the first owner value
+    /// that marks a frame CPython's tracebacks skip (C-stack / interpreter-owned).
+    pub owner_generator: Option<u64>,
+    pub owner_skip_from: Option<u64>,
+    /// 3.14: `f_executable`, `f_funcobj` and `localsplus[]` are tagged `_PyStackRef`s.
+    #[serde(default)]
+    pub stackref: bool,
+    pub code_firstlineno: u64,
+    pub code_filename: u64,
+    pub code_name: u64,
+    pub code_qualname: Option<u64>,
+    pub code_linetable: u64,
+    pub line_table: LineTable,
+    /// 3.11+: the inline bytecode and the first traceable instruction (code units).
+    pub code_adaptive: Option<u64>,
+    pub code_firsttraceable: Option<u64>,
+    /// 3.8-3.10 locals: `co_varnames`, `co_cellvars`, `co_freevars` tuples.
+    pub code_varnames: Option<u64>,
+    pub code_cellvars: Option<u64>,
+    pub code_freevars: Option<u64>,
+    /// 3.11+ locals: `co_localsplusnames` tuple and `co_localspluskinds` bytes.
+    pub code_localsplusnames: Option<u64>,
+    pub code_localspluskinds: Option<u64>,
+    /// `sys.modules` in the interpreter state (thread names from `threading._active`).
+    pub interp_modules: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl CpythonModel {
@@ -548,6 +708,54 @@ impl Epoch for CpythonModel {
         {
             return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
         }
+        if let Some(g) = &self.objects.generator {
+            if g.co_framesize.is_some() != g.slots_sum.is_empty() {
+                return Err("generator: give either slots_sum or co_framesize".into());
+            }
+            if g.frame_localsplus == 0 || g.frame_localsplus > 0x200 || g.frame_specials > 64 {
+                return Err("generator: frame_localsplus or frame_specials out of range".into());
+            }
+        }
+        for a in &self.objects.alloc_by_flag {
+            if a.size_if_clear < 16 || a.size_if_clear > 1 << 16 || a.flag >= a.size_if_clear {
+                return Err(format!("alloc_by_flag {}: sizes out of range", a.type_name));
+            }
+        }
+        for b in &self.objects.native_buffers {
+            if b.pointer < 16 || b.pointer > 1 << 12 || !b.row.starts_with('<') {
+                return Err(format!(
+                    "native_buffers {}: bad pointer offset or row",
+                    b.type_name
+                ));
+            }
+        }
+        if let Some(f) = &self.frames {
+            let need = |ok: bool, what: &str| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("frames: {what}"))
+                }
+            };
+            match f.frame_kind {
+                FrameKind::Object => need(
+                    f.frame_lasti.is_some() && f.code_varnames.is_some(),
+                    "frame_kind = \"object\" needs frame_lasti and code_varnames",
+                )?,
+                FrameKind::Interpreter => need(
+                    f.frame_instr.is_some()
+                        && f.frame_owner.is_some()
+                        && f.code_adaptive.is_some()
+                        && f.code_firsttraceable.is_some()
+                        && f.code_localsplusnames.is_some(),
+                    "frame_kind = \"interpreter\" needs frame_instr, frame_owner, code_adaptive, code_firsttraceable and code_localsplusnames",
+                )?,
+            }
+            need(
+                [f.lasti_unit == 1, f.lasti_unit == 2].contains(&true),
+                "lasti_unit must be 1 or 2",
+            )?;
+        }
         Ok(())
     }
 }
@@ -571,6 +779,29 @@ mod tests {
                 1,
                 "3.{v}"
             );
+        }
+        // The per-version object facts the census relies on.
+        for m in &c {
+            let o = &m.objects;
+            let v = m.first_version();
+            assert_eq!(o.generator.is_some(), v >= Version(3, 11), "{}", m.name);
+            for t in ["dict", "list", "tuple", "float"] {
+                assert!(o.freelist_types.iter().any(|x| x == t), "{}: {t}", m.name);
+            }
+            assert!(!o.freelist_types.iter().any(|x| x == "code"), "{}", m.name);
+            assert_eq!(
+                o.freelist_types.iter().any(|x| x == "frame"),
+                v <= Version(3, 10),
+                "{}",
+                m.name
+            );
+            let flags: Vec<&str> = o
+                .alloc_by_flag
+                .iter()
+                .map(|a| a.type_name.as_str())
+                .collect();
+            assert_eq!(flags, ["datetime.time", "datetime.datetime"], "{}", m.name);
+            assert_eq!(o.native_buffers.len(), 4, "{}", m.name);
         }
     }
 

@@ -2,16 +2,28 @@
 //!
 //! An allocation (pymalloc block, or glibc chunk for objects over 512 bytes) holds an
 //! object at +0 (no GC), +16 (GC head) or +32 (GC head and the 3.11+ managed dict/weakref
-//! pre-header) — layouts.md §C.2. A candidate is accepted only when its `ob_type` is a type
-//! (its type is `type`, or a metatype derived from it), the offset is the one that type's
-//! flags imply, the refcount is plausible, and the allocation's size agrees with the
-//! object's (`tp_basicsize` + `tp_itemsize`·`ob_size`, exact str/int sizes): so a list's item
-//! array or a dict's keys table is never taken for an object. Objects with refcount 0 are
-//! free-list residents. Types are named as CPython names them: static types by `tp_name`,
-//! heap types by `__module__` (from the type's dict) + "." + `__qualname__`.
+//! pre-header) — layouts.md §C.2. A candidate is accepted only when
+//! - its `ob_type` is a type (its type is `type`, or a metatype derived from it), and the
+//!   census later checks that this type is itself live (see `census`);
+//! - the offset is the one that type's flags imply (or a type object allocated bare by C
+//!   code, e.g. numpy's DType classes: no GC head although its metatype is a GC type);
+//! - the refcount is one the version can hold: mortal counts, and immortal ones only with
+//!   the exact value/flags of the version (`refcount`);
+//! - a GC object's `_gc_next`/`_gc_prev` are untracked (0) or linked both ways with
+//!   neighbouring GC heads or the generation lists (`gc_linked`);
+//! - the allocation's size agrees with what CPython allocates for that type (`SizeRule`:
+//!   `tp_basicsize` + `tp_itemsize`·`ob_size`, exact str sizes, compact-int digit counts,
+//!   generators' frame slots, C types sized by a flag), so a list's item array or a dict's
+//!   keys table is never taken for an object.
+//!
+//! Objects with refcount 0 are free-list residents only for the types the version keeps free
+//! lists for (and, for GC types, untracked); other dead blocks are free memory. Types are
+//! named as CPython names them: static types by `tp_name`, heap types by `__module__` (from
+//! the type's dict; the whole dotted `tp_name` when that entry is no str) + "." +
+//! `__qualname__`.
 
 use crate::addr::Addr;
-use crate::image::memory::Reader;
+use crate::image::memory::{AddressSpace, Reader};
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
 use rustc_hash::FxHashMap;
@@ -24,6 +36,7 @@ const TP_NAME: u64 = 0x18;
 const TP_BASICSIZE: u64 = 0x20;
 const TP_ITEMSIZE: u64 = 0x28;
 const TP_FLAGS: u64 = 0xa8;
+const TP_BASE: u64 = 0x100;
 const TP_DICT: u64 = 0x108;
 const TP_DICTOFFSET: u64 = 0x120;
 // tp_flags (Include/object.h).
@@ -31,6 +44,7 @@ const F_INLINE_VALUES: u64 = 1 << 2;
 const F_HEAPTYPE: u64 = 1 << 9;
 const F_READY: u64 = 1 << 12;
 const F_HAVE_GC: u64 = 1 << 14;
+const F_LONG_SUBCLASS: u64 = 1 << 24;
 const F_TYPE_SUBCLASS: u64 = 1 << 31;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +60,24 @@ pub enum Special {
     Set,
 }
 
+/// How CPython sizes an instance's allocation (without GC head and pre-header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeRule {
+    /// `tp_basicsize`.
+    Basic,
+    /// `tp_basicsize + tp_itemsize * |ob_size|` (resizable in place: may keep more).
+    Var,
+    /// Compact str: header + (length + 1) * kind.
+    Str,
+    /// int and its subclasses (Py_TPFLAGS_LONG_SUBCLASS): digit count from `ob_size`
+    /// (3.8-3.11) or `lv_tag >> 3` (3.12+, Include/cpython/longintrepr.h).
+    Int,
+    /// Generator/coroutine/async generator with an embedded frame (model `generator`).
+    Gen,
+    /// `size_if_clear` bytes when the flag byte at `flag` is 0, else `tp_basicsize`.
+    ByFlag { flag: u64, small: u64 },
+}
+
 #[derive(Debug)]
 pub struct TypeInfo {
     pub addr: Addr,
@@ -54,6 +86,22 @@ pub struct TypeInfo {
     pub itemsize: u64,
     pub flags: u64,
     pub special: Special,
+    pub size_rule: SizeRule,
+    /// A free-list type of this version (model `freelist_types`).
+    pub freelist: bool,
+    /// Native buffers of the instances: (pointer offset, index into `native_rows`).
+    pub native: Vec<(u64, u32)>,
+}
+
+/// Addresses of the interpreter's static types the typer needs (from symbols).
+#[derive(Debug, Clone, Default)]
+pub struct Symbols {
+    pub type_type: u64,
+    pub str_type: u64,
+    pub code_type: u64,
+    pub specials: Vec<(u64, Special)>,
+    /// PyGen_Type, PyCoro_Type, PyAsyncGen_Type.
+    pub gen_types: Vec<u64>,
 }
 
 pub struct Typer<'a> {
@@ -61,7 +109,15 @@ pub struct Typer<'a> {
     om: &'a Objects,
     type_type: u64,
     str_type: u64,
+    code_type: u64,
     specials: HashMap<u64, Special>,
+    gen_types: Vec<u64>,
+    /// Mapped module images (file mappings and the .bss right after): where static types live.
+    images: Vec<(u64, u64)>,
+    /// Census rows of native buffers, by `native_buffers` index.
+    native_rows: Vec<String>,
+    /// Recursion guard for naming types through their bases and dicts.
+    depth: Cell<u32>,
     /// Types by address, with a dense index for compact object records.
     cache: RefCell<FxHashMap<u64, Option<u32>>>,
     types: RefCell<Vec<Arc<TypeInfo>>>,
@@ -82,8 +138,24 @@ enum Rc0 {
 impl<'a> Typer<'a> {
     pub fn new(p: &'a Process, model: &'a CpythonModel) -> Option<Typer<'a>> {
         let sym = |n: &str| p.modules.find_symbol(&p.space, n).map(|(_, s)| s.addr.0);
-        let type_type = sym("PyType_Type")?;
-        let mut specials = HashMap::new();
+        Self::with_lookup(p, model, &sym)
+    }
+
+    /// Like [`Typer::new`], with the static types' addresses from `lookup` (by symbol
+    /// name, e.g. "PyType_Type") instead of the symbol tables: `stacks` of a core without
+    /// symbols finds them by scanning the interpreter's data (python/symless.rs).
+    pub fn with_lookup(
+        p: &'a Process,
+        model: &'a CpythonModel,
+        lookup: &dyn Fn(&str) -> Option<u64>,
+    ) -> Option<Typer<'a>> {
+        let sym = |n: &str| lookup(n);
+        let mut syms = Symbols {
+            type_type: sym("PyType_Type")?,
+            str_type: sym("PyUnicode_Type")?,
+            code_type: sym("PyCode_Type").unwrap_or(0),
+            ..Default::default()
+        };
         for (n, s) in [
             ("PyUnicode_Type", Special::Str),
             ("PyLong_Type", Special::Int),
@@ -96,20 +168,90 @@ impl<'a> Typer<'a> {
             ("PyFrozenSet_Type", Special::Set),
         ] {
             if let Some(a) = sym(n) {
-                specials.insert(a, s);
+                syms.specials.push((a, s));
             }
         }
-        Some(Typer {
-            r: Reader { space: &p.space },
-            om: &model.objects,
-            type_type,
-            str_type: sym("PyUnicode_Type")?,
-            specials,
+        syms.gen_types = ["PyGen_Type", "PyCoro_Type", "PyAsyncGen_Type"]
+            .iter()
+            .filter_map(|n| sym(n))
+            .collect();
+        // Static types live in the modules' images: their file mappings and the anonymous
+        // segment right after a module's last mapping (.bss beyond the file).
+        let mut images = Vec::new();
+        for m in &p.modules.modules {
+            for mp in &m.mappings {
+                images.push((mp.range.start.0, mp.range.end.0));
+            }
+            if let Some(end) = m.mappings.iter().map(|m| m.range.end).max() {
+                if let Some(s) = p.core.segments.iter().find(|s| s.vaddr == end) {
+                    if m.mappings.iter().all(|x| x.range.start != s.vaddr) {
+                        images.push((s.vaddr.0, s.vaddr.0.wrapping_add(s.memsz)));
+                    }
+                }
+            }
+        }
+        Some(Typer::from_parts(&p.space, &model.objects, syms, images))
+    }
+
+    /// A typer over any address space: the symbols and module images given.
+    pub fn from_parts(
+        space: &'a AddressSpace,
+        om: &'a Objects,
+        syms: Symbols,
+        mut images: Vec<(u64, u64)>,
+    ) -> Typer<'a> {
+        images.sort_unstable();
+        Typer {
+            r: Reader { space },
+            om,
+            type_type: syms.type_type,
+            str_type: syms.str_type,
+            code_type: syms.code_type,
+            specials: syms.specials.into_iter().collect(),
+            gen_types: syms.gen_types,
+            images,
+            native_rows: om.native_buffers.iter().map(|b| b.row.clone()).collect(),
+            depth: Cell::new(0),
             cache: RefCell::new(FxHashMap::default()),
             types: RefCell::new(Vec::new()),
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
-        })
+        }
+    }
+
+    /// Is `t` the code object type (PyCode_Type)?
+    pub fn is_code_type(&self, t: u64) -> bool {
+        self.code_type != 0 && t == self.code_type
+    }
+
+    /// The model's object layout facts.
+    pub fn layout(&self) -> &Objects {
+        self.om
+    }
+
+    /// Census rows of native buffers (`TypeInfo::native` indexes them).
+    pub fn native_rows(&self) -> &[String] {
+        &self.native_rows
+    }
+
+    /// Is `a` inside a mapped module image (where static types live)? Without any known
+    /// image (a core without its file mappings) every address counts as one: type liveness
+    /// then rests on the other checks alone.
+    pub fn in_image(&self, a: u64) -> bool {
+        if self.images.is_empty() {
+            return true;
+        }
+        let i = self.images.partition_point(|&(s, _)| s <= a);
+        self.images[..i]
+            .iter()
+            .rev()
+            .take(4)
+            .any(|&(s, e)| s <= a && a < e)
+    }
+
+    /// Is the object at `o` a type object (by its own layout)?
+    pub fn is_type_object(&self, o: u64) -> bool {
+        self.is_type(o, 0)
     }
 
     fn u64(&self, a: u64) -> Option<u64> {
@@ -214,29 +356,100 @@ impl<'a> Typer<'a> {
         if !(16..=1 << 20).contains(&basicsize) || itemsize > 1 << 16 {
             return None;
         }
-        let name = self.type_name(t, flags)?;
+        if self.depth.get() > 16 {
+            return None;
+        }
+        self.depth.set(self.depth.get() + 1);
+        let name = self.type_name(t, flags);
+        // Native buffers: the type's own entries, else its base's (subclasses share the layout).
+        let native = match &name {
+            Some(n) if self.om.native_buffers.iter().any(|b| &b.type_name == n) => self
+                .om
+                .native_buffers
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| &b.type_name == n)
+                .map(|(i, b)| (b.pointer, i as u32))
+                .collect(),
+            Some(_) => self
+                .u64(t.wrapping_add(TP_BASE))
+                .filter(|&b| b != 0 && b != t)
+                .and_then(|b| self.type_info(b))
+                .map(|b| b.native.clone())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.depth.set(self.depth.get() - 1);
+        let name = name?;
+        let special = self.specials.get(&t).copied().unwrap_or(Special::None);
+        let by_flag = (flags & F_HEAPTYPE == 0)
+            .then(|| self.om.alloc_by_flag.iter().find(|a| a.type_name == name))
+            .flatten();
+        let size_rule = if flags & F_LONG_SUBCLASS != 0 || special == Special::Int {
+            SizeRule::Int
+        } else if self.om.generator.is_some() && self.gen_types.contains(&t) {
+            SizeRule::Gen
+        } else if let Some(a) = by_flag {
+            SizeRule::ByFlag {
+                flag: a.flag,
+                small: a.size_if_clear,
+            }
+        } else if special == Special::Str && itemsize == 0 && basicsize >= 40 {
+            SizeRule::Str
+        } else if itemsize > 0 {
+            SizeRule::Var
+        } else {
+            SizeRule::Basic
+        };
+        let freelist = self.om.freelist_types.contains(&name);
         Some(TypeInfo {
             addr: Addr(t),
             name,
             basicsize,
             itemsize,
             flags,
-            special: self.specials.get(&t).copied().unwrap_or(Special::None),
+            special,
+            size_rule,
+            freelist,
+            native,
         })
     }
 
     fn type_name(&self, t: u64, flags: u64) -> Option<String> {
         if flags & F_HEAPTYPE != 0 {
             let qual = self.read_str(self.u64(t.wrapping_add(self.om.ht_qualname))?)?;
-            let module = self
+            // type.__module__ of a heap type is its dict's "__module__". When that entry is
+            // no str (a type whose instances have a `__module__` member or getset, e.g.
+            // Cython >= 3.1's shared cython_function_or_method and _common_types_metatype,
+            // Cython/Utility/CommonStructures.c), Python's type.__repr__ shows tp_name, which
+            // PyType_FromSpec sets to the spec's dotted "module.name": use it whole.
+            let entry = self
                 .u64(t.wrapping_add(TP_DICT))
-                .and_then(|d| self.dict_get_str(d, "__module__"))
-                .and_then(|v| self.read_str(v));
+                .and_then(|d| self.dict_get_str(d, "__module__"));
+            let module = match entry {
+                Some(v) => match self.read_str(v) {
+                    Some(m) => Some(m),
+                    None => {
+                        if let Some(n) = self.tp_name_full(t).filter(|n| n.contains('.')) {
+                            return Some(n);
+                        }
+                        None
+                    }
+                },
+                None => None,
+            };
             return Some(match module.as_deref() {
                 None | Some("builtins") => qual,
                 Some(m) => format!("{m}.{qual}"),
             });
         }
+        let p = self.u64(t.wrapping_add(TP_NAME))?;
+        let s = self.r.space.read_cstr(Addr(p), 256)?;
+        Some(String::from_utf8_lossy(&s).into_owned())
+    }
+
+    /// `tp_name` as a string.
+    fn tp_name_full(&self, t: u64) -> Option<String> {
         let p = self.u64(t.wrapping_add(TP_NAME))?;
         let s = self.r.space.read_cstr(Addr(p), 256)?;
         Some(String::from_utf8_lossy(&s).into_owned())
@@ -368,22 +581,41 @@ impl<'a> Typer<'a> {
                 1..=0xff_ffff_ffff => Rc0::Alive,
                 _ => Rc0::Bad,
             },
+            // 3.12/3.13 (Include/object.h): immortal objects hold _Py_IMMORTAL_REFCNT =
+            // UINT_MAX in the 64-bit ob_refcnt (saturating increments keep it there); only
+            // extensions built for older ABIs move it, by their own increments/decrements.
             Refcount::Immortal32 => {
-                if (lo as i32) < 0 {
-                    Rc0::Alive
-                } else if r >> 32 != 0 {
-                    Rc0::Bad
-                } else if lo == 0 {
+                const IMMORTAL: u64 = 0xffff_ffff;
+                const DRIFT: u64 = 1 << 20;
+                if r == 0 {
                     Rc0::Zero
-                } else {
+                } else if r < 1 << 31 || r.abs_diff(IMMORTAL) <= DRIFT {
                     Rc0::Alive
+                } else {
+                    Rc0::Bad
                 }
             }
+            // 3.14 (Include/refcount.h, object.h): 32-bit ob_refcnt, 16-bit ob_overflow (0 on
+            // 64-bit builds), 16-bit ob_flags. Immortal counts are >= 2^31 (initially
+            // _Py_IMMORTAL_INITIAL_REFCNT = 3 << 30) with _Py_IMMORTAL_FLAGS (1) in ob_flags;
+            // static objects add _Py_STATICALLY_ALLOCATED_FLAG (4). Mortal objects have none.
             Refcount::Split32 => {
-                if lo == 0 {
+                let overflow = (r >> 32) & 0xffff;
+                let flags = r >> 48;
+                if r == 0 {
                     Rc0::Zero
-                } else {
+                } else if overflow != 0 || flags & !0xd != 0 {
+                    Rc0::Bad
+                } else if lo >= 1 << 31 {
+                    if flags & 1 != 0 {
+                        Rc0::Alive
+                    } else {
+                        Rc0::Bad
+                    }
+                } else if flags == 0 && lo != 0 {
                     Rc0::Alive
+                } else {
+                    Rc0::Bad
                 }
             }
         }
@@ -401,8 +633,8 @@ impl<'a> Typer<'a> {
 
     /// Bytes the object itself needs (without GC head or pre-header).
     fn object_size(&self, o: u64, ti: &TypeInfo, alloc: u64) -> Option<u64> {
-        match ti.special {
-            Special::Str if ti.itemsize == 0 && ti.basicsize >= 40 => {
+        match ti.size_rule {
+            SizeRule::Str => {
                 let len = self.u64(o.wrapping_add(0x10))?;
                 let state = self.r.u32(Addr(o.wrapping_add(0x20)))?;
                 let kind = ((state >> 2) & 7) as u64;
@@ -419,7 +651,7 @@ impl<'a> Typer<'a> {
                 };
                 Some(head + (len + 1) * kind)
             }
-            Special::Int => {
+            SizeRule::Int => {
                 let n = match self.om.int_size {
                     IntSize::ObSize => (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs(),
                     IntSize::LvTag => (self.u64(o.wrapping_add(0x10))? >> 3).max(1),
@@ -429,15 +661,82 @@ impl<'a> Typer<'a> {
                 }
                 Some(ti.basicsize + ti.itemsize.max(4) * n)
             }
-            _ if ti.itemsize > 0 => {
+            SizeRule::Var => {
                 let n = (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs();
                 if n.checked_mul(ti.itemsize)? > alloc {
                     return None;
                 }
                 Some(ti.basicsize + ti.itemsize * n)
             }
-            _ => Some(ti.basicsize),
+            SizeRule::Gen => {
+                let g = self.om.generator.as_ref()?;
+                let at = match g.gi_code {
+                    Some(off) => o.wrapping_add(off),
+                    None => o
+                        .wrapping_add(ti.basicsize)
+                        .wrapping_sub(g.frame_localsplus),
+                };
+                // 3.14's f_executable is a _PyStackRef: tag bits below the alignment.
+                let code = self.u64(at)? & !7;
+                if self.code_type == 0 || self.u64(code.wrapping_add(8))? != self.code_type {
+                    return None;
+                }
+                let int = |off: u64| self.r.u32(Addr(code.wrapping_add(off))).map(|v| v as i32);
+                let slots: i64 = match g.co_framesize {
+                    Some(off) => int(off)? as i64 - g.frame_specials as i64,
+                    None => {
+                        let mut n = 0i64;
+                        for &off in &g.slots_sum {
+                            n += int(off)? as i64;
+                        }
+                        n
+                    }
+                };
+                if !(0..1 << 20).contains(&slots) {
+                    return None;
+                }
+                Some(ti.basicsize + 8 * slots as u64)
+            }
+            SizeRule::ByFlag { flag, small } => {
+                if self.r.u8(Addr(o.wrapping_add(flag)))? == 0 {
+                    Some(small)
+                } else {
+                    Some(ti.basicsize)
+                }
+            }
+            SizeRule::Basic => Some(ti.basicsize),
         }
+    }
+
+    /// A GC object's links (Include/internal/pycore_gc.h): untracked, `_gc_next` is 0 and
+    /// `_gc_prev` keeps at most _PyGC_PREV_MASK_FINALIZED (1); tracked, its neighbours
+    /// point back at its head (`_gc_prev` carries 2 flag bits, `_gc_next` a flag in its low
+    /// bit on 3.13+). During a collection `_gc_prev` holds gc_refs with
+    /// _PyGC_PREV_MASK_COLLECTING (2) set, in the object and its successor alike.
+    fn gc_linked(&self, o: u64) -> bool {
+        let h = o.wrapping_sub(16);
+        let (Some(next), Some(prev)) = (self.u64(h), self.u64(h.wrapping_add(8))) else {
+            return false;
+        };
+        if next == 0 {
+            return prev & !1 == 0;
+        }
+        let nx = next & !1;
+        let back = self.u64(nx.wrapping_add(8));
+        if back.is_some_and(|p| p & !3 == h) {
+            return true;
+        }
+        let pv = prev & !3;
+        if pv != 0 && self.u64(pv).is_some_and(|n| n & !1 == h) {
+            return true;
+        }
+        prev & 2 != 0 && back.is_some_and(|p| p & 2 != 0)
+    }
+
+    /// Is the GC object at `o` untracked (`_gc_next` 0)? Free-list residents are.
+    fn gc_untracked(&self, o: u64) -> bool {
+        let h = o.wrapping_sub(16);
+        self.u64(h) == Some(0) && self.u64(h.wrapping_add(8)).is_some_and(|p| p & !1 == 0)
     }
 
     /// The object in an allocation of `alloc` usable bytes at `m`, if there is one.
@@ -455,13 +754,25 @@ impl<'a> Typer<'a> {
                 continue;
             };
             let ti = self.types.borrow()[idx as usize].clone();
-            let gc = if ti.flags & F_HAVE_GC != 0 { 16 } else { 0 };
+            let mut gc = if ti.flags & F_HAVE_GC != 0 { 16 } else { 0 };
             let pre = if ti.flags & self.om.preheader_flags != 0 {
                 16
             } else {
                 0
             };
-            if off != gc + pre {
+            // A static-style type object that C code allocated itself (numpy's DType
+            // classes: PyMem_Malloc(sizeof(PyArray_DTypeMeta)), numpy/_core/src/multiarray/
+            // dtypemeta.c): at the block's start, no GC head, though its metatype is a GC type.
+            let bare_type = off == 0
+                && gc + pre != 0
+                && ti.flags & F_TYPE_SUBCLASS != 0
+                && self
+                    .u64(o.wrapping_add(TP_FLAGS))
+                    .is_some_and(|f| f & F_HEAPTYPE == 0)
+                && self.is_type(o, 0);
+            if bare_type {
+                gc = 0;
+            } else if off != gc + pre {
                 continue;
             }
             let rc = if self.is_freelist_link(o, t) {
@@ -469,8 +780,12 @@ impl<'a> Typer<'a> {
             } else {
                 self.refcount(o)
             };
-            if rc == Rc0::Bad {
-                continue;
+            match rc {
+                Rc0::Bad => continue,
+                // Dead: a resident only of a real free list (untracked if a GC type).
+                Rc0::Zero if !ti.freelist || (gc != 0 && !self.gc_untracked(o)) => continue,
+                Rc0::Alive if gc != 0 && !self.gc_linked(o) => continue,
+                _ => {}
             }
             let Some(size) = self.object_size(o, &ti, alloc) else {
                 continue;
@@ -478,11 +793,12 @@ impl<'a> Typer<'a> {
             let required = off + size;
             let slack = if pymalloc { 15 } else { 15 + 24 };
             // Resizable objects may keep a larger allocation after shrinking in place
-            // (pymalloc keeps the block above 3/4; glibc keeps small remainders); inline
-            // attribute values (3.13+) live after the object.
+            // (pymalloc keeps the block above 3/4; glibc keeps small remainders), and
+            // PyType_GenericAlloc allocates one item more than asked (int subclasses);
+            // inline attribute values (3.13+) live after the object.
             let extra = if ti.flags & F_INLINE_VALUES != 0 {
                 alloc
-            } else if ti.itemsize > 0 || ti.special == Special::Str {
+            } else if matches!(ti.size_rule, SizeRule::Var | SizeRule::Str | SizeRule::Int) {
                 required / 3
             } else {
                 0
@@ -496,6 +812,28 @@ impl<'a> Typer<'a> {
 
     pub fn u64_at(&self, a: u64) -> Option<u64> {
         self.u64(a)
+    }
+
+    /// An instance's attribute values array when it is an allocation of its own: 3.11's
+    /// values pointer at -32, 3.12's tagged `values - 1` at -24 (layouts.md §C.2); 3.13+
+    /// keeps the values inline, inside the object's own allocation.
+    pub fn separate_values(&self, o: u64, ti: &TypeInfo) -> Option<u64> {
+        let om = self.om;
+        if om.preheader_flags == 0 || ti.flags & om.preheader_flags & (1 << 4) == 0 {
+            return None;
+        }
+        if om.refcount == Refcount::Plain {
+            self.u64(o.wrapping_sub(32)).filter(|&v| v != 0)
+        } else if om.refcount == Refcount::Immortal32
+            && om.tuple_items == 0x18
+            && ti.flags & F_INLINE_VALUES == 0
+        {
+            self.u64(o.wrapping_sub(24))
+                .filter(|v| v & 1 == 1)
+                .map(|v| v.wrapping_add(1))
+        } else {
+            None
+        }
     }
 
     /// A short description of the object's contents.
@@ -641,16 +979,12 @@ impl<'a> Typer<'a> {
             Some(d) if is_dict(d) => self.dict_items(d, 6),
             _ if managed => {
                 // Split keys shared by the type, values kept with the instance.
-                let values = if om.refcount == Refcount::Plain {
-                    self.u64(o.wrapping_sub(32)) // 3.11
-                } else if om.refcount == Refcount::Immortal32
-                    && om.tuple_items == 0x18
-                    && ti.flags & F_INLINE_VALUES == 0
+                let values = if om.refcount == Refcount::Plain
+                    || (om.refcount == Refcount::Immortal32
+                        && om.tuple_items == 0x18
+                        && ti.flags & F_INLINE_VALUES == 0)
                 {
-                    // 3.12: low bit tags "values" (stored as values - 1).
-                    self.u64(o.wrapping_sub(24))
-                        .filter(|v| v & 1 == 1)
-                        .map(|v| v.wrapping_add(1))
+                    self.separate_values(o, ti) // 3.11, 3.12
                 } else {
                     Some(o + ti.basicsize + 8) // 3.13+: inline, values[] after an 8-byte header
                 };

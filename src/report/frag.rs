@@ -4,6 +4,32 @@ use super::{clean, human_bytes, Align, Table, Text};
 use crate::analysis::frag::Frag;
 use std::io::{self, Write};
 
+/// The words for how glibc's state was found (JSON has the identifier).
+fn glibc_found_by(f: crate::alloc::glibc::FoundBy) -> &'static str {
+    use crate::alloc::glibc::FoundBy::*;
+    match f {
+        Symbol => "symbol",
+        DataInitializer => "libc .data initializer",
+        ThreadArenaRing => "thread arena ring",
+        BinScan => "bin-head scan",
+    }
+}
+
+fn pymalloc_found_by(f: crate::alloc::pymalloc::FoundBy) -> &'static str {
+    use crate::alloc::pymalloc::FoundBy::*;
+    match f {
+        Symbol => "symbol",
+        UsedpoolsSignature => "usedpools signature",
+    }
+}
+
+fn arena_kind(k: crate::alloc::glibc::ArenaKind) -> &'static str {
+    match k {
+        crate::alloc::glibc::ArenaKind::Main => "main",
+        crate::alloc::glibc::ArenaKind::Thread => "thread",
+    }
+}
+
 fn cnt(c: &crate::alloc::glibc::Count) -> String {
     if c.chunks == 0 {
         "-".into()
@@ -64,7 +90,7 @@ fn write_pymalloc(
         "pymalloc (model {}, state {} found by {}): {} arenas of {}, pools of {}: {} used, {} full, {} empty",
         py.model,
         py.state,
-        py.found_by,
+        pymalloc_found_by(py.found_by),
         py.arenas,
         human_bytes(py.arena_size),
         human_bytes(py.pool_size),
@@ -147,7 +173,7 @@ fn write_glibc(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
         clean(g.version.as_deref().unwrap_or("?")),
         g.model,
         g.main_arena,
-        g.main_arena_found_by,
+        glibc_found_by(g.main_arena_found_by),
         match g.safe_linking {
             Some(true) => "on",
             Some(false) => "off",
@@ -173,7 +199,7 @@ fn write_glibc(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
     for a in &g.arenas {
         t.row(vec![
             a.address.to_string(),
-            a.kind.to_string(),
+            arena_kind(a.kind).to_string(),
             a.heaps.len().to_string(),
             human_bytes(a.system_bytes),
             cnt(&a.in_use),

@@ -40,6 +40,18 @@ pub fn write_text(w: &mut dyn Write, i: &Info, text: Text) -> io::Result<()> {
                 write!(w, " at {a}")?;
             }
             writeln!(w)?;
+            if let Some(c) = &i.crash {
+                writeln!(w, "crash     {}", super::stacks::crash_line(&c.crash))?;
+                if let Some(f) = &c.crash.native_frame {
+                    writeln!(w, "  died in {}", super::stacks::native_frame_text(f))?;
+                }
+                if !c.python_frames.is_empty() {
+                    writeln!(w, "  Python (innermost first):")?;
+                    for f in &c.python_frames {
+                        writeln!(w, "    {}", super::stacks::python_frame_text(f))?;
+                    }
+                }
+            }
         }
         None => match i.stop_signal {
             Some(s) => writeln!(

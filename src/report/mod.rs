@@ -2,10 +2,12 @@
 
 pub mod diff;
 pub mod frag;
+pub mod html;
 pub mod info;
 pub mod leaks;
 pub mod objects;
 pub mod owners;
+pub mod stacks;
 pub mod summary;
 pub mod why;
 

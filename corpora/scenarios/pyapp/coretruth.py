@@ -178,6 +178,11 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
 
     gc.collect()
     gc.disable()  # no automatic collection until the core is taken
+    # gc.get_objects() does not list the permanent generation (gc.freeze(); CPython 3.12
+    # starts with objects in it): move them back to the oldest generation so the census
+    # lists every tracked object. Nothing is freed or allocated by this.
+    truth["gc_freeze_count"] = gc.get_freeze_count()
+    gc.unfreeze()
     if after_collect is not None:
         after_collect()  # garbage that must survive until the core (py_graph's cycles)
 
@@ -194,8 +199,6 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     del objs, names
     truth["census"] = dict(sorted(counts.items()))
     truth["census_total"] = sum(counts.values())
-    # gc.get_objects() does not list the permanent generation (gc.freeze()).
-    truth["gc_freeze_count"] = gc.get_freeze_count()
     if cython_types:
         # Cython's shared types (cython_function_or_method, fused_cython_function, ...)
         # live in a per-Cython-version module "_cython_X_Y_Z".

@@ -11,9 +11,22 @@ use crate::image::modules::Module;
 use crate::image::process::Process;
 use crate::models::GlibcModel;
 use object::{Object, ObjectSection};
+use serde::Serialize;
 
-/// How a structure was found, for the report.
-pub type FoundBy = &'static str;
+/// How `main_arena` or `mp_` was found, for the report: an identifier in JSON
+/// (`"data_initializer"`), words in text (the renderer's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// The symbol, from a debug file, `.symtab` or the dynamic symbol table.
+    Symbol,
+    /// The libc file's `.data` initializer pattern.
+    DataInitializer,
+    /// The ring of arenas reached from thread-arena heaps.
+    ThreadArenaRing,
+    /// A scan of libc's writable memory for 127 consistent bin heads.
+    BinScan,
+}
 
 /// Link-time address and bytes of the libc file's `.data` section, with the load bias.
 fn file_data(m: &Module) -> Option<(u64, &[u8], u64)> {
@@ -250,14 +263,14 @@ pub fn find_main_arena(
                         file[0], s.addr
                     ));
                 }
-                return Some((s.addr, "symbol"));
+                return Some((s.addr, FoundBy::Symbol));
             }
             Err(e) => errors.push(format!("main_arena symbol at {}: {e}", s.addr)),
         }
     }
     for a in main_arena_from_file(libc, model) {
         match check_arena(r, model, a, true) {
-            Ok(()) => return Some((a, "libc .data initializer")),
+            Ok(()) => return Some((a, FoundBy::DataInitializer)),
             Err(e) => errors.push(format!(".data candidate {a}: {e}")),
         }
     }
@@ -282,7 +295,7 @@ pub fn find_main_arena(
                 break;
             }
             if in_libc(n) && check_arena(r, model, n, true).is_ok() {
-                return Some((n, "thread arena ring"));
+                return Some((n, FoundBy::ThreadArenaRing));
             }
             cur = n;
         }
@@ -295,7 +308,7 @@ pub fn find_main_arena(
                 hits.len()
             ));
         }
-        return Some((a, "bin-head scan"));
+        return Some((a, FoundBy::BinScan));
     }
     None
 }
@@ -303,8 +316,8 @@ pub fn find_main_arena(
 /// Find `mp_` (for sbrk_base and the mmap counters): symbol, then the file's initializer.
 pub fn find_mp(p: &Process, libc: &Module, model: &GlibcModel) -> Option<(Addr, FoundBy)> {
     if let Some(s) = libc.symbol(&p.space, "mp_") {
-        return Some((s.addr, "symbol"));
+        return Some((s.addr, FoundBy::Symbol));
     }
     let hits = mp_from_file(libc, model);
-    (hits.len() == 1).then(|| (hits[0], "libc .data initializer"))
+    (hits.len() == 1).then(|| (hits[0], FoundBy::DataInitializer))
 }

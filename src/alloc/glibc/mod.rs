@@ -12,6 +12,10 @@
 
 pub mod classes;
 pub mod locate;
+#[cfg(test)]
+mod tests;
+
+pub use locate::FoundBy;
 
 use crate::addr::{Addr, Range};
 use crate::error::{Diagnostic, Diagnostics};
@@ -153,10 +157,28 @@ pub struct HeapSpan {
     pub size: u64,
 }
 
+/// Which arena: `main_arena` (the sbrk heap) or a thread arena (mmapped heaps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArenaKind {
+    Main,
+    Thread,
+}
+
+/// How a thread's tcache_perthread_struct was found (`find_tcaches`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcacheFoundBy {
+    /// A word below the thread pointer (libc's `tcache` TLS variable).
+    Tls,
+    /// Validating an in-use chunk of the struct's size.
+    HeapScan,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Arena {
     pub address: Addr,
-    pub kind: &'static str,
+    pub kind: ArenaKind,
     pub heaps: Vec<HeapSpan>,
     pub system_bytes: u64,
     pub in_use: Count,
@@ -179,7 +201,7 @@ pub struct TcacheInfo {
     pub address: Addr,
     /// Thread whose TLS `tcache` slot points here, when found that way.
     pub tid: Option<u32>,
-    pub found_by: &'static str,
+    pub found_by: TcacheFoundBy,
     #[serde(rename = "count")]
     pub chunks: u64,
     pub bytes: u64,
@@ -190,9 +212,9 @@ pub struct GlibcHeap {
     pub version: Option<String>,
     pub model: String,
     pub main_arena: Addr,
-    pub main_arena_found_by: &'static str,
+    pub main_arena_found_by: FoundBy,
     pub mp: Option<Addr>,
-    pub mp_found_by: Option<&'static str>,
+    pub mp_found_by: Option<FoundBy>,
     /// Safe-linking as detected in the free lists (None: no list to tell from).
     pub safe_linking: Option<bool>,
     pub arenas: Vec<Arena>,
@@ -260,7 +282,8 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
         let Some((arena, how)) = locate::find_main_arena(p, &r, libc, model, &mut errors) else {
             continue;
         };
-        let mut heap = walk(p, &r, libc, model, arena, how);
+        let mp = locate::find_mp(p, libc, model);
+        let mut heap = walk(p, &r, model, arena, how, mp);
         heap.version = version_text.clone();
         if i == 0 && exact {
             for e in &errors {
@@ -376,6 +399,10 @@ impl Walk<'_> {
         let mut covered = 0u64;
         let max_steps = (reg.end.0.saturating_sub(p.0)) / MINSIZE + 2;
         let mut steps = 0u64;
+        // Top is a chunk of this heap's chain when the heap holds it (malloc.c
+        // do_check_malloc_state walks the chunks up to top): a size that runs over it is
+        // damage, or top's bytes would silently be counted as that chunk's.
+        let holds_top = reg.first_chunk <= top && top < reg.end;
         while p < reg.end && steps < max_steps {
             steps += 1;
             let Some(raw) = rd(p.0.wrapping_add(8)) else {
@@ -397,10 +424,15 @@ impl Walk<'_> {
             }
             let next = p.0.checked_add(size);
             let bad = size < MINSIZE || size % 16 != 0 || next.is_none_or(|n| n > reg.end.0);
-            if bad {
+            let over_top = holds_top && p < top && next.is_some_and(|n| n > top.0);
+            if bad || over_top {
                 self.warn(
                     p,
-                    format!("impossible chunk size {raw:#x}; resynchronising"),
+                    if bad {
+                        format!("impossible chunk size {raw:#x}; resynchronising")
+                    } else {
+                        format!("chunk size {raw:#x} runs over top ({top}); resynchronising")
+                    },
                 );
                 match self.resync(p, reg.end, top) {
                     Some(q) => {
@@ -554,17 +586,16 @@ fn follow(
 fn walk(
     p: &Process,
     r: &Reader,
-    libc: &crate::image::modules::Module,
     model: &GlibcModel,
     main: Addr,
-    how: &'static str,
+    how: FoundBy,
+    mp: Option<(Addr, FoundBy)>,
 ) -> GlibcHeap {
     let mut w = Walk {
         r,
         model,
         diags: Diagnostics::default(),
     };
-    let mp = locate::find_mp(p, libc, model);
     let arena_addrs = w.arena_ring(main);
     let (mut arenas, mut regions) = w.arenas(p, &arena_addrs, main, mp.map(|m| m.0));
     regions.sort_by_key(|r| r.first_chunk);
@@ -718,7 +749,11 @@ impl Walk<'_> {
             }
             arenas.push(Arena {
                 address: a,
-                kind: if i == 0 { "main" } else { "thread" },
+                kind: if i == 0 {
+                    ArenaKind::Main
+                } else {
+                    ArenaKind::Thread
+                },
                 heaps,
                 system_bytes: system,
                 in_use: Count::default(),
@@ -1050,7 +1085,7 @@ impl Walk<'_> {
 struct FoundTcache {
     address: u64,
     tid: Option<u32>,
-    found_by: &'static str,
+    found_by: TcacheFoundBy,
     /// (bin index, head user pointer, chunk count when the struct says) of each non-empty bin.
     bins: Vec<(u64, u64, Option<u64>)>,
 }
@@ -1125,7 +1160,7 @@ fn find_tcaches(
                     found.push(FoundTcache {
                         address: v,
                         tid: Some(th.tid),
-                        found_by: "tls",
+                        found_by: TcacheFoundBy::Tls,
                         bins,
                     });
                 }
@@ -1147,7 +1182,7 @@ fn find_tcaches(
                 found.push(FoundTcache {
                     address: s,
                     tid: None,
-                    found_by: "heap scan",
+                    found_by: TcacheFoundBy::HeapScan,
                     bins,
                 });
             }
