@@ -180,9 +180,15 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     }
     buffers.sort_unstable();
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();
-    let mut consider = |m: u64, usable: u64, allocs: &mut Vec<(u64, u64)>| {
+    let (_, typer) = a.python().expect("checked");
+    let mut consider = |m: u64, usable: u64, pm: bool, allocs: &mut Vec<(u64, u64)>| {
         allocs.push((m, m + usable));
         if object_allocs.contains(&m) {
+            return;
+        }
+        // Dead objects the census leaves out (3.8-3.10 zombie frames: refcount 0, kept
+        // by their code object) hold stale pointers, not references.
+        if typer.classify(m, usable, pm).is_some() {
             return;
         }
         let j = buffers.partition_point(|&b| b < m);
@@ -193,12 +199,12 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     };
     if let Some(py) = &a.pymalloc {
         for b in &py.blocks {
-            consider(b.addr.0, b.size as u64, &mut allocs);
+            consider(b.addr.0, b.size as u64, true, &mut allocs);
         }
     }
     if let Some(gh) = &a.glibc {
         for ch in gh.live() {
-            consider(ch.user().0, ch.usable(), &mut allocs);
+            consider(ch.user().0, ch.usable(), false, &mut allocs);
         }
     }
     native_allocs.extend(partial);

@@ -391,7 +391,11 @@ impl<'a> Edges<'a> {
         if fl & F_TYPE_SUBCLASS != 0 {
             size = self.u64(t + TP_BASICSIZE).unwrap_or(size);
         }
-        if ti.itemsize > 0 && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0 {
+        // A code object's items are its bytecode (3.11+ co_code_adaptive), whose inline
+        // caches hold borrowed pointers (3.12+ LOAD_ATTR_CLASS keeps the attribute):
+        // only the fixed fields are references.
+        let code = fl & F_HEAPTYPE == 0 && ti.name == "code";
+        if ti.itemsize > 0 && !code && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0 {
             let n = (self.u64(o + 0x10).unwrap_or(0) as i64).unsigned_abs();
             size = size.saturating_add(n.saturating_mul(ti.itemsize));
         }
@@ -404,10 +408,22 @@ impl<'a> Edges<'a> {
             for (i, v) in w.into_iter().enumerate() {
                 let a = body_start + 8 * i as u64;
                 if v != 0 && v % 8 == 0 && !skip.contains(&a) {
+                    // A code object references only tuples, bytes and strs (co_consts,
+                    // co_names, co_filename, co_linetable ...: code.h); its other words
+                    // are counters, ids and native pointers.
+                    if code && !self.is_code_part(v) {
+                        continue;
+                    }
                     f(v, Via::Field(a - o));
                 }
             }
         }
+    }
+
+    fn is_code_part(&self, v: u64) -> bool {
+        self.u64(v + 8)
+            .and_then(|t| self.typer.type_info(t))
+            .is_some_and(|t| matches!(t.special, Special::Tuple | Special::Bytes | Special::Str))
     }
 
     /// Words [a, b) as references (a conservative scan of known pointer fields).
