@@ -325,3 +325,44 @@ pub fn gc_head(flags: u64, preheader_flags: u64) -> u64 {
     let pre = if flags & preheader_flags != 0 { 16 } else { 0 };
     gc + pre
 }
+
+impl Graph {
+    /// Retained bytes of each type's instances taken together (what they keep alive
+    /// between them, as Eclipse MAT's class histogram reports it): the retained sizes of
+    /// the instances no other instance of the same type dominates, by type name. One
+    /// iterative walk of the dominator tree with a per-type count of open ancestors.
+    pub fn retained_by_type(&self, c: &Census) -> rustc_hash::FxHashMap<String, u64> {
+        let kids = self.dom_children();
+        let ntypes = c.type_infos.len();
+        let mut open = vec![0u32; ntypes];
+        let mut by = vec![0u64; ntypes];
+        // (node, entered): exit events undo the count.
+        let mut stack: Vec<(u32, bool)> = vec![(0, false)];
+        while let Some((v, exit)) = stack.pop() {
+            let ty = (v != 0).then(|| c.objects[v as usize - 1].ty as usize);
+            if exit {
+                if let Some(t) = ty {
+                    open[t] -= 1;
+                }
+                continue;
+            }
+            if let Some(t) = ty {
+                if open[t] == 0 {
+                    by[t] += self.retained_bytes[v as usize];
+                }
+                open[t] += 1;
+                stack.push((v, true));
+            }
+            for &w in kids.succ(v) {
+                stack.push((w, false));
+            }
+        }
+        let mut out = rustc_hash::FxHashMap::default();
+        for (t, b) in by.into_iter().enumerate() {
+            if b > 0 {
+                *out.entry(c.type_infos[t].name.clone()).or_default() += b;
+            }
+        }
+        out
+    }
+}

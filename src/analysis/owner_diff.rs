@@ -36,6 +36,28 @@ pub struct OwnerDiff {
     pub diagnostics: Diagnostics,
 }
 
+/// Both analyses, each with its object graph built in its own thread (the graphs are
+/// what `diff --by owner` costs).
+pub fn analyze_pair<'a>(
+    old: &'a crate::image::process::Process,
+    new: &'a crate::image::process::Process,
+    models: &'a super::Models,
+    progress: &dyn crate::progress::Progress,
+) -> Result<(Analysis<'a>, Analysis<'a>)> {
+    let run = |p: &'a crate::image::process::Process| -> Result<Analysis<'a>> {
+        let a = Analysis::run(p, models, progress)?;
+        // A core without a Python heap reports that error from owner_diff.
+        let _ = a.graph();
+        Ok(a)
+    };
+    std::thread::scope(|s| {
+        let h = s.spawn(|| run(old));
+        let b = run(new);
+        let a = h.join().expect("analysis thread panicked");
+        Ok((a?, b?))
+    })
+}
+
 /// Types listed per owner (largest growth first).
 const TYPES: usize = 5;
 

@@ -499,7 +499,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = models()?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
-            let (a, b) = analysis::diff::analyze_pair(&po, &pn, &models, &bars)?;
+            let (a, b) = if *by == DiffBy::Owner {
+                analysis::owner_diff::analyze_pair(&po, &pn, &models, &bars)?
+            } else {
+                analysis::diff::analyze_pair(&po, &pn, &models, &bars)?
+            };
             let limits = Limits {
                 top: Some(*top),
                 ..Limits::default()
