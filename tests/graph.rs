@@ -123,3 +123,64 @@ fn reference_leak_pair_diff_by_owner() {
         assert!(o.retained_bytes_delta.abs() < 4096, "{o:?}");
     }
 }
+
+/// A damaged graph: the registry list's size is garbage, a dict's keys table points
+/// outside memory, a class is its own base. The graph is built from what can be read,
+/// the damage is a diagnostic, and every ownership view still answers.
+#[test]
+fn damaged_graph_is_reported_not_a_panic() {
+    use coreheap::image::core::CoreFile;
+    let cases = corpus::reference_cases();
+    let case = cases.iter().find(|c| c.scenario == "py_leak" && c.name.ends_with('B')).unwrap();
+    let raw = zstd::decode_all(std::fs::File::open(&case.core).unwrap()).unwrap();
+    let (list, dict, ty) = {
+        let p = corpus::open(case);
+        let a = Analysis::run(&p, crate::census::models(), &NoProgress).unwrap();
+        let (c, _) = a.python().unwrap();
+        let g = a.graph().unwrap();
+        let reg = ownership::named_owners(&a, g)
+            .into_iter()
+            .find(|o| o.name == "__main__.REGISTRY")
+            .unwrap();
+        let list = c.objects[reg.node as usize - 1].addr.get();
+        let dict = c.objects.iter().find(|o| c.type_of(o).name == "dict").unwrap().addr.get();
+        let ty = c.type_infos.iter().find(|t| t.name == "pyapp.models.LeakedResponse").unwrap().addr.get();
+        (list, dict, ty)
+    };
+    let index = CoreFile::from_bytes("index", raw.clone()).unwrap();
+    let at = |a: u64| {
+        let s = index
+            .segments
+            .iter()
+            .find(|s| a >= s.vaddr.get() && a + 8 <= s.vaddr.get() + s.in_core)
+            .expect("address in the core");
+        (s.offset + (a - s.vaddr.get())) as usize
+    };
+    let mut bytes = raw;
+    let mut put = |a: u64, v: u64| {
+        let o = at(a);
+        bytes[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    };
+    put(list + 0x10, 0x7fff_ffff_ffff); // ob_size
+    put(dict + 0x20, 0x10); // ma_keys outside memory
+    put(ty + 0x100, ty); // tp_base: the class itself
+    let core = CoreFile::from_bytes("damaged", bytes).unwrap();
+    let opts = coreheap::Options {
+        search: coreheap::image::modules::SearchPaths {
+            sysroot: case.sysroot.clone(),
+            ..Default::default()
+        },
+        heap_models: None,
+    };
+    let p = coreheap::Process::from_core(core, &opts);
+    let a = Analysis::run(&p, crate::census::models(), &NoProgress).unwrap();
+    let g = a.graph().unwrap();
+    let text: Vec<String> = g.diagnostics.to_vec().iter().map(|d| d.to_string()).collect();
+    assert!(text.iter().any(|d| d.contains("unreadable or impossible tables")), "{text:?}");
+    let o = coreheap::analysis::owners::owners(&a, &Limits::default()).unwrap();
+    // The registry's items are no longer read: it retains only itself and its array.
+    let reg = o.owners.iter().find(|x| x.owner == "__main__.REGISTRY").unwrap();
+    assert_eq!(reg.retained_count, 1, "{reg:?}");
+    why::why(&a, &why::Target::Type("pyapp.models.LeakedResponse".into()), 3, None).unwrap();
+    leaks::leaks(&a, 2).unwrap();
+}
