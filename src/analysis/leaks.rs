@@ -156,16 +156,22 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let mut object_allocs: FxHashSet<u64> = FxHashSet::default();
     let mut buffers: Vec<u64> = Vec::new();
     let e = ownership::edges_of(a);
+    let minor = e.as_ref().map_or(14, |e| e.minor);
+    let (_, typer) = a.python().expect("checked");
     let mut partial: Vec<(u64, u64)> = Vec::new();
     for o in &c.objects {
         let ti = c.type_of(o);
         let m = o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags);
-        // Frames hold references the graph does not read (a running 3.8/3.9 frame's
-        // value stack): their memory is searched for anchors too.
-        if ti.flags & (1 << 9) == 0
-            && matches!(ti.name.as_str(), "frame" | "generator" | "coroutine" | "async_generator")
-        {
-            partial.push((m, m + c.alloc_size(o)));
+        // Frames hold references the graph may not read (a running 3.8/3.9 frame's value
+        // stack, f_stacktop NULL): their memory is searched for anchors too — but not the
+        // frame data of a 3.11+ frame object whose thread owns the frame (f_frame points
+        // outside it): that memory is stale.
+        if ti.flags & (1 << 9) == 0 && ti.name == "frame" {
+            let end = m + c.alloc_size(o);
+            let own = typer.u64_at(o.addr.0 + 0x18).is_some_and(|f| f > o.addr.0 && f < end);
+            if minor <= 10 || own {
+                partial.push((m, end));
+            }
         }
         object_allocs.insert(m);
         if let Some(e) = &e {
@@ -180,7 +186,6 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     }
     buffers.sort_unstable();
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();
-    let (_, typer) = a.python().expect("checked");
     let mut consider = |m: u64, usable: u64, pm: bool, allocs: &mut Vec<(u64, u64)>| {
         allocs.push((m, m + usable));
         if object_allocs.contains(&m) {

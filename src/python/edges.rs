@@ -497,12 +497,19 @@ impl<'a> Edges<'a> {
     /// A 3.11+ generator, coroutine or async generator (`_PyGenObject_HEAD`, 3.11-3.14
     /// genobject.h; gen_traverse 3.13.5 genobject.c:46-62): name, qualname, the
     /// exception state and origin/finalizer, and the embedded frame at 0x48 unless
-    /// completed or cleared (gi_frame_state at 0x43 >= FRAME_COMPLETED).
+    /// completed or cleared (gi_frame_state at 0x43 >= FRAME_COMPLETED); 3.12+ offsets
+    /// (3.14 `_Py_DebugOffsets.gen_object`: gi_iframe 0x48, gi_frame_state 0x43).
     fn generator(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
-        self.scan(o, o + 0x18, o + 0x40, f);
-        let state = self.u8(o + 0x43).unwrap_or(0) as i8;
+        // 3.11 has gi_code first (3.11 genobject.h), so everything after it is 8 bytes
+        // further: weakreflist 0x18, frame state 0x4b, frame 0x50.
+        let (shift, fields) = if self.minor == 11 { (8, &[0x10u64][..]) } else { (0, &[][..]) };
+        for &off in fields {
+            self.scan(o, o + off, o + off + 8, f);
+        }
+        self.scan(o, o + 0x18 + shift, o + 0x40 + shift, f);
+        let state = self.u8(o + 0x43 + shift).unwrap_or(0) as i8;
         if state < 1 {
-            self.interp_frame(o, o + 0x48, end, f);
+            self.interp_frame(o, o + 0x48 + shift, end, f);
         }
     }
 
