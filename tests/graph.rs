@@ -41,10 +41,9 @@ fn check_graph(case: &Case) -> Vec<String> {
         if got != want {
             bad.push(format!("{}: {name}: retained {got:?}, the process says {want:?}", case.name));
         }
-        // Module globals and class attributes are named owners of that object; thread
-        // frames need frame roots (the stacks work): until then the object is held from
-        // native code.
-        if o["kind"] != "thread frame" && !named.iter().any(|n| n.name == name && n.node == node) {
+        // Module globals, class attributes and thread frame locals are named owners of
+        // that object.
+        if !named.iter().any(|n| n.name == name && n.node == node) {
             bad.push(format!("{}: {name} is not a named owner", case.name));
         }
     }
@@ -59,8 +58,7 @@ fn check_graph(case: &Case) -> Vec<String> {
             bad.push(format!("{}: why 0x{target:x}: steps {steps:x?} do not end with the chain {chain:x?}", case.name));
         }
         let root = path.root.as_ref().map(|r| r.name.as_str());
-        let thread = m["owner"].as_str().unwrap().starts_with("thread ");
-        if !thread && root != Some(owner) {
+        if root != Some(owner) {
             bad.push(format!("{}: why 0x{target:x}: root {root:?}, the process says {owner}", case.name));
         }
     }

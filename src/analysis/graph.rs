@@ -237,6 +237,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let mut named = Vec::new();
     let mut root_succ: Vec<u32> = Vec::new();
     let mut roots: Vec<NamedRoot> = crate::python::roots::interpreter_roots(a.process, edges.minor);
+    roots.extend(frame_roots(a, &mut diagnostics));
     roots.extend(extra.named.iter().cloned());
     for r in roots {
         match lookup(r.addr) {
@@ -248,6 +249,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                     name: r.name,
                 });
             }
+            // A frame's local may be a static object (None, a small int) or, in a
+            // damaged core, garbage: not a node, no root.
+            None if r.kind == "thread frame" => {}
             None => diagnostics.push(Diagnostic::warning(format!(
                 "root {} at 0x{:x} is not a live object; not used",
                 r.name, r.addr
@@ -309,6 +313,53 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         edges: nedges,
         diagnostics,
     })
+}
+
+/// Every thread's Python frames' local variables (the stacks analysis, round2-facts.md
+/// §B): `thread 4412 frame serve() local 'batch'`. A 3.11+ frame lives in its thread's
+/// data stack, not in an object, so without these its locals would look held from
+/// native code.
+fn frame_roots(a: &Analysis, diagnostics: &mut Diagnostics) -> Vec<NamedRoot> {
+    let Some(m) = a.cpython_model else {
+        return Vec::new();
+    };
+    let models = super::Models {
+        glibc: Vec::new(),
+        cpython: vec![m.clone()],
+    };
+    let opts = super::threads::StackOptions {
+        locals: true,
+        ..Default::default()
+    };
+    let s = super::threads::stacks(a.process, &models, opts);
+    let mut out = Vec::new();
+    for t in &s.threads {
+        let who = match (t.tid, &t.name) {
+            (Some(tid), _) => format!("thread {tid}"),
+            (None, Some(n)) => format!("thread {n:?}"),
+            (None, None) => "thread ?".to_string(),
+        };
+        // A module's top-level frame lists its globals: they are named as module
+        // globals, through sys.modules.
+        for f in t.python.iter().filter(|f| f.function != "<module>") {
+            for l in f.locals.iter().flatten() {
+                if l.address.0 == 0 {
+                    continue;
+                }
+                out.push(NamedRoot {
+                    addr: l.address.0,
+                    kind: "thread frame",
+                    name: format!("{who} frame {}() local '{}'", f.function, l.name),
+                });
+            }
+        }
+    }
+    if out.is_empty() && !s.threads.is_empty() {
+        diagnostics.push(Diagnostic::info(
+            "no thread frame locals were read: objects the running frames hold count as held from native code",
+        ));
+    }
+    out
 }
 
 /// Is there an object in the allocation at `m` (at +0, +16 or +32)?

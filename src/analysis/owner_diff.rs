@@ -65,7 +65,8 @@ pub fn owner_diff(old: &Analysis, new: &Analysis, limits: &Limits) -> Result<Own
     let a = all_owners(old, None)?;
     let b = all_owners(new, None)?;
     // Native owners are named by address: matching them between processes means nothing.
-    let key = |o: &Owner| (o.kind != "native").then(|| o.owner.clone());
+    // Thread frames are matched by function and variable, not by thread id.
+    let key = |o: &Owner| (o.kind != "native").then(|| path_key(o));
     let olds: FxHashMap<String, &Owner> = a.owners.iter().filter_map(|o| key(o).map(|k| (k, o))).collect();
     let mut seen = rustc_hash::FxHashSet::default();
     let mut out = Vec::new();
@@ -76,11 +77,12 @@ pub fn owner_diff(old: &Analysis, new: &Analysis, limits: &Limits) -> Result<Own
         ..n.clone()
     };
     for n in b.owners.iter().filter(|o| o.kind != "native") {
-        let o = olds.get(&n.owner).map(|o| (*o).clone()).unwrap_or_else(|| empty(n));
-        seen.insert(n.owner.clone());
+        let k = path_key(n);
+        let o = olds.get(&k).map(|o| (*o).clone()).unwrap_or_else(|| empty(n));
+        seen.insert(k);
         out.push(delta(&o, n));
     }
-    for o in a.owners.iter().filter(|o| o.kind != "native" && !seen.contains(&o.owner)) {
+    for o in a.owners.iter().filter(|o| o.kind != "native" && !seen.contains(&path_key(o))) {
         out.push(delta(o, &empty(o)));
     }
     out.sort_by(|x, y| {
@@ -95,6 +97,17 @@ pub fn owner_diff(old: &Analysis, new: &Analysis, limits: &Limits) -> Result<Own
         owners: out,
         diagnostics,
     })
+}
+
+/// An owner's path: its name, without the thread id of a thread frame.
+fn path_key(o: &Owner) -> String {
+    match o.owner.strip_prefix("thread ") {
+        Some(rest) if o.kind == "thread frame" => match rest.split_once(" frame ") {
+            Some((_, f)) => format!("thread frame {f}"),
+            None => o.owner.clone(),
+        },
+        _ => o.owner.clone(),
+    }
 }
 
 fn delta(o: &Owner, n: &Owner) -> OwnerDelta {

@@ -143,6 +143,10 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                     Some(Via::Field(0x10)) if pt.name == "module" => ".__dict__".into(),
                     Some(Via::Field(0x108)) if pt.flags & (1 << 31) != 0 => ".__dict__".into(),
                     Some(Via::Field(0x10)) if pt.name == "cell" => ".cell_contents".into(),
+                    Some(Via::Field(off)) if pt.name == "function" => match function_field(e.minor, off) {
+                        Some(n) => format!(".{n}"),
+                        None => e.describe(Via::Field(off)),
+                    },
                     Some(v) => e.describe(v),
                     None => "(reference)".into(),
                 }
@@ -167,6 +171,18 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     let mut diagnostics = a.diagnostics.clone();
     diagnostics.merge(&g.diagnostics);
     Ok(Why { paths, diagnostics })
+}
+
+/// PyFunctionObject fields by offset (Include/funcobject.h: 3.8/3.9 func_code first;
+/// 3.10+ the _Py_COMMON_FIELDS block, func_globals first).
+fn function_field(minor: u32, off: u64) -> Option<&'static str> {
+    let names: &[&str] = if minor <= 9 {
+        &["__code__", "__globals__", "__defaults__", "__kwdefaults__", "__closure__", "__doc__", "__name__", "__dict__", "", "__module__", "__annotations__", "__qualname__"]
+    } else {
+        &["__globals__", "__builtins__", "__name__", "__qualname__", "__code__", "__defaults__", "__kwdefaults__", "__closure__", "__doc__", "__dict__", "", "__module__", "__annotations__"]
+    };
+    let i = off.checked_sub(0x10)? / 8;
+    names.get(i as usize).copied().filter(|n| !n.is_empty() && off % 8 == 0)
 }
 
 fn root_of(g: &Graph, n: u32) -> RootName {
@@ -195,9 +211,12 @@ fn bfs(g: &Graph) -> Vec<u32> {
     let mut parent = vec![NONE; n];
     parent[0] = 0;
     let mut queue: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
-    let named: Vec<u32> = g.named.iter().map(|r| r.node).collect();
-    let rest: Vec<u32> = g.csr.succ(0).iter().copied().filter(|v| !named.contains(v)).collect();
-    for group in [named, rest] {
+    // The interpreter's roots first (paths through sys.modules), then thread frames,
+    // then objects held from native code.
+    let interp: Vec<u32> = g.named.iter().filter(|r| r.kind == "interpreter").map(|r| r.node).collect();
+    let named: Vec<u32> = g.named.iter().filter(|r| r.kind != "interpreter").map(|r| r.node).collect();
+    let rest: Vec<u32> = g.csr.succ(0).iter().copied().collect();
+    for group in [interp, named, rest] {
         for r in group {
             if parent[r as usize] == NONE {
                 parent[r as usize] = 0;
