@@ -17,7 +17,16 @@ const LAYERS: &[&[&str]] = &[
 
 /// The analysis files that are commands (the others are shared by all of them).
 const COMMANDS: &[&str] = &[
-    "diff", "frag", "info", "leaks", "objects", "owner_diff", "owners", "report", "stacks", "summary",
+    "diff",
+    "frag",
+    "info",
+    "leaks",
+    "objects",
+    "owner_diff",
+    "owners",
+    "report",
+    "stacks",
+    "summary",
     "why",
 ];
 

@@ -119,7 +119,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let mut diagnostics = Diagnostics::default();
     let n = c.objects.len() + 1;
     if n >= u32::MAX as usize {
-        diagnostics.push(Diagnostic::error("too many objects for the reference graph"));
+        diagnostics.push(Diagnostic::error(
+            "too many objects for the reference graph",
+        ));
         return None;
     }
     // Address lookup: the census in address order is searched directly.
@@ -129,7 +131,10 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     } else {
         let mut ids: Vec<u32> = (1..n as u32).collect();
         ids.sort_unstable_by_key(|&i| c.objects[i as usize - 1].addr.0);
-        let addrs: Vec<u64> = ids.iter().map(|&i| c.objects[i as usize - 1].addr.0).collect();
+        let addrs: Vec<u64> = ids
+            .iter()
+            .map(|&i| c.objects[i as usize - 1].addr.0)
+            .collect();
         Some((addrs, ids))
     };
     let lookup = |addr: u64| -> Option<u32> {
@@ -143,10 +148,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         }
     };
     // Object lo/hi bounds: most scanned words are not pointers into the heap at all.
-    let (lo, hi) = c
-        .objects
-        .iter()
-        .fold((u64::MAX, 0), |(l, h), o| (l.min(o.addr.0), h.max(o.addr.0)));
+    let (lo, hi) = c.objects.iter().fold((u64::MAX, 0), |(l, h), o| {
+        (l.min(o.addr.0), h.max(o.addr.0))
+    });
 
     let mut off: Vec<u32> = Vec::with_capacity(n + 1);
     let mut adj: Vec<u32> = Vec::new();

@@ -48,7 +48,13 @@ pub struct Leaks {
     pub diagnostics: Diagnostics,
 }
 
-fn class(a: &Analysis, nodes: &[u32], samples: &mut Vec<Sample>, name: &'static str, per: usize) -> LeakClass {
+fn class(
+    a: &Analysis,
+    nodes: &[u32],
+    samples: &mut Vec<Sample>,
+    name: &'static str,
+    per: usize,
+) -> LeakClass {
     let (c, typer) = a.python().expect("checked");
     let g = a.graph().expect("checked");
     let mut by: FxHashMap<&str, (u64, u64, Vec<u32>)> = FxHashMap::default();
@@ -97,8 +103,20 @@ pub fn leaks(a: &Analysis, samples_per_type: usize) -> Result<Leaks> {
         .filter(|n| !anchored.contains(&c.objects[*n as usize - 1].addr.0))
         .collect();
     let mut samples = Vec::new();
-    let unreachable = class(a, &unreachable, &mut samples, "unreachable", samples_per_type);
-    let refcount_excess = class(a, &excess, &mut samples, "refcount_excess", samples_per_type);
+    let unreachable = class(
+        a,
+        &unreachable,
+        &mut samples,
+        "unreachable",
+        samples_per_type,
+    );
+    let refcount_excess = class(
+        a,
+        &excess,
+        &mut samples,
+        "refcount_excess",
+        samples_per_type,
+    );
     let mut diagnostics = a.diagnostics.clone();
     diagnostics.merge(&g.diagnostics);
     Ok(Leaks {
@@ -168,7 +186,9 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         // outside it): that memory is stale.
         if ti.flags & (1 << 9) == 0 && ti.name == "frame" {
             let end = m + c.alloc_size(o);
-            let own = typer.u64_at(o.addr.0 + 0x18).is_some_and(|f| f > o.addr.0 && f < end);
+            let own = typer
+                .u64_at(o.addr.0 + 0x18)
+                .is_some_and(|f| f > o.addr.0 && f < end);
             if minor <= 10 || own {
                 partial.push((m, end));
             }
@@ -222,7 +242,11 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     // C statics (.data, .bss), the 3.11+ frame data stacks and other native mappings.
     let mut excl: Vec<(u64, u64)> = allocs;
     if let Some(py) = &a.pymalloc {
-        excl.extend(py.arena_list.iter().map(|ar| (ar.address.0, ar.address.0 + py.arena_size)));
+        excl.extend(
+            py.arena_list
+                .iter()
+                .map(|ar| (ar.address.0, ar.address.0 + py.arena_size)),
+        );
     }
     if let Some(gh) = &a.glibc {
         for ar in &gh.arenas {

@@ -67,7 +67,11 @@ pub fn owner_diff(old: &Analysis, new: &Analysis, limits: &Limits) -> Result<Own
     // Native owners are named by address: matching them between processes means nothing.
     // Thread frames are matched by function and variable, not by thread id.
     let key = |o: &Owner| (o.kind != "native").then(|| path_key(o));
-    let olds: FxHashMap<String, &Owner> = a.owners.iter().filter_map(|o| key(o).map(|k| (k, o))).collect();
+    let olds: FxHashMap<String, &Owner> = a
+        .owners
+        .iter()
+        .filter_map(|o| key(o).map(|k| (k, o)))
+        .collect();
     let mut seen = rustc_hash::FxHashSet::default();
     let mut out = Vec::new();
     let empty = |n: &Owner| Owner {
@@ -78,11 +82,18 @@ pub fn owner_diff(old: &Analysis, new: &Analysis, limits: &Limits) -> Result<Own
     };
     for n in b.owners.iter().filter(|o| o.kind != "native") {
         let k = path_key(n);
-        let o = olds.get(&k).map(|o| (*o).clone()).unwrap_or_else(|| empty(n));
+        let o = olds
+            .get(&k)
+            .map(|o| (*o).clone())
+            .unwrap_or_else(|| empty(n));
         seen.insert(k);
         out.push(delta(&o, n));
     }
-    for o in a.owners.iter().filter(|o| o.kind != "native" && !seen.contains(&path_key(o))) {
+    for o in a
+        .owners
+        .iter()
+        .filter(|o| o.kind != "native" && !seen.contains(&path_key(o)))
+    {
         out.push(delta(o, &empty(o)));
     }
     out.sort_by(|x, y| {
@@ -131,7 +142,11 @@ fn delta(o: &Owner, n: &Owner) -> OwnerDelta {
             bytes_delta,
         })
         .collect();
-    types.sort_by(|x, y| y.bytes_delta.cmp(&x.bytes_delta).then_with(|| x.name.cmp(&y.name)));
+    types.sort_by(|x, y| {
+        y.bytes_delta
+            .cmp(&x.bytes_delta)
+            .then_with(|| x.name.cmp(&y.name))
+    });
     types.truncate(TYPES);
     OwnerDelta {
         owner: n.owner.clone(),

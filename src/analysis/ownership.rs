@@ -41,12 +41,7 @@ pub fn edges_of<'a>(a: &'a Analysis) -> Option<Edges<'a>> {
 }
 
 /// The (key text, value node) entries of the dict at `node`.
-pub fn dict_entries(
-    c: &Census,
-    g: &Graph,
-    e: &Edges,
-    node: u32,
-) -> Vec<(String, u32)> {
+pub fn dict_entries(c: &Census, g: &Graph, e: &Edges, node: u32) -> Vec<(String, u32)> {
     let o = &c.objects[node as usize - 1];
     let ti = c.type_of(o);
     let mut out = Vec::new();
@@ -85,7 +80,9 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
         let o = &c.objects[n as usize - 1];
         let ti = c.type_of(o);
         ti.flags & F_TYPE_SUBCLASS != 0
-            && typer.u64_at(o.addr.0 + 0xa8).is_some_and(|f| f & F_HEAPTYPE != 0)
+            && typer
+                .u64_at(o.addr.0 + 0xa8)
+                .is_some_and(|f| f & F_HEAPTYPE != 0)
     };
     for r in g.named.iter().filter(|r| r.name == "sys.modules") {
         for (mname, m) in dict_entries(c, g, &e, r.node) {
@@ -121,7 +118,13 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
             }
         }
     }
+    // A root another analysis names (a thread frame's local): once per object, the first
+    // (innermost) frame that holds it.
+    let mut seen_roots: FxHashSet<u32> = FxHashSet::default();
     for r in g.named.iter().filter(|r| r.kind != "interpreter") {
+        if !seen_roots.insert(r.node) {
+            continue;
+        }
         out.push(NamedOwner {
             node: r.node,
             name: r.name.clone(),
@@ -175,7 +178,9 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
             });
             let mut named: FxHashMap<&str, (u64, u64)> = FxHashMap::default();
             for (t, (k, b)) in by {
-                let e = named.entry(c.type_infos[t as usize].name.as_str()).or_default();
+                let e = named
+                    .entry(c.type_infos[t as usize].name.as_str())
+                    .or_default();
                 e.0 += k;
                 e.1 += b;
             }
@@ -215,7 +220,9 @@ pub fn named_dicts(a: &Analysis, g: &Graph) -> FxHashMap<u32, (String, &'static 
             for (k, v) in dict_entries(c, g, &e, md) {
                 let o = &c.objects[v as usize - 1];
                 if c.type_of(o).flags & F_TYPE_SUBCLASS != 0
-                    && typer.u64_at(o.addr.0 + 0xa8).is_some_and(|f| f & F_HEAPTYPE != 0)
+                    && typer
+                        .u64_at(o.addr.0 + 0xa8)
+                        .is_some_and(|f| f & F_HEAPTYPE != 0)
                 {
                     if let Some(td) = field_node(c, g, typer, v, TP_DICT) {
                         let cname = class_name(c, v).unwrap_or_else(|| format!("{mname}.{k}"));
@@ -292,10 +299,12 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
         reachable_count: g.retained_count[0] as u64,
         reachable_bytes: g.retained_bytes[0],
         unreachable_count: unreachable.len() as u64,
-        unreachable_bytes: unreachable.iter().map(|&v| g.shallow[v as usize] as u64).sum(),
+        unreachable_bytes: unreachable
+            .iter()
+            .map(|&v| g.shallow[v as usize] as u64)
+            .sum(),
         edges: g.edges,
         owners,
         diagnostics,
     })
 }
-

@@ -74,7 +74,12 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
                 let r = g.retained_by_type(c);
                 types
                     .iter()
-                    .filter_map(|t| r.get(&t.name).map(|&bytes| Retained { name: t.name.clone(), bytes }))
+                    .filter_map(|t| {
+                        r.get(&t.name).map(|&bytes| Retained {
+                            name: t.name.clone(),
+                            bytes,
+                        })
+                    })
                     .collect()
             }
             Err(_) => Vec::new(),

@@ -58,7 +58,9 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     let targets: Vec<u32> = match target {
         Target::Address(x) => {
             let n = g.node_of(c, *x).ok_or_else(|| {
-                Error::Other(format!("no live Python object at 0x{x:x} (give the address `objects` lists)"))
+                Error::Other(format!(
+                    "no live Python object at 0x{x:x} (give the address `objects` lists)"
+                ))
             })?;
             vec![n]
         }
@@ -134,7 +136,12 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                         if let Some((name, kind)) = dicts.get(&p) {
                             let key = e.name(k).unwrap_or_default();
                             root = Some(RootName {
-                                kind: if *kind == "module" { "module global" } else { "class attribute" }.into(),
+                                kind: if *kind == "module" {
+                                    "module global"
+                                } else {
+                                    "class attribute"
+                                }
+                                .into(),
                                 name: format!("{name}.{key}"),
                             });
                         }
@@ -143,10 +150,12 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                     Some(Via::Field(0x10)) if pt.name == "module" => ".__dict__".into(),
                     Some(Via::Field(0x108)) if pt.flags & (1 << 31) != 0 => ".__dict__".into(),
                     Some(Via::Field(0x10)) if pt.name == "cell" => ".cell_contents".into(),
-                    Some(Via::Field(off)) if pt.name == "function" => match function_field(e.minor, off) {
-                        Some(n) => format!(".{n}"),
-                        None => e.describe(Via::Field(off)),
-                    },
+                    Some(Via::Field(off)) if pt.name == "function" => {
+                        match function_field(e.minor, off) {
+                            Some(n) => format!(".{n}"),
+                            None => e.describe(Via::Field(off)),
+                        }
+                    }
                     Some(v) => e.describe(v),
                     None => "(reference)".into(),
                 }
@@ -177,12 +186,42 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
 /// 3.10+ the _Py_COMMON_FIELDS block, func_globals first).
 fn function_field(minor: u32, off: u64) -> Option<&'static str> {
     let names: &[&str] = if minor <= 9 {
-        &["__code__", "__globals__", "__defaults__", "__kwdefaults__", "__closure__", "__doc__", "__name__", "__dict__", "", "__module__", "__annotations__", "__qualname__"]
+        &[
+            "__code__",
+            "__globals__",
+            "__defaults__",
+            "__kwdefaults__",
+            "__closure__",
+            "__doc__",
+            "__name__",
+            "__dict__",
+            "",
+            "__module__",
+            "__annotations__",
+            "__qualname__",
+        ]
     } else {
-        &["__globals__", "__builtins__", "__name__", "__qualname__", "__code__", "__defaults__", "__kwdefaults__", "__closure__", "__doc__", "__dict__", "", "__module__", "__annotations__"]
+        &[
+            "__globals__",
+            "__builtins__",
+            "__name__",
+            "__qualname__",
+            "__code__",
+            "__defaults__",
+            "__kwdefaults__",
+            "__closure__",
+            "__doc__",
+            "__dict__",
+            "",
+            "__module__",
+            "__annotations__",
+        ]
     };
     let i = off.checked_sub(0x10)? / 8;
-    names.get(i as usize).copied().filter(|n| !n.is_empty() && off % 8 == 0)
+    names
+        .get(i as usize)
+        .copied()
+        .filter(|n| !n.is_empty() && off % 8 == 0)
 }
 
 fn root_of(g: &Graph, n: u32) -> RootName {
@@ -213,9 +252,19 @@ fn bfs(g: &Graph) -> Vec<u32> {
     let mut queue: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     // The interpreter's roots first (paths through sys.modules), then thread frames,
     // then objects held from native code.
-    let interp: Vec<u32> = g.named.iter().filter(|r| r.kind == "interpreter").map(|r| r.node).collect();
-    let named: Vec<u32> = g.named.iter().filter(|r| r.kind != "interpreter").map(|r| r.node).collect();
-    let rest: Vec<u32> = g.csr.succ(0).iter().copied().collect();
+    let interp: Vec<u32> = g
+        .named
+        .iter()
+        .filter(|r| r.kind == "interpreter")
+        .map(|r| r.node)
+        .collect();
+    let named: Vec<u32> = g
+        .named
+        .iter()
+        .filter(|r| r.kind != "interpreter")
+        .map(|r| r.node)
+        .collect();
+    let rest: Vec<u32> = g.csr.succ(0).to_vec();
     for group in [interp, named, rest] {
         for r in group {
             if parent[r as usize] == NONE {

@@ -348,7 +348,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 ..Limits::default()
             };
             if *by == SummaryBy::Owner {
-                let o = analysis::owners::owners(&a, &Limits { top: top.or(Some(30)), ..limits })?;
+                let o = analysis::owners::owners(
+                    &a,
+                    &Limits {
+                        top: top.or(Some(30)),
+                        ..limits
+                    },
+                )?;
                 print_diagnostics(g, &o.diagnostics.to_vec());
                 if g.json {
                     report::write_json(&mut out, "summary", &o)?;
@@ -451,14 +457,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 None => (None, Analysis::run(&po, &models, &bars)?),
             };
             let p = a.process;
-            let core_of = |p: &Process| {
-                report::html::CoreSummary::of(&analysis::info::info_with(p, &models))
-            };
-            let mut stacks = analysis::stacks::stacks(
-                p,
-                &models,
-                analysis::stacks::StackOptions::default(),
-            );
+            let core_of =
+                |p: &Process| report::html::CoreSummary::of(&analysis::info::info_with(p, &models));
+            let mut stacks =
+                analysis::stacks::stacks(p, &models, analysis::stacks::StackOptions::default());
             analysis::threads::fill_sources(&mut stacks, g.sysroot.clone());
             let limits = Limits::default();
             let summary = analysis::summary::summary(&a, analysis::summary::By::Type, &limits);
@@ -492,7 +494,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 .map_err(|e| Error::Other(format!("rendering the report: {e}")))?;
             std::fs::write(output, html).map_err(|e| Error::io(output, e))?;
             if !g.quiet {
-                eprintln!("coreheap: wrote {}", report::clean(&output.display().to_string()));
+                eprintln!(
+                    "coreheap: wrote {}",
+                    report::clean(&output.display().to_string())
+                );
             }
         }
         Command::Diff { old, new, top, by } => {

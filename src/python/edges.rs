@@ -304,7 +304,12 @@ impl<'a> Edges<'a> {
         let Some((keys, nwords)) = self.cached_keys(t) else {
             return;
         };
-        let n = nwords / if self.om.dict_keys == DictKeys::V2 { 2 } else { 3 };
+        let n = nwords
+            / if self.om.dict_keys == DictKeys::V2 {
+                2
+            } else {
+                3
+            };
         let n = cap.map_or(n, |c| c.min(n));
         let (Some(names), Some(vals)) = (self.words(keys, nwords), self.words(values, n)) else {
             return;
@@ -462,7 +467,11 @@ impl<'a> Edges<'a> {
     /// interpreter frame when the frame object owns it (`f_frame` points into itself).
     fn frame_object(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
         if self.minor <= 10 {
-            let (trace, plus) = if self.minor == 10 { (0x48, 0x160) } else { (0x50, 0x168) };
+            let (trace, plus) = if self.minor == 10 {
+                (0x48, 0x160)
+            } else {
+                (0x50, 0x168)
+            };
             self.scan(o, o + 0x18, o + 0x40, f);
             self.scan(o, o + trace, o + trace + 8, f);
             let Some(vs) = self.u64(o + 0x40) else { return };
@@ -502,7 +511,11 @@ impl<'a> Edges<'a> {
     fn generator(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
         // 3.11 has gi_code first (3.11 genobject.h), so everything after it is 8 bytes
         // further: weakreflist 0x18, frame state 0x4b, frame 0x50.
-        let (shift, fields) = if self.minor == 11 { (8, &[0x10u64][..]) } else { (0, &[][..]) };
+        let (shift, fields) = if self.minor == 11 {
+            (8, &[0x10u64][..])
+        } else {
+            (0, &[][..])
+        };
         for &off in fields {
             self.scan(o, o + off, o + off + 8, f);
         }

@@ -1,9 +1,9 @@
 //! CPython objects: the type reader, object validation and previews, over the allocations
 //! the walkers in `alloc` found; and the interpreter's threads and frames.
 
+pub mod edges;
 pub mod frames;
 pub mod objects;
-pub mod edges;
 pub mod roots;
 pub mod symless;
 pub mod threadnames;

@@ -41,7 +41,11 @@ pub fn interpreter_roots(p: &Process, minor: u32) -> Vec<NamedRoot> {
     let Some(interp) = r.u64(Addr(rt.addr.0 + main)).filter(|&i| i != 0) else {
         return out;
     };
-    for (off, name) in [(modules, "sys.modules"), (sysdict, "sys.__dict__"), (builtins, "builtins")] {
+    for (off, name) in [
+        (modules, "sys.modules"),
+        (sysdict, "sys.__dict__"),
+        (builtins, "builtins"),
+    ] {
         if let Some(d) = r.u64(Addr(interp + off)).filter(|&d| d != 0) {
             out.push(NamedRoot {
                 addr: d,

@@ -10,15 +10,28 @@ fn class(w: &mut dyn Write, title: &str, c: &LeakClass, text: Text) -> io::Resul
     if c.types.is_empty() {
         return Ok(());
     }
-    let mut t = Table::new(&[("TYPE", Align::Left), ("COUNT", Align::Right), ("BYTES", Align::Right)]);
+    let mut t = Table::new(&[
+        ("TYPE", Align::Left),
+        ("COUNT", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
     for r in &c.types {
-        t.row(vec![r.name.clone(), r.count.to_string(), human_bytes(r.bytes)]);
+        t.row(vec![
+            r.name.clone(),
+            r.count.to_string(),
+            human_bytes(r.bytes),
+        ]);
     }
     t.write(w, "  ", text)
 }
 
 pub fn write_text(w: &mut dyn Write, l: &Leaks, text: Text) -> io::Result<()> {
-    class(w, "unreachable from every root (cyclic garbage not collected yet)", &l.unreachable, text)?;
+    class(
+        w,
+        "unreachable from every root (cyclic garbage not collected yet)",
+        &l.unreachable,
+        text,
+    )?;
     writeln!(w)?;
     class(
         w,
@@ -59,7 +72,14 @@ pub fn write_owner_diff(w: &mut dyn Write, d: &OwnerDiff, text: Text) -> io::Res
             .types
             .iter()
             .take(3)
-            .map(|t| format!("{:+} {} ({})", t.count_delta, t.name, human_delta(t.bytes_delta)))
+            .map(|t| {
+                format!(
+                    "{:+} {} ({})",
+                    t.count_delta,
+                    t.name,
+                    human_delta(t.bytes_delta)
+                )
+            })
             .collect();
         t.row(vec![
             super::ellipsize(&o.owner, 60).into_owned(),

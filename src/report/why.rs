@@ -14,7 +14,10 @@ pub fn write_text(w: &mut dyn Write, y: &Why, _text: Text) -> io::Result<()> {
             human_bytes(p.bytes)
         )?;
         match &p.root {
-            None => writeln!(w, "  unreachable from every root (cyclic garbage, see `leaks`)")?,
+            None => writeln!(
+                w,
+                "  unreachable from every root (cyclic garbage, see `leaks`)"
+            )?,
             Some(r) => {
                 writeln!(w, "  held by {} ({})", clean(&r.name), r.kind)?;
                 let mut s = String::new();
