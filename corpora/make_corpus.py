@@ -53,7 +53,7 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
                    ("py_leak", "gcore", "host")]
 
 ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs",
-                 "py_threads", "c_crash", "py_trace", "py_trace1", "py_trace_leak"]
+                 "py_threads", "c_crash", "py_trace", "py_trace1", "py_trace_leak", "py_graph"]
 # Scenarios run under tracemalloc: the script they run and their extra environment. They
 # run once per environment (gcore, the first filter): tracemalloc does not depend on how
 # the core is taken, and the leak pair's compare_to needs both cores of one process.

@@ -331,6 +331,14 @@ fn golden_outputs() {
             with(&py, &["summary", "--json", "--top", "5"]),
         ),
         (
+            "summary-py_heap-retained.txt",
+            with(&py, &["summary", "--top", "8", "--retained"]),
+        ),
+        (
+            "summary-py_heap-owners.txt",
+            with(&py, &["summary", "--by", "owner", "--top", "8"]),
+        ),
+        (
             "summary-c_heap-by-size.txt",
             with(&c, &["summary", "--by", "size"]),
         ),

@@ -17,7 +17,18 @@ const LAYERS: &[&[&str]] = &[
 
 /// The analysis files that are commands (the others are shared by all of them).
 const COMMANDS: &[&str] = &[
-    "diff", "frag", "info", "objects", "report", "stacks", "summary", "traces",
+    "diff",
+    "frag",
+    "info",
+    "leaks",
+    "objects",
+    "owner_diff",
+    "owners",
+    "report",
+    "stacks",
+    "summary",
+    "traces",
+    "why",
 ];
 
 fn layer(top: &str) -> Option<usize> {

@@ -7,6 +7,7 @@ mod corpus;
 mod damage;
 mod diff;
 mod glibc;
+mod graph;
 mod layers;
 mod libs;
 mod mutation;

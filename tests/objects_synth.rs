@@ -555,7 +555,10 @@ fn float_free_list_walked_from_its_head() {
         .map(|f| (f.name.as_str(), f.count))
         .collect();
     assert_eq!(free, [("float", 3)]);
-    assert!(c.free_objects.iter().all(|o| c.type_of(o).addr.0 == fw.float));
+    assert!(c
+        .free_objects
+        .iter()
+        .all(|o| c.type_of(o).addr.0 == fw.float));
     // Without the list the dead floats are free memory (untyped), never guessed at.
     let c = census_of(&typer, all.iter().map(|&a| (a, 32, 32, true)));
     assert!(c.freelists.is_empty());
@@ -584,7 +587,10 @@ fn float_free_list_walk_is_bounded_and_checked() {
     let fw = float_world(5, |_, _| {});
     let (blocks, diags) = fw.walk(&live3(&fw));
     assert_eq!(blocks, fw.links);
-    assert!(diags[0].contains("3 floats linked, its count says 5"), "{diags:?}");
+    assert!(
+        diags[0].contains("3 floats linked, its count says 5"),
+        "{diags:?}"
+    );
     // A loop.
     let fw = float_world(100, |m, l| m.w64(l[2] + 8, l[0]));
     let (blocks, diags) = fw.walk(&live3(&fw));
@@ -619,7 +625,13 @@ fn float_free_list_heads_per_version() {
     }
     let m14 = model("3.14");
     assert!(matches!(
-        floats::heads(&w.space, m14.objects.float_freelist.as_ref(), None, &sym, None),
+        floats::heads(
+            &w.space,
+            m14.objects.float_freelist.as_ref(),
+            None,
+            &sym,
+            None
+        ),
         floats::Heads::NotNeeded
     ));
 }

@@ -4,14 +4,21 @@
 
 pub mod census;
 pub mod diff;
+pub mod dominators;
 pub mod frag;
+pub mod graph;
 pub mod info;
+pub mod leaks;
 pub mod objects;
+pub mod owner_diff;
+pub mod owners;
+pub mod ownership;
 pub mod report;
 pub mod stacks;
 pub mod summary;
 pub mod threads;
 pub mod traces;
+pub mod why;
 
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};
@@ -73,6 +80,9 @@ pub struct Limits {
     pub sampled_types: usize,
     /// Samples per type.
     pub samples: usize,
+    /// `summary --by type`: also what each type's instances retain (builds the object
+    /// graph and its dominator tree: about three times the census's time).
+    pub retained: bool,
 }
 
 impl Default for Limits {
@@ -81,6 +91,7 @@ impl Default for Limits {
             top: None,
             sampled_types: 5,
             samples: 3,
+            retained: false,
         }
     }
 }
@@ -105,6 +116,11 @@ pub struct Analysis<'a> {
     pub typer: Option<Typer<'a>>,
     pub census: Option<Census>,
     pub diagnostics: Diagnostics,
+    /// Roots other analyses add to the object graph (thread frames); set before the
+    /// first `graph()` call.
+    pub roots: graph::Roots,
+    /// The object graph and its dominator tree, built on first use.
+    graph: std::cell::OnceCell<Option<graph::Graph>>,
 }
 
 /// The blocks on the float free lists (python/floats.rs): live pymalloc blocks of the
@@ -255,6 +271,8 @@ impl<'a> Analysis<'a> {
             typer,
             census,
             diagnostics,
+            roots: graph::Roots::default(),
+            graph: std::cell::OnceCell::new(),
         })
     }
 
@@ -276,6 +294,15 @@ impl<'a> Analysis<'a> {
             classes.extend(size_classes(g));
         }
         classes
+    }
+
+    /// The object graph with its dominator tree (built once, on first use).
+    pub fn graph(&self) -> Result<&graph::Graph> {
+        self.python()?;
+        self.graph
+            .get_or_init(|| graph::build(self, &self.roots))
+            .as_ref()
+            .ok_or_else(|| Error::Other("the reference graph could not be built".into()))
     }
 
     /// The census and its type reader, or why there is none.

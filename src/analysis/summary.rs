@@ -31,7 +31,16 @@ pub struct Summary {
     pub freelists: Vec<FreeCount>,
     pub size_classes_total: Totals,
     pub size_classes: Vec<SizeClass>,
+    /// Bytes each type's instances retain together (dominator tree of the object graph),
+    /// by type name, for the rows of `types` that are Python types.
+    pub retained: Vec<Retained>,
     pub diagnostics: Diagnostics,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Retained {
+    pub name: String,
+    pub bytes: u64,
 }
 
 pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
@@ -57,6 +66,26 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
     });
     limits.cut(&mut types);
     limits.cut(&mut freelists);
+    let mut diagnostics = a.diagnostics.clone();
+    let retained = match (&a.census, by) {
+        (Some(c), By::Type) if limits.retained => match a.graph() {
+            Ok(g) => {
+                diagnostics.merge(&g.diagnostics);
+                let r = g.retained_by_type(c);
+                types
+                    .iter()
+                    .filter_map(|t| {
+                        r.get(&t.name).map(|&bytes| Retained {
+                            name: t.name.clone(),
+                            bytes,
+                        })
+                    })
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
     limits.cut(&mut classes);
     Summary {
         by,
@@ -65,6 +94,7 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
         freelists,
         size_classes_total,
         size_classes: classes,
-        diagnostics: a.diagnostics.clone(),
+        retained,
+        diagnostics,
     }
 }

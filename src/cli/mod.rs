@@ -65,6 +65,9 @@ enum SummaryBy {
     Type,
     /// Allocations by size class only.
     Size,
+    /// Retained memory by owner (module globals, class attributes, roots): the dominator
+    /// tree of the object graph.
+    Owner,
     /// tracemalloc's traces by the file of their most recent frame (statistics('filename')).
     Filename,
     /// tracemalloc's traces by their most recent frame (statistics('lineno')).
@@ -75,6 +78,10 @@ enum SummaryBy {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DiffBy {
+    /// Objects by type and allocations by size class.
+    Type,
+    /// Retained memory by owner (matched by path), largest growth first.
+    Owner,
     /// tracemalloc's compare_to('filename').
     Filename,
     /// tracemalloc's compare_to('lineno').
@@ -110,6 +117,10 @@ enum Command {
         /// With --by lineno|filename: every frame of a trace counts, not only the most recent.
         #[arg(long)]
         cumulative: bool,
+        /// With --by type: a RETAINED column, what each type's instances keep alive together
+        /// (builds the object graph and its dominator tree: about 3 x the time).
+        #[arg(long)]
+        retained: bool,
         /// Show only the N largest rows of each table (text and JSON alike).
         #[arg(long, value_name = "N")]
         top: Option<usize>,
@@ -134,9 +145,10 @@ enum Command {
         /// Rows per section (grew, shrank), text and JSON alike.
         #[arg(long, value_name = "N", default_value_t = analysis::diff::DEFAULT_TOP)]
         top: usize,
-        /// Compare tracemalloc's traces instead (new.compare_to(old, KEY)).
-        #[arg(long, value_enum)]
-        by: Option<DiffBy>,
+        /// What to compare: types, owners (retained memory), or tracemalloc's traces
+        /// (`filename`, `lineno`, `traceback`: new.compare_to(old, KEY)).
+        #[arg(long, value_enum, default_value_t = DiffBy::Type)]
+        by: DiffBy,
         /// With --by lineno|filename: every frame of a trace counts.
         #[arg(long)]
         cumulative: bool,
@@ -151,6 +163,32 @@ enum Command {
         /// List each Python frame's arguments and locals with previews.
         #[arg(long)]
         locals: bool,
+    },
+    /// What nothing reachable holds: uncollected cyclic garbage, and objects whose
+    /// reference count exceeds the references found with no native anchor.
+    Leaks {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// Samples per type.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        samples: usize,
+    },
+    /// Why an object is alive: the shortest chain of references from a root to it.
+    Why {
+        /// The core file (plain, or compressed with zstd, lz4 or xz).
+        core: PathBuf,
+        /// The object's address (as `objects` lists it).
+        #[arg(value_name = "ADDRESS", required_unless_present = "type_name", value_parser = parse_addr)]
+        address: Option<u64>,
+        /// The first objects of this type instead of one address.
+        #[arg(long = "type", value_name = "NAME", conflicts_with = "address")]
+        type_name: Option<String>,
+        /// With --type: at most N objects.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        limit: usize,
+        /// With --type: objects that are not in this older core first.
+        #[arg(long, value_name = "OLD")]
+        since: Option<PathBuf>,
     },
     /// Fragmentation of the glibc arenas and the pymalloc arenas.
     Frag {
@@ -181,6 +219,15 @@ enum Command {
         /// The command: info, stacks, summary, objects, diff or frag.
         command: String,
     },
+}
+
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| format!("not an address: {s:?} (give 0x... or a decimal number)"))
 }
 
 pub fn main() -> ExitCode {
@@ -350,10 +397,28 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             top,
             by,
             cumulative,
+            retained,
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
             let a = Analysis::run(&p, &models, &bars)?;
+            if *by == SummaryBy::Owner {
+                let o = analysis::owners::owners(
+                    &a,
+                    &Limits {
+                        top: top.or(Some(30)),
+                        ..Limits::default()
+                    },
+                )?;
+                print_diagnostics(g, &o.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "summary", &o)?;
+                } else {
+                    report::owners::write_text(&mut out, &o, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
             if let Some(key) = trace_key(*by) {
                 let limits = Limits {
                     top: *top,
@@ -380,6 +445,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             };
             let limits = Limits {
                 top: *top,
+                retained: *retained,
                 ..Limits::default()
             };
             let s = analysis::summary::summary(&a, by, &limits);
@@ -471,6 +537,49 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 );
             }
         }
+        Command::Why {
+            core,
+            address,
+            type_name,
+            limit,
+            since,
+        } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let po = match since {
+                Some(s) => Some(Process::open(s, &opts, &bars)?),
+                None => None,
+            };
+            let b = match &po {
+                Some(po) => Some(Analysis::run(po, &models, &bars)?),
+                None => None,
+            };
+            let target = match (address, type_name) {
+                (Some(x), _) => analysis::why::Target::Address(*x),
+                (None, Some(t)) => analysis::why::Target::Type(t.clone()),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let y = analysis::why::why(&a, &target, *limit, b.as_ref())?;
+            print_diagnostics(g, &y.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "why", &y)?;
+            } else {
+                report::why::write_text(&mut out, &y, text)?;
+            }
+        }
+        Command::Leaks { core, samples } => {
+            let models = models()?;
+            let p = Process::open(core, &opts, &bars)?;
+            let a = Analysis::run(&p, &models, &bars)?;
+            let l = analysis::leaks::leaks(&a, *samples)?;
+            print_diagnostics(g, &l.diagnostics.to_vec());
+            if g.json {
+                report::write_json(&mut out, "leaks", &l)?;
+            } else {
+                report::leaks::write_text(&mut out, &l, text)?;
+            }
+        }
         Command::Diff {
             old,
             new,
@@ -481,14 +590,33 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             let models = models()?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
-            let (a, b) = analysis::diff::analyze_pair(&po, &pn, &models, &bars)?;
-            if let Some(by) = by {
-                use analysis::traces::Key;
-                let key = match by {
-                    DiffBy::Filename => Key::Filename,
-                    DiffBy::Lineno => Key::Lineno,
-                    DiffBy::Traceback => Key::Traceback,
+            let (a, b) = if *by == DiffBy::Owner {
+                analysis::owner_diff::analyze_pair(&po, &pn, &models, &bars)?
+            } else {
+                analysis::diff::analyze_pair(&po, &pn, &models, &bars)?
+            };
+            if *by == DiffBy::Owner {
+                let limits = Limits {
+                    top: Some(*top),
+                    ..Limits::default()
                 };
+                let d = analysis::owner_diff::owner_diff(&a, &b, &limits)?;
+                print_diagnostics(g, &d.diagnostics.to_vec());
+                if g.json {
+                    report::write_json(&mut out, "diff", &d)?;
+                } else {
+                    report::leaks::write_owner_diff(&mut out, &d, text)?;
+                }
+                out.flush()?;
+                return Ok(());
+            }
+            let key = match by {
+                DiffBy::Filename => Some(analysis::traces::Key::Filename),
+                DiffBy::Lineno => Some(analysis::traces::Key::Lineno),
+                DiffBy::Traceback => Some(analysis::traces::Key::Traceback),
+                _ => None,
+            };
+            if let Some(key) = key {
                 let limits = Limits {
                     top: Some(*top),
                     ..Limits::default()

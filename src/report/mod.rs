@@ -4,11 +4,14 @@ pub mod diff;
 pub mod frag;
 pub mod html;
 pub mod info;
+pub mod leaks;
 pub mod objects;
+pub mod owners;
 pub mod schema;
 pub mod stacks;
 pub mod summary;
 pub mod traces;
+pub mod why;
 
 use serde::Serialize;
 use std::borrow::Cow;

@@ -16,12 +16,22 @@ pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> 
             ("TYPE", Align::Left),
             ("COUNT", Align::Right),
             ("BYTES", Align::Right),
+            ("RETAINED", Align::Right),
         ]);
         for r in &s.types {
+            // Retained: what the type's instances keep alive between them ("-" for the
+            // buckets that are not objects).
+            let retained = s
+                .retained
+                .iter()
+                .find(|x| x.name == r.name)
+                .map(|x| human_bytes(x.bytes))
+                .unwrap_or_else(|| "-".into());
             t.row(vec![
                 r.name.clone(),
                 r.count.to_string(),
                 human_bytes(r.bytes),
+                retained,
             ]);
         }
         t.write(w, "  ", text)?;

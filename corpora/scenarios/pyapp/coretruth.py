@@ -205,9 +205,10 @@ def write_traces(truth, path):
 def finish(truth, kernel, truth_path, blocks_path, dms_path,
            _getpid=os.getpid, _dup2=os.dup2, _getab=sys.getallocatedblocks,
            _write=os.write, _dms=sys._debugmallocstats, _abort=os.abort,
-           _kill=os.kill, _sigstop=SIGSTOP, cython_types=False):
+           _kill=os.kill, _sigstop=SIGSTOP, cython_types=False, after_collect=None):
     """Census + truth file + final step.  In gcore mode this returns after
     the process is continued (SIGCONT); in kernel mode it never returns.
+    after_collect, if given, runs after the last collection (gc stays disabled).
 
     The final step is inlined here, with every callable pre-bound as a
     default argument, so it creates no frame (3.8-3.10) and looks up no
@@ -235,6 +236,8 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     # lists every tracked object. Nothing is freed or allocated by this.
     truth["gc_freeze_count"] = gc.get_freeze_count()
     gc.unfreeze()
+    if after_collect is not None:
+        after_collect()  # garbage that must survive until the core (py_graph's cycles)
 
     objs = gc.get_objects()
     names = {}

@@ -1,0 +1,368 @@
+"""py_graph: ownership ground truth for coreheap's object graph.
+
+usage: python py_graph.py gcore|kernel
+
+Builds objects held by named holders, each holding only objects nothing else
+references, and writes, before its core (pyapp.coretruth.finish), truth.json
+with:
+  owners            for each holder (module global list and dict, class
+                    attribute cache, closure, lru_cache, a worker thread's
+                    frame local) its address and the per-type counts of the
+                    objects reachable only through it: a dominator computation
+                    of the scenario's own over gc.get_referents (plus dict
+                    keys, which dict_traverse skips but which own memory),
+                    rooted at sys.modules, the sys dict, builtins and every
+                    thread's frames
+  marked            one object per holder and its chain of referrers from the
+                    holder (checked with gc.get_referrers)
+  cycles            K reference cycles made after the last collection (gc is
+                    disabled until the core), per type
+  refcount_excess   M objects whose refcount was raised through
+                    ctypes.pythonapi.Py_IncRef and that every holder dropped,
+                    per type
+"""
+
+import ctypes
+import functools
+import gc
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from pyapp import coretruth  # noqa: E402
+
+N_LIST = 1501
+N_DICT = 703
+N_CACHE = 211
+N_CLOSURE = 97
+N_LRU = 131
+N_BATCH = 257
+K_CYCLES = 37
+M_EXCESS = 23
+
+
+class Record:
+    def __init__(self, i):
+        self.name = "record-%06d" % i
+        self.payload = b"payload-%06d" % i
+        self.value = i + 0.5
+
+
+class Slot:
+    __slots__ = ("ident", "label")
+
+    def __init__(self, i):
+        self.ident = 100000 + i
+        self.label = "slot-%d" % i
+
+
+class Cache:
+    store = {}
+
+
+class Blob:
+    def __init__(self, k):
+        self.key_len = 10 ** 6 + len(k)
+
+
+class Cyclic:
+    def __init__(self, i):
+        self.tag = "cyclic-%d" % i
+        self.peer = None
+
+
+class Orphan:
+    def __init__(self, i):
+        self.what = "orphan-%d" % i
+
+
+class Item:
+    def __init__(self, i):
+        self.n = 20000 + i
+
+
+HOLD_LIST = [Record(i) for i in range(N_LIST)]
+HOLD_DICT = {"key-%05d" % i: (70000 + i, "value-%05d" % i) for i in range(N_DICT)}
+for _i in range(N_CACHE):
+    Cache.store["cache-%d" % _i] = ["entry-%d" % _i]
+del _i
+
+
+def make_closure():
+    items = [Slot(i) for i in range(N_CLOSURE)]
+
+    def get():
+        return items
+
+    return get
+
+
+CLOSURE = make_closure()
+
+
+@functools.lru_cache(maxsize=None)
+def lookup(k):
+    return Blob(k)
+
+
+for _i in range(N_LRU):
+    lookup("lru-key-%d" % _i)
+del _i
+
+WORKER = {}
+
+
+def serve(ready, done):
+    batch = [Item(i) for i in range(N_BATCH)]
+    WORKER["batch_id"] = id(batch)
+    WORKER["tid"] = threading.get_native_id()
+    ready.set()
+    done.wait()
+    return len(batch)
+
+
+INSTANCE_DICTS = set()
+
+
+def instance_dict_id(o):
+    """id of o's materialised instance __dict__, read without materialising it
+    (tp_dictoffset up to 3.10; the managed dict pointer 3 words before the object from
+    3.11, odd when it holds values in 3.12)."""
+    t = type(o)
+    off = getattr(t, "__dictoffset__", 0)
+    if isinstance(o, type) or not t.__flags__ & (1 << 9):
+        return None
+    if off > 0:
+        return ctypes.c_void_p.from_address(id(o) + off).value
+    if off == -1 and sys.version_info >= (3, 11):
+        v = ctypes.c_void_p.from_address(id(o) - 24).value
+        return None if v is None or v & 1 else v
+    return None
+
+
+def referents(o):
+    r = gc.get_referents(o)
+    if type(o) is dict and id(o) not in INSTANCE_DICTS:
+        # dict_traverse skips str keys (they are not GC objects), but a dict owns them.
+        # An instance __dict__ shares its keys with the class (split table): its
+        # attribute names belong to the type's cached keys, not to the dict.
+        r = list(r) + list(o)
+    else:
+        d = instance_dict_id(o)
+        if d:
+            INSTANCE_DICTS.add(d)
+    return r
+
+
+def reach(starts, blocked):
+    """ids reachable from starts, not entering blocked (an id)."""
+    seen = set()
+    stack = [o for o in starts if id(o) != blocked]
+    while stack:
+        o = stack.pop()
+        i = id(o)
+        if i in seen or i == blocked:
+            continue
+        seen.add(i)
+        stack.extend(referents(o))
+    del stack, o
+    return seen
+
+
+def roots():
+    """sys.modules, the sys dict, builtins and every thread's frames except this
+    computation's own and main()'s, whose locals hold the holders while it runs (and
+    hold none of them at the core)."""
+    out = [sys.modules, sys.__dict__, __builtins__.__dict__ if hasattr(__builtins__, "__dict__")
+           else __builtins__]
+    for f in sys._current_frames().values():
+        while f is not None:
+            if f.f_code.co_name not in ("main", "dominated", "roots"):
+                # 3.11+ frame objects do not traverse a running frame: add what it holds
+                # (not f_locals: reading it would keep a locals dict in the frame object).
+                out.extend((f, f.f_code, f.f_globals, f.f_builtins))
+            f = f.f_back
+    return out
+
+
+def dominated(holder):
+    """Per-type counts of the objects reachable from holder and from no root without
+    passing through it (the holder included). An object referenced from outside what
+    gc.get_referents shows (C statics such as the one-character str cache, interned
+    strings, 3.11+ interpreter frames) is a root too: its refcount is larger than the
+    references found to it (gc.c's own rule for externally referenced objects)."""
+    rs = roots()
+    others = reach(rs, id(holder))
+    members = []
+    seen = set()
+    stack = [holder]
+    while stack:
+        o = stack.pop()
+        i = id(o)
+        if i in seen or i in others:
+            continue
+        seen.add(i)
+        members.append(o)
+        stack.extend(referents(o))
+    indeg = {}
+    for o in members:
+        for r in referents(o):
+            if id(r) in seen:
+                indeg[id(r)] = indeg.get(id(r), 0) + 1
+    # References held here: the members list and getrefcount's argument (the loop
+    # variables are cleared first: they would be one more).
+    o = r = None
+    external = set()
+    for i in range(len(members)):
+        if members[i] is not holder and \
+                sys.getrefcount(members[i]) - 2 > indeg.get(id(members[i]), 0):
+            external.add(id(members[i]))
+    if external:
+        # Whatever the external objects reach is not the holder's alone.
+        stack = [o for o in members if id(o) in external]
+        while stack:
+            o = stack.pop()
+            if id(o) not in seen:
+                continue
+            seen.discard(id(o))
+            stack.extend(referents(o))
+    counts = {}
+    for o in members:
+        if id(o) in seen:
+            k = coretruth.type_key(type(o))
+            counts[k] = counts.get(k, 0) + 1
+    del stack, o, r, rs, others, seen, members, indeg, external
+    return dict(sorted(counts.items()))
+
+
+def chain_ok(chain):
+    """Each object is a referrer of the next (gc.get_referrers, which sees only objects
+    the collector tracks; an untracked container, e.g. a dict of atomic tuples, by its
+    referents)."""
+    for a, b in zip(chain, chain[1:]):
+        if gc.is_tracked(a):
+            if not any(r is a for r in gc.get_referrers(b)):
+                return False
+        elif not any(r is b for r in referents(a)):
+            return False
+    return True
+
+
+def excess():
+    ids = []
+    for i in range(M_EXCESS):
+        o = Orphan(i)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(o))
+        ids.append(id(o))
+        del o
+    return ids
+
+
+CYCLE_IDS = []
+
+
+def make_cycles():
+    """K cycles of two Cyclic objects; runs after finish()'s last gc.collect()."""
+    for i in range(K_CYCLES):
+        a = Cyclic(2 * i)
+        b = Cyclic(2 * i + 1)
+        a.peer = b
+        b.peer = a
+        CYCLE_IDS.append(id(a))
+        del a, b
+
+
+def cycle_types():
+    # Built before the core with the same shape as make_cycles(): two Cyclic objects,
+    # their tag strs, and (3.8-3.10) their instance dicts.
+    a = Cyclic(-1)
+    b = Cyclic(-2)
+    a.peer = b
+    b.peer = a
+    counts = {}
+    seen = set()
+    stack = [a]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, type):
+            continue
+        seen.add(id(o))
+        k = coretruth.type_key(type(o))
+        counts[k] = counts.get(k, 0) + 1
+        stack.extend(referents(o))
+    a.peer = b.peer = None
+    del a, b, stack, o, seen
+    return {k: v * K_CYCLES for k, v in sorted(counts.items())}
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0] not in ("gcore", "kernel"):
+        sys.stderr.write(__doc__)
+        sys.exit(2)
+    mode = args[0]
+    kernel = mode == "kernel"
+    ev, threads, tids = coretruth.start_blocked_threads(2)
+    ready, done = threading.Event(), threading.Event()
+    worker = threading.Thread(target=serve, args=(ready, done), name="serve", daemon=True)
+    worker.start()
+    ready.wait()
+    tids.append(WORKER["tid"])
+    excess_ids = excess()
+    gc.collect()
+
+    # The worker's local, found without touching its frame's f_locals (which would keep
+    # a second reference in the frame object's locals dict).
+    batch = [o for o in gc.get_objects() if id(o) == WORKER["batch_id"]][0]
+    holders = [
+        ("__main__.HOLD_LIST", "module global", HOLD_LIST),
+        ("__main__.HOLD_DICT", "module global", HOLD_DICT),
+        ("__main__.Cache.store", "class attribute", Cache.store),
+        ("__main__.CLOSURE", "module global", CLOSURE),
+        ("__main__.lookup", "module global", lookup),
+        ("thread %d frame serve() local 'batch'" % WORKER["tid"], "thread frame", batch),
+    ]
+    # Counted first, while main() holds nothing but the holders themselves.
+    owners = [{"owner": name, "kind": kind, "address": id(h), "types": dominated(h)}
+              for name, kind, h in holders]
+    del holders
+    chains = [
+        ("__main__.HOLD_LIST", [HOLD_LIST, HOLD_LIST[700]]),
+        ("__main__.HOLD_DICT", [HOLD_DICT, HOLD_DICT["key-00350"]]),
+        ("__main__.Cache.store", [Cache.store, Cache.store["cache-100"]]),
+        ("__main__.CLOSURE", [CLOSURE, CLOSURE.__closure__, CLOSURE.__closure__[0],
+                              CLOSURE.__closure__[0].cell_contents]),
+        ("__main__.lookup", [lookup]),
+        (owners[-1]["owner"], [batch, batch[128]]),
+    ]
+    marked = [{"owner": name, "target": id(chain[-1]), "chain": [id(x) for x in chain],
+               "chain_checked": chain_ok(chain)} for name, chain in chains]
+    del chains, batch
+    truth = {
+        "scenario": "py_graph",
+        "mode": mode,
+        "pid": os.getpid(),
+        "tids": tids,
+        "exe": os.readlink("/proc/self/exe"),
+        "signal": None,
+        "signal_tid": tids[0] if kernel else None,
+        "glibc_version": coretruth.glibc_version(),
+        "python_version": coretruth.python_version(),
+        "owners": owners,
+        "marked": marked,
+        "cycles": {"count": K_CYCLES, "types": cycle_types()},
+        "refcount_excess": {"count": M_EXCESS, "types": {"__main__.Orphan": M_EXCESS},
+                            "addresses": excess_ids},
+        "expected": {"__main__.Record": N_LIST, "__main__.Orphan": M_EXCESS},
+    }
+    del owners, marked
+    coretruth.finish(truth, kernel, "truth.json", "allocated_blocks.txt", "debugmallocstats.txt",
+                     after_collect=make_cycles)
+    done.set()
+    ev.set()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+//! The object graph of one core and its dominator tree, built once per [`Analysis`] and
+//! shared by every ownership view (`summary --by owner`, `why`, `diff --by owner`,
+//! `leaks`, the RETAINED column).
+//!
+//! Node 0 is a virtual root; node `i` is `census.objects[i - 1]`. Edges are the references
+//! of `python::edges`; the root's successors are the named roots (sys.modules, the sys
+//! dict, builtins, and whatever [`Roots`] the caller adds, e.g. thread frames) and every
+//! object whose reference count is larger than the references found to it: it is held
+//! from outside the scanned objects (C statics, C stacks, extension state) — the rule
+//! CPython's own collector uses to find externally referenced objects (gc.c
+//! `update_refs`/`subtract_refs`, round2-facts.md §D.3). Immortal objects (3.12+) are roots
+//! too. Each object's size is its allocation plus the buffers it owns (list item arrays,
+//! dict keys and values, set tables), so retained sizes include them.
+
+use super::census::Census;
+use super::dominators::{self, Csr, NONE};
+use super::Analysis;
+use crate::error::{Diagnostic, Diagnostics};
+use crate::python::edges::{Edges, Via};
+use crate::python::objects::Special;
+use crate::python::roots::NamedRoot;
+
+/// Roots that other analyses supply (thread frames, thread-state dicts): addresses of
+/// objects with how a Python programmer names them.
+#[derive(Debug, Clone, Default)]
+pub struct Roots {
+    pub named: Vec<NamedRoot>,
+}
+
+/// Why a node is a successor of the virtual root.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub node: u32,
+    pub kind: &'static str,
+    pub name: String,
+}
+
+pub struct Graph {
+    pub csr: Csr,
+    /// Bytes of each node: its allocation plus the buffers it owns (saturating at 4 GiB).
+    pub shallow: Vec<u32>,
+    pub idom: Vec<u32>,
+    /// Reached nodes in DFS preorder from the root (each after its dominator).
+    pub order: Vec<u32>,
+    pub retained_bytes: Vec<u64>,
+    pub retained_count: Vec<u32>,
+    /// Named roots (first) and refcount-surplus roots, as the root's successors list them.
+    pub named: Vec<Root>,
+    /// Nodes held from outside the scanned objects (refcount larger than the references
+    /// found), and immortal objects.
+    pub native: Vec<u32>,
+    pub immortal: Vec<u32>,
+    /// Address-sorted object addresses and their node ids, when the census is not sorted.
+    sorted: Option<(Vec<u64>, Vec<u32>)>,
+    pub edges: u64,
+    pub diagnostics: Diagnostics,
+}
+
+impl Graph {
+    /// The node of the object at `addr`.
+    pub fn node_of(&self, c: &Census, addr: u64) -> Option<u32> {
+        match &self.sorted {
+            Some((a, ids)) => a.binary_search(&addr).ok().map(|i| ids[i]),
+            None => c
+                .objects
+                .binary_search_by_key(&addr, |o| o.addr.0)
+                .ok()
+                .map(|i| i as u32 + 1),
+        }
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.csr.nodes()
+    }
+
+    /// Is `n` reached from a root?
+    pub fn reached(&self, n: u32) -> bool {
+        self.idom[n as usize] != NONE
+    }
+
+    /// Children lists of the dominator tree (CSR over nodes).
+    pub fn dom_children(&self) -> Csr {
+        let n = self.nodes();
+        let mut off = vec![0u32; n + 1];
+        for v in 1..n {
+            let d = self.idom[v];
+            if d != NONE {
+                off[d as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            off[i + 1] += off[i];
+        }
+        let mut fill = off.clone();
+        let mut adj = vec![0u32; off[n] as usize];
+        for &v in &self.order[1..] {
+            let d = self.idom[v as usize] as usize;
+            adj[fill[d] as usize] = v;
+            fill[d] += 1;
+        }
+        Csr { off, adj }
+    }
+
+    /// Nodes of the dominator subtree of `n` (n first), iteratively.
+    pub fn subtree(&self, kids: &Csr, n: u32, mut f: impl FnMut(u32)) {
+        let mut stack = vec![n];
+        while let Some(v) = stack.pop() {
+            f(v);
+            stack.extend_from_slice(kids.succ(v));
+        }
+    }
+}
+
+/// Build the graph of the analysed process (None without a CPython census).
+pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
+    let (c, typer) = a.python().ok()?;
+    let model = a.cpython_model?;
+    let edges = Edges::new(a.process, model, typer);
+    let mut diagnostics = Diagnostics::default();
+    let n = c.objects.len() + 1;
+    if n >= u32::MAX as usize {
+        diagnostics.push(Diagnostic::error(
+            "too many objects for the reference graph",
+        ));
+        return None;
+    }
+    // Address lookup: the census in address order is searched directly.
+    let is_sorted = c.objects.windows(2).all(|w| w[0].addr < w[1].addr);
+    let sorted = if is_sorted {
+        None
+    } else {
+        let mut ids: Vec<u32> = (1..n as u32).collect();
+        ids.sort_unstable_by_key(|&i| c.objects[i as usize - 1].addr.0);
+        let addrs: Vec<u64> = ids
+            .iter()
+            .map(|&i| c.objects[i as usize - 1].addr.0)
+            .collect();
+        Some((addrs, ids))
+    };
+    let lookup = |addr: u64| -> Option<u32> {
+        match &sorted {
+            Some((s, ids)) => s.binary_search(&addr).ok().map(|i| ids[i]),
+            None => c
+                .objects
+                .binary_search_by_key(&addr, |o| o.addr.0)
+                .ok()
+                .map(|i| i as u32 + 1),
+        }
+    };
+    // Object lo/hi bounds: most scanned words are not pointers into the heap at all.
+    let (lo, hi) = c.objects.iter().fold((u64::MAX, 0), |(l, h), o| {
+        (l.min(o.addr.0), h.max(o.addr.0))
+    });
+
+    let mut off: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut adj: Vec<u32> = Vec::new();
+    let mut shallow: Vec<u32> = Vec::with_capacity(n);
+    let mut rc: Vec<u32> = Vec::with_capacity(n);
+    let mut buffers: Vec<(u64, u32)> = Vec::new();
+    off.push(0);
+    off.push(0); // the root's edges are inserted at the end
+    shallow.push(0);
+    rc.push(0);
+    let split_rc = edges.minor >= 12;
+    let mut overflow = false;
+    for (i, o) in c.objects.iter().enumerate() {
+        let node = i as u32 + 1;
+        let ti = c.type_of(o);
+        let head = gc_head(ti.flags, model.objects.preheader_flags);
+        let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
+        edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
+            if t >= lo && t <= hi {
+                if let Some(d) = lookup(t) {
+                    adj.push(d);
+                }
+            }
+        });
+        if adj.len() >= u32::MAX as usize - (n + 16) {
+            overflow = true;
+            break;
+        }
+        off.push(adj.len() as u32);
+        shallow.push(c.alloc_size(o).min(u32::MAX as u64) as u32);
+        edges.buffers(o.addr.0, ti, &mut |p| buffers.push((p, node)));
+        let r = typer.u64_at(o.addr.0).unwrap_or(0);
+        rc.push(if split_rc {
+            if (r as u32 as i32) < 0 {
+                u32::MAX
+            } else {
+                r as u32
+            }
+        } else {
+            r.min(u32::MAX as u64 - 1) as u32
+        });
+    }
+    if overflow {
+        diagnostics.push(Diagnostic::error(
+            "the reference graph has more than 4 billion edges; ownership is not computed",
+        ));
+        return None;
+    }
+    // Owned buffers: each live allocation that is not an object and holds a buffer
+    // pointer (at or after its start, inside it) belongs to that pointer's owner — the
+    // census's rule for "<list items>", "<dict keys>", "<dict values>", "<set table>".
+    buffers.sort_unstable();
+    if !buffers.is_empty() {
+        let mut add = |m: u64, usable: u64, size: u64| {
+            let j = buffers.partition_point(|&(p, _)| p < m);
+            if let Some(&(p, node)) = buffers.get(j) {
+                if p < m + usable.max(1) {
+                    let s = &mut shallow[node as usize];
+                    *s = (*s as u64 + size).min(u32::MAX as u64) as u32;
+                }
+            }
+        };
+        if let Some(py) = &a.pymalloc {
+            for b in &py.blocks {
+                if lookup_alloc(&lookup, b.addr.0, b.size as u64) {
+                    continue;
+                }
+                add(b.addr.0, b.size as u64, b.size as u64);
+            }
+        }
+        if let Some(g) = &a.glibc {
+            for ch in g.live() {
+                let (m, u) = (ch.user().0, ch.usable());
+                if lookup_alloc(&lookup, m, u) {
+                    continue;
+                }
+                add(m, u, ch.size());
+            }
+        }
+    }
+    drop(buffers);
+
+    // In-degrees, then the root's successors.
+    let mut indeg = vec![0u32; n];
+    for &d in &adj {
+        indeg[d as usize] = indeg[d as usize].saturating_add(1);
+    }
+    let mut named = Vec::new();
+    let mut root_succ: Vec<u32> = Vec::new();
+    let mut roots: Vec<NamedRoot> = crate::python::roots::interpreter_roots(a.process, edges.minor);
+    roots.extend(frame_roots(a, &mut diagnostics));
+    roots.extend(extra.named.iter().cloned());
+    for r in roots {
+        match lookup(r.addr) {
+            Some(node) => {
+                root_succ.push(node);
+                named.push(Root {
+                    node,
+                    kind: r.kind,
+                    name: r.name,
+                });
+            }
+            // A frame's local may be a static object (None, a small int) or, in a
+            // damaged core, garbage: not a node, no root.
+            None if r.kind == "thread frame" => {}
+            None => diagnostics.push(Diagnostic::warning(format!(
+                "root {} at 0x{:x} is not a live object; not used",
+                r.name, r.addr
+            ))),
+        }
+    }
+    // The interpreter's roots must be dicts (offsets can drift between micro releases).
+    named.retain(|r| {
+        let o = &c.objects[r.node as usize - 1];
+        r.kind != "interpreter" || c.type_of(o).special == Special::Dict
+    });
+    root_succ = named.iter().map(|r| r.node).collect();
+    let mut native = Vec::new();
+    let mut immortal = Vec::new();
+    for v in 1..n {
+        if rc[v] == u32::MAX {
+            immortal.push(v as u32);
+        } else if rc[v] > indeg[v] {
+            native.push(v as u32);
+        }
+    }
+    drop(rc);
+    drop(indeg);
+    root_succ.extend_from_slice(&native);
+    root_succ.extend_from_slice(&immortal);
+    let k = root_succ.len() as u32;
+    for x in off.iter_mut().skip(1) {
+        *x += k;
+    }
+    adj.splice(0..0, root_succ);
+    let nedges = adj.len() as u64;
+    let csr = Csr { off, adj };
+    if edges.damaged() > 0 {
+        diagnostics.push(Diagnostic::warning(format!(
+            "{} containers have unreadable or impossible tables (damaged core?): their references are missing from the graph",
+            edges.damaged()
+        )));
+    }
+    let (idom, order) = dominators::dominators(&csr);
+    let mut retained_bytes: Vec<u64> = shallow.iter().map(|&s| s as u64).collect();
+    let mut retained_count = vec![1u32; n];
+    retained_count[0] = 0;
+    for &v in order.iter().skip(1).rev() {
+        let d = idom[v as usize] as usize;
+        retained_bytes[d] += retained_bytes[v as usize];
+        retained_count[d] = retained_count[d].saturating_add(retained_count[v as usize]);
+    }
+    Some(Graph {
+        csr,
+        shallow,
+        idom,
+        order,
+        retained_bytes,
+        retained_count,
+        named,
+        native,
+        immortal,
+        sorted,
+        edges: nedges,
+        diagnostics,
+    })
+}
+
+/// Every thread's Python frames' local variables (the stacks analysis, round2-facts.md
+/// §B): `thread 4412 frame serve() local 'batch'`. A 3.11+ frame lives in its thread's
+/// data stack, not in an object, so without these its locals would look held from
+/// native code.
+fn frame_roots(a: &Analysis, diagnostics: &mut Diagnostics) -> Vec<NamedRoot> {
+    let Some(m) = a.cpython_model else {
+        return Vec::new();
+    };
+    let models = super::Models {
+        glibc: Vec::new(),
+        cpython: vec![m.clone()],
+    };
+    let opts = super::threads::StackOptions {
+        locals: true,
+        ..Default::default()
+    };
+    let s = super::threads::stacks(a.process, &models, opts);
+    let mut out = Vec::new();
+    for t in &s.threads {
+        let who = match (t.tid, &t.name) {
+            (Some(tid), _) => format!("thread {tid}"),
+            (None, Some(n)) => format!("thread {n:?}"),
+            (None, None) => "thread ?".to_string(),
+        };
+        // A module's top-level frame lists its globals: they are named as module
+        // globals, through sys.modules.
+        for f in t.python.iter().filter(|f| f.function != "<module>") {
+            for l in f.locals.iter().flatten() {
+                if l.address.0 == 0 {
+                    continue;
+                }
+                out.push(NamedRoot {
+                    addr: l.address.0,
+                    kind: "thread frame",
+                    name: format!("{who} frame {}() local '{}'", f.function, l.name),
+                });
+            }
+        }
+    }
+    if out.is_empty() && !s.threads.is_empty() {
+        diagnostics.push(Diagnostic::info(
+            "no thread frame locals were read: objects the running frames hold count as held from native code",
+        ));
+    }
+    out
+}
+
+/// Is there an object in the allocation at `m` (at +0, +16 or +32)?
+fn lookup_alloc(lookup: &dyn Fn(u64) -> Option<u32>, m: u64, usable: u64) -> bool {
+    [0u64, 16, 32]
+        .iter()
+        .any(|&off| off + 16 <= usable && lookup(m + off).is_some())
+}
+
+/// Bytes before the object in its allocation: GC head, and the 3.11+ pre-header.
+pub fn gc_head(flags: u64, preheader_flags: u64) -> u64 {
+    const F_HAVE_GC: u64 = 1 << 14;
+    let gc = if flags & F_HAVE_GC != 0 { 16 } else { 0 };
+    let pre = if flags & preheader_flags != 0 { 16 } else { 0 };
+    gc + pre
+}
+
+impl Graph {
+    /// Retained bytes of each type's instances taken together (what they keep alive
+    /// between them, as Eclipse MAT's class histogram reports it): the retained sizes of
+    /// the instances no other instance of the same type dominates, by type name. One
+    /// iterative walk of the dominator tree with a per-type count of open ancestors.
+    pub fn retained_by_type(&self, c: &Census) -> rustc_hash::FxHashMap<String, u64> {
+        let kids = self.dom_children();
+        let ntypes = c.type_infos.len();
+        let mut open = vec![0u32; ntypes];
+        let mut by = vec![0u64; ntypes];
+        // (node, entered): exit events undo the count.
+        let mut stack: Vec<(u32, bool)> = vec![(0, false)];
+        while let Some((v, exit)) = stack.pop() {
+            let ty = (v != 0).then(|| c.objects[v as usize - 1].ty as usize);
+            if exit {
+                if let Some(t) = ty {
+                    open[t] -= 1;
+                }
+                continue;
+            }
+            if let Some(t) = ty {
+                if open[t] == 0 {
+                    by[t] += self.retained_bytes[v as usize];
+                }
+                open[t] += 1;
+                stack.push((v, true));
+            }
+            for &w in kids.succ(v) {
+                stack.push((w, false));
+            }
+        }
+        let mut out = rustc_hash::FxHashMap::default();
+        for (t, b) in by.into_iter().enumerate() {
+            if b > 0 {
+                *out.entry(c.type_infos[t].name.clone()).or_default() += b;
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,310 @@
+//! Named owners over the dominator tree, shared by `summary --by owner`, `diff --by owner`
+//! and `why`: module globals (`app.cache._registry`), class attributes
+//! (`app.Session.pool`), roots other analyses name (thread frames), and objects held
+//! from native code whose retained size is large. An owner is reported when it is the
+//! only holder of its value: the value's immediate dominator is the dict that names it.
+
+use super::census::Census;
+use super::graph::Graph;
+use super::Analysis;
+use crate::addr::Addr;
+use crate::error::{Diagnostics, Result};
+use crate::python::edges::{Edges, Via};
+use crate::python::objects::{Special, Typer};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+
+const F_HEAPTYPE: u64 = 1 << 9;
+const F_TYPE_SUBCLASS: u64 = 1 << 31;
+/// PyTypeObject.tp_dict (layouts.md §C.3); PyModuleObject.md_dict (moduleobject.c).
+const TP_DICT: u64 = 0x108;
+const MD_DICT: u64 = 0x10;
+
+#[derive(Debug, Clone)]
+pub struct NamedOwner {
+    pub node: u32,
+    pub name: String,
+    pub kind: &'static str,
+}
+
+/// A type's share of an owner's retained set.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TypeShare {
+    pub name: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+pub fn edges_of<'a>(a: &'a Analysis) -> Option<Edges<'a>> {
+    let (_, typer) = a.python().ok()?;
+    Some(Edges::new(a.process, a.cpython_model?, typer))
+}
+
+/// The (key text, value node) entries of the dict at `node`.
+pub fn dict_entries(c: &Census, g: &Graph, e: &Edges, node: u32) -> Vec<(String, u32)> {
+    let o = &c.objects[node as usize - 1];
+    let ti = c.type_of(o);
+    let mut out = Vec::new();
+    let mut f = |t: u64, via: Via| {
+        if let Via::Value(k) = via {
+            if let (Some(name), Some(v)) = (e.name(k), g.node_of(c, t)) {
+                out.push((name, v));
+            }
+        }
+    };
+    if ti.special == Special::Dict {
+        e.for_each(o.addr.0, ti, u64::MAX, &mut f);
+    }
+    out
+}
+
+fn field_node(c: &Census, g: &Graph, t: &Typer, node: u32, off: u64) -> Option<u32> {
+    let o = &c.objects[node as usize - 1];
+    let p = t.u64_at(o.addr.0 + off)?;
+    g.node_of(c, p)
+}
+
+/// Every named owner of the graph, module globals first.
+pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
+    let Ok((c, typer)) = a.python() else {
+        return Vec::new();
+    };
+    let Some(e) = edges_of(a) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut seen_classes: FxHashSet<u32> = FxHashSet::default();
+    let mut seen_modules: FxHashSet<u32> = FxHashSet::default();
+    let is_module = |n: u32| c.type_of(&c.objects[n as usize - 1]).name == "module";
+    let heap_type = |n: u32| {
+        let o = &c.objects[n as usize - 1];
+        let ti = c.type_of(o);
+        ti.flags & F_TYPE_SUBCLASS != 0
+            && typer
+                .u64_at(o.addr.0 + 0xa8)
+                .is_some_and(|f| f & F_HEAPTYPE != 0)
+    };
+    for r in g.named.iter().filter(|r| r.name == "sys.modules") {
+        for (mname, m) in dict_entries(c, g, &e, r.node) {
+            if !is_module(m) || !seen_modules.insert(m) {
+                continue;
+            }
+            let Some(md) = field_node(c, g, typer, m, MD_DICT) else {
+                continue;
+            };
+            for (k, v) in dict_entries(c, g, &e, md) {
+                if g.idom[v as usize] == md {
+                    out.push(NamedOwner {
+                        node: v,
+                        name: format!("{mname}.{k}"),
+                        kind: "module global",
+                    });
+                }
+                if heap_type(v) && seen_classes.insert(v) {
+                    let Some(td) = field_node(c, g, typer, v, TP_DICT) else {
+                        continue;
+                    };
+                    let cname = class_name(c, v).unwrap_or_else(|| format!("{mname}.{k}"));
+                    for (attr, x) in dict_entries(c, g, &e, td) {
+                        if g.idom[x as usize] == td && !attr.starts_with("__") {
+                            out.push(NamedOwner {
+                                node: x,
+                                name: format!("{cname}.{attr}"),
+                                kind: "class attribute",
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A root another analysis names (a thread frame's local): once per object, the first
+    // (innermost) frame that holds it.
+    let mut seen_roots: FxHashSet<u32> = FxHashSet::default();
+    for r in g.named.iter().filter(|r| r.kind != "interpreter") {
+        if !seen_roots.insert(r.node) {
+            continue;
+        }
+        out.push(NamedOwner {
+            node: r.node,
+            name: r.name.clone(),
+            kind: r.kind,
+        });
+    }
+    // Large objects held from native code (the refcount-surplus roots): each is an owner
+    // when it retains at least 1% of the reached bytes.
+    let total = g.retained_bytes[0];
+    let dicts = named_dicts(a, g);
+    for &n in &g.native {
+        if g.idom[n as usize] == 0 && g.retained_bytes[n as usize] * 100 >= total.max(1) {
+            let o = &c.objects[n as usize - 1];
+            let name = match dicts.get(&n) {
+                Some((m, kind)) => format!("{m} ({kind} dict, held from native code)"),
+                None => format!("held from native code: {} at {}", c.type_of(o).name, o.addr),
+            };
+            out.push(NamedOwner {
+                node: n,
+                name,
+                kind: "native",
+            });
+        }
+    }
+    out
+}
+
+/// `module.qualname` of a heap type, as the census names it.
+fn class_name(c: &Census, node: u32) -> Option<String> {
+    let addr = c.objects[node as usize - 1].addr;
+    c.type_infos
+        .iter()
+        .find(|t| t.addr == addr)
+        .map(|t| t.name.clone())
+}
+
+/// Types of the dominator subtree of each of `nodes`, largest bytes first.
+pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> {
+    let kids = g.dom_children();
+    nodes
+        .iter()
+        .map(|&n| {
+            let mut by: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
+            g.subtree(&kids, n, |v| {
+                if v == 0 {
+                    return;
+                }
+                let e = by.entry(c.objects[v as usize - 1].ty).or_default();
+                e.0 += 1;
+                e.1 += g.shallow[v as usize] as u64;
+            });
+            let mut named: FxHashMap<&str, (u64, u64)> = FxHashMap::default();
+            for (t, (k, b)) in by {
+                let e = named
+                    .entry(c.type_infos[t as usize].name.as_str())
+                    .or_default();
+                e.0 += k;
+                e.1 += b;
+            }
+            let mut v: Vec<TypeShare> = named
+                .into_iter()
+                .map(|(name, (count, bytes))| TypeShare {
+                    name: name.to_string(),
+                    count,
+                    bytes,
+                })
+                .collect();
+            v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+            v
+        })
+        .collect()
+}
+
+pub fn address(c: &Census, node: u32) -> Addr {
+    c.objects[node as usize - 1].addr
+}
+
+/// Module dicts (by node) with their module's name, and class dicts with the class name.
+pub fn named_dicts(a: &Analysis, g: &Graph) -> FxHashMap<u32, (String, &'static str)> {
+    let mut out = FxHashMap::default();
+    let (Ok((c, typer)), Some(e)) = (a.python(), edges_of(a)) else {
+        return out;
+    };
+    for r in g.named.iter().filter(|r| r.name == "sys.modules") {
+        for (mname, m) in dict_entries(c, g, &e, r.node) {
+            if c.type_of(&c.objects[m as usize - 1]).name != "module" {
+                continue;
+            }
+            let Some(md) = field_node(c, g, typer, m, MD_DICT) else {
+                continue;
+            };
+            out.entry(md).or_insert((mname.clone(), "module"));
+            for (k, v) in dict_entries(c, g, &e, md) {
+                let o = &c.objects[v as usize - 1];
+                if c.type_of(o).flags & F_TYPE_SUBCLASS != 0
+                    && typer
+                        .u64_at(o.addr.0 + 0xa8)
+                        .is_some_and(|f| f & F_HEAPTYPE != 0)
+                {
+                    if let Some(td) = field_node(c, g, typer, v, TP_DICT) {
+                        let cname = class_name(c, v).unwrap_or_else(|| format!("{mname}.{k}"));
+                        out.entry(td).or_insert((cname, "class"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Owner {
+    pub owner: String,
+    pub kind: &'static str,
+    pub address: Addr,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub retained_count: u64,
+    pub retained_bytes: u64,
+    pub types: Vec<TypeShare>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Owners {
+    /// Objects reached from a root, and their bytes (with owned buffers).
+    pub reachable_count: u64,
+    pub reachable_bytes: u64,
+    /// Objects no root reaches (cyclic garbage; see `leaks`).
+    pub unreachable_count: u64,
+    pub unreachable_bytes: u64,
+    pub edges: u64,
+    pub owners: Vec<Owner>,
+    pub diagnostics: Diagnostics,
+}
+
+/// Types listed per owner.
+pub const TYPES_PER_OWNER: usize = 5;
+
+/// Every owner, largest retained bytes first (all of them: `--top` cuts the list).
+pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners> {
+    let (c, _) = a.python()?;
+    let g = a.graph()?;
+    let named = named_owners(a, g);
+    let mut owners: Vec<Owner> = named
+        .iter()
+        .map(|o| Owner {
+            owner: o.name.clone(),
+            kind: o.kind,
+            address: address(c, o.node),
+            type_name: c.type_of(&c.objects[o.node as usize - 1]).name.clone(),
+            retained_count: g.retained_count[o.node as usize] as u64,
+            retained_bytes: g.retained_bytes[o.node as usize],
+            types: Vec::new(),
+        })
+        .collect();
+    let nodes: Vec<u32> = named.iter().map(|o| o.node).collect();
+    for (o, mut t) in owners.iter_mut().zip(type_shares(c, g, &nodes)) {
+        if let Some(k) = types_per_owner {
+            t.truncate(k);
+        }
+        o.types = t;
+    }
+    owners.sort_by(|x, y| {
+        y.retained_bytes
+            .cmp(&x.retained_bytes)
+            .then_with(|| x.owner.cmp(&y.owner))
+    });
+    let unreachable: Vec<u32> = (1..g.nodes() as u32).filter(|&v| !g.reached(v)).collect();
+    let mut diagnostics = a.diagnostics.clone();
+    diagnostics.merge(&g.diagnostics);
+    Ok(Owners {
+        reachable_count: g.retained_count[0] as u64,
+        reachable_bytes: g.retained_bytes[0],
+        unreachable_count: unreachable.len() as u64,
+        unreachable_bytes: unreachable
+            .iter()
+            .map(|&v| g.shallow[v as usize] as u64)
+            .sum(),
+        edges: g.edges,
+        owners,
+        diagnostics,
+    })
+}

@@ -1,0 +1,285 @@
+//! `coreheap why`: the shortest chain of references from a root to an object, each step
+//! naming how it holds the next, and the root named the way a Python programmer names
+//! it: the module global or class attribute the chain passes through, a root another
+//! analysis named (a thread frame), or "held from native code".
+
+use super::dominators::NONE;
+use super::graph::Graph;
+use super::ownership;
+use super::Analysis;
+use crate::addr::Addr;
+use crate::error::{Diagnostics, Error, Result};
+use crate::python::edges::Via;
+use rustc_hash::FxHashSet;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RootName {
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Step {
+    pub address: Addr,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// How the previous step holds this one (for the first step: the root's name).
+    pub via: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct Path {
+    pub target: Addr,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub bytes: u64,
+    /// None: no root reaches the object (cyclic garbage).
+    pub root: Option<RootName>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Why {
+    pub paths: Vec<Path>,
+    pub diagnostics: Diagnostics,
+}
+
+pub enum Target {
+    Address(u64),
+    Type(String),
+}
+
+/// Paths to the target object, or to the first `limit` objects of a type (with `since`,
+/// objects whose address the older core does not hold come first).
+pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>) -> Result<Why> {
+    let (c, _) = a.python()?;
+    let g = a.graph()?;
+    let targets: Vec<u32> = match target {
+        Target::Address(x) => {
+            let n = g.node_of(c, *x).ok_or_else(|| {
+                Error::Other(format!(
+                    "no live Python object at 0x{x:x} (give the address `objects` lists)"
+                ))
+            })?;
+            vec![n]
+        }
+        Target::Type(name) => {
+            let mut v: Vec<u32> = c
+                .objects
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| c.type_of(o).name == *name)
+                .map(|(i, _)| i as u32 + 1)
+                .collect();
+            if v.is_empty() {
+                return Err(Error::Other(format!("no live object of type {name:?}")));
+            }
+            if let Some(old) = since.and_then(|b| b.census.as_ref()) {
+                let had: FxHashSet<u64> = old
+                    .objects
+                    .iter()
+                    .filter(|o| old.type_of(o).name == *name)
+                    .map(|o| o.addr.0)
+                    .collect();
+                // Stable: new objects first, each group in address order.
+                v.sort_by_key(|&n| had.contains(&c.objects[n as usize - 1].addr.0));
+            }
+            v.truncate(limit);
+            v
+        }
+    };
+    let parent = bfs(g);
+    let dicts = ownership::named_dicts(a, g);
+    let e = ownership::edges_of(a).ok_or_else(|| Error::Other("no CPython model".into()))?;
+    let mut paths = Vec::new();
+    for &t in &targets {
+        let o = &c.objects[t as usize - 1];
+        let ti = c.type_of(o);
+        let mut chain = Vec::new();
+        if parent[t as usize] != NONE {
+            let mut v = t;
+            let mut guard = 0;
+            while v != 0 && guard < g.nodes() {
+                chain.push(v);
+                v = parent[v as usize];
+                guard += 1;
+            }
+            chain.reverse();
+        }
+        let mut steps = Vec::new();
+        let mut root = None;
+        for (i, &n) in chain.iter().enumerate() {
+            let no = &c.objects[n as usize - 1];
+            let nt = c.type_of(no);
+            let mut tname = nt.name.clone();
+            if let Some((name, kind)) = dicts.get(&n) {
+                tname = format!("{kind} {name} dict");
+            }
+            let via = if i == 0 {
+                let r = root_of(g, n);
+                r.name.clone()
+            } else {
+                let p = chain[i - 1];
+                let po = &c.objects[p as usize - 1];
+                let pt = c.type_of(po);
+                let mut found = None;
+                e.for_each(po.addr.0, pt, u64::MAX, &mut |x, via| {
+                    if found.is_none() && x == no.addr.0 {
+                        found = Some(via);
+                    }
+                });
+                match found {
+                    Some(Via::Value(k)) => {
+                        // The holder nearest the object names the root: a class
+                        // attribute rather than the module global holding the class.
+                        if let Some((name, kind)) = dicts.get(&p) {
+                            let key = e.name(k).unwrap_or_default();
+                            root = Some(RootName {
+                                kind: if *kind == "module" {
+                                    "module global"
+                                } else {
+                                    "class attribute"
+                                }
+                                .into(),
+                                name: format!("{name}.{key}"),
+                            });
+                        }
+                        e.describe(Via::Value(k))
+                    }
+                    Some(Via::Field(0x10)) if pt.name == "module" => ".__dict__".into(),
+                    Some(Via::Field(0x108)) if pt.flags & (1 << 31) != 0 => ".__dict__".into(),
+                    Some(Via::Field(0x10)) if pt.name == "cell" => ".cell_contents".into(),
+                    Some(Via::Field(off)) if pt.name == "function" => {
+                        match function_field(e.minor, off) {
+                            Some(n) => format!(".{n}"),
+                            None => e.describe(Via::Field(off)),
+                        }
+                    }
+                    Some(v) => e.describe(v),
+                    None => "(reference)".into(),
+                }
+            };
+            steps.push(Step {
+                address: no.addr,
+                type_name: tname,
+                via,
+            });
+        }
+        if root.is_none() && !chain.is_empty() {
+            root = Some(root_of(g, chain[0]));
+        }
+        paths.push(Path {
+            target: o.addr,
+            type_name: ti.name.clone(),
+            bytes: g.shallow[t as usize] as u64,
+            root,
+            steps,
+        });
+    }
+    let mut diagnostics = a.diagnostics.clone();
+    diagnostics.merge(&g.diagnostics);
+    Ok(Why { paths, diagnostics })
+}
+
+/// PyFunctionObject fields by offset (Include/funcobject.h: 3.8/3.9 func_code first;
+/// 3.10+ the _Py_COMMON_FIELDS block, func_globals first).
+fn function_field(minor: u32, off: u64) -> Option<&'static str> {
+    let names: &[&str] = if minor <= 9 {
+        &[
+            "__code__",
+            "__globals__",
+            "__defaults__",
+            "__kwdefaults__",
+            "__closure__",
+            "__doc__",
+            "__name__",
+            "__dict__",
+            "",
+            "__module__",
+            "__annotations__",
+            "__qualname__",
+        ]
+    } else {
+        &[
+            "__globals__",
+            "__builtins__",
+            "__name__",
+            "__qualname__",
+            "__code__",
+            "__defaults__",
+            "__kwdefaults__",
+            "__closure__",
+            "__doc__",
+            "__dict__",
+            "",
+            "__module__",
+            "__annotations__",
+        ]
+    };
+    let i = off.checked_sub(0x10)? / 8;
+    names
+        .get(i as usize)
+        .copied()
+        .filter(|n| !n.is_empty() && off % 8 == 0)
+}
+
+fn root_of(g: &Graph, n: u32) -> RootName {
+    if let Some(r) = g.named.iter().find(|r| r.node == n) {
+        return RootName {
+            kind: r.kind.into(),
+            name: r.name.clone(),
+        };
+    }
+    if g.immortal.binary_search(&n).is_ok() {
+        return RootName {
+            kind: "immortal".into(),
+            name: "immortal object".into(),
+        };
+    }
+    RootName {
+        kind: "native".into(),
+        name: "held from native code".into(),
+    }
+}
+
+/// BFS parents from the root: named roots first, so a path through a module global wins
+/// over one through an object held from native code; then the other roots.
+fn bfs(g: &Graph) -> Vec<u32> {
+    let n = g.nodes();
+    let mut parent = vec![NONE; n];
+    parent[0] = 0;
+    let mut queue: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+    // The interpreter's roots first (paths through sys.modules), then thread frames,
+    // then objects held from native code.
+    let interp: Vec<u32> = g
+        .named
+        .iter()
+        .filter(|r| r.kind == "interpreter")
+        .map(|r| r.node)
+        .collect();
+    let named: Vec<u32> = g
+        .named
+        .iter()
+        .filter(|r| r.kind != "interpreter")
+        .map(|r| r.node)
+        .collect();
+    let rest: Vec<u32> = g.csr.succ(0).to_vec();
+    for group in [interp, named, rest] {
+        for r in group {
+            if parent[r as usize] == NONE {
+                parent[r as usize] = 0;
+                queue.push_back(r);
+            }
+        }
+        while let Some(v) = queue.pop_front() {
+            for &w in g.csr.succ(v) {
+                if parent[w as usize] == NONE {
+                    parent[w as usize] = v;
+                    queue.push_back(w);
+                }
+            }
+        }
+    }
+    parent
+}

@@ -1,0 +1,716 @@
+//! References between Python objects: for each object, the objects it holds a strong
+//! reference to, and how (a list index, a dict key, an attribute, a field), per CPython
+//! version 3.8-3.14. The rules follow each type's `tp_traverse` (round2-facts.md §D.1,
+//! §D.2) and add the references `tp_traverse` skips but that own memory (str keys of
+//! dicts). Types whose layout is not modelled here (C extension types, functions, cells,
+//! modules, code, frames, generators) are scanned conservatively: every aligned word of
+//! the object's own memory that is the address of a live object is a reference. That finds
+//! what their `tp_traverse` visits (func_closure, cell ob_ref, md_dict, a frame's
+//! f_localsplus) and also what C structures hold without visiting (an lru_cache's dict).
+//!
+//! Every count read from the core is bounded; unreadable tables are counted in
+//! [`Edges::damaged`] and give no edges.
+
+use crate::image::memory::Reader;
+use crate::image::process::Process;
+use crate::models::{CpythonModel, DictKeys, Objects};
+use crate::python::objects::{Special, TypeInfo, Typer};
+use std::cell::Cell;
+
+// PyTypeObject offsets (identical 3.8-3.14, layouts.md §C.3 / §C.6).
+const TP_BASICSIZE: u64 = 0x20;
+const TP_WEAKLISTOFFSET: u64 = 0xd0;
+const TP_DICTOFFSET: u64 = 0x120;
+const TP_WEAKLIST: u64 = 0x170;
+// tp_flags (Include/object.h).
+const F_INLINE_VALUES: u64 = 1 << 2;
+const F_MANAGED_DICT: u64 = 1 << 4;
+const F_HEAPTYPE: u64 = 1 << 9;
+const F_LIST_SUBCLASS: u64 = 1 << 25;
+const F_TUPLE_SUBCLASS: u64 = 1 << 26;
+const F_DICT_SUBCLASS: u64 = 1 << 29;
+const F_TYPE_SUBCLASS: u64 = 1 << 31;
+
+/// Largest container read (items, dict entries, set slots): a garbage size field reads
+/// no more than this and is reported as damage.
+const MAX_ITEMS: u64 = 1 << 27;
+
+/// How an object holds a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Index in a list or tuple.
+    Item(u64),
+    /// A dict key (the key object itself).
+    Key,
+    /// A dict value, by its key object.
+    Value(u64),
+    /// An instance attribute (managed dict values, inline values), by its name object.
+    Attr(u64),
+    /// A set member.
+    Member,
+    /// The object's type (instances of heap types own a reference to it).
+    Type,
+    /// The instance `__dict__`.
+    InstanceDict,
+    /// A word of the object found by the conservative scan, at this offset.
+    Field(u64),
+}
+
+pub struct Edges<'a> {
+    r: Reader<'a>,
+    om: &'a Objects,
+    /// CPython minor version (8 ..= 14).
+    pub minor: u32,
+    typer: &'a Typer<'a>,
+    damaged: Cell<u64>,
+}
+
+impl<'a> Edges<'a> {
+    pub fn new(p: &'a Process, model: &'a CpythonModel, typer: &'a Typer<'a>) -> Edges<'a> {
+        let minor = model
+            .first
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(14);
+        Edges {
+            r: Reader { space: &p.space },
+            om: &model.objects,
+            minor,
+            typer,
+            damaged: Cell::new(0),
+        }
+    }
+
+    /// Containers whose tables could not be read or had impossible sizes.
+    pub fn damaged(&self) -> u64 {
+        self.damaged.get()
+    }
+
+    fn u64(&self, a: u64) -> Option<u64> {
+        self.r.u64(crate::addr::Addr(a))
+    }
+    fn u8(&self, a: u64) -> Option<u8> {
+        self.r.u8(crate::addr::Addr(a))
+    }
+
+    /// `n` words at `a`, or None (and a damage count) when unreadable.
+    fn words(&self, a: u64, n: u64) -> Option<Vec<u64>> {
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        if n > MAX_ITEMS || a % 8 != 0 {
+            self.damage();
+            return None;
+        }
+        let mut buf = vec![0u8; (n * 8) as usize];
+        if self.r.space.read(crate::addr::Addr(a), &mut buf).is_err() {
+            self.damage();
+            return None;
+        }
+        Some(
+            buf.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        )
+    }
+
+    fn damage(&self) {
+        self.damaged.set(self.damaged.get() + 1);
+    }
+
+    /// Every strong reference of the object at `o` (of type `ti`, in an allocation ending at
+    /// `end`), in the order its `tp_traverse` would visit them. Targets may be any value:
+    /// the caller keeps those that are live objects.
+    pub fn for_each(&self, o: u64, ti: &TypeInfo, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        match ti.special {
+            Special::Str | Special::Int | Special::Float | Special::Bytes => {}
+            Special::Tuple => self.tuple(o, f),
+            Special::List => self.list(o, f),
+            Special::Dict => self.dict(o, f),
+            Special::Set => self.set(o, f),
+            Special::None => self.other(o, ti, end, f),
+        }
+    }
+
+    fn tuple(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
+        let Some(n) = self.u64(o + 0x10) else { return };
+        if let Some(items) = self.words(o + self.om.tuple_items, n) {
+            for (i, v) in items.into_iter().enumerate() {
+                f(v, Via::Item(i as u64));
+            }
+        }
+    }
+
+    fn list(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
+        // PyListObject {ob_refcnt, ob_type, ob_size, ob_item, allocated} (listobject.h):
+        // items [0, ob_size) of the separate ob_item array; slots past ob_size are stale.
+        let (Some(n), Some(items), Some(alloc)) =
+            (self.u64(o + 0x10), self.u64(o + 0x18), self.u64(o + 0x20))
+        else {
+            return;
+        };
+        if n == 0 || items == 0 {
+            return;
+        }
+        if n > alloc {
+            self.damage();
+            return;
+        }
+        if let Some(v) = self.words(items, n) {
+            for (i, x) in v.into_iter().enumerate() {
+                f(x, Via::Item(i as u64));
+            }
+        }
+    }
+
+    /// Entries (key, value) of a dict's table; `values` is the split table's values
+    /// array (already past any header), or 0.
+    fn dict(&self, d: u64, f: &mut dyn FnMut(u64, Via)) {
+        let (Some(keys), Some(values)) = (self.u64(d + 0x20), self.u64(d + 0x28)) else {
+            return;
+        };
+        if keys == 0 {
+            return;
+        }
+        let Some((entries, n, esize, koff, voff)) = self.keys_layout(keys) else {
+            return;
+        };
+        let vals = if values == 0 {
+            None
+        } else if self.minor >= 13 {
+            // 3.13+ PyDictValues {u8 capacity, size, embedded, valid; values[]}: embedded
+            // values belong to the owning object, which visits them (dictobject.c
+            // dict_traverse, 3.13.5 l.4548-4579).
+            if self.u8(values + 2).unwrap_or(0) != 0 {
+                Some(None)
+            } else {
+                Some(Some(values + 8))
+            }
+        } else {
+            Some(Some(values))
+        };
+        let Some(table) = self.words(entries, n * esize / 8) else {
+            return;
+        };
+        let split = match vals {
+            Some(Some(v)) => self.words(v, n),
+            _ => None,
+        };
+        for i in 0..n as usize {
+            let e = i * (esize / 8) as usize;
+            let k = table[e + (koff / 8) as usize];
+            if k == 0 {
+                continue;
+            }
+            let v = match (&vals, &split) {
+                (None, _) => table[e + (voff / 8) as usize],
+                (Some(_), Some(s)) => s[i],
+                (Some(_), None) => 0,
+            };
+            // A deleted entry keeps no key (3.8-3.10 it keeps the dummy key, which is not
+            // a heap object) and no value.
+            if v == 0 && vals.is_none() {
+                continue;
+            }
+            // A split table's keys belong to the shared keys object (the type's
+            // ht_cached_keys), not to this dict.
+            if vals.is_none() {
+                f(k, Via::Key);
+            }
+            if v != 0 {
+                f(v, Via::Value(k));
+            }
+        }
+    }
+
+    /// (first entry, dk_nentries, entry size, key offset, value offset) of a keys table.
+    fn keys_layout(&self, keys: u64) -> Option<(u64, u64, u64, u64, u64)> {
+        match self.om.dict_keys {
+            // 3.8-3.10 PyDictKeysObject {dk_refcnt, dk_size, dk_lookup, dk_usable,
+            // dk_nentries, dk_indices[]} (Objects/dict-common.h); entries {hash, key, value}.
+            DictKeys::V1 => {
+                let size = self.u64(keys + 8)?;
+                if size == 0 || size > MAX_ITEMS || !size.is_power_of_two() {
+                    self.damage();
+                    return None;
+                }
+                let ix = match size {
+                    0..=0xff => 1,
+                    0x100..=0xffff => 2,
+                    0x1_0000..=0xffff_ffff => 4,
+                    _ => 8,
+                };
+                let n = self.u64(keys + 0x20)?;
+                if n > size {
+                    self.damage();
+                    return None;
+                }
+                Some((keys + 0x28 + size * ix, n, 24, 8, 16))
+            }
+            // 3.11+ {dk_refcnt, u8 dk_log2_size, dk_log2_index_bytes, dk_kind, u32 version,
+            // dk_usable, dk_nentries, indices} (Include/internal/pycore_dict.h); general
+            // entries {hash, key, value}, unicode and split entries {key, value}.
+            DictKeys::V2 => {
+                let log2 = self.u8(keys + 8)?;
+                let ib = self.u8(keys + 9)?;
+                let kind = self.u8(keys + 10)?;
+                if log2 > 27 || ib > 30 || kind > 2 {
+                    self.damage();
+                    return None;
+                }
+                let n = self.u64(keys + 0x18)?;
+                if n > 1u64 << log2 {
+                    self.damage();
+                    return None;
+                }
+                let (es, ko, vo) = if kind == 0 { (24, 8, 16) } else { (16, 0, 8) };
+                Some((keys + 0x20 + (1u64 << ib), n, es, ko, vo))
+            }
+        }
+    }
+
+    fn set(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
+        // PySetObject {.., fill@0x10, used@0x18, mask@0x20, table@0x28} (setobject.h);
+        // entries {key, hash}; NULL and the static dummy are not members.
+        let (Some(mask), Some(table)) = (self.u64(o + 0x20), self.u64(o + 0x28)) else {
+            return;
+        };
+        if table == 0 {
+            return;
+        }
+        if !(mask + 1).is_power_of_two() {
+            self.damage();
+            return;
+        }
+        if let Some(t) = self.words(table, 2 * (mask + 1)) {
+            for k in t.chunks_exact(2).map(|c| c[0]) {
+                if k != 0 {
+                    f(k, Via::Member);
+                }
+            }
+        }
+    }
+
+    /// Shared keys of a heap type's instances (split dicts, inline and managed values).
+    fn cached_keys(&self, t: u64) -> Option<(u64, u64)> {
+        let keys = self.u64(t + self.om.ht_cached_keys).filter(|&k| k != 0)?;
+        let (entries, n, es, ko, _) = self.keys_layout(keys)?;
+        Some((entries + ko, n.min(1 << 16) * (es / 8)))
+    }
+
+    /// Attribute values of a values array, named by the type's shared keys.
+    fn values(&self, t: u64, values: u64, cap: Option<u64>, f: &mut dyn FnMut(u64, Via)) {
+        let Some((keys, nwords)) = self.cached_keys(t) else {
+            return;
+        };
+        let n = nwords
+            / if self.om.dict_keys == DictKeys::V2 {
+                2
+            } else {
+                3
+            };
+        let n = cap.map_or(n, |c| c.min(n));
+        let (Some(names), Some(vals)) = (self.words(keys, nwords), self.words(values, n)) else {
+            return;
+        };
+        let stride = (nwords / n.max(1)) as usize;
+        for (i, v) in vals.into_iter().enumerate() {
+            if v != 0 {
+                f(v, Via::Attr(names.get(i * stride).copied().unwrap_or(0)));
+            }
+        }
+    }
+
+    fn other(&self, o: u64, ti: &TypeInfo, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        // Frames and (3.11+) generators keep stale value-stack slots past the live top:
+        // they are read precisely, never scanned.
+        if ti.flags & F_HEAPTYPE == 0 {
+            match ti.name.as_str() {
+                "frame" => return self.frame_object(o, end, f),
+                "generator" | "coroutine" | "async_generator" if self.minor >= 11 => {
+                    return self.generator(o, end, f)
+                }
+                _ => {}
+            }
+        }
+        let fl = ti.flags;
+        let t = ti.addr.0;
+        let mut skip = [u64::MAX; 3];
+        let mut body_start = o + 0x10;
+        if fl & F_TYPE_SUBCLASS != 0 {
+            // A type object: tp_weaklist is the weakref list head, borrowed
+            // (typeobject.c type_traverse skips it). tp_subclasses (3.8-3.11 a dict of
+            // weakrefs to the subclasses) is not traversed either, but the type owns
+            // that dict.
+            skip = [o + TP_WEAKLIST, u64::MAX, u64::MAX];
+        }
+        if fl & F_HEAPTYPE != 0 {
+            f(t, Via::Type);
+        }
+        if fl & F_DICT_SUBCLASS != 0 {
+            self.dict(o, f);
+            body_start = o + 0x30;
+        } else if fl & F_LIST_SUBCLASS != 0 {
+            self.list(o, f);
+            body_start = o + 0x28;
+        } else if fl & F_TUPLE_SUBCLASS != 0 {
+            self.tuple(o, f);
+            body_start = o + 0x10;
+        }
+        if self.minor >= 11 && fl & F_MANAGED_DICT != 0 {
+            self.managed(o, ti, f);
+        } else if fl & F_HEAPTYPE != 0 {
+            // The dict pointer at tp_dictoffset; negative (subclasses of var-sized types:
+            // int, tuple, bytes) counts from the end of the items, rounded to a pointer
+            // (object.c _PyObject_GetDictPtr, 3.9.2 l.1030; -1 is 3.11+'s managed dict).
+            let off = self.u64(t + TP_DICTOFFSET).unwrap_or(0) as i64;
+            let at = if off > 0 && (off as u64) < ti.basicsize {
+                Some(o + off as u64)
+            } else if off < -1 && ti.itemsize > 0 {
+                let n = self.var_items(o);
+                let size = (ti.basicsize + n.saturating_mul(ti.itemsize) + 7) & !7;
+                Some((o + size).wrapping_add(off as u64))
+            } else {
+                None
+            };
+            if let Some(at) = at {
+                if let Some(d) = self.u64(at).filter(|&d| d != 0) {
+                    f(d, Via::InstanceDict);
+                }
+                skip[2] = at;
+            }
+        }
+        // The weakref list is not ownership (typeobject.c subtype_traverse skips it).
+        let wl = self.u64(t + TP_WEAKLISTOFFSET).unwrap_or(0) as i64;
+        if wl > 0 {
+            skip[1] = skip[1].min(o + wl as u64);
+            if skip[0] == u64::MAX {
+                skip[0] = o + wl as u64;
+            }
+        }
+        // The object's own memory: basicsize plus items, within its allocation. The
+        // metatype's basicsize for a type object is the PyHeapTypeObject (and the
+        // __slots__ member table after it).
+        let mut size = ti.basicsize;
+        if fl & F_TYPE_SUBCLASS != 0 {
+            size = self.u64(t + TP_BASICSIZE).unwrap_or(size);
+        }
+        // A code object's items are its bytecode (3.11+ co_code_adaptive), whose inline
+        // caches hold borrowed pointers (3.12+ LOAD_ATTR_CLASS keeps the attribute):
+        // only the fixed fields are references.
+        let code = fl & F_HEAPTYPE == 0 && ti.name == "code";
+        if ti.itemsize > 0 && !code && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0 {
+            let n = (self.u64(o + 0x10).unwrap_or(0) as i64).unsigned_abs();
+            size = size.saturating_add(n.saturating_mul(ti.itemsize));
+        }
+        let stop = o.saturating_add(size).min(end);
+        if stop <= body_start {
+            return;
+        }
+        // 3.13+ inline values are after the object and visited by managed() precisely.
+        if let Some(w) = self.words(body_start, (stop - body_start) / 8) {
+            for (i, v) in w.into_iter().enumerate() {
+                let a = body_start + 8 * i as u64;
+                if v != 0 && v % 8 == 0 && !skip.contains(&a) {
+                    // A code object references only tuples, bytes and strs (co_consts,
+                    // co_names, co_filename, co_linetable ...: code.h); its other words
+                    // are counters, ids and native pointers.
+                    if code && !self.is_code_part(v) {
+                        continue;
+                    }
+                    f(v, Via::Field(a - o));
+                }
+            }
+        }
+    }
+
+    fn is_code_part(&self, v: u64) -> bool {
+        self.u64(v + 8)
+            .and_then(|t| self.typer.type_info(t))
+            .is_some_and(|t| matches!(t.special, Special::Tuple | Special::Bytes | Special::Str))
+    }
+
+    /// Words [a, b) as references (a conservative scan of known pointer fields).
+    fn scan(&self, o: u64, a: u64, b: u64, f: &mut dyn FnMut(u64, Via)) {
+        if b <= a {
+            return;
+        }
+        if let Some(w) = self.words(a, (b - a) / 8) {
+            for (i, v) in w.into_iter().enumerate() {
+                if v != 0 && v % 8 == 0 {
+                    f(v, Via::Field(a + 8 * i as u64 - o));
+                }
+            }
+        }
+    }
+
+    /// A 3.14 `_PyStackRef` (tagged: pointer = bits & ~1; `bits & 3 == 3` is a tagged
+    /// int), or a plain pointer before 3.14 (round2-facts.md §B.2).
+    fn stackref(&self, bits: u64) -> u64 {
+        if self.minor >= 14 {
+            if bits & 3 == 3 {
+                0
+            } else {
+                bits & !1
+            }
+        } else {
+            bits
+        }
+    }
+
+    /// A frame object. 3.8-3.10 `PyFrameObject` (frameobject.h; frame_traverse,
+    /// 3.9.2 frameobject.c:623-645): f_back, f_code, f_builtins, f_globals, f_locals,
+    /// f_trace, the locals/cells/frees up to f_valuestack, and the value stack up to
+    /// f_stacktop (3.8/3.9; NULL while running) or f_valuestack + f_stackdepth (3.10).
+    /// 3.11+: f_back, f_trace (and 3.13+ the locals caches) in the header, and the
+    /// interpreter frame when the frame object owns it (`f_frame` points into itself).
+    fn frame_object(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        if self.minor <= 10 {
+            let (trace, plus) = if self.minor == 10 {
+                (0x48, 0x160)
+            } else {
+                (0x50, 0x168)
+            };
+            self.scan(o, o + 0x18, o + 0x40, f);
+            self.scan(o, o + trace, o + trace + 8, f);
+            let Some(vs) = self.u64(o + 0x40) else { return };
+            if vs < o + plus || vs > end {
+                return;
+            }
+            self.scan(o, o + plus, vs, f);
+            let top = if self.minor == 10 {
+                let depth = self.r.u32(crate::addr::Addr(o + 0x50)).unwrap_or(0) as u64;
+                vs + 8 * depth
+            } else {
+                self.u64(o + 0x48).unwrap_or(0)
+            };
+            if top > vs && top <= end {
+                self.scan(o, vs, top, f);
+            }
+            return;
+        }
+        // f_back 0x10, f_frame 0x18, f_trace 0x20, then ints; 3.13+ f_extra_locals 0x30
+        // and f_locals_cache 0x38 (3.13.5 pycore_frame.h struct _frame).
+        self.scan(o, o + 0x10, o + 0x18, f);
+        self.scan(o, o + 0x20, o + 0x28, f);
+        if self.minor >= 13 {
+            self.scan(o, o + 0x30, o + 0x40, f);
+        }
+        let Some(fr) = self.u64(o + 0x18) else { return };
+        if fr > o && fr < end {
+            self.interp_frame(o, fr, end, f);
+        }
+    }
+
+    /// A 3.11+ generator, coroutine or async generator (`_PyGenObject_HEAD`, 3.11-3.14
+    /// genobject.h; gen_traverse 3.13.5 genobject.c:46-62): name, qualname, the
+    /// exception state and origin/finalizer, and the embedded frame at 0x48 unless
+    /// completed or cleared (gi_frame_state at 0x43 >= FRAME_COMPLETED); 3.12+ offsets
+    /// (3.14 `_Py_DebugOffsets.gen_object`: gi_iframe 0x48, gi_frame_state 0x43).
+    fn generator(&self, o: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        // 3.11 has gi_code first (3.11 genobject.h), so everything after it is 8 bytes
+        // further: weakreflist 0x18, frame state 0x4b, frame 0x50.
+        let (shift, fields) = if self.minor == 11 {
+            (8, &[0x10u64][..])
+        } else {
+            (0, &[][..])
+        };
+        for &off in fields {
+            self.scan(o, o + off, o + off + 8, f);
+        }
+        self.scan(o, o + 0x18 + shift, o + 0x40 + shift, f);
+        let state = self.u8(o + 0x43 + shift).unwrap_or(0) as i8;
+        if state < 1 {
+            self.interp_frame(o, o + 0x48 + shift, end, f);
+        }
+    }
+
+    /// `_PyInterpreterFrame` (round2-facts.md §B.2, §D.1 `_PyFrame_Traverse`): the code,
+    /// the function and f_locals, then localsplus up to the stack top.
+    fn interp_frame(&self, o: u64, fr: u64, end: u64, f: &mut dyn FnMut(u64, Via)) {
+        let (fields, plus): (&[u64], u64) = match self.minor {
+            11 => (&[0x0, 0x18, 0x20], 0x48),
+            12 | 13 => (&[0x0, 0x10, 0x28], 0x48),
+            _ => (&[0x0, 0x10, 0x28], 0x50),
+        };
+        for &off in fields {
+            if let Some(v) = self.u64(fr + off) {
+                let v = self.stackref(v);
+                if v != 0 {
+                    f(v, Via::Field(fr + off - o));
+                }
+            }
+        }
+        let n = if self.minor >= 14 {
+            let sp = self.u64(fr + 0x40).unwrap_or(0);
+            if sp < fr + plus || sp > end {
+                return;
+            }
+            (sp - fr - plus) / 8
+        } else {
+            self.r.u32(crate::addr::Addr(fr + 0x40)).unwrap_or(0) as u64
+        };
+        let base = fr + plus;
+        if base + 8 * n > end {
+            self.damage();
+            return;
+        }
+        if let Some(w) = self.words(base, n) {
+            for (i, v) in w.into_iter().enumerate() {
+                let v = self.stackref(v);
+                if v != 0 {
+                    f(v, Via::Field(base + 8 * i as u64 - o));
+                }
+            }
+        }
+    }
+
+    /// Items of a var-sized object: |ob_size|, or for 3.12+ ints the digit count in
+    /// lv_tag (Include/cpython/longintrepr.h).
+    fn var_items(&self, o: u64) -> u64 {
+        let v = self.u64(o + 0x10).unwrap_or(0);
+        if self.om.int_size == crate::models::IntSize::LvTag && self.is_int_subclass(o) {
+            v >> 3
+        } else {
+            (v as i64).unsigned_abs()
+        }
+        .min(MAX_ITEMS)
+    }
+
+    fn is_int_subclass(&self, o: u64) -> bool {
+        const F_LONG_SUBCLASS: u64 = 1 << 24;
+        self.u64(o + 8)
+            .and_then(|t| self.u64(t + 0xa8))
+            .is_some_and(|f| f & F_LONG_SUBCLASS != 0)
+    }
+
+    /// 3.11+ managed dicts: pre-header words before the object (round2-facts.md §D.2).
+    fn managed(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64, Via)) {
+        let t = ti.addr.0;
+        let w = self.u64(o.wrapping_sub(24)).unwrap_or(0);
+        match self.minor {
+            11 => {
+                // 3.11 pycore_object.h: dict at -3 words, values at -4 words.
+                if w != 0 {
+                    f(w, Via::InstanceDict);
+                }
+                let v = self.u64(o.wrapping_sub(32)).unwrap_or(0);
+                if v != 0 {
+                    self.values(t, v, None, f);
+                }
+            }
+            12 => {
+                // 3.12 PyDictOrValues: odd = values - 1, even = dict.
+                if w & 1 == 1 {
+                    self.values(t, w.wrapping_add(1), None, f);
+                } else if w != 0 {
+                    f(w, Via::InstanceDict);
+                }
+            }
+            _ => {
+                if w != 0 && w & 1 == 0 {
+                    f(w, Via::InstanceDict);
+                }
+                if ti.flags & F_INLINE_VALUES != 0 {
+                    // 3.13+ inline values at obj + tp_basicsize: {capacity, size,
+                    // embedded, valid, values[capacity]} (pycore_object.h
+                    // _PyObject_InlineValues); invalid ones were moved to the dict.
+                    let iv = o + ti.basicsize;
+                    let cap = self.u8(iv).unwrap_or(0) as u64;
+                    if self.u8(iv + 3).unwrap_or(0) != 0 {
+                        self.values(t, iv + 8, Some(cap), f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Owned buffers (separate allocations whose memory belongs to the object): a list's
+    /// item array, a dict's keys (unless shared) and values, a set's table, an
+    /// instance's values (3.11/3.12), a heap type's shared keys. Pointers may point inside
+    /// the allocation (3.11+ values arrays have a prefix).
+    pub fn buffers(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64)) {
+        let fl = ti.flags;
+        let dict = ti.special == Special::Dict || fl & F_DICT_SUBCLASS != 0;
+        let list = ti.special == Special::List || fl & F_LIST_SUBCLASS != 0;
+        if list {
+            if let Some(p) = self.u64(o + 0x18).filter(|&p| p != 0) {
+                f(p);
+            }
+        }
+        if dict {
+            let values = self.u64(o + 0x28).unwrap_or(0);
+            if values == 0 {
+                if let Some(k) = self.u64(o + 0x20).filter(|&p| p != 0) {
+                    f(k);
+                }
+            } else if !(self.minor >= 13 && self.u8(values + 2).unwrap_or(0) != 0) {
+                f(values);
+            }
+        }
+        if ti.special == Special::Set {
+            if let Some(t) = self.u64(o + 0x28) {
+                if t != 0 && t != o + 0x40 {
+                    f(t);
+                }
+            }
+        }
+        if fl & F_TYPE_SUBCLASS != 0 {
+            if let Some(k) = self.u64(o + self.om.ht_cached_keys).filter(|&p| p != 0) {
+                if self.u64(o + 0xa8).unwrap_or(0) & F_HEAPTYPE != 0 {
+                    f(k);
+                }
+            }
+        }
+        if (11..=12).contains(&self.minor) && fl & F_MANAGED_DICT != 0 {
+            let v = if self.minor == 11 {
+                self.u64(o.wrapping_sub(32)).unwrap_or(0)
+            } else {
+                let w = self.u64(o.wrapping_sub(24)).unwrap_or(0);
+                if w & 1 == 1 {
+                    w.wrapping_add(1)
+                } else {
+                    0
+                }
+            };
+            if v != 0 {
+                f(v);
+            }
+        }
+    }
+
+    /// A str object's text, for names in paths.
+    pub fn name(&self, o: u64) -> Option<String> {
+        self.typer.read_str(o)
+    }
+
+    /// How `via` reads in a path: `[4711]`, `['_registry']`, `.body`.
+    pub fn describe(&self, via: Via) -> String {
+        let key = |k: u64| match self.typer.read_str(k) {
+            Some(s) => format!("'{}'", crate_str(&s)),
+            None => format!("<key 0x{k:x}>"),
+        };
+        match via {
+            Via::Item(i) => format!("[{i}]"),
+            Via::Key => "(key)".into(),
+            Via::Value(k) => format!("[{}]", key(k)),
+            Via::Attr(k) => match self.typer.read_str(k) {
+                Some(s) => format!(".{}", crate_str(&s)),
+                None => ".?".into(),
+            },
+            Via::Member => "(member)".into(),
+            Via::Type => "(type)".into(),
+            Via::InstanceDict => ".__dict__".into(),
+            Via::Field(off) => format!("(field +0x{off:x})"),
+        }
+    }
+}
+
+fn crate_str(s: &str) -> String {
+    let mut t: String = s.chars().take(60).collect();
+    if s.chars().count() > 60 {
+        t.push('…');
+    }
+    t
+}
