@@ -210,6 +210,14 @@ fn every_command_validates_against_its_schema() {
         ("diff", vec![s[0], s[1], A, B]),
         ("frag", vec![s[0], s[1], PY]),
         ("frag", vec![s[0], s[1], C]),
+        ("summary", vec![s[0], s[1], "--by", "owner", PY]),
+        ("summary", vec![s[0], s[1], "--retained", PY]),
+        ("diff", vec![s[0], s[1], "--by", "owner", A, B]),
+        (
+            "why",
+            vec![s[0], s[1], "--type", "pyapp.models.LeakedResponse", B],
+        ),
+        ("leaks", vec![s[0], s[1], PY]),
     ];
     let mut bad = Vec::new();
     for (cmd, args) in &runs {
@@ -246,7 +254,9 @@ fn schemas_are_committed() {
     let bless = std::env::var_os("COREHEAP_BLESS").is_some();
     let dir = manifest().join("tests/golden");
     let mut bad = Vec::new();
-    for cmd in ["info", "stacks", "summary", "objects", "diff", "frag"] {
+    for cmd in [
+        "info", "stacks", "summary", "objects", "diff", "frag", "why", "leaks",
+    ] {
         let text = serde_json::to_string_pretty(&schema_of(cmd)).unwrap() + "\n";
         let path = dir.join(format!("schema-{cmd}.json"));
         if bless {

@@ -7,7 +7,9 @@ use schemars::{generate::SchemaSettings, JsonSchema};
 use serde_json::{json, Value};
 
 /// The commands that write JSON.
-pub const COMMANDS: &[&str] = &["info", "stacks", "summary", "objects", "diff", "frag"];
+pub const COMMANDS: &[&str] = &[
+    "info", "stacks", "summary", "objects", "diff", "frag", "why", "leaks",
+];
 
 fn of<T: JsonSchema>() -> Value {
     let g = SchemaSettings::draft2020_12().into_generator();
@@ -28,12 +30,12 @@ fn with_schema_field(command: &str, mut body: Value) -> Value {
     body
 }
 
-/// Two document shapes under one command (`summary --by type|size` and `--by lineno`):
-/// one schema with both as alternatives, their definitions merged.
-fn either(command: &str, a: Value, b: Value) -> Value {
+/// Several document shapes under one command (`summary --by type|size`, `--by owner`,
+/// `--by lineno`): one schema with them as alternatives, their definitions merged.
+fn either(command: &str, shapes: Vec<Value>) -> Value {
     let mut defs = serde_json::Map::new();
     let mut alt = Vec::new();
-    for mut v in [a, b] {
+    for mut v in shapes {
         if let Some(d) = v.as_object_mut().and_then(|o| o.remove("$defs")) {
             if let Some(d) = d.as_object() {
                 defs.extend(d.clone());
@@ -66,16 +68,24 @@ pub fn for_command(command: &str) -> Option<Value> {
         "stacks" => one(of::<analysis::threads::Stacks>()),
         "summary" => either(
             command,
-            of::<analysis::summary::Summary>(),
-            of::<analysis::traces::TraceSummary>(),
+            vec![
+                of::<analysis::summary::Summary>(),
+                of::<analysis::owners::Owners>(),
+                of::<analysis::traces::TraceSummary>(),
+            ],
         ),
         "objects" => one(of::<analysis::objects::ObjectList>()),
         "diff" => either(
             command,
-            of::<analysis::diff::Diff>(),
-            of::<analysis::traces::TraceDiff>(),
+            vec![
+                of::<analysis::diff::Diff>(),
+                of::<analysis::owner_diff::OwnerDiff>(),
+                of::<analysis::traces::TraceDiff>(),
+            ],
         ),
         "frag" => one(of::<analysis::frag::Frag<'static>>()),
+        "why" => one(of::<analysis::why::Why>()),
+        "leaks" => one(of::<analysis::leaks::Leaks>()),
         _ => return None,
     })
 }
