@@ -339,6 +339,30 @@ fn golden_outputs() {
             with(&py, &["summary", "--by", "owner", "--top", "8"]),
         ),
         (
+            "summary-py_heap-owners.folded",
+            with(
+                &py,
+                &[
+                    "summary", "--by", "owner", "--format", "folded", "--top", "8",
+                ],
+            ),
+        ),
+        (
+            "diff-leak-owners.folded",
+            vec![
+                "diff".into(),
+                "--by".into(),
+                "owner".into(),
+                "--format".into(),
+                "folded".into(),
+                "--quiet".into(),
+                "--sysroot".into(),
+                "corpora/reference/bookworm/sysroot".into(),
+                "corpora/reference/bookworm/py_leak-gcore-0x33/core_A.zst".into(),
+                "corpora/reference/bookworm/py_leak-gcore-0x33/core_B.zst".into(),
+            ],
+        ),
+        (
             "summary-c_heap-by-size.txt",
             with(&c, &["summary", "--by", "size"]),
         ),

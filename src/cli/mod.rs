@@ -76,6 +76,15 @@ enum SummaryBy {
     Traceback,
 }
 
+/// How the ownership views are written (besides --json).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Aligned tables.
+    Text,
+    /// Folded stacks (KIND;OWNER;TYPE BYTES) for flamegraph.pl, inferno, speedscope.
+    Folded,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DiffBy {
     /// Objects by type and allocations by size class.
@@ -117,6 +126,9 @@ enum Command {
         /// With --by lineno|filename: every frame of a trace counts, not only the most recent.
         #[arg(long)]
         cumulative: bool,
+        /// With --by owner: `folded` writes folded stacks (owner;type bytes) for flame graphs.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
         /// With --by type: a RETAINED column, what each type's instances keep alive together
         /// (builds the object graph and its dominator tree: about 3 x the time).
         #[arg(long)]
@@ -152,6 +164,9 @@ enum Command {
         /// With --by lineno|filename: every frame of a trace counts.
         #[arg(long)]
         cumulative: bool,
+        /// With --by owner: `folded` writes folded stacks of the growth for flame graphs.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// What every thread was doing: Python stacks (and native ones), and the crash.
     Stacks {
@@ -398,10 +413,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             by,
             cumulative,
             retained,
+            format,
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
             let a = Analysis::run(&p, &models, &bars)?;
+            if *format == Format::Folded && *by != SummaryBy::Owner {
+                return Err(Error::Usage("--format folded needs --by owner".into()).into());
+            }
             if *by == SummaryBy::Owner {
                 let o = analysis::owners::owners(
                     &a,
@@ -413,6 +432,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_diagnostics(g, &o.diagnostics.to_vec());
                 if g.json {
                     report::write_json(&mut out, "summary", &o)?;
+                } else if *format == Format::Folded {
+                    report::folded::write_owners(&mut out, &o)?;
                 } else {
                     report::owners::write_text(&mut out, &o, text)?;
                 }
@@ -586,7 +607,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             top,
             by,
             cumulative,
+            format,
         } => {
+            if *format == Format::Folded && *by != DiffBy::Owner {
+                return Err(Error::Usage("--format folded needs --by owner".into()).into());
+            }
             let models = models()?;
             let po = Process::open(old, &opts, &bars)?;
             let pn = Process::open(new, &opts, &bars)?;
@@ -604,6 +629,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 print_diagnostics(g, &d.diagnostics.to_vec());
                 if g.json {
                     report::write_json(&mut out, "diff", &d)?;
+                } else if *format == Format::Folded {
+                    report::folded::write_owner_diff(&mut out, &d)?;
                 } else {
                     report::leaks::write_owner_diff(&mut out, &d, text)?;
                 }

@@ -1,6 +1,7 @@
 //! Renderers: text tables and JSON. They consume analysis data and never analyse.
 
 pub mod diff;
+pub mod folded;
 pub mod frag;
 pub mod html;
 pub mod info;
