@@ -198,6 +198,11 @@ fn report_in_headless_chromium() {
         dom.matches("<canvas").count() >= 2,
         "occupancy maps not drawn"
     );
+    // Who holds the growth: the registry, first in the growth-by-owner table (drawn by the
+    // script from the section's data), and the owner tree is there.
+    let owners = table_rows(&dom, "owner-growth");
+    assert_eq!(owners[0][0], "__main__.REGISTRY", "{owners:?}");
+    assert!(dom.contains(r#"id="owners""#));
 
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report.png");
     let _ = std::fs::remove_file(&shot);

@@ -245,6 +245,128 @@ fn parse_addr(s: &str) -> Result<u64, String> {
     r.map_err(|_| format!("not an address: {s:?} (give 0x... or a decimal number)"))
 }
 
+/// The report's ownership sections, from the same analyses as `summary --by owner` and
+/// `diff --by owner`: growth by owner (two cores) and the retained-memory tree by owner.
+/// A core without a Python heap has none; an analysis error is one diagnostic line.
+fn owner_sections(a: &Analysis, old: Option<&Analysis>) -> Vec<analysis::report::Section> {
+    use analysis::report::{Cell, Column, Section, SectionBody, TreeNode};
+    let mut out = Vec::new();
+    if a.census.is_none() {
+        return out;
+    }
+    if let Some(o) = old {
+        let limits = Limits {
+            top: Some(30),
+            ..Limits::default()
+        };
+        match analysis::owner_diff::owner_diff(o, a, &limits) {
+            Ok(d) => {
+                let col = |t: &str, kind: &'static str| Column {
+                    title: t.into(),
+                    kind,
+                };
+                let rows = d
+                    .owners
+                    .iter()
+                    .filter(|x| x.retained_bytes_delta != 0 || x.retained_count_delta != 0)
+                    .map(|x| {
+                        let grew: Vec<String> = x
+                            .types
+                            .iter()
+                            .filter(|t| t.count_delta != 0 || t.bytes_delta != 0)
+                            .take(3)
+                            .map(|t| format!("{:+} {}", t.count_delta, t.name))
+                            .collect();
+                        vec![
+                            Cell::Text(x.owner.clone()),
+                            Cell::Text(x.kind.to_string()),
+                            Cell::Int(x.retained_bytes_old as i64),
+                            Cell::Int(x.retained_bytes_new as i64),
+                            Cell::Int(x.retained_bytes_delta),
+                            Cell::Int(x.retained_count_delta),
+                            Cell::Text(grew.join(", ")),
+                        ]
+                    })
+                    .collect();
+                out.push(Section::new(
+                    "owner-growth",
+                    "Growth by owner",
+                    "Who holds what grew: retained memory per owner (module global, class attribute, thread frame), matched between the cores by path, largest growth first.",
+                    SectionBody::Table {
+                        columns: vec![
+                            col("owner", "text"),
+                            col("kind", "text"),
+                            col("retained old", "bytes"),
+                            col("retained new", "bytes"),
+                            col("Δ bytes", "delta"),
+                            col("Δ count", "count"),
+                            col("types that grew", "text"),
+                        ],
+                        rows,
+                    },
+                ));
+            }
+            Err(e) => eprintln!(
+                "coreheap: warning: report: growth by owner: {}",
+                report::clean(&e.to_string())
+            ),
+        }
+    }
+    match analysis::ownership::all_owners(a, Some(8)) {
+        Ok(o) => {
+            let children: Vec<TreeNode> = o
+                .owners
+                .iter()
+                .take(200)
+                .map(|x| {
+                    let mut kids: Vec<TreeNode> = x
+                        .types
+                        .iter()
+                        .map(|t| TreeNode {
+                            name: t.name.clone(),
+                            bytes: t.bytes,
+                            count: t.count,
+                            children: Vec::new(),
+                        })
+                        .collect();
+                    let listed: u64 = kids.iter().map(|k| k.bytes).sum();
+                    if x.retained_bytes > listed {
+                        kids.push(TreeNode {
+                            name: "(other types)".into(),
+                            bytes: x.retained_bytes - listed,
+                            count: 0,
+                            children: Vec::new(),
+                        });
+                    }
+                    TreeNode {
+                        name: format!("{} ({})", x.owner, x.kind),
+                        bytes: x.retained_bytes,
+                        count: x.retained_count,
+                        children: kids,
+                    }
+                })
+                .collect();
+            let root = TreeNode {
+                name: "reachable from a root".into(),
+                bytes: children.iter().map(|c| c.bytes).sum(),
+                count: children.iter().map(|c| c.count).sum(),
+                children,
+            };
+            out.push(Section::new(
+                "owners",
+                "Retained memory by owner",
+                "The dominator tree of the object graph at its named owners: click an owner to zoom, hover for counts and bytes.",
+                SectionBody::Tree { root },
+            ));
+        }
+        Err(e) => eprintln!(
+            "coreheap: warning: report: owners: {}",
+            report::clean(&e.to_string())
+        ),
+    }
+    out
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -509,7 +631,9 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             };
             let (old_a, a) = match &pn {
                 Some(pn) => {
-                    let (a, b) = analysis::diff::analyze_pair(&po, pn, &models, &bars)?;
+                    // With both object graphs (built in parallel): the page shows who holds
+                    // the growth.
+                    let (a, b) = analysis::owner_diff::analyze_pair(&po, pn, &models, &bars)?;
                     (Some(a), b)
                 }
                 None => (None, Analysis::run(&po, &models, &bars)?),
@@ -545,8 +669,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 frag: &frag,
                 diff: diff.as_ref(),
                 heap: &heap,
-                // Extension point: optional sections (owner tree, tracemalloc sites) go here.
-                sections: Vec::new(),
+                sections: owner_sections(&a, old_a.as_ref()),
             };
             let html = report::html::render(&page)
                 .map_err(|e| Error::Other(format!("rendering the report: {e}")))?;
