@@ -9,7 +9,7 @@
 //! `pool_address`; a block is live when below `nextoffset` and not on the pool's free list,
 //! which must agree with the pool's `ref.count`.
 
-use crate::addr::{Addr, Range};
+use crate::addr::Addr;
 use crate::error::{Diagnostic, Diagnostics};
 use crate::error::{Error, Result};
 use crate::image::memory::Reader;
@@ -112,30 +112,6 @@ pub struct PymallocHeap {
     pub diagnostics: Diagnostics,
 }
 
-/// The Python module's writable memory: its RW file mappings and the anonymous segment
-/// right after its last mapping (.bss beyond the file; 3.13+'s obmalloc_state_main).
-fn writable_ranges(p: &Process, m: &Module) -> Vec<Range> {
-    let mut out = Vec::new();
-    for mp in &m.mappings {
-        if let Some(s) = p.core.segments.iter().find(|s| s.vaddr == mp.range.start) {
-            if s.flags & 2 != 0 {
-                out.push(mp.range);
-            }
-        }
-    }
-    if let Some(end) = m.mappings.iter().map(|m| m.range.end).max() {
-        if let Some(s) = p
-            .core
-            .segments
-            .iter()
-            .find(|s| s.vaddr == end && s.flags & 2 != 0)
-        {
-            out.push(s.range());
-        }
-    }
-    out
-}
-
 /// Does `a` hold the 64 usedpools heads? `Some(number of size classes in use)`.
 fn usedpools_at(r: &Reader, model: &CpythonModel, a: Addr) -> Option<u64> {
     let ps = model.pymalloc.pool_size;
@@ -167,7 +143,7 @@ fn is_usedpools(r: &Reader, model: &CpythonModel, a: Addr) -> bool {
 /// Candidates for usedpools, with the number of size classes each has in use.
 fn scan_usedpools(p: &Process, r: &Reader, model: &CpythonModel, m: &Module) -> Vec<(Addr, u64)> {
     let mut hits = Vec::new();
-    for rg in writable_ranges(p, m) {
+    for rg in p.writable_ranges(m) {
         let mut a = rg.start;
         while a.wrapping_add(16 * model.pymalloc.size_classes) <= rg.end {
             // Quick rejection on the first pair.
@@ -250,7 +226,7 @@ fn find_arenas_static(
     let (&(pool0, idx0), _) = pools.split_first()?;
     let asz = model.pymalloc.arena_size;
     let max_idx = pools.iter().map(|x| x.1).max().unwrap_or(0) as u64;
-    for rg in writable_ranges(p, m) {
+    for rg in p.writable_ranges(m) {
         let mut loc = rg.start;
         while loc.wrapping_add(8) <= rg.end {
             let here = loc;

@@ -11,13 +11,11 @@ use crate::addr::Addr;
 use crate::error::{Diagnostics, Result};
 use crate::python::edges::{Edges, Via};
 use crate::python::objects::{Special, Typer};
+use crate::python::typeobj::{F_HEAPTYPE, F_TYPE_SUBCLASS, TP_DICT};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-const F_HEAPTYPE: u64 = 1 << 9;
-const F_TYPE_SUBCLASS: u64 = 1 << 31;
 /// PyTypeObject.tp_dict (layouts.md §C.3); PyModuleObject.md_dict (moduleobject.c).
-const TP_DICT: u64 = 0x108;
 const MD_DICT: u64 = 0x10;
 
 #[derive(Debug, Clone)]

@@ -82,6 +82,36 @@ impl Process {
         }
     }
 
+    /// A module's writable memory: its rw file mappings and the anonymous segment right
+    /// after its last mapping (.bss beyond the file) — where C statics live (pymalloc's
+    /// state, `_PyRuntime`, tracemalloc's tables).
+    pub fn writable_ranges(&self, m: &Module) -> Vec<Range> {
+        let mut out = Vec::new();
+        for mp in &m.mappings {
+            if let Some(s) = self
+                .core
+                .segments
+                .iter()
+                .find(|s| s.vaddr == mp.range.start)
+            {
+                if s.flags & 2 != 0 {
+                    out.push(mp.range);
+                }
+            }
+        }
+        if let Some(end) = m.mappings.iter().map(|m| m.range.end).max() {
+            if let Some(s) = self
+                .core
+                .segments
+                .iter()
+                .find(|s| s.vaddr == end && s.flags & 2 != 0)
+            {
+                out.push(s.range());
+            }
+        }
+        out
+    }
+
     /// Is any byte of `r` mapped from a file?
     pub fn file_backed(&self, r: Range) -> bool {
         intersects_any(&self.file_ranges, r)

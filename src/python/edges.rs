@@ -15,21 +15,11 @@ use crate::image::memory::Reader;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Objects};
 use crate::python::objects::{Special, TypeInfo, Typer};
+use crate::python::typeobj::{
+    F_DICT_SUBCLASS, F_HEAPTYPE, F_INLINE_VALUES, F_LIST_SUBCLASS, F_MANAGED_DICT,
+    F_TUPLE_SUBCLASS, F_TYPE_SUBCLASS, TP_BASICSIZE, TP_DICTOFFSET, TP_WEAKLIST, TP_WEAKLISTOFFSET,
+};
 use std::cell::Cell;
-
-// PyTypeObject offsets (identical 3.8-3.14, layouts.md §C.3 / §C.6).
-const TP_BASICSIZE: u64 = 0x20;
-const TP_WEAKLISTOFFSET: u64 = 0xd0;
-const TP_DICTOFFSET: u64 = 0x120;
-const TP_WEAKLIST: u64 = 0x170;
-// tp_flags (Include/object.h).
-const F_INLINE_VALUES: u64 = 1 << 2;
-const F_MANAGED_DICT: u64 = 1 << 4;
-const F_HEAPTYPE: u64 = 1 << 9;
-const F_LIST_SUBCLASS: u64 = 1 << 25;
-const F_TUPLE_SUBCLASS: u64 = 1 << 26;
-const F_DICT_SUBCLASS: u64 = 1 << 29;
-const F_TYPE_SUBCLASS: u64 = 1 << 31;
 
 /// Largest container read (items, dict entries, set slots): a garbage size field reads
 /// no more than this and is reported as damage.

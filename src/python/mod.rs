@@ -9,3 +9,4 @@ pub mod roots;
 pub mod symless;
 pub mod threadnames;
 pub mod tracemalloc;
+pub mod typeobj;

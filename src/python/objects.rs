@@ -26,26 +26,14 @@ use crate::addr::Addr;
 use crate::image::memory::{AddressSpace, Reader};
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
+use crate::python::typeobj::{
+    F_HAVE_GC, F_HEAPTYPE, F_INLINE_VALUES, F_LONG_SUBCLASS, F_READY, F_TYPE_SUBCLASS, TP_BASE,
+    TP_BASICSIZE, TP_DICT, TP_DICTOFFSET, TP_FLAGS, TP_ITEMSIZE, TP_NAME,
+};
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-// PyTypeObject (identical 3.8-3.14 up to tp_vectorcall, layouts.md §C.3).
-const TP_NAME: u64 = 0x18;
-const TP_BASICSIZE: u64 = 0x20;
-const TP_ITEMSIZE: u64 = 0x28;
-const TP_FLAGS: u64 = 0xa8;
-const TP_BASE: u64 = 0x100;
-const TP_DICT: u64 = 0x108;
-const TP_DICTOFFSET: u64 = 0x120;
-// tp_flags (Include/object.h).
-const F_INLINE_VALUES: u64 = 1 << 2;
-const F_HEAPTYPE: u64 = 1 << 9;
-const F_READY: u64 = 1 << 12;
-const F_HAVE_GC: u64 = 1 << 14;
-const F_LONG_SUBCLASS: u64 = 1 << 24;
-const F_TYPE_SUBCLASS: u64 = 1 << 31;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {

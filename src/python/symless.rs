@@ -25,16 +25,8 @@ use crate::addr::{Addr, Range};
 use crate::image::modules::Module;
 use crate::image::process::Process;
 use crate::models::Frames;
+use crate::python::typeobj::{F_HEAPTYPE, F_READY, TP_BASE, TP_BASICSIZE, TP_FLAGS, TP_NAME};
 use std::collections::HashMap;
-
-// PyTypeObject (identical 3.8-3.14 up to tp_vectorcall, layouts.md §C.3).
-const TP_NAME: u64 = 0x18;
-const TP_BASICSIZE: u64 = 0x20;
-const TP_FLAGS: u64 = 0xa8;
-const TP_BASE: u64 = 0x100;
-// tp_flags (Include/object.h).
-const F_HEAPTYPE: u64 = 1 << 9;
-const F_READY: u64 = 1 << 12;
 
 /// Symbol names of the static types the readers use, with their `tp_name`.
 const TYPES: [(&str, &str); 13] = [

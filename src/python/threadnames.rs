@@ -12,6 +12,9 @@
 use crate::models::{DictKeys, IntSize, Objects, Refcount};
 use crate::python::objects::Typer;
 use crate::python::symless::PyTypes;
+use crate::python::typeobj::{
+    F_DICT_SUBCLASS, F_INLINE_VALUES, F_LONG_SUBCLASS, F_MANAGED_DICT, TP_DICTOFFSET, TP_FLAGS,
+};
 use std::collections::HashMap;
 
 /// Threads read from the registry at most.
@@ -19,13 +22,6 @@ const MAX_NAMES: usize = 4096;
 /// Entries of `sys.modules` looked through for "threading".
 const MAX_MODULES: usize = 1 << 16;
 
-// PyTypeObject.tp_dictoffset (layouts.md §C.3) and tp_flags bits (Include/object.h).
-const TP_DICTOFFSET: u64 = 0x120;
-const TP_FLAGS: u64 = 0xa8;
-const F_INLINE_VALUES: u64 = 1 << 2;
-const F_MANAGED_DICT: u64 = 1 << 4;
-const F_LONG_SUBCLASS: u64 = 1 << 24;
-const F_DICT_SUBCLASS: u64 = 1 << 29;
 /// PyModuleObject.md_dict, right after the object header on 3.8-3.14
 /// (Objects/moduleobject.c; 3.11+ Include/internal/pycore_moduleobject.h).
 const MD_DICT: u64 = 0x10;

@@ -113,30 +113,6 @@ fn bytes(space: &AddressSpace, a: u64, n: usize, buf: &mut [u8; 128]) -> bool {
     space.read(Addr(a), &mut buf[..n]).is_ok()
 }
 
-/// The Python module's writable memory (rw file mappings and the anonymous .bss after the
-/// last one): where the statics and `_PyRuntime` live.
-fn writable_ranges(p: &Process, m: &Module) -> Vec<Range> {
-    let mut out = Vec::new();
-    for mp in &m.mappings {
-        if let Some(s) = p.core.segments.iter().find(|s| s.vaddr == mp.range.start) {
-            if s.flags & 2 != 0 {
-                out.push(mp.range);
-            }
-        }
-    }
-    if let Some(end) = m.mappings.iter().map(|m| m.range.end).max() {
-        if let Some(s) = p
-            .core
-            .segments
-            .iter()
-            .find(|s| s.vaddr == end && s.flags & 2 != 0)
-        {
-            out.push(s.range());
-        }
-    }
-    out
-}
-
 struct Reader<'a> {
     p: &'a Process,
     tm: &'a Tracemalloc,
@@ -386,7 +362,7 @@ fn locate(r: &Reader, module: &Module, runtime: Option<Addr>, diags: &mut Diagno
         traces_slot: None,
         found_by: "signature",
     };
-    let ranges = writable_ranges(r.p, module);
+    let ranges = r.p.writable_ranges(module);
     if let (Some(off), Some(rt)) = (tm.runtime_offset, runtime) {
         // 3.12+: struct _tracemalloc_runtime_state inside _PyRuntime.
         let try_at = |base: Addr| -> Option<(u32, u32, u32)> {
