@@ -1050,6 +1050,16 @@ impl<'a> Typer<'a> {
 
     /// Entries of split keys (PyDictUnicodeEntry) with values from a values array.
     fn split_items(&self, keys: u64, values: u64, limit: usize) -> Vec<(u64, u64)> {
+        let mut v = self.split_entries(keys, values, 64);
+        v.truncate(limit);
+        v
+    }
+
+    /// The (key, value) pairs of a split table: keys from shared `PyDictKeysObject` (3.11+
+    /// Include/internal/pycore_dict.h: dk_log2_index_bytes at +9, dk_nentries at +0x18,
+    /// PyDictUnicodeEntry {key, value} after the indices), values from a values array;
+    /// at most `max_entries` key slots are read.
+    pub fn split_entries(&self, keys: u64, values: u64, max_entries: u64) -> Vec<(u64, u64)> {
         if self.om.dict_keys != DictKeys::V2 {
             return Vec::new();
         }
@@ -1059,7 +1069,10 @@ impl<'a> Typer<'a> {
         if ib > 40 {
             return Vec::new();
         }
-        let n = self.u64(keys.wrapping_add(0x18)).unwrap_or(0).min(64);
+        let n = self
+            .u64(keys.wrapping_add(0x18))
+            .unwrap_or(0)
+            .min(max_entries);
         let entries = keys.wrapping_add(0x20 + (1u64 << ib));
         (0..n)
             .filter_map(|i| {
@@ -1067,7 +1080,6 @@ impl<'a> Typer<'a> {
                 let v = self.u64(values.wrapping_add(8 * i))?;
                 (k != 0).then_some((k, v))
             })
-            .take(limit)
             .collect()
     }
 

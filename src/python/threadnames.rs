@@ -143,23 +143,7 @@ impl Names<'_> {
         let (Some(values), true) = (values.filter(|&v| v != 0), keys != 0) else {
             return Vec::new();
         };
-        // PyDictKeysObject (3.11+ Include/internal/pycore_dict.h): dk_log2_index_bytes at
-        // +9, dk_nentries at +0x18, PyDictUnicodeEntry {key, value} after the indices.
-        let Some(ib) = self.u64(keys.wrapping_add(8)).map(|w| (w >> 8) as u8) else {
-            return Vec::new();
-        };
-        if ib > 40 {
-            return Vec::new();
-        }
-        let n = self.u64(keys.wrapping_add(0x18)).unwrap_or(0).min(256);
-        let entries = keys.wrapping_add(0x20 + (1u64 << ib));
-        (0..n)
-            .filter_map(|i| {
-                let k = self.u64(entries.wrapping_add(16 * i))?;
-                let v = self.u64(values.wrapping_add(8 * i))?;
-                (k != 0).then_some((k, v))
-            })
-            .collect()
+        self.typer.split_entries(keys, values, 256)
     }
 
     fn attr(&self, o: u64, name: &str) -> Option<u64> {
