@@ -126,6 +126,21 @@ impl Reader<'_> {
         &self.p.space
     }
 
+    /// What both hashtable layouts must show: the allocator's malloc and free (two distinct
+    /// non-null function pointers), a power-of-two bucket count and an entry count within
+    /// the caps, and a bucket array in the core.
+    fn plausible_table(&self, nb: u64, n: u64, buckets: u64, malloc: u64, free: u64) -> bool {
+        malloc != 0
+            && free != 0
+            && malloc != free
+            && nb.is_power_of_two()
+            && nb >= MIN_BUCKETS
+            && nb <= self.cap
+            && n <= self.cap
+            && buckets != 0
+            && self.space().is_available(Addr(buckets))
+    }
+
     /// Is `ht` a traces table (domain 0 or a per-domain one)?
     fn is_traces_table(&self, ht: u64) -> bool {
         if ht == 0 || ht % 8 != 0 {
@@ -151,15 +166,7 @@ impl Reader<'_> {
                     && get != 0
                     && kd == 0
                     && vd != 0
-                    && ma != 0
-                    && fr != 0
-                    && ma != fr
-                    && nb.is_power_of_two()
-                    && nb >= MIN_BUCKETS
-                    && nb <= self.cap
-                    && n <= self.cap
-                    && buckets != 0
-                    && self.space().is_available(Addr(buckets))
+                    && self.plausible_table(nb, n, buckets, ma, fr)
             }
             HashtableKind::Inline => {
                 if !bytes(self.space(), ht, IT_SIZE as usize, &mut b) {
@@ -180,17 +187,7 @@ impl Reader<'_> {
                     12 => hash != 0 && cmp != 0 && hash != cmp,
                     _ => false,
                 };
-                funcs
-                    && ds == 16
-                    && ma != 0
-                    && fr != 0
-                    && ma != fr
-                    && nb.is_power_of_two()
-                    && nb >= MIN_BUCKETS
-                    && nb <= self.cap
-                    && n <= self.cap
-                    && buckets != 0
-                    && self.space().is_available(Addr(buckets))
+                funcs && ds == 16 && self.plausible_table(nb, n, buckets, ma, fr)
             }
         }
     }
