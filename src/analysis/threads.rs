@@ -148,12 +148,7 @@ pub struct Stacks {
 
 /// The CPython model for the detected version (the nearest when none covers it).
 fn model_for(models: &Models, v: Option<Version>) -> Option<&CpythonModel> {
-    let v = v?;
-    models
-        .cpython
-        .iter()
-        .find(|m| m.covers(v))
-        .or_else(|| models.cpython.iter().min_by_key(|m| m.distance(v)))
+    crate::models::nearest(&models.cpython, v?)
 }
 
 /// The crash context of a core written for a signal (None for snapshots).

@@ -13,7 +13,7 @@
 use super::{Analysis, Limits};
 use crate::error::{Diagnostic, Diagnostics, Error, Result};
 use crate::image::version::detect_python;
-use crate::models::{CpythonModel, Epoch, Version};
+use crate::models::{CpythonModel, Version};
 use crate::python::objects::Special;
 use crate::python::tracemalloc::{self, Recovered, State, Trace, Traces};
 use serde::Serialize;
@@ -104,7 +104,7 @@ fn model_for<'m>(p: &crate::Process, models: &'m [CpythonModel]) -> Option<&'m C
     let v = py.version.as_deref().and_then(Version::parse);
     let mut with = models.iter().filter(|m| m.tracemalloc.is_some());
     match v {
-        Some(v) => with.min_by_key(|m| m.distance(v)),
+        Some(v) => crate::models::nearest(with, v),
         None => with.next_back(),
     }
 }

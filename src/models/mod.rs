@@ -281,6 +281,15 @@ const EMBEDDED_GLIBC: &[(&str, &str)] = &[
 /// What the loader needs of a model file of either kind.
 /// Models of both kinds share the version range (`first`, inclusive `last`) and how a
 /// version is matched against it.
+/// The model covering `v`, else the nearest by version (loaded ranges never overlap, so at
+/// most one model has distance 0).
+pub fn nearest<'m, M: Epoch + 'm>(
+    models: impl IntoIterator<Item = &'m M>,
+    v: Version,
+) -> Option<&'m M> {
+    models.into_iter().min_by_key(|m| m.distance(v))
+}
+
 pub trait Epoch: serde::de::DeserializeOwned {
     fn set_name(&mut self, name: String);
     fn name(&self) -> &str;
