@@ -62,7 +62,7 @@ impl Graph {
         match &self.sorted {
             Some((a, ids)) => a.binary_search(&addr).ok().map(|i| ids[i]),
             None => c
-                .objects
+                .objects()
                 .binary_search_by_key(&addr, |o| o.addr.0)
                 .ok()
                 .map(|i| i as u32 + 1),
@@ -114,10 +114,12 @@ impl Graph {
 /// Build the graph of the analysed process (None without a CPython census).
 pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let (c, typer) = a.python().ok()?;
+    // The node list: the census's objects, built here on first use.
+    a.objects().ok()?;
     let model = a.cpython_model?;
     let edges = Edges::new(a.process, model, typer);
     let mut diagnostics = Diagnostics::default();
-    let n = c.objects.len() + 1;
+    let n = c.objects().len() + 1;
     if n >= u32::MAX as usize {
         diagnostics.push(Diagnostic::error(
             "too many objects for the reference graph",
@@ -125,15 +127,15 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         return None;
     }
     // Address lookup: the census in address order is searched directly.
-    let is_sorted = c.objects.windows(2).all(|w| w[0].addr < w[1].addr);
+    let is_sorted = c.objects().windows(2).all(|w| w[0].addr < w[1].addr);
     let sorted = if is_sorted {
         None
     } else {
         let mut ids: Vec<u32> = (1..n as u32).collect();
-        ids.sort_unstable_by_key(|&i| c.objects[i as usize - 1].addr.0);
+        ids.sort_unstable_by_key(|&i| c.objects()[i as usize - 1].addr.0);
         let addrs: Vec<u64> = ids
             .iter()
-            .map(|&i| c.objects[i as usize - 1].addr.0)
+            .map(|&i| c.objects()[i as usize - 1].addr.0)
             .collect();
         Some((addrs, ids))
     };
@@ -141,14 +143,14 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         match &sorted {
             Some((s, ids)) => s.binary_search(&addr).ok().map(|i| ids[i]),
             None => c
-                .objects
+                .objects()
                 .binary_search_by_key(&addr, |o| o.addr.0)
                 .ok()
                 .map(|i| i as u32 + 1),
         }
     };
     // Object lo/hi bounds: most scanned words are not pointers into the heap at all.
-    let (lo, hi) = c.objects.iter().fold((u64::MAX, 0), |(l, h), o| {
+    let (lo, hi) = c.objects().iter().fold((u64::MAX, 0), |(l, h), o| {
         (l.min(o.addr.0), h.max(o.addr.0))
     });
 
@@ -163,7 +165,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     rc.push(0);
     let split_rc = edges.minor >= 12;
     let mut overflow = false;
-    for (i, o) in c.objects.iter().enumerate() {
+    for (i, o) in c.objects().iter().enumerate() {
         let node = i as u32 + 1;
         let ti = c.type_of(o);
         let head = gc_head(ti.flags, model.objects.preheader_flags);
@@ -214,7 +216,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             }
         };
         if let Some(py) = &a.pymalloc {
-            for b in &py.blocks {
+            for b in py.blocks() {
                 if lookup_alloc(&lookup, b.addr.0, b.size as u64) {
                     continue;
                 }
@@ -264,7 +266,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     // The interpreter's roots must be dicts (offsets can drift between micro releases).
     named.retain(|r| {
-        let o = &c.objects[r.node as usize - 1];
+        let o = &c.objects()[r.node as usize - 1];
         r.kind != "interpreter" || c.type_of(o).special == Special::Dict
     });
     root_succ = named.iter().map(|r| r.node).collect();
@@ -394,7 +396,7 @@ impl Graph {
         // (node, entered): exit events undo the count.
         let mut stack: Vec<(u32, bool)> = vec![(0, false)];
         while let Some((v, exit)) = stack.pop() {
-            let ty = (v != 0).then(|| c.objects[v as usize - 1].ty as usize);
+            let ty = (v != 0).then(|| c.objects()[v as usize - 1].ty as usize);
             if exit {
                 if let Some(t) = ty {
                     open[t] -= 1;

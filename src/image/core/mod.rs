@@ -50,7 +50,7 @@ impl Arch {
 
 /// Bytes of the core: a map of the file, or owned bytes (tests, fuzzing).
 pub enum Backing {
-    Mmap(Mmap),
+    Mmap(std::sync::Arc<Mmap>),
     Owned(Vec<u8>),
 }
 
@@ -146,9 +146,9 @@ impl CoreFile {
                 let tmp = compress::decompress_to_temp(path, kind, progress)?;
                 // SAFETY: our own unnamed temporary file.
                 let m = unsafe { Mmap::map(&tmp) }.map_err(|e| Error::io(path, e))?;
-                (Backing::Mmap(m), Some(kind))
+                (Backing::Mmap(std::sync::Arc::new(m)), Some(kind))
             }
-            None => (Backing::Mmap(map), None),
+            None => (Backing::Mmap(std::sync::Arc::new(map)), None),
         };
         #[cfg(unix)]
         if let Backing::Mmap(m) = &backing {
