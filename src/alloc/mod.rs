@@ -39,8 +39,12 @@ pub fn live<'a>(
     glibc: Option<&'a GlibcHeap>,
     pymalloc: Option<&'a PymallocHeap>,
 ) -> impl Iterator<Item = Allocation> + 'a {
-    Heaps { glibc, pymalloc }
-        .live_between(0, u64::MAX)
+    Heaps {
+        glibc,
+        pymalloc,
+        core: None,
+    }
+    .live_between(0, u64::MAX)
         .map(|(_, a)| a)
 }
 
@@ -51,6 +55,8 @@ pub fn live<'a>(
 pub struct Heaps<'a> {
     pub glibc: Option<&'a GlibcHeap>,
     pub pymalloc: Option<&'a PymallocHeap>,
+    /// The core the heaps are read from: long scans release its pages behind them.
+    pub core: Option<&'a crate::image::core::CoreFile>,
 }
 
 impl<'a> Heaps<'a> {

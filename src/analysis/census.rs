@@ -11,8 +11,6 @@
 //! model names (`<bytearray buffer>`, `<numpy.ndarray data>`, ...).
 
 use crate::addr::Addr;
-use crate::alloc::glibc::GlibcHeap;
-use crate::alloc::pymalloc::PymallocHeap;
 use crate::alloc::{Allocation, Allocator, Heaps};
 use crate::python::objects::{Special, TypeInfo, Typer};
 use crate::python::typeobj::F_TYPE_SUBCLASS;
@@ -51,7 +49,7 @@ pub struct Census {
     pub types: Vec<TypeCount>,
     pub freelists: Vec<FreeCount>,
     /// Live objects in address order; filled by `Analysis::objects` on first use.
-    objects: std::cell::OnceCell<Vec<Obj>>,
+    objects: std::sync::OnceLock<Vec<Obj>>,
     /// Free-list residents (refcount 0, type intact, a free-list type of the version).
     pub free_objects: Vec<Obj>,
     pub type_infos: Vec<Arc<TypeInfo>>,
@@ -144,6 +142,8 @@ pub trait Source: Sync {
         let _ = hint;
         self.containing(a)
     }
+    /// Let go of the memory pages read so far (a long scan calls this now and then).
+    fn release(&self) {}
     /// Allocations at addresses below `a` (ids below it, for balancing a split).
     fn below(&self, a: u64) -> u64;
     /// `n` address ranges holding about the same number of allocations each.
@@ -184,6 +184,11 @@ impl Source for Heaps<'_> {
     }
     fn below(&self, a: u64) -> u64 {
         Heaps::below(self, a)
+    }
+    fn release(&self) {
+        if let Some(c) = self.core {
+            c.release_pages();
+        }
     }
 }
 
@@ -243,15 +248,10 @@ fn classify(
 /// The census of both allocators' live allocations.
 pub fn census(
     typer: &Typer,
-    py: &PymallocHeap,
-    glibc: Option<&GlibcHeap>,
+    heaps: &Heaps,
     float_free: &FxHashSet<u64>,
 ) -> Census {
-    let heaps = Heaps {
-        glibc,
-        pymalloc: Some(py),
-    };
-    census_from(typer, &heaps, float_free)
+    census_from(typer, heaps, float_free)
 }
 
 /// The census of the given live allocations: (user address, usable bytes, size, from
@@ -313,6 +313,13 @@ struct Part {
     /// Objects in allocations of 4 GiB and more: (address, size, type index).
     big: Vec<(Addr, u64, u32)>,
 }
+
+/// Allocations between two releases of the pages read (`Source::release`) in the scans
+/// that build the object graph (about 100 MB of a Python heap): the graph's arrays then
+/// share the memory with a window of the core, not with all of it. The census itself does
+/// not release (its scan follows the walks over the same pages, and refaulting them costs
+/// more than their residency).
+pub const RELEASE_EVERY: u64 = 1 << 21;
 
 /// The float type's index in `typer`, when the float free lists are known.
 fn float_index(typer: &Typer, float_free: &FxHashSet<u64>) -> Option<u32> {
@@ -770,19 +777,77 @@ pub fn census_from<S: Source + ?Sized>(
 }
 
 /// The live objects of `src` in address order, typed as `census` typed them (the same
-/// classification, only live types, no free-list residents).
+/// classification, only live types, no free-list residents); scanned in address ranges on
+/// the machine's cores like the census.
 pub fn objects_of<S: Source + ?Sized>(
     typer: &Typer,
     src: &S,
     float_free: &FxHashSet<u64>,
     census: &Census,
 ) -> Vec<Obj> {
-    let mut out = Vec::with_capacity(census.object_count as usize);
-    each_object(typer, src, float_free, census, &mut |o| {
-        out.push(o);
-        true
+    if let Some(list) = census.objects.get() {
+        return list.clone();
+    }
+    let ranges = src.split(threads_for(census.object_count));
+    let live_types: &[bool] = &census.alive;
+    let alive = |ty: u32| live_types.get(ty as usize).copied().unwrap_or(false);
+    // One range: objects of live types, by `typer`'s indices; others: every object, by the
+    // thread's own typer's indices, with the type addresses to bring them to `typer`'s.
+    let collect = |t: &Typer, r: (u64, u64), filter: bool| -> (Vec<Obj>, Vec<u64>) {
+        let float_ty = float_index(t, float_free);
+        let mut out = Vec::new();
+        let mut seen = 0u64;
+        src.each_between(r.0, r.1, &mut |_, a| {
+            seen += 1;
+            if seen % RELEASE_EVERY == 0 {
+                src.release();
+            }
+            let Some((o, ty, false)) = classify(t, &a, float_free, float_ty) else {
+                return;
+            };
+            if filter && !alive(ty) {
+                return;
+            }
+            out.push(Obj {
+                addr: Addr(o),
+                alloc: a.size.min(u32::MAX as u64) as u32,
+                ty,
+            });
+        });
+        let addrs = (0..t.type_count()).map(|i| t.type_by_index(i).addr.0).collect();
+        (out, addrs)
+    };
+    if ranges.len() == 1 {
+        let mut v = collect(typer, ranges[0], true).0;
+        v.shrink_to_fit();
+        return v;
+    }
+    let forks: Vec<Typer> = ranges[1..].iter().map(|_| typer.fork()).collect();
+    let (mut all, rest) = std::thread::scope(|sc| {
+        let handles: Vec<_> = forks
+            .into_iter()
+            .zip(&ranges[1..])
+            .map(|(t, &r)| sc.spawn(move || collect(&t, r, false)))
+            .collect();
+        let first = collect(typer, ranges[0], true).0;
+        let rest: Vec<(Vec<Obj>, Vec<u64>)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("object scan thread"))
+            .collect();
+        (first, rest)
     });
-    out
+    all.reserve_exact(rest.iter().map(|r| r.0.len()).sum());
+    for (objs, addrs) in rest {
+        let map: Vec<Option<u32>> = addrs
+            .iter()
+            .map(|&t| typer.type_index(t).filter(|&g| alive(g)))
+            .collect();
+        all.extend(objs.into_iter().filter_map(|mut o| {
+            o.ty = map[o.ty as usize]?;
+            Some(o)
+        }));
+    }
+    all
 }
 
 /// Call `f` on every live object of `src` in address order, until it returns false.
@@ -808,9 +873,14 @@ pub fn each_object<S: Source + ?Sized>(
             .and_then(|t| typer.type_index(t)),
     };
     let mut going = true;
+    let mut seen = 0u64;
     src.each(&mut |_, a| {
         if !going {
             return;
+        }
+        seen += 1;
+        if seen % RELEASE_EVERY == 0 {
+            src.release();
         }
         let Some((o, ty, false)) = classify(typer, &a, float_free, float_ty) else {
             return;

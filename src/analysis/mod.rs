@@ -221,7 +221,16 @@ impl<'a> Analysis<'a> {
             None,
             Unit::Items,
         );
-        let glibc = match crate::alloc::glibc::analyze(p, &models.glibc) {
+        // pymalloc's arenas are CPython's own mappings, never glibc chunks.
+        let arenas: Vec<crate::addr::Range> = pymalloc
+            .iter()
+            .flat_map(|h| {
+                h.arena_list.iter().map(|a| {
+                    crate::addr::Range::new(a.address, a.address.wrapping_add(h.arena_size))
+                })
+            })
+            .collect();
+        let glibc = match crate::alloc::glibc::analyze_excluding(p, &models.glibc, &arenas) {
             Ok(h) => h,
             Err(e) => {
                 failures.push(e.to_string());
@@ -264,7 +273,12 @@ impl<'a> Analysis<'a> {
                     float_free = float_freelist(p, cpython_model, py, t, &mut diagnostics);
                     let _phase =
                         progress.phase(&format!("{name}: census"), None, Unit::Items);
-                    census = Some(census::census(t, py, glibc.as_ref(), &float_free));
+                    let heaps = crate::alloc::Heaps {
+                        glibc: glibc.as_ref(),
+                        pymalloc: Some(py),
+                        core: Some(&p.core),
+                    };
+                    census = Some(census::census(t, &heaps, &float_free));
                 }
                 None => diagnostics.push(Diagnostic::warning(
                     "CPython found but its types cannot be read (no PyType_Type symbol)",
@@ -319,6 +333,7 @@ impl<'a> Analysis<'a> {
         crate::alloc::Heaps {
             glibc: self.glibc.as_ref(),
             pymalloc: self.pymalloc.as_ref(),
+            core: Some(&self.process.core),
         }
     }
 

@@ -67,10 +67,22 @@ impl Phase for Timed {
 
 impl Drop for Timed {
     fn drop(&mut self) {
+        // With the resident memory at the phase's end (Linux /proc; blank elsewhere).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(String::new(), |v| format!("{} MiB", v / 1024))
+        };
         eprintln!(
-            "coreheap: timing: {:>8.3} s  {}",
+            "coreheap: timing: {:>8.3} s  {}  (anonymous {}, file {})",
             self.2.elapsed().as_secs_f64(),
-            coreheap::report::clean(&self.1)
+            coreheap::report::clean(&self.1),
+            kb("RssAnon:"),
+            kb("RssFile:")
         );
     }
 }

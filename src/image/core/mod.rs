@@ -50,7 +50,7 @@ impl Arch {
 
 /// Bytes of the core: a map of the file, or owned bytes (tests, fuzzing).
 pub enum Backing {
-    Mmap(std::sync::Arc<Mmap>),
+    Mmap(Mmap),
     Owned(Vec<u8>),
 }
 
@@ -146,9 +146,9 @@ impl CoreFile {
                 let tmp = compress::decompress_to_temp(path, kind, progress)?;
                 // SAFETY: our own unnamed temporary file.
                 let m = unsafe { Mmap::map(&tmp) }.map_err(|e| Error::io(path, e))?;
-                (Backing::Mmap(std::sync::Arc::new(m)), Some(kind))
+                (Backing::Mmap(m), Some(kind))
             }
-            None => (Backing::Mmap(std::sync::Arc::new(map)), None),
+            None => (Backing::Mmap(map), None),
         };
         #[cfg(unix)]
         if let Backing::Mmap(m) = &backing {
@@ -429,6 +429,21 @@ impl CoreFile {
             truncated,
             diagnostics,
         })
+    }
+
+    /// Drop this process's page-table entries for the core's pages (MADV_DONTNEED on the
+    /// read-only file map): the pages stay in the page cache and fault back in when read
+    /// again, but the resident set stops growing with the core — long address-ordered
+    /// scans call this behind them, so a 10 GB core does not show as 10 GB resident. The
+    /// map is never written, so no content is lost; a refusal changes nothing.
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &self.data {
+            // SAFETY: the mapping is read-only and file-backed: dropping its PTEs cannot
+            // discard data (there are no private modified pages); every slice into it
+            // stays valid and reads the same bytes after the next fault.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 
     /// The raw bytes of the core file.
