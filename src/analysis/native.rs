@@ -1,0 +1,558 @@
+//! The native heap as a graph: every used glibc chunk is a node (u32 id, address order),
+//! every aligned word of a used chunk that points inside a used chunk is an edge (interior
+//! pointers count), and the roots are what chap calls anchors (chap USERGUIDE.md,
+//! "anchor point"): the registers of every thread, every thread's stack from its stack
+//! pointer to the top of its mapping, and writable memory that is not the heap — the
+//! modules' writable segments (C statics), and, as chap does "to avoid reporting false
+//! leaks", any other writable mapping it cannot explain. pymalloc arenas are not such
+//! memory: their live blocks (the Python objects) are roots, and their free blocks hold
+//! stale pointers. glibc's own tcache_perthread_struct chunks are anchored by the
+//! allocator (the thread's TLS `tcache` slot, glibc malloc.c).
+//!
+//! - anchored: a chain of pointers from a root reaches the chunk;
+//! - leaked: a used chunk that is not anchored;
+//! - unreferenced: a leaked chunk no other leaked chunk points to.
+//!
+//! The scan runs once over the heap's bytes, in parallel over blocks of chunks, into one
+//! CSR (the `dominators::Csr` of the Python graph); lookups are a binary search over the
+//! chunk starts. Chunks are typed by the C++ vtable their first word points to
+//! (`image::cxx`).
+
+use super::dominators::Csr;
+use super::Analysis;
+use crate::addr::{Addr, Range};
+use crate::alloc::glibc::Chunk;
+use crate::error::{Diagnostic, Diagnostics};
+use crate::image::core::Arch;
+use crate::image::cxx::{FoundBy, Vtables};
+use crate::image::process::Process;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+pub const NONE: u32 = u32::MAX;
+/// Parent values at or above this are root indexes (`ROOT | i`).
+const ROOT: u32 = 0x8000_0000;
+
+/// Where an anchor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// Register `reg` (index in the core's register set) of thread `thread` (index).
+    Register { thread: u32, reg: u16 },
+    /// A word of thread `thread`'s stack.
+    Stack { thread: u32, at: u64 },
+    /// A word of a module's writable memory (C statics) or of another writable mapping.
+    Static { at: u64 },
+    /// A word of a live pymalloc block (a Python object).
+    Python { at: u64 },
+    /// glibc's tcache_perthread_struct of a thread (held from its TLS).
+    Tcache,
+}
+
+impl Anchor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Anchor::Register { .. } => "register",
+            Anchor::Stack { .. } => "stack",
+            Anchor::Static { .. } => "static",
+            Anchor::Python { .. } => "python",
+            Anchor::Tcache => "allocator",
+        }
+    }
+}
+
+pub struct NativeGraph {
+    /// Used chunks (in use in an arena, or mmapped), in address order.
+    pub chunks: Vec<Chunk>,
+    /// Chunk -> chunks its words point into.
+    pub csr: Csr,
+    /// (node, anchor), in the order the roots were searched.
+    pub roots: Vec<(u32, Anchor)>,
+    /// BFS parent: a node, `ROOT | i` for the i-th root, NONE when not anchored.
+    parent: Vec<u32>,
+    /// Type of each chunk: index into `types` (0: no class).
+    pub ty: Vec<u32>,
+    /// Type names: `types[0]` is the untyped bucket.
+    pub types: Vec<Arc<str>>,
+    /// Classes recognised by symbol and by RTTI only (distinct vtables).
+    pub vtables_by_symbol: u64,
+    pub vtables_by_rtti: u64,
+    pub edges: u64,
+    pub diagnostics: Diagnostics,
+}
+
+/// The untyped bucket's name.
+pub const UNTYPED: &str = "<untyped glibc>";
+
+impl NativeGraph {
+    pub fn nodes(&self) -> usize {
+        self.chunks.len()
+    }
+    /// The used chunk holding `addr` (between its user start and its usable end).
+    pub fn node_at(&self, addr: u64) -> Option<u32> {
+        find(&self.chunks, addr)
+    }
+    pub fn anchored(&self, n: u32) -> bool {
+        self.parent[n as usize] != NONE
+    }
+    /// The chain from a root to `n`: the root, then the nodes (n last); None when `n` is
+    /// leaked.
+    pub fn path(&self, n: u32) -> Option<((u32, Anchor), Vec<u32>)> {
+        let mut chain = vec![n];
+        let mut v = n;
+        for _ in 0..self.nodes() + 1 {
+            let p = self.parent[v as usize];
+            if p == NONE {
+                return None;
+            }
+            if p >= ROOT {
+                chain.reverse();
+                return Some((self.roots[(p - ROOT) as usize], chain));
+            }
+            chain.push(p);
+            v = p;
+        }
+        None
+    }
+    pub fn type_name(&self, n: u32) -> &str {
+        &self.types[self.ty[n as usize] as usize]
+    }
+    /// Leaked chunks, and which of them are unreferenced (no other leaked chunk points to
+    /// them; a chunk pointing to itself does not count).
+    pub fn leaked(&self) -> (Vec<u32>, Vec<u32>) {
+        let n = self.nodes();
+        let leaked: Vec<u32> = (0..n as u32).filter(|&v| !self.anchored(v)).collect();
+        let mut referenced = vec![false; n];
+        for &v in &leaked {
+            for &w in self.csr.succ(v) {
+                if w != v {
+                    referenced[w as usize] = true;
+                }
+            }
+        }
+        let unref = leaked
+            .iter()
+            .copied()
+            .filter(|&v| !referenced[v as usize])
+            .collect();
+        (leaked, unref)
+    }
+}
+
+fn find(chunks: &[Chunk], addr: u64) -> Option<u32> {
+    let i = chunks.partition_point(|c| c.user().0 <= addr);
+    if i == 0 {
+        return None;
+    }
+    let c = &chunks[i - 1];
+    (addr < c.user().0 + c.usable()).then_some(i as u32 - 1)
+}
+
+/// Every aligned 8-byte word of `[start, end)` that the core or a verified file holds.
+fn words(p: &Process, start: u64, end: u64, mut f: impl FnMut(u64, u64)) {
+    let start = (start + 7) & !7;
+    if end <= start {
+        return;
+    }
+    p.space
+        .for_each_slice(Range::new(Addr(start), Addr(end)), |at, bytes| {
+            // Regions start page-aligned, so a slice of an aligned range is aligned.
+            for (i, w) in bytes.chunks_exact(8).enumerate() {
+                f(
+                    at.0 + 8 * i as u64,
+                    u64::from_le_bytes(w.try_into().unwrap()),
+                );
+            }
+            true
+        });
+}
+
+/// x86_64 `user_regs_struct` (arch/x86/include/asm/user_64.h) and aarch64 `user_pt_regs`
+/// names by index in the core's register set.
+pub fn register_name(arch: Arch, i: usize) -> String {
+    const X86: [&str; 27] = [
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+        "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+        "es", "fs", "gs",
+    ];
+    match arch {
+        Arch::X86_64 => X86
+            .get(i)
+            .map_or_else(|| format!("reg{i}"), |s| s.to_string()),
+        Arch::Aarch64 => match i {
+            0..=30 => format!("x{i}"),
+            31 => "sp".into(),
+            32 => "pc".into(),
+            _ => format!("reg{i}"),
+        },
+    }
+}
+
+/// Build the native graph of the analysed process (None without a glibc heap).
+pub fn build(a: &Analysis) -> Option<NativeGraph> {
+    let g = a.glibc.as_ref()?;
+    let p = a.process;
+    let mut diagnostics = Diagnostics::default();
+    let chunks: Vec<Chunk> = g.live().copied().collect();
+    let n = chunks.len();
+    if n >= ROOT as usize {
+        diagnostics.push(Diagnostic::error(
+            "too many chunks for the native reference graph",
+        ));
+        return None;
+    }
+    let lo = chunks.first().map_or(u64::MAX, |c| c.user().0);
+    let hi = chunks.last().map_or(0, |c| c.user().0 + c.usable());
+    let lookup = |v: u64| -> Option<u32> {
+        if v < lo || v >= hi {
+            return None;
+        }
+        find(&chunks, v)
+    };
+
+    // Edges: blocks of chunks scanned in parallel, each into its own CSR piece.
+    const BLOCK: usize = 1 << 14;
+    let pieces: Vec<(Vec<u32>, Vec<u32>)> = (0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let r = b * BLOCK..((b + 1) * BLOCK).min(n);
+            let mut counts = Vec::with_capacity(r.len());
+            let mut adj = Vec::new();
+            for c in &chunks[r] {
+                let before = adj.len();
+                let s = c.user().0;
+                words(p, s, s + c.usable(), |_, v| {
+                    if let Some(d) = lookup(v) {
+                        adj.push(d);
+                    }
+                });
+                // One edge per target is enough for reachability and paths.
+                let e = &mut adj[before..];
+                e.sort_unstable();
+                let mut k = 0;
+                for i in 0..e.len() {
+                    if i == 0 || e[i] != e[k - 1] {
+                        e[k] = e[i];
+                        k += 1;
+                    }
+                }
+                adj.truncate(before + k);
+                counts.push(k as u32);
+            }
+            (counts, adj)
+        })
+        .collect();
+    let total: usize = pieces.iter().map(|p| p.1.len()).sum();
+    if total >= u32::MAX as usize {
+        diagnostics.push(Diagnostic::error(
+            "the native reference graph has more than 4 billion edges; leaks are not computed",
+        ));
+        return None;
+    }
+    let mut off = Vec::with_capacity(n + 1);
+    let mut adj = Vec::with_capacity(total);
+    off.push(0u32);
+    for (counts, a) in pieces {
+        let mut o = *off.last().unwrap();
+        for c in counts {
+            o += c;
+            off.push(o);
+        }
+        adj.extend_from_slice(&a);
+    }
+    let csr = Csr { off, adj };
+
+    // Roots, in the order `why` prefers them: statics, stacks, registers, Python objects,
+    // other writable memory, the allocator's own.
+    let mut roots: Vec<(u32, Anchor)> = Vec::new();
+    // Memory that is heap, not anchor: arena heaps (their free chunks hold stale
+    // pointers), mmapped chunks, pymalloc arenas (scanned block by block below).
+    let mut heap: Vec<(u64, u64)> = Vec::new();
+    for ar in &g.arenas {
+        heap.extend(ar.heaps.iter().map(|h| (h.address.0, h.address.0 + h.size)));
+    }
+    for c in &chunks {
+        heap.push((c.addr.0, c.addr.0 + c.size()));
+    }
+    if let Some(py) = &a.pymalloc {
+        heap.extend(
+            py.arena_list
+                .iter()
+                .map(|ar| (ar.address.0, ar.address.0 + py.arena_size)),
+        );
+    }
+    heap.sort_unstable();
+    let threads = &p.core.threads;
+    let stack_of = |r: Range| threads.iter().position(|t| r.contains(t.sp));
+    // Writable segments minus the heap: (start, end, is module memory, thread whose stack).
+    let mut module_ranges: Vec<(u64, u64)> = p
+        .modules
+        .modules
+        .iter()
+        .flat_map(|m| p.writable_ranges(m))
+        .map(|r| (r.start.0, r.end.0))
+        .collect();
+    module_ranges.sort_unstable();
+    let in_module = |a: u64| {
+        let i = module_ranges.partition_point(|r| r.0 <= a);
+        i > 0 && a < module_ranges[i - 1].1
+    };
+    let mut statics: Vec<(u64, u64)> = Vec::new();
+    let mut others: Vec<(u64, u64)> = Vec::new();
+    let mut stacks: Vec<(u64, u64, u32)> = Vec::new();
+    for s in &p.core.segments {
+        if s.flags & 2 == 0 {
+            continue;
+        }
+        let r = s.range();
+        let mut start = r.start.0;
+        if let Some(t) = stack_of(r) {
+            stacks.push((threads[t].sp.0, r.end.0, t as u32));
+            continue;
+        }
+        let end = r.end.0;
+        let i = heap.partition_point(|&(_, e)| e <= start);
+        let mut push = |s: u64, e: u64| {
+            if in_module(s) {
+                statics.push((s, e));
+            } else {
+                others.push((s, e));
+            }
+        };
+        for &(hs, he) in &heap[i..] {
+            if hs >= end {
+                break;
+            }
+            if hs > start {
+                push(start, hs);
+            }
+            start = start.max(he);
+        }
+        if start < end {
+            push(start, end);
+        }
+    }
+    let scan_roots = |ranges: &[(u64, u64)],
+                      mk: &(dyn Fn(u64) -> Anchor + Sync),
+                      roots: &mut Vec<(u32, Anchor)>| {
+        let found: Vec<Vec<(u32, Anchor)>> = ranges
+            .par_iter()
+            .map(|&(s, e)| {
+                let mut out = Vec::new();
+                words(p, s, e, |at, v| {
+                    if let Some(d) = lookup(v) {
+                        out.push((d, mk(at)));
+                    }
+                });
+                out
+            })
+            .collect();
+        for f in found {
+            roots.extend(f);
+        }
+    };
+    scan_roots(&statics, &|at| Anchor::Static { at }, &mut roots);
+    for &(s, e, t) in &stacks {
+        words(p, s, e, |at, v| {
+            if let Some(d) = lookup(v) {
+                roots.push((d, Anchor::Stack { thread: t, at }));
+            }
+        });
+    }
+    for (ti, t) in threads.iter().enumerate() {
+        for (ri, &r) in t.regs.iter().enumerate() {
+            if let Some(d) = lookup(r) {
+                roots.push((
+                    d,
+                    Anchor::Register {
+                        thread: ti as u32,
+                        reg: ri as u16,
+                    },
+                ));
+            }
+        }
+    }
+    if let Some(py) = &a.pymalloc {
+        let blocks: Vec<(u64, u64)> = py
+            .blocks
+            .iter()
+            .map(|b| (b.addr.0, b.addr.0 + b.size as u64))
+            .collect();
+        scan_roots(&blocks, &|at| Anchor::Python { at }, &mut roots);
+    }
+    scan_roots(&others, &|at| Anchor::Static { at }, &mut roots);
+    for t in &g.tcaches {
+        if let Some(d) = lookup(t.address.0) {
+            roots.push((d, Anchor::Tcache));
+        }
+    }
+
+    // Anchored: BFS from every root, in root order.
+    let mut parent = vec![NONE; n];
+    let mut queue = std::collections::VecDeque::new();
+    for (i, &(d, _)) in roots.iter().enumerate() {
+        if parent[d as usize] == NONE {
+            parent[d as usize] = ROOT | i as u32;
+            queue.push_back(d);
+        }
+    }
+    while let Some(v) = queue.pop_front() {
+        for &w in csr.succ(v) {
+            if parent[w as usize] == NONE {
+                parent[w as usize] = v;
+                queue.push_back(w);
+            }
+        }
+    }
+
+    let t = classify(p, &chunks);
+    let edges = csr.adj.len() as u64;
+    Some(NativeGraph {
+        chunks,
+        csr,
+        roots,
+        parent,
+        ty: t.ty,
+        types: t.types,
+        vtables_by_symbol: t.by_symbol,
+        vtables_by_rtti: t.by_rtti,
+        edges,
+        diagnostics,
+    })
+}
+
+/// The C++ class of each chunk, by the vtable its first word points to.
+pub struct Classes {
+    /// Per chunk: index into `types` (0: no class).
+    pub ty: Vec<u32>,
+    pub types: Vec<Arc<str>>,
+    /// Distinct vtables named by a `_ZTV` symbol, and by RTTI alone.
+    pub by_symbol: u64,
+    pub by_rtti: u64,
+}
+
+pub fn classify(p: &Process, chunks: &[Chunk]) -> Classes {
+    let mut vt = Vtables::new(p);
+    let mut types: Vec<Arc<str>> = vec![UNTYPED.into()];
+    let mut index: rustc_hash::FxHashMap<Arc<str>, u32> = Default::default();
+    let mut ty = vec![0u32; chunks.len()];
+    let mut by_sym = rustc_hash::FxHashSet::default();
+    let mut by_rtti = rustc_hash::FxHashSet::default();
+    for (i, c) in chunks.iter().enumerate() {
+        if c.usable() < 8 {
+            continue;
+        }
+        let Ok(v) = p.space.read_u64(c.user()) else {
+            continue;
+        };
+        if !vt.candidate(v) {
+            continue;
+        }
+        if let Some((name, how)) = vt.class_of(v) {
+            match how {
+                FoundBy::Symbol => by_sym.insert(v),
+                FoundBy::Rtti => by_rtti.insert(v),
+            };
+            let k = *index.entry(name.clone()).or_insert_with(|| {
+                types.push(name);
+                types.len() as u32 - 1
+            });
+            ty[i] = k;
+        }
+    }
+    Classes {
+        ty,
+        types,
+        by_symbol: by_sym.len() as u64,
+        by_rtti: by_rtti.len() as u64,
+    }
+}
+
+/// How a root is named: `static g_cache (libfoo.so .bss+0x40)`, `thread 4412 stack
+/// 0x7ffd1000 (sp+0x38)`, `thread 4412 register rbx`, `Python object at 0x7f..`.
+pub fn root_name(p: &Process, anchor: &Anchor) -> String {
+    let threads = &p.core.threads;
+    let tid = |t: u32| threads.get(t as usize).map_or(0, |t| t.tid);
+    match *anchor {
+        Anchor::Register { thread, reg } => format!(
+            "thread {} register {}",
+            tid(thread),
+            register_name(p.core.arch, reg as usize)
+        ),
+        Anchor::Stack { thread, at } => {
+            let sp = threads.get(thread as usize).map_or(0, |t| t.sp.0);
+            format!(
+                "thread {} stack 0x{at:x} (sp+0x{:x})",
+                tid(thread),
+                at.saturating_sub(sp)
+            )
+        }
+        Anchor::Static { at } => static_name(p, at),
+        Anchor::Python { at } => format!("Python object memory at 0x{at:x}"),
+        Anchor::Tcache => "glibc's tcache_perthread_struct (thread TLS)".into(),
+    }
+}
+
+/// `static NAME (module .section+0xOFF)`, as much of it as symbols and sections tell.
+pub fn static_name(p: &Process, at: u64) -> String {
+    let Some(m) = p.modules.containing(Addr(at)).or_else(|| {
+        // The .bss beyond the file's last mapping belongs to the module before it.
+        p.modules
+            .modules
+            .iter()
+            .find(|m| p.writable_ranges(m).iter().any(|r| r.contains(Addr(at))))
+    }) else {
+        return format!("writable memory 0x{at:x} (no module)");
+    };
+    let place = match m.section_at(Addr(at)) {
+        Some((sec, off)) => format!("{} {sec}+0x{off:x}", m.name()),
+        None => format!("{}+0x{:x}", m.name(), at - m.base.0),
+    };
+    match m.symbol_at(Addr(at)) {
+        Some((sym, off)) => {
+            let name = demangle(sym);
+            if off == 0 {
+                format!("static {name} ({place})")
+            } else {
+                format!("static {name}+0x{off:x} ({place})")
+            }
+        }
+        None => format!("static memory ({place})"),
+    }
+}
+
+/// A symbol's demangled name (C names unchanged).
+pub fn demangle(sym: &str) -> String {
+    if sym.starts_with("_Z") {
+        if let Ok(s) = cpp_demangle::Symbol::new(sym.as_bytes()) {
+            if let Ok(t) = s.demangle() {
+                return t;
+            }
+        }
+    }
+    sym.to_string()
+}
+
+/// The first bytes of a chunk as hex and as text (`.` for what is not printable ASCII).
+pub fn first_bytes(p: &Process, addr: u64, usable: u64, n: usize) -> (String, String) {
+    let k = (usable as usize).min(n);
+    let mut buf = vec![0u8; k];
+    if p.space.read(Addr(addr), &mut buf).is_err() {
+        return (String::new(), String::new());
+    }
+    let hex = buf
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = buf
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    (hex, text)
+}
