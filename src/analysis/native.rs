@@ -283,6 +283,19 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     heap.sort_unstable();
     let threads = &p.core.threads;
     let stack_of = |r: Range| threads.iter().position(|t| r.contains(t.sp));
+    // The top of a thread's stack: its mapping's end, or, for a glibc thread whose
+    // thread pointer is in the same mapping (x86_64, TLS variant II: the struct pthread
+    // is the stack mapping's top, nptl/allocatestack.c allocate_stack), the page after
+    // its TCB (`struct pthread` is under 4 KiB); past that is the next mapping's guard.
+    fn stack_top(arch: Arch, t: &crate::image::core::notes::Thread, r: Range) -> u64 {
+        match (arch, t.thread_pointer) {
+            (Arch::X86_64, Some(tp)) if r.contains(tp) && tp > t.sp => {
+                let top = (tp.0 + 0x1000 + 0xfff) & !0xfff;
+                top.min(r.end.0)
+            }
+            _ => r.end.0,
+        }
+    }
     // Writable segments minus the heap: (start, end, is module memory, thread whose stack).
     let mut module_ranges: Vec<(u64, u64)> = p
         .modules
@@ -305,8 +318,15 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
         let r = s.range();
         let mut start = r.start.0;
-        if let Some(t) = stack_of(r) {
-            stacks.push((threads[t].sp.0, r.end.0, t as u32));
+        if stack_of(r).is_some() {
+            // Every thread whose stack pointer is in this mapping: adjacent thread stacks
+            // are one mapping when their guard pages are not mappings of their own
+            // (glibc 2.42+ installs them with MADV_GUARD_INSTALL, nptl/allocatestack.c).
+            for (t, th) in threads.iter().enumerate() {
+                if r.contains(th.sp) {
+                    stacks.push((th.sp.0, stack_top(p.core.arch, th, r), t as u32));
+                }
+            }
             continue;
         }
         let end = r.end.0;

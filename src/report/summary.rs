@@ -49,6 +49,25 @@ pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> 
         }
         writeln!(w)?;
     }
+    if !s.native_types.is_empty() {
+        writeln!(w, "used glibc chunks by C++ class (vtable at their start):")?;
+        let mut t = Table::new(&[
+            ("CLASS", Align::Left),
+            ("ALLOCATOR", Align::Left),
+            ("COUNT", Align::Right),
+            ("BYTES", Align::Right),
+        ]);
+        for r in &s.native_types {
+            t.row(vec![
+                clean(&r.name).into_owned(),
+                r.allocator.to_string(),
+                r.count.to_string(),
+                human_bytes(r.bytes),
+            ]);
+        }
+        t.write(w, "  ", text)?;
+        writeln!(w)?;
+    }
     let mut t = Table::new(&[
         ("ALLOCATOR", Align::Left),
         ("SIZE", Align::Right),
