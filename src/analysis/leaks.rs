@@ -17,6 +17,7 @@
 //!   Counts and bytes by size class and by C++ class, with samples.
 
 use super::graph::gc_head;
+use super::native::NativeGraph;
 use super::ownership;
 use super::{Analysis, ObjectEntry};
 use crate::error::{Diagnostics, Result};
@@ -231,7 +232,7 @@ fn native_class(
     let mut types: FxHashMap<u32, (u64, u64, Vec<u32>)> = FxHashMap::default();
     let mut bytes = 0;
     for &v in nodes {
-        let ch = &n.chunks[v as usize];
+        let ch = &NativeGraph::chunk(a, v);
         let e = sizes.entry(ch.size()).or_default();
         e.0 += 1;
         e.1 += ch.size();
@@ -256,7 +257,7 @@ fn native_class(
     });
     for (_, (_, _, vs)) in &rows {
         for &v in vs {
-            let ch = &n.chunks[v as usize];
+            let ch = &NativeGraph::chunk(a, v);
             let (hex, text) = super::native::first_bytes(a.process, ch.user().0, ch.usable(), 32);
             samples.push(NativeSample {
                 class: name,
@@ -288,7 +289,11 @@ fn native_leaks(a: &Analysis, n: &super::native::NativeGraph, per: usize) -> Nat
     let (leaked, unref) = n.leaked();
     let mut used = LeakTotal::default();
     let mut anchored = LeakTotal::default();
-    for (i, ch) in n.chunks.iter().enumerate() {
+    let all = &a.glibc.as_ref().expect("native graph").chunks;
+    for (i, ch) in all.iter().enumerate() {
+        if !n.is_used(i as u32) {
+            continue;
+        }
         used.count += 1;
         used.bytes += ch.size();
         if n.anchored(i as u32) {

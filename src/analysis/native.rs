@@ -61,8 +61,14 @@ impl Anchor {
 }
 
 pub struct NativeGraph {
-    /// Used chunks (in use in an arena, or mmapped), in address order.
-    pub chunks: Vec<Chunk>,
+    /// Every chunk of the walk (`GlibcHeap::chunks`, address order) is a node, so that the
+    /// graph needs no copy of them; only used ones (in use in an arena, or mmapped) have
+    /// edges, are targets, or count as anchored, leaked or unreferenced.
+    nodes: usize,
+    /// Which nodes are used chunks.
+    used: Vec<bool>,
+    /// The page index of the chunks, for `node_at`.
+    index: PageIndex,
     /// Chunk -> chunks its words point into.
     pub csr: Csr,
     /// (node, anchor), in the order the roots were searched.
@@ -85,11 +91,25 @@ pub const UNTYPED: &str = "<untyped glibc>";
 
 impl NativeGraph {
     pub fn nodes(&self) -> usize {
-        self.chunks.len()
+        self.nodes
+    }
+    /// Is node `n` a used chunk?
+    pub fn is_used(&self, n: u32) -> bool {
+        self.used[n as usize]
+    }
+    /// The chunk of node `n` (the walk's chunk list is the node list).
+    pub fn chunk(a: &Analysis, n: u32) -> Chunk {
+        a.glibc
+            .as_ref()
+            .expect("a native graph has a glibc heap")
+            .chunks[n as usize]
     }
     /// The used chunk holding `addr` (between its user start and its usable end).
-    pub fn node_at(&self, addr: u64) -> Option<u32> {
-        find(&self.chunks, addr)
+    pub fn node_at(&self, a: &Analysis, addr: u64) -> Option<u32> {
+        let chunks = &a.glibc.as_ref()?.chunks;
+        self.index
+            .find(chunks, addr)
+            .filter(|&v| self.used[v as usize])
     }
     pub fn anchored(&self, n: u32) -> bool {
         self.parent[n as usize] != NONE
@@ -120,7 +140,9 @@ impl NativeGraph {
     /// them; a chunk pointing to itself does not count).
     pub fn leaked(&self) -> (Vec<u32>, Vec<u32>) {
         let n = self.nodes();
-        let leaked: Vec<u32> = (0..n as u32).filter(|&v| !self.anchored(v)).collect();
+        let leaked: Vec<u32> = (0..n as u32)
+            .filter(|&v| self.used[v as usize] && !self.anchored(v))
+            .collect();
         let mut referenced = vec![false; n];
         for &v in &leaked {
             for &w in self.csr.succ(v) {
@@ -138,13 +160,41 @@ impl NativeGraph {
     }
 }
 
-fn find(chunks: &[Chunk], addr: u64) -> Option<u32> {
-    let i = chunks.partition_point(|c| c.user().0 <= addr);
-    if i == 0 {
-        return None;
+/// The first chunk touching each 4 KiB page that holds chunk bytes: a word is looked up
+/// by one hash probe and a binary search over the few chunks of its page, instead of a
+/// binary search over every chunk (a cache miss per level on millions of chunks). The
+/// table has at most one entry per page of heap, so it is bounded by the core's size.
+struct PageIndex {
+    first: rustc_hash::FxHashMap<u64, u32>,
+}
+
+/// Chunks that start in one page, at most (MINSIZE 32), plus the one before the page.
+const PER_PAGE: usize = 4096 / 32 + 1;
+
+impl PageIndex {
+    fn new(chunks: &[Chunk]) -> PageIndex {
+        let mut first = rustc_hash::FxHashMap::default();
+        for (i, c) in chunks.iter().enumerate() {
+            let s = c.user().0 >> 12;
+            let e = (c.user().0 + c.usable().max(1) - 1) >> 12;
+            for p in s..=e {
+                first.entry(p).or_insert(i as u32);
+            }
+        }
+        PageIndex { first }
     }
-    let c = &chunks[i - 1];
-    (addr < c.user().0 + c.usable()).then_some(i as u32 - 1)
+    #[inline]
+    fn find(&self, chunks: &[Chunk], addr: u64) -> Option<u32> {
+        let &i = self.first.get(&(addr >> 12))?;
+        let i = i as usize;
+        let w = &chunks[i..chunks.len().min(i + PER_PAGE)];
+        let k = w.partition_point(|c| c.user().0 <= addr);
+        if k == 0 {
+            return None;
+        }
+        let c = &w[k - 1];
+        (addr < c.user().0 + c.usable()).then_some((i + k - 1) as u32)
+    }
 }
 
 /// Every aligned 8-byte word of `[start, end)` that the core or a verified file holds.
@@ -192,8 +242,9 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     let g = a.glibc.as_ref()?;
     let p = a.process;
     let mut diagnostics = Diagnostics::default();
-    let chunks: Vec<Chunk> = g.live().copied().collect();
+    let chunks: &[Chunk] = &g.chunks;
     let n = chunks.len();
+    let used: Vec<bool> = chunks.iter().map(|c| c.state().is_live()).collect();
     if n >= ROOT as usize {
         diagnostics.push(Diagnostic::error(
             "too many chunks for the native reference graph",
@@ -202,11 +253,12 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     }
     let lo = chunks.first().map_or(u64::MAX, |c| c.user().0);
     let hi = chunks.last().map_or(0, |c| c.user().0 + c.usable());
+    let index = PageIndex::new(chunks);
     let lookup = |v: u64| -> Option<u32> {
         if v < lo || v >= hi {
             return None;
         }
-        find(&chunks, v)
+        index.find(chunks, v).filter(|&i| used[i as usize])
     };
 
     // Edges: blocks of chunks scanned in parallel, each into its own CSR piece.
@@ -217,14 +269,41 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
             let r = b * BLOCK..((b + 1) * BLOCK).min(n);
             let mut counts = Vec::with_capacity(r.len());
             let mut adj = Vec::new();
-            for c in &chunks[r] {
+            let block = &chunks[r];
+            // The block's bytes as one slice when one region of the core holds them all
+            // (an arena heap does): no region lookup per chunk.
+            let base = block[0].user().0;
+            let last = block[block.len() - 1];
+            let bytes = p
+                .space
+                .slice(
+                    Addr(base),
+                    (last.user().0 + last.usable()).saturating_sub(base),
+                )
+                .filter(|_| base % 8 == 0);
+            for c in block {
+                if !c.state().is_live() {
+                    counts.push(0);
+                    continue;
+                }
                 let before = adj.len();
                 let s = c.user().0;
-                words(p, s, s + c.usable(), |_, v| {
-                    if let Some(d) = lookup(v) {
-                        adj.push(d);
+                match bytes {
+                    Some(b) => {
+                        let o = (s - base) as usize;
+                        let len = (c.usable() as usize) & !7;
+                        for w in b[o..o + len].chunks_exact(8) {
+                            if let Some(d) = lookup(u64::from_le_bytes(w.try_into().unwrap())) {
+                                adj.push(d);
+                            }
+                        }
                     }
-                });
+                    None => words(p, s, s + c.usable(), |_, v| {
+                        if let Some(d) = lookup(v) {
+                            adj.push(d);
+                        }
+                    }),
+                }
                 // One edge per target is enough for reachability and paths.
                 let e = &mut adj[before..];
                 e.sort_unstable();
@@ -270,7 +349,11 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     for ar in &g.arenas {
         heap.extend(ar.heaps.iter().map(|h| (h.address.0, h.address.0 + h.size)));
     }
-    for c in &chunks {
+    // Chunks of the arenas are inside their heaps; mmapped chunks are mappings of their own.
+    for c in chunks
+        .iter()
+        .filter(|c| c.state() == crate::alloc::glibc::ChunkState::Mmapped)
+    {
         heap.push((c.addr.0, c.addr.0 + c.size()));
     }
     if let Some(py) = &a.pymalloc {
@@ -424,10 +507,12 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
     }
 
-    let t = classify(p, &chunks);
+    let t = classify(p, chunks);
     let edges = csr.adj.len() as u64;
     Some(NativeGraph {
-        chunks,
+        nodes: n,
+        used,
+        index,
         csr,
         roots,
         parent,
@@ -450,6 +535,7 @@ pub struct Classes {
     pub by_rtti: u64,
 }
 
+/// Classes of `chunks` (free chunks stay untyped: their first word is a free-list link).
 pub fn classify(p: &Process, chunks: &[Chunk]) -> Classes {
     let mut vt = Vtables::new(p);
     let mut types: Vec<Arc<str>> = vec![UNTYPED.into()];
@@ -458,7 +544,7 @@ pub fn classify(p: &Process, chunks: &[Chunk]) -> Classes {
     let mut by_sym = rustc_hash::FxHashSet::default();
     let mut by_rtti = rustc_hash::FxHashSet::default();
     for (i, c) in chunks.iter().enumerate() {
-        if c.usable() < 8 {
+        if c.usable() < 8 || !c.state().is_live() {
             continue;
         }
         let Ok(v) = p.space.read_u64(c.user()) else {

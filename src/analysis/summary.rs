@@ -79,10 +79,12 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
     });
     let mut native_types = Vec::new();
     if let (Some(g), By::Type) = (&a.glibc, by) {
-        let chunks: Vec<_> = g.live().copied().collect();
-        let cl = super::native::classify(a.process, &chunks);
+        let cl = super::native::classify(a.process, &g.chunks);
         let mut by_ty = vec![(0u64, 0u64); cl.types.len()];
-        for (c, &t) in chunks.iter().zip(&cl.ty) {
+        for (c, &t) in g.chunks.iter().zip(&cl.ty) {
+            if !c.state().is_live() {
+                continue;
+            }
             by_ty[t as usize].0 += 1;
             by_ty[t as usize].1 += c.size();
         }

@@ -64,7 +64,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
             .and_then(|(c, _)| a.graph().ok().and_then(|g| g.node_of(c, *x)));
         if py_obj.is_none() {
             if let Ok(n) = a.native() {
-                if let Some(v) = n.node_at(*x) {
+                if let Some(v) = n.node_at(a, *x) {
                     return Ok(native_why(a, n, v));
                 }
             }
@@ -207,7 +207,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
 /// The chain from a thread's stack or register, or a static, to the native chunk `v`.
 fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
     use super::native::{root_name, Anchor};
-    let ch = &n.chunks[v as usize];
+    let ch = &super::native::NativeGraph::chunk(a, v);
     let mut steps = Vec::new();
     let mut root = None;
     if let Some(((_, anchor), chain)) = n.path(v) {
@@ -217,7 +217,7 @@ fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
             name: name.clone(),
         });
         for (i, &w) in chain.iter().enumerate() {
-            let c = &n.chunks[w as usize];
+            let c = &super::native::NativeGraph::chunk(a, w);
             let via = if i == 0 {
                 // Where the anchor word points in the chunk.
                 let at = match anchor {
@@ -237,7 +237,7 @@ fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
                     _ => name.clone(),
                 }
             } else {
-                let prev = &n.chunks[chain[i - 1] as usize];
+                let prev = &super::native::NativeGraph::chunk(a, chain[i - 1]);
                 native_via(a, prev.user().0, prev.usable(), c.user().0, c.usable())
             };
             steps.push(Step {
