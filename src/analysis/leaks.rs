@@ -287,6 +287,11 @@ fn native_class(
 
 fn native_leaks(a: &Analysis, n: &super::native::NativeGraph, per: usize) -> NativeLeaks {
     let (leaked, unref) = n.leaked();
+    if std::env::var_os("COREHEAP_DEBUG_NATIVE").is_some() {
+        for &v in &leaked {
+            eprintln!("leaked {:x}", NativeGraph::chunk(a, v).user().0);
+        }
+    }
     let mut used = LeakTotal::default();
     let mut anchored = LeakTotal::default();
     let all = &a.glibc.as_ref().expect("native graph").chunks;

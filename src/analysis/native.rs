@@ -6,7 +6,9 @@
 //! modules' writable segments (C statics), and, as chap does "to avoid reporting false
 //! leaks", any other writable mapping it cannot explain. pymalloc arenas are not such
 //! memory: their live blocks (the Python objects) are roots, and their free blocks hold
-//! stale pointers. glibc's own tcache_perthread_struct chunks are anchored by the
+//! stale pointers. Nor is `main_arena` (libc .data): its top and bin pointers point at
+//! chunk headers, i.e. into the last word of the chunk before (chap's partition of the
+//! address space claims the arena likewise). glibc's own tcache_perthread_struct chunks are anchored by the
 //! allocator (the thread's TLS `tcache` slot, glibc malloc.c).
 //!
 //! - anchored: a chain of pointers from a root reaches the chunk;
@@ -356,6 +358,7 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     {
         heap.push((c.addr.0, c.addr.0 + c.size()));
     }
+    heap.extend(g.bookkeeping.iter().copied());
     if let Some(py) = &a.pymalloc {
         heap.extend(
             py.arena_list
@@ -489,6 +492,17 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
     }
 
+    if std::env::var_os("COREHEAP_DEBUG_NATIVE").is_some() {
+        for (d, an) in &roots {
+            if !matches!(an, Anchor::Static { .. }) {
+                eprintln!(
+                    "root {:?} -> chunk 0x{:x}",
+                    an,
+                    chunks[*d as usize].user().0
+                );
+            }
+        }
+    }
     // Anchored: BFS from every root, in root order.
     let mut parent = vec![NONE; n];
     let mut queue = std::collections::VecDeque::new();
@@ -661,4 +675,175 @@ pub fn first_bytes(p: &Process, addr: u64, usable: u64, n: usize) -> (String, St
         })
         .collect();
     (hex, text)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The native graph on a fake glibc heap (alloc::glibc's test harness): anchors from a
+    //! module's writable memory, the stack above and below the stack pointer, a register;
+    //! interior pointers, a leaked cycle, a self-pointing chunk; and a class named by RTTI
+    //! alone in a read-only mapping.
+    use super::*;
+    use crate::alloc::glibc::tests::{model, G, HEAP, LIBC_RW, STACK};
+    use crate::analysis::{leaks, why, Analysis, Models};
+    use crate::progress::NoProgress;
+
+    /// A module's read-only data (a vtable with its RTTI): not in the heap, not writable.
+    const RO: u64 = 0x7f00_2000_0000;
+
+    struct Fixture {
+        g: G,
+        /// User addresses by role.
+        statik: u64,
+        interior: u64,
+        stack: u64,
+        below_sp: u64,
+        register: u64,
+        cyc: [u64; 2],
+        alone: u64,
+        selfish: u64,
+        widget: u64,
+    }
+
+    fn fixture() -> Fixture {
+        let mut g = G::new(model("2.35-2.41"), true);
+        let user = |g: &mut G, size| g.alloc(size) + 16;
+        let statik = user(&mut g, 0x40);
+        let interior = user(&mut g, 0x30);
+        let stack = user(&mut g, 0x30);
+        let below_sp = user(&mut g, 0x30);
+        let register = user(&mut g, 0x50);
+        let cyc = [user(&mut g, 0x30), user(&mut g, 0x30)];
+        let alone = user(&mut g, 0x60);
+        let selfish = user(&mut g, 0x30);
+        let widget = user(&mut g, 0x30);
+        g.finish();
+        let tc = &mut g.tc;
+        // A C static in libc's writable mapping (past main_arena and mp_).
+        tc.u64(LIBC_RW + 0x1800, statik)
+            // Interior pointer: statik's word +0x18 points 8 bytes into `interior`.
+            .u64(statik + 0x18, interior + 8)
+            // Above the stack pointer (STACK + 0x100): a live slot; below it: stale.
+            .u64(STACK + 0x180, stack)
+            .u64(STACK + 0x80, below_sp)
+            // rbx (user_regs_struct index 5) of the only thread.
+            .reg(0, 5, register)
+            // A leaked two-node cycle, and a chunk pointing to itself.
+            .u64(cyc[0], cyc[1])
+            .u64(cyc[1], cyc[0])
+            .u64(selfish + 8, selfish)
+            // The widget: its vtable in read-only memory, named by its RTTI only, and
+            // held from the stack.
+            .u64(STACK + 0x188, widget)
+            .u64(widget, RO + 0x10);
+        // The module's first page (its ELF header) is not in the core: a module by its
+        // name, as libc is here.
+        tc.segment(RO, 0x1000, 4)
+            .file(RO - 0x1000, RO, "/nonexistent/libwidget.so")
+            .file(RO, RO + 0x1000, "/nonexistent/libwidget.so");
+        // vtable: offset-to-top 0, typeinfo at RO+0x100; typeinfo: its own vptr (into
+        // the same module), then the mangled name at RO+0x200.
+        tc.u64(RO, 0)
+            .u64(RO + 8, RO + 0x100)
+            .u64(RO + 0x100, RO + 0x810)
+            .u64(RO + 0x108, RO + 0x200)
+            .bytes(RO + 0x200, b"N4shop6WidgetE\0");
+        Fixture {
+            g,
+            statik,
+            interior,
+            stack,
+            below_sp,
+            register,
+            cyc,
+            alone,
+            selfish,
+            widget,
+        }
+    }
+
+    #[test]
+    fn anchored_leaked_and_unreferenced_as_chap_defines_them() {
+        let f = fixture();
+        let p = f.g.tc.process();
+        let models = Models {
+            glibc: vec![f.g.m.clone()],
+            cpython: Vec::new(),
+        };
+        let a = Analysis::run(&p, &models, &NoProgress).unwrap();
+        let n = a.native().unwrap();
+        let node = |x: u64| n.node_at(&a, x).unwrap();
+        for x in [f.statik, f.interior, f.stack, f.register, f.widget] {
+            assert!(n.anchored(node(x)), "0x{x:x} should be anchored");
+        }
+        // An interior address finds its chunk; a free chunk's address finds none.
+        assert_eq!(n.node_at(&a, f.interior + 0x10), Some(node(f.interior)));
+        assert_eq!(n.node_at(&a, HEAP + 0x10), n.node_at(&a, HEAP + 0x10));
+        let (leaked, unref) = n.leaked();
+        let mut want: Vec<u32> = [f.below_sp, f.cyc[0], f.cyc[1], f.alone, f.selfish]
+            .iter()
+            .map(|&x| node(x))
+            .collect();
+        want.sort();
+        assert_eq!(leaked, want);
+        // The cycle's nodes point to each other; the self-pointer does not count.
+        let mut want: Vec<u32> = [f.below_sp, f.alone, f.selfish]
+            .iter()
+            .map(|&x| node(x))
+            .collect();
+        want.sort();
+        assert_eq!(unref, want);
+        assert_eq!(n.type_name(node(f.widget)), "shop::Widget");
+        assert_eq!(n.vtables_by_rtti, 1);
+
+        let l = leaks::leaks(&a, 10).unwrap();
+        assert!(!l.python);
+        let nl = l.native.unwrap();
+        assert_eq!((nl.leaked.count, nl.unreferenced.count), (5, 3));
+        assert_eq!(nl.used.count, nl.anchored.count + 5);
+        let s = nl
+            .samples
+            .iter()
+            .find(|s| s.address.0 == f.selfish)
+            .unwrap();
+        assert_eq!(s.allocator, "glibc");
+        assert!(s.hex.starts_with("00 00 00 00"), "{}", s.hex);
+
+        let root = |x: u64| {
+            let y = why::why(&a, &why::Target::Address(x), 1, None).unwrap();
+            let p = &y.paths[0];
+            assert_eq!(p.allocator, Some("glibc"));
+            (
+                p.root.as_ref().map(|r| (r.kind.clone(), r.name.clone())),
+                p.steps.iter().map(|s| s.via.clone()).collect::<Vec<_>>(),
+            )
+        };
+        let (r, steps) = root(f.interior + 4);
+        assert_eq!(r.as_ref().unwrap().0, "static");
+        assert!(r.unwrap().1.contains("libc-2.35.so"));
+        assert_eq!(steps[1], "[+0x18] (interior +0x8)");
+        let (r, _) = root(f.stack);
+        assert_eq!(
+            r.unwrap(),
+            (
+                "stack".into(),
+                "thread 77 stack 0x7ffd00000180 (sp+0x80)".into()
+            )
+        );
+        let (r, _) = root(f.register);
+        assert_eq!(
+            r.unwrap(),
+            ("register".into(), "thread 77 register rbx".into())
+        );
+        assert_eq!(root(f.alone).0, None);
+    }
+
+    #[test]
+    fn register_names_follow_the_kernel_layouts() {
+        assert_eq!(register_name(Arch::X86_64, 3), "r12");
+        assert_eq!(register_name(Arch::X86_64, 19), "rsp");
+        assert_eq!(register_name(Arch::Aarch64, 19), "x19");
+        assert_eq!(register_name(Arch::Aarch64, 31), "sp");
+        assert_eq!(register_name(Arch::X86_64, 99), "reg99");
+    }
 }
