@@ -93,4 +93,4 @@ fi
 # chap reads its commands from standard input when it is not a terminal.
 printf 'count leaked\ncount unreferenced\n' > "$cache/native-chap.cmds"
 measure "chap count leaked" "$chap" "$core" < "$cache/native-chap.cmds" > "$cache/native-chap.txt" 2>&1
-grep allocations "$cache/native-chap.txt"
+grep -E "allocations|^chap count" "$cache/native-chap.txt"

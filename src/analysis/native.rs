@@ -589,7 +589,8 @@ pub fn classify(p: &Process, chunks: &[Chunk]) -> Classes {
 
 /// How a root is named: `static g_cache (libfoo.so .bss+0x40)`, `thread 4412 stack
 /// 0x7ffd1000 (sp+0x38)`, `thread 4412 register rbx`, `Python object at 0x7f..`.
-pub fn root_name(p: &Process, anchor: &Anchor) -> String {
+pub fn root_name(a: &Analysis, anchor: &Anchor) -> String {
+    let p = a.process;
     let threads = &p.core.threads;
     let tid = |t: u32| threads.get(t as usize).map_or(0, |t| t.tid);
     match *anchor {
@@ -607,9 +608,30 @@ pub fn root_name(p: &Process, anchor: &Anchor) -> String {
             )
         }
         Anchor::Static { at } => static_name(p, at),
-        Anchor::Python { at } => format!("Python object memory at 0x{at:x}"),
+        Anchor::Python { at } => python_holder(a, at)
+            .unwrap_or_else(|| format!("Python memory (pymalloc block) at 0x{at:x}")),
         Anchor::Tcache => "glibc's tcache_perthread_struct (thread TLS)".into(),
     }
+}
+
+/// The Python object whose allocation holds the word at `at`: `Python object
+/// _sqlite3.Connection at 0x7f.. (+0x10)` — its native memory is what it owns.
+fn python_holder(a: &Analysis, at: u64) -> Option<String> {
+    let c = a.census.as_ref()?;
+    let i = c.objects.partition_point(|o| o.addr.0 <= at);
+    // The object at or before the word; its allocation starts up to 32 bytes before it
+    // (GC head, pre-header) and is `alloc_size` long.
+    for o in c.objects[..i].iter().rev().take(2) {
+        if at < o.addr.0 + c.alloc_size(o) {
+            return Some(format!(
+                "Python object {} at {} (+0x{:x})",
+                c.type_of(o).name,
+                o.addr,
+                at.wrapping_sub(o.addr.0)
+            ));
+        }
+    }
+    None
 }
 
 /// `static NAME (module .section+0xOFF)`, as much of it as symbols and sections tell.

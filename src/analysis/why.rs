@@ -211,7 +211,7 @@ fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
     let mut steps = Vec::new();
     let mut root = None;
     if let Some(((_, anchor), chain)) = n.path(v) {
-        let name = root_name(a.process, &anchor);
+        let name = root_name(a, &anchor);
         root = Some(RootName {
             kind: anchor.kind().into(),
             name: name.clone(),
