@@ -229,7 +229,9 @@ fn native_class(
     samples: &mut Vec<NativeSample>,
 ) -> NativeClass {
     let mut sizes: FxHashMap<u64, (u64, u64)> = FxHashMap::default();
-    let mut types: FxHashMap<u32, (u64, u64, Vec<u32>)> = FxHashMap::default();
+    // Per type: count, bytes, sampled nodes.
+    type Row = (u64, u64, Vec<u32>);
+    let mut types: FxHashMap<u32, Row> = FxHashMap::default();
     let mut bytes = 0;
     for &v in nodes {
         let ch = &NativeGraph::chunk(a, v);
@@ -249,7 +251,7 @@ fn native_class(
         .map(|(size, (count, bytes))| SizeRow { size, count, bytes })
         .collect();
     sizes.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.size.cmp(&y.size)));
-    let mut rows: Vec<(u32, (u64, u64, Vec<u32>))> = types.into_iter().collect();
+    let mut rows: Vec<(u32, Row)> = types.into_iter().collect();
     rows.sort_by(|x, y| {
         y.1 .0
             .cmp(&x.1 .0)

@@ -111,7 +111,7 @@ fn resolve(p: &Process, vptr: u64) -> Option<(Arc<str>, FoundBy)> {
     }
     let s = &p.space;
     let top = s.read_u64(Addr(vptr - 16)).ok()? as i64;
-    if top > 0 || top < -MAX_OFFSET_TO_TOP {
+    if !(-MAX_OFFSET_TO_TOP..=0).contains(&top) {
         return None;
     }
     let ti = s.read_u64(Addr(vptr - 8)).ok()?;
@@ -121,13 +121,9 @@ fn resolve(p: &Process, vptr: u64) -> Option<(Arc<str>, FoundBy)> {
     // type_info's own vptr: a vtable of one of libstdc++'s __cxxabiv1 type_info classes,
     // in some module.
     let tv = s.read_u64(Addr(ti)).ok()?;
-    if p.modules.containing(Addr(tv)).is_none() {
-        return None;
-    }
+    p.modules.containing(Addr(tv))?;
     let np = s.read_u64(Addr(ti + 8)).ok()?;
-    if p.modules.containing(Addr(np)).is_none() {
-        return None;
-    }
+    p.modules.containing(Addr(np))?;
     let raw = s.read_cstr(Addr(np), 1024)?;
     let name = std::str::from_utf8(&raw).ok()?;
     // GCC marks a type with internal linkage by a leading '*' (libsupc++ tinfo.cc:
