@@ -93,6 +93,26 @@ fn check(case: &Case) -> Vec<String> {
         }
     }
 
+    // What the holders retain alone (`summary --by type --retained`): the Cache its
+    // vector's buffer and its entries.
+    let limits = Limits {
+        retained: true,
+        ..Default::default()
+    };
+    let s = summary::summary(&a, By::Type, &limits);
+    for (class, want) in counts(&t["retained_count"]) {
+        let got = s
+            .native_types
+            .iter()
+            .find(|r| r.name == class)
+            .and_then(|r| r.retained_count);
+        if got != Some(want) {
+            bad.push(format!(
+                "{name}: {class} retains {got:?} chunks, the process says {want}"
+            ));
+        }
+    }
+
     // why: the stack-held object ends at its thread's stack (or registers), the
     // register-held one at its thread's registers, the static-held ones at g_cache (by
     // symbol where the binary has a .symtab).

@@ -539,6 +539,90 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
     })
 }
 
+impl NativeGraph {
+    /// What each class's instances keep alive between them (Eclipse MAT's class retained
+    /// size, as `Graph::retained_by_type` for Python): the dominator tree of the anchored
+    /// chunks under one virtual root whose successors are the roots' chunks; a class's
+    /// retained set is the subtrees of its instances that no other instance of the class
+    /// dominates. A container's buffer and nodes that only its owner reaches are in the
+    /// owner's retained set (a `Cache` retains its vector's buffer and the entries).
+    /// Per type index: (retained count, retained bytes).
+    pub fn retained_by_type(&self, a: &Analysis) -> Vec<(u64, u64)> {
+        let Some(g) = a.glibc.as_ref() else {
+            return Vec::new();
+        };
+        let n = self.nodes;
+        // Node v of the graph is v + 1 here; 0 is the virtual root.
+        let mut roots: Vec<u32> = self.roots.iter().map(|r| r.0 + 1).collect();
+        roots.sort_unstable();
+        roots.dedup();
+        let k = roots.len() as u32;
+        let mut off = Vec::with_capacity(n + 2);
+        off.push(0u32);
+        off.push(k);
+        off.extend(self.csr.off[1..].iter().map(|o| o + k));
+        let mut adj = roots;
+        adj.extend(self.csr.adj.iter().map(|w| w + 1));
+        let csr = Csr { off, adj };
+        let (idom, order) = super::dominators::dominators(&csr);
+        drop(csr);
+        let size = |v: u32| {
+            if v == 0 {
+                0
+            } else {
+                g.chunks[v as usize - 1].size()
+            }
+        };
+        let mut bytes: Vec<u64> = (0..=n as u32).map(size).collect();
+        let mut count: Vec<u64> = (0..=n as u32).map(|v| (v != 0) as u64).collect();
+        for &v in order.iter().skip(1).rev() {
+            let d = idom[v as usize] as usize;
+            bytes[d] += bytes[v as usize];
+            count[d] += count[v as usize];
+        }
+        // Dominator tree children (CSR), then one walk with a per-type open count.
+        let mut coff = vec![0u32; n + 2];
+        for &v in order.iter().skip(1) {
+            coff[idom[v as usize] as usize + 1] += 1;
+        }
+        for i in 0..=n {
+            coff[i + 1] += coff[i];
+        }
+        let mut fill = coff.clone();
+        let mut kids = vec![0u32; coff[n + 1] as usize];
+        for &v in order.iter().skip(1) {
+            let d = idom[v as usize] as usize;
+            kids[fill[d] as usize] = v;
+            fill[d] += 1;
+        }
+        drop(fill);
+        let nt = self.types.len();
+        let mut open = vec![0u32; nt];
+        let mut out = vec![(0u64, 0u64); nt];
+        let mut stack: Vec<(u32, bool)> = vec![(0, false)];
+        while let Some((v, exit)) = stack.pop() {
+            let t = (v != 0).then(|| self.ty[v as usize - 1] as usize);
+            if exit {
+                if let Some(t) = t {
+                    open[t] -= 1;
+                }
+                continue;
+            }
+            if let Some(t) = t {
+                if open[t] == 0 {
+                    out[t].0 += count[v as usize];
+                    out[t].1 += bytes[v as usize];
+                }
+                open[t] += 1;
+                stack.push((v, true));
+            }
+            let c = &kids[coff[v as usize] as usize..coff[v as usize + 1] as usize];
+            stack.extend(c.iter().map(|&w| (w, false)));
+        }
+        out
+    }
+}
+
 /// The C++ class of each chunk, by the vtable its first word points to.
 pub struct Classes {
     /// Per chunk: index into `types` (0: no class).
@@ -817,6 +901,15 @@ mod tests {
         assert_eq!(unref, want);
         assert_eq!(n.type_name(node(f.widget)), "shop::Widget");
         assert_eq!(n.vtables_by_rtti, 1);
+        // The widget retains itself; the untyped chunks' retained sets cover every
+        // anchored untyped chunk once (`statik` dominates `interior`).
+        let r = n.retained_by_type(&a);
+        let wt = n.ty[node(f.widget) as usize] as usize;
+        assert_eq!(r[wt], (1, 0x30));
+        let anchored_untyped = (0..n.nodes() as u32)
+            .filter(|&v| n.is_used(v) && n.anchored(v) && n.ty[v as usize] == 0)
+            .count() as u64;
+        assert_eq!(r[0].0, anchored_untyped);
 
         let l = leaks::leaks(&a, 10).unwrap();
         assert!(!l.python);

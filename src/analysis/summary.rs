@@ -48,6 +48,10 @@ pub struct NativeType {
     pub count: u64,
     /// Chunk sizes (with their headers).
     pub bytes: u64,
+    /// With `--retained`: the chunks the class's instances keep alive between them (the
+    /// native graph's dominator tree: container buffers and nodes only they reach).
+    pub retained_count: Option<u64>,
+    pub retained_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -77,6 +81,7 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
         count: types.iter().map(|t| t.count).sum(),
         bytes: types.iter().map(|t| t.bytes).sum(),
     });
+    let mut diagnostics = a.diagnostics.clone();
     let mut native_types = Vec::new();
     if let (Some(g), By::Type) = (&a.glibc, by) {
         let cl = super::native::classify(a.process, &g.chunks);
@@ -89,15 +94,33 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
             by_ty[t as usize].1 += c.size();
         }
         let with_census = a.census.is_some();
+        // Retained sets come from the native graph, whose type indexes are its own.
+        let retained: rustc_hash::FxHashMap<String, (u64, u64)> = match a.native() {
+            Ok(n) if limits.retained => {
+                diagnostics.merge(&n.diagnostics);
+                n.retained_by_type(a)
+                    .into_iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(t, r)| (n.types[t].to_string(), r))
+                    .collect()
+            }
+            _ => Default::default(),
+        };
         for (t, &(count, bytes)) in by_ty.iter().enumerate() {
             if count == 0 || (t == 0 && with_census) {
                 continue;
             }
+            let name = cl.types[t].to_string();
+            let r =
+                (t != 0 && limits.retained).then(|| retained.get(&name).copied().unwrap_or((0, 0)));
             native_types.push(NativeType {
-                name: cl.types[t].to_string(),
+                name,
                 allocator: "glibc",
                 count,
                 bytes,
+                retained_count: r.map(|x| x.0),
+                retained_bytes: r.map(|x| x.1),
             });
         }
         // The census counts a chunk with a vtable as untyped glibc memory (it is no
@@ -117,7 +140,6 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
     }
     limits.cut(&mut types);
     limits.cut(&mut freelists);
-    let mut diagnostics = a.diagnostics.clone();
     let retained = match (&a.census, by) {
         (Some(c), By::Type) if limits.retained => match a.graph() {
             Ok(g) => {
