@@ -267,20 +267,25 @@ fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
 /// `[+0x18]`: the first word of the holder chunk that points into the held one (with the
 /// offset it points at when that is not the start).
 fn native_via(a: &Analysis, from: u64, from_len: u64, to: u64, to_len: u64) -> String {
-    let mut off = 0;
-    while off + 8 <= from_len {
-        if let Ok(x) = a.process.space.read_u64(Addr(from + off)) {
-            if x >= to && x < to + to_len {
-                return if x == to {
-                    format!("[+0x{off:x}]")
-                } else {
-                    format!("[+0x{off:x}] (interior +0x{:x})", x - to)
-                };
+    let mut found = None;
+    a.process.space.for_each_slice(
+        crate::addr::Range::new(Addr(from), Addr(from.saturating_add(from_len))),
+        |at, bytes| {
+            for (i, w) in bytes.chunks_exact(8).enumerate() {
+                let x = u64::from_le_bytes(w.try_into().unwrap());
+                if x >= to && x < to + to_len {
+                    found = Some((at.0 + 8 * i as u64 - from, x - to));
+                    return false;
+                }
             }
-        }
-        off += 8;
+            true
+        },
+    );
+    match found {
+        Some((off, 0)) => format!("[+0x{off:x}]"),
+        Some((off, into)) => format!("[+0x{off:x}] (interior +0x{into:x})"),
+        None => "(reference)".into(),
     }
-    "(reference)".into()
 }
 
 /// PyFunctionObject fields by offset (Include/funcobject.h: 3.8/3.9 func_code first;
