@@ -11,6 +11,7 @@ mod graph;
 mod layers;
 mod libs;
 mod mutation;
+mod native;
 mod objects_synth;
 mod pymalloc;
 mod report;
