@@ -510,6 +510,13 @@ def install_scenarios(env, need_c, logdir, need_crash=False):
         info["gcc"] = out.splitlines()[0] if out else None
         info["c_heap"] = exe
         log("  built %s%s in %.1fs (%s)" % ("" if env.root == "/" else env.root, exe, dt, info["gcc"]))
+    if env.name in FT_ENVS:
+        # mimalloc's own count of its live blocks, in C (scenarios/mitruth.c, pyapp/mitruth.py)
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        run(env.wrap(["gcc", "-O1", "-shared", "-fPIC", "-o", IN_ROOT_PREFIX + "/bin/libmitruth.so",
+                      IN_ROOT_PREFIX + "/scenarios/mitruth.c"]), T_BUILD, "build libmitruth.so in " + env.name,
+            log_path=os.path.join(logdir, "build-%s.log" % env.name))
     if need_crash:
         # -O0 -g: the crash frame keeps its own DWARF (file:line) and frame pointers.
         bindir = env.host_path(IN_ROOT_PREFIX + "/bin")

@@ -3,10 +3,12 @@
 //! diagnostic in a capped collector, never a failure of the other allocators.
 
 pub mod glibc;
+pub mod mimalloc;
 pub mod pymalloc;
 
 use crate::addr::Addr;
 use glibc::GlibcHeap;
+use mimalloc::MimallocHeap;
 use pymalloc::PymallocHeap;
 
 /// Which allocator an allocation comes from.
@@ -17,6 +19,8 @@ use pymalloc::PymallocHeap;
 pub enum Allocator {
     Pymalloc,
     Glibc,
+    /// Free-threaded CPython's mimalloc heaps.
+    Mimalloc,
 }
 
 /// One live allocation, as every consumer (census, graph, tracemalloc join) sees it.
@@ -39,6 +43,27 @@ pub fn live<'a>(
     glibc: Option<&'a GlibcHeap>,
     pymalloc: Option<&'a PymallocHeap>,
 ) -> impl Iterator<Item = Allocation> + 'a {
+    live_all(glibc, pymalloc, None)
+}
+
+/// [`live`] with free-threaded CPython's mimalloc blocks too. mimalloc takes its segments
+/// from mmap itself (mimalloc src/prim/unix/prim.c), so its blocks never nest in glibc
+/// chunks; a process has either pymalloc or mimalloc (Py_GIL_DISABLED builds have no
+/// pymalloc), so at most one of those two streams is non-empty.
+pub fn live_all<'a>(
+    glibc: Option<&'a GlibcHeap>,
+    pymalloc: Option<&'a PymallocHeap>,
+    mimalloc: Option<&'a MimallocHeap>,
+) -> impl Iterator<Item = Allocation> + 'a {
+    let mi = mimalloc
+        .into_iter()
+        .flat_map(|m| m.blocks.iter())
+        .map(|b| Allocation {
+            addr: b.addr,
+            usable: b.size as u64,
+            size: b.size as u64,
+            allocator: Allocator::Mimalloc,
+        });
     let blocks = pymalloc
         .into_iter()
         .flat_map(|p| p.blocks.iter())
@@ -58,7 +83,11 @@ pub fn live<'a>(
             allocator: Allocator::Glibc,
         });
     Merge {
-        a: blocks.peekable(),
+        a: Merge {
+            a: blocks.peekable(),
+            b: mi.peekable(),
+        }
+        .peekable(),
         b: chunks.peekable(),
     }
 }

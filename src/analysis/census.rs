@@ -303,24 +303,24 @@ pub fn census_of_with(
         match ti.special {
             Special::List => owned.extend(
                 typer
-                    .u64_at(o.wrapping_add(0x18))
+                    .u64_at(typer.field(o, 0x18))
                     .map(|p| (p, Owner::Fixed(LIST_ITEMS))),
             ),
             Special::Dict => {
                 owned.extend(
                     typer
-                        .u64_at(o.wrapping_add(0x20))
+                        .u64_at(typer.field(o, 0x20))
                         .map(|p| (p, Owner::Fixed(DICT_KEYS))),
                 );
                 owned.extend(
                     typer
-                        .u64_at(o.wrapping_add(0x28))
+                        .u64_at(typer.field(o, 0x28))
                         .map(|p| (p, Owner::Fixed(DICT_VALUES))),
                 );
             }
             Special::Set => {
-                if let Some(t) = typer.u64_at(o.wrapping_add(0x28)) {
-                    if t != o + 0x40 {
+                if let Some(t) = typer.u64_at(typer.field(o, 0x28)) {
+                    if t != typer.field(o, 0x40) {
                         owned.push((t, Owner::Fixed(SET_TABLE)));
                     }
                 }

@@ -273,8 +273,10 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     del truth["census"], counts, data, written
     truth.pop("cython_types", None)
 
+    _mi_run = None
     if mic is not None:
-        mic.prepare()
+        mic.prepare(fd_mi)
+        _mi_run = mic.run  # bound here: calling it allocates nothing
 
     # ---- final step: nothing below allocates except n and s
     _dup2(fd_dms, 2)
@@ -282,8 +284,8 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     s = b"%d\n" % n
     _write(fd_blocks, s)
     _dms()
-    if mic is not None:
-        mic.count_and_write(fd_mi)  # last: mimalloc's live blocks as the core has them
+    if _mi_run is not None:
+        _mi_run()  # last: mimalloc's live blocks as the core has them (pyapp/mitruth.py)
     if kernel:
         _abort()
     _kill(pid, _sigstop)

@@ -11,11 +11,12 @@ tag (CPython 3.13 Objects/mimalloc/heap.c, segment.c; the visitor is called once
 allocated block with its usable size, which is the block size in release builds). Both are
 hidden symbols: their addresses come from the executable's symbol table and load base.
 
-Exactness: everything is allocated in `MiCounter()` (before the census); `count_and_write()`
-runs last, just before the core, through PyDLL calls (the thread state stays attached, so
-no deferred free runs), counting into preallocated ctypes arrays. What it allocates
-afterwards (ints, strs, bytes) is freed before the core, and none of those types has a
-free list that would keep the block allocated (3.13 Include/internal/pycore_freelist.h).
+Exactness: a count made by Python code would count its own temporaries (the visitor's
+argument ints, the tuples ctypes builds). So the visitor, the count and the writing are C
+(corpora/scenarios/mitruth.c, built by make_corpus.py as /opt/coreheap/bin/libmitruth.so),
+loaded with ctypes.PyDLL (the thread state stays attached: no deferred free runs) and
+called with no arguments as the last step before the core: `MiCounter().run`, prepared
+before the census, allocates nothing while it runs.
 
 Output, one line per (tag, block size): "TAG SIZE COUNT".
 Offsets: CPython 3.13.5 free-threaded (round2-facts.md C.3): _PyThreadStateImpl.mimalloc at
@@ -30,8 +31,14 @@ import sys
 
 OFFSETS = {(3, 13): {"tstate_mimalloc": 0x158, "heap_size": 0xBF8, "interp_pool": 0x2A40}}
 NTAGS = 4
-SLOTS = (128 * 1024 >> 3) + 1  # block sizes up to MI_MEDIUM_OBJ_SIZE_MAX (3.13), by size / 8
-BIG = 256  # distinct larger block sizes
+MAXHEAPS = 4096  # as mitruth.c
+LIB = os.environ.get("COREHEAP_MITRUTH_LIB", "/opt/coreheap/bin/libmitruth.so")
+
+
+class Params(ctypes.Structure):
+    _fields_ = [("visit_heap", ctypes.c_void_p), ("visit_pool", ctypes.c_void_p),
+                ("pool", ctypes.c_void_p), ("fd", ctypes.c_int64), ("nheaps", ctypes.c_uint64),
+                ("heaps", ctypes.c_uint64 * MAXHEAPS), ("tags", ctypes.c_uint64 * MAXHEAPS)]
 
 
 def free_threaded():
@@ -71,8 +78,11 @@ def _load_base(exe):
 
 
 class MiCounter(object):
+    """Set up before the census; `prepare(fd)` after it; `run()` last (no arguments)."""
+
     def __init__(self):
         self.error = None
+        self.run = self._noop
         off = OFFSETS.get(sys.version_info[:2])
         exe = os.readlink("/proc/self/exe")
         syms = _symbols(exe, {"mi_heap_visit_blocks", "_mi_abandoned_pool_visit_blocks",
@@ -81,103 +91,50 @@ class MiCounter(object):
         if off is None or base is None or len(syms) < 2:
             self.error = "no offsets/symbols for %s (%s)" % (sys.version.split()[0], sorted(syms))
             return
+        if not os.path.exists(LIB):
+            self.error = "%s is missing (make_corpus.py builds it from mitruth.c)" % LIB
+            return
         self.off = off
+        self.base = base
+        self.syms = syms
         api = ctypes.pythonapi
         for fn in ("PyInterpreterState_Get", "PyInterpreterState_ThreadHead", "PyThreadState_Next"):
             getattr(api, fn).restype = ctypes.c_void_p
             getattr(api, fn).argtypes = [] if fn == "PyInterpreterState_Get" else [ctypes.c_void_p]
         self.api = api
-        self.VISIT = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
-        self.cb = self.VISIT(self._visit)
-        # PYFUNCTYPE: called with the thread state attached (no detach, no deferred frees)
-        self.visit_heap = ctypes.PYFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_bool,
-                                            self.VISIT, ctypes.c_void_p)(base + syms["mi_heap_visit_blocks"])
-        self.visit_pool = ctypes.PYFUNCTYPE(ctypes.c_bool, ctypes.c_void_p, ctypes.c_uint8, ctypes.c_bool,
-                                            self.VISIT, ctypes.c_void_p)(
-            base + syms["_mi_abandoned_pool_visit_blocks"])
-        self.main_heap = base + syms["_mi_heap_main"] if "_mi_heap_main" in syms else None
-        libc = ctypes.PyDLL(None)
-        self.write = libc.write
-        self.write.restype = ctypes.c_ssize_t
-        self.write.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
-        self.memcpy = libc.memcpy
-        self.memcpy.restype = ctypes.c_void_p
-        self.memcpy.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
-        self.counts = (ctypes.c_uint64 * (NTAGS * SLOTS))()
-        self.big = (ctypes.c_uint64 * (3 * BIG))()  # (tag, size, count) triples
-        self.nbig = 0
-        self.tag = 0
-        self.buf = ctypes.create_string_buffer(1 << 20)
-        self.heaps = []  # (heap address, tag), in the order visited
-        self.done = 0
-        # warm the callback path once (its argument tuple comes from the tuple free list)
-        self._visit(None, None, None, 0, None)
+        self.lib = ctypes.PyDLL(LIB)
+        self.params = Params.in_dll(self.lib, "mt_params")
+        fn = self.lib.mt_run
+        fn.restype = None
+        fn.argtypes = []
+        self.fn = fn
 
-    def _visit(self, heap, area, block, size, arg):
-        if block:
-            if size < (SLOTS << 3):
-                self.counts[self.tag * SLOTS + (size >> 3)] += 1
-            else:
-                self._big(size)
-        return True
+    def _noop(self):
+        pass
 
-    def _big(self, size):
-        i = 0
-        while i < self.nbig:
-            if self.big[3 * i] == self.tag and self.big[3 * i + 1] == size:
-                self.big[3 * i + 2] += 1
-                return
-            i += 1
-        if self.nbig < BIG:
-            self.big[3 * i] = self.tag
-            self.big[3 * i + 1] = size
-            self.big[3 * i + 2] = 1
-            self.nbig += 1
-
-    def prepare(self):
-        """The heaps to visit: call after the census, before the final step."""
+    def prepare(self, fd):
+        """Fill mt_params (every thread state's 4 heaps, mimalloc's main heap, the
+        abandoned pool, the fd): after the census, before the final step."""
         if self.error:
+            os.write(fd, ("error " + self.error + "\n").encode())
             return
+        p = self.params
+        p.visit_heap = self.base + self.syms["mi_heap_visit_blocks"]
+        p.visit_pool = self.base + self.syms["_mi_abandoned_pool_visit_blocks"]
         interp = self.api.PyInterpreterState_Get()
-        ts = self.api.PyInterpreterState_ThreadHead(interp)
+        p.pool = interp + self.off["interp_pool"]
+        p.fd = fd
         n = 0
-        while ts and n < 10000:
+        ts = self.api.PyInterpreterState_ThreadHead(interp)
+        while ts and n + NTAGS < MAXHEAPS:
             for tag in range(NTAGS):
-                self.heaps.append((ts + self.off["tstate_mimalloc"] + 8 + tag * self.off["heap_size"], tag))
+                p.heaps[n] = ts + self.off["tstate_mimalloc"] + 8 + tag * self.off["heap_size"]
+                p.tags[n] = tag
+                n += 1
             ts = self.api.PyThreadState_Next(ts)
+        if "_mi_heap_main" in self.syms:
+            p.heaps[n] = self.base + self.syms["_mi_heap_main"]
+            p.tags[n] = 0
             n += 1
-        if self.main_heap:
-            self.heaps.append((self.main_heap, 0))
-        self.pool = interp + self.off["interp_pool"]
-
-    def count_and_write(self, fd):
-        """Visit every heap and the abandoned pool, write the counts to fd."""
-        if self.error:
-            line = ("error " + self.error + "\n").encode()
-            self.memcpy(self.buf, line, len(line))
-            self.write(fd, self.buf, len(line))
-            line = None
-            return
-        for h in self.heaps:
-            self.tag = h[1]
-            self.visit_heap(h[0], True, self.cb, None)
-        h = None
-        for tag in range(NTAGS):
-            self.tag = tag
-            self.visit_pool(self.pool, tag, True, self.cb, None)
-        pos = 0
-        for i in range(NTAGS * SLOTS):
-            c = self.counts[i]
-            if c:
-                line = (str(i // SLOTS) + " " + str((i % SLOTS) << 3) + " " + str(c) + "\n").encode()
-                self.memcpy(ctypes.addressof(self.buf) + pos, line, len(line))
-                pos += len(line)
-        for i in range(self.nbig):
-            line = (str(self.big[3 * i]) + " " + str(self.big[3 * i + 1]) + " "
-                    + str(self.big[3 * i + 2]) + "\n").encode()
-            self.memcpy(ctypes.addressof(self.buf) + pos, line, len(line))
-            pos += len(line)
-        line = c = None
-        self.write(fd, self.buf, pos)
-        pos = None
+        p.nheaps = n
+        self.run = self.fn
