@@ -656,6 +656,7 @@ mod tests {
             },
             glibc: None,
             pymalloc: None,
+            mimalloc: None,
             diagnostics: &diags,
         };
         let heap = HeapMap {

@@ -78,11 +78,13 @@ def _load_base(exe):
 
 
 class MiCounter(object):
-    """Set up before the census; `prepare(fd)` after it; `run()` last (no arguments)."""
+    """Set up before the census; `prepare(fd)` after it; then `run()` last, if not None."""
 
     def __init__(self):
         self.error = None
-        self.run = self._noop
+        # the C counter once prepared; no bound method is kept here, which would be freed
+        # between the census and the core
+        self.run = None
         off = OFFSETS.get(sys.version_info[:2])
         exe = os.readlink("/proc/self/exe")
         syms = _symbols(exe, {"mi_heap_visit_blocks", "_mi_abandoned_pool_visit_blocks",
@@ -108,9 +110,6 @@ class MiCounter(object):
         fn.restype = None
         fn.argtypes = []
         self.fn = fn
-
-    def _noop(self):
-        pass
 
     def prepare(self, fd):
         """Fill mt_params (every thread state's 4 heaps, mimalloc's main heap, the
