@@ -408,7 +408,10 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
 }
 
 fn tag_rank(name: &str) -> usize {
-    TAG_NAMES.iter().position(|&t| t == name).unwrap_or(TAG_NAMES.len())
+    TAG_NAMES
+        .iter()
+        .position(|&t| t == name)
+        .unwrap_or(TAG_NAMES.len())
 }
 
 /// Walk mimalloc if the process runs a free-threaded CPython: `Ok(None)` otherwise.
@@ -434,10 +437,14 @@ pub fn walk_process(p: &Process, models: &[CpythonModel]) -> Result<Option<Mimal
             py.version.as_deref().unwrap_or("")
         )));
     };
+    // Without its mimalloc heaps a free-threaded process has no Python heap coreheap can
+    // read: refused (exit 2), never answered from glibc alone.
     let mut h = analyze(p, model).map_err(|e| {
-        Error::Other(format!(
-            "could not walk mimalloc in {} with the {} model: {e}",
-            py.module, model.name
+        Error::Unsupported(format!(
+            "{} is a free-threaded CPython {} build, but its mimalloc heaps cannot be read with the {} model: {e}",
+            py.module,
+            py.version.as_deref().unwrap_or(""),
+            model.name
         ))
     })?;
     if !v.is_some_and(|v| model.covers(v)) {

@@ -240,7 +240,14 @@ impl<'a> Analysis<'a> {
         };
         drop(phase);
         let mimalloc = match free_threaded {
-            true => ftheap::walk(p, models, name.as_str(), progress, &mut failures, &mut diagnostics)?,
+            true => ftheap::walk(
+                p,
+                models,
+                name.as_str(),
+                progress,
+                &mut failures,
+                &mut diagnostics,
+            )?,
             false => None,
         };
         if glibc.is_none() && pymalloc.is_none() && mimalloc.is_none() {

@@ -132,7 +132,9 @@ impl<'a> Edges<'a> {
     }
 
     fn tuple(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
-        let Some(n) = self.u64(self.f(o, 0x10)) else { return };
+        let Some(n) = self.u64(self.f(o, 0x10)) else {
+            return;
+        };
         if let Some(items) = self.words(o + self.om.tuple_items, n) {
             for (i, v) in items.into_iter().enumerate() {
                 f(v, Via::Item(i as u64));
@@ -143,9 +145,11 @@ impl<'a> Edges<'a> {
     fn list(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
         // PyListObject {ob_refcnt, ob_type, ob_size, ob_item, allocated} (listobject.h):
         // items [0, ob_size) of the separate ob_item array; slots past ob_size are stale.
-        let (Some(n), Some(items), Some(alloc)) =
-            (self.u64(self.f(o, 0x10)), self.u64(self.f(o, 0x18)), self.u64(self.f(o, 0x20)))
-        else {
+        let (Some(n), Some(items), Some(alloc)) = (
+            self.u64(self.f(o, 0x10)),
+            self.u64(self.f(o, 0x18)),
+            self.u64(self.f(o, 0x20)),
+        ) else {
             return;
         };
         if n == 0 || items == 0 {
@@ -165,7 +169,8 @@ impl<'a> Edges<'a> {
     /// Entries (key, value) of a dict's table; `values` is the split table's values
     /// array (already past any header), or 0.
     fn dict(&self, d: u64, f: &mut dyn FnMut(u64, Via)) {
-        let (Some(keys), Some(values)) = (self.u64(self.f(d, 0x20)), self.u64(self.f(d, 0x28))) else {
+        let (Some(keys), Some(values)) = (self.u64(self.f(d, 0x20)), self.u64(self.f(d, 0x28)))
+        else {
             return;
         };
         if keys == 0 {
@@ -271,7 +276,8 @@ impl<'a> Edges<'a> {
     fn set(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
         // PySetObject {.., fill@0x10, used@0x18, mask@0x20, table@0x28} (setobject.h);
         // entries {key, hash}; NULL and the static dummy are not members.
-        let (Some(mask), Some(table)) = (self.u64(self.f(o, 0x20)), self.u64(self.f(o, 0x28))) else {
+        let (Some(mask), Some(table)) = (self.u64(self.f(o, 0x20)), self.u64(self.f(o, 0x28)))
+        else {
             return;
         };
         if table == 0 {
@@ -472,7 +478,9 @@ impl<'a> Edges<'a> {
             };
             self.scan(o, self.f(o, 0x18), self.f(o, 0x40), f);
             self.scan(o, o + trace, o + trace + 8, f);
-            let Some(vs) = self.u64(self.f(o, 0x40)) else { return };
+            let Some(vs) = self.u64(self.f(o, 0x40)) else {
+                return;
+            };
             if vs < o + plus || vs > end {
                 return;
             }
@@ -495,7 +503,9 @@ impl<'a> Edges<'a> {
         if self.minor >= 13 {
             self.scan(o, self.f(o, 0x30), self.f(o, 0x40), f);
         }
-        let Some(fr) = self.u64(self.f(o, 0x18)) else { return };
+        let Some(fr) = self.u64(self.f(o, 0x18)) else {
+            return;
+        };
         if fr > o && fr < end {
             self.interp_frame(o, fr, end, f);
         }
@@ -586,7 +596,13 @@ impl<'a> Edges<'a> {
     /// 3.11+ managed dicts: pre-header words before the object (round2-facts.md §D.2).
     fn managed(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64, Via)) {
         let t = ti.addr.0;
-        let w = self.u64(o.wrapping_sub(if self.minor >= 13 { self.om.managed_dict } else { 24 })).unwrap_or(0);
+        let w = self
+            .u64(o.wrapping_sub(if self.minor >= 13 {
+                self.om.managed_dict
+            } else {
+                24
+            }))
+            .unwrap_or(0);
         match self.minor {
             11 => {
                 // 3.11 pycore_object.h: dict at -3 words, values at -4 words.

@@ -153,7 +153,10 @@ impl Reader<'_> {
             return None;
         }
         let mut b = vec![0u8; n as usize];
-        self.p.space.read(Addr(self.typer.field(o, 0x20)), &mut b).ok()?;
+        self.p
+            .space
+            .read(Addr(self.typer.field(o, 0x20)), &mut b)
+            .ok()?;
         Some(b)
     }
     fn tuple(&self, o: u64, max: u64) -> Option<Vec<u64>> {

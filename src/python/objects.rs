@@ -509,10 +509,8 @@ impl<'a> Typer<'a> {
     /// (key, value) pointers of a dict's entries, in insertion order (bounded).
     pub fn dict_items(&self, d: u64, limit: usize) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let (Some(keys), Some(values)) = (
-            self.u64(self.f(d, 0x20)),
-            self.u64(self.f(d, 0x28)),
-        ) else {
+        let (Some(keys), Some(values)) = (self.u64(self.f(d, 0x20)), self.u64(self.f(d, 0x28)))
+        else {
             return out;
         };
         let (entries, nentries, esize, koff, voff) = match self.om.dict_keys {
@@ -964,11 +962,14 @@ impl<'a> Typer<'a> {
             },
             Special::List | Special::Tuple | Special::Set => {
                 let n = self
-                    .u64(self.f(o, if ti.special == Special::Set {
-                        0x18
-                    } else {
-                        0x10
-                    }))
+                    .u64(self.f(
+                        o,
+                        if ti.special == Special::Set {
+                            0x18
+                        } else {
+                            0x10
+                        },
+                    ))
                     .unwrap_or(0);
                 format!("len {n}")
             }
@@ -1095,10 +1096,7 @@ impl<'a> Typer<'a> {
     /// doc}, 40 bytes, Include/descrobject.h) of kind T_OBJECT (6) / T_OBJECT_EX (16).
     fn slots_preview(&self, o: u64, ti: &TypeInfo) -> String {
         const TP_MEMBERS: u64 = 0xf0;
-        let Some(members) = self
-            .u64(self.f(ti.addr.0, TP_MEMBERS))
-            .filter(|&m| m != 0)
-        else {
+        let Some(members) = self.u64(self.f(ti.addr.0, TP_MEMBERS)).filter(|&m| m != 0) else {
             return String::new();
         };
         let mut shown = Vec::new();

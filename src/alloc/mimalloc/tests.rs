@@ -85,7 +85,10 @@ fn live_blocks_are_capacity_minus_the_four_lists() {
     assert_eq!(got, want);
     assert_eq!((h.segments, h.pages, h.abandoned_segments), (1, 2, 0));
     let gc = h.size_classes.iter().find(|c| c.heap == "gc").unwrap();
-    assert_eq!((gc.size, gc.pages, gc.count, gc.sparse_pages), (64, 1, 5, 1));
+    assert_eq!(
+        (gc.size, gc.pages, gc.count, gc.sparse_pages),
+        (64, 1, 5, 1)
+    );
     let mem = &h.size_classes[0];
     assert_eq!((mem.heap.as_str(), mem.size, mem.count), ("mem", 1024, 3));
 }
@@ -97,7 +100,9 @@ fn a_looping_free_list_is_a_diagnostic_and_bounded() {
     let p = core(m, true).process();
     let h = analyze(&p, &model).unwrap();
     assert!(
-        h.diagnostics.iter().any(|d| d.message.contains("free list")),
+        h.diagnostics
+            .iter()
+            .any(|d| d.message.contains("free list")),
         "{:?}",
         h.diagnostics
     );
