@@ -1018,6 +1018,30 @@ mod tests {
         }
     }
 
+    /// The free-threaded models are their own set: loaded apart from the GIL builds' (whose
+    /// ranges they share), with a mimalloc layout and the free-threaded object header.
+    #[test]
+    fn free_threaded_models_are_apart() {
+        let ft = cpython_ft_models(None).unwrap();
+        assert_eq!(
+            ft.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["3.13t"]
+        );
+        let m = &ft[0];
+        assert!(m.covers(Version(3, 13)) && m.free_threaded);
+        let o = &m.objects;
+        assert_eq!((o.header_shift, o.gc_head, o.managed_dict), (0x10, 0, 8));
+        assert_eq!(o.refcount, Refcount::FreeThreaded);
+        let mi = m.mimalloc.as_ref().unwrap();
+        assert_eq!((mi.segment_size, mi.page_size), (32 << 20, 0x60));
+        assert!(cpython_models(None).unwrap().iter().all(|m| !m.free_threaded));
+        // GIL builds keep their header: no shift, a 16-byte GC head, dict at -24.
+        for m in cpython_models(None).unwrap() {
+            let o = &m.objects;
+            assert_eq!((o.header_shift, o.gc_head, o.managed_dict), (0, 16, 24));
+        }
+    }
+
     #[test]
     fn versions_order() {
         assert!(Version::parse("2.9").unwrap() < Version::parse("2.10").unwrap());
