@@ -447,6 +447,10 @@ pub fn walk_process(p: &Process, models: &[CpythonModel]) -> Result<Option<Mimal
             model.name
         ))
     })?;
+    if let Some(rt) = py.runtime {
+        h.diagnostics
+            .extend(crate::models::debug_offsets::cross_check(p, rt, model));
+    }
     if !v.is_some_and(|v| model.covers(v)) {
         h.diagnostics.push(Diagnostic::warning(format!(
             "free-threaded CPython {}: no layout model covers this version; the {} model was used",
