@@ -262,6 +262,18 @@ fn fresh_ft_frag_objects_stacks() {
                     case.name, mi.pages
                 ));
             }
+            // The main thread and the three workers each own heaps with GC_PRE objects.
+            let owners = mi
+                .threads
+                .iter()
+                .filter(|t| t.tid.is_some() && t.live_bytes[3] > 0)
+                .count();
+            if owners != 4 {
+                bad.push(format!(
+                    "{}: {owners} threads own gc_pre pages, want 4",
+                    case.name
+                ));
+            }
             let l = coreheap::analysis::objects::objects(&a, "__main__.FtItem", 3).unwrap();
             if l.count != 10000
                 || !l

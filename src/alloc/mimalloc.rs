@@ -90,6 +90,20 @@ pub struct PageInfo {
     pub thread_id: u64,
 }
 
+/// The pages of one thread's heaps (the segments it owns: `mi_segment_t.thread_id`).
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct ThreadHeaps {
+    /// The owner's `_mi_thread_id()` (its fs_base); 0: abandoned segments (threads that
+    /// ended), whose blocks live on.
+    pub thread_id: u64,
+    /// The core thread with that thread pointer, when it is still running.
+    pub tid: Option<u32>,
+    pub pages: u64,
+    pub live_blocks: u64,
+    /// Bytes of live blocks per heap tag: mem, object, gc, gc_pre.
+    pub live_bytes: [u64; 4],
+}
+
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MimallocHeap {
     pub model: String,
@@ -104,6 +118,8 @@ pub struct MimallocHeap {
     /// Bytes of the pages in use not in live blocks.
     pub free_bytes: u64,
     pub size_classes: Vec<SizeClass>,
+    /// Per owning thread, in the order of the core's threads (abandoned last).
+    pub threads: Vec<ThreadHeaps>,
     pub page_list: Vec<PageInfo>,
     #[serde(skip)]
     pub blocks: Vec<Block>,
@@ -249,6 +265,7 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
         in_use_bytes: 0,
         free_bytes: 0,
         size_classes: Vec::new(),
+        threads: Vec::new(),
         page_list: Vec::new(),
         blocks: Vec::new(),
         diagnostics: Diagnostics::default(),
@@ -400,6 +417,36 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
         )));
     }
     out.blocks.sort_unstable_by_key(|b| b.addr);
+    let mut by_thread: FxHashMap<u64, ThreadHeaps> = FxHashMap::default();
+    for pg in &out.page_list {
+        let t = by_thread
+            .entry(pg.thread_id)
+            .or_insert_with(|| ThreadHeaps {
+                thread_id: pg.thread_id,
+                tid: p
+                    .core
+                    .threads
+                    .iter()
+                    .find(|t| t.thread_pointer.is_some_and(|a| a.0 == pg.thread_id))
+                    .map(|t| t.tid),
+                ..Default::default()
+            });
+        t.pages += 1;
+        t.live_blocks += pg.live;
+        if let Some(i) = TAG_NAMES.iter().position(|&n| n == pg.heap) {
+            t.live_bytes[i] += pg.live * pg.block_size;
+        }
+    }
+    let order = |t: &ThreadHeaps| {
+        p.core
+            .threads
+            .iter()
+            .position(|c| Some(c.tid) == t.tid)
+            .unwrap_or(usize::MAX)
+    };
+    let mut threads: Vec<ThreadHeaps> = by_thread.into_values().collect();
+    threads.sort_by_key(|t| (order(t), t.thread_id));
+    out.threads = threads;
     let mut cl: Vec<SizeClass> = classes.into_values().collect();
     cl.sort_by(|a, b| (tag_rank(&a.heap), a.size).cmp(&(tag_rank(&b.heap), b.size)));
     out.size_classes = cl;

@@ -212,6 +212,32 @@ fn write_mimalloc(
         ]);
     }
     t.write(w, "  ", text)?;
+    // Every thread allocates into its own heaps: live bytes by owner and heap tag.
+    let mut t = Table::new(&[
+        ("HEAPS OF THREAD", Align::Left),
+        ("PAGES", Align::Right),
+        ("LIVE BLOCKS", Align::Right),
+        ("MEM", Align::Right),
+        ("OBJECT", Align::Right),
+        ("GC", Align::Right),
+        ("GC_PRE", Align::Right),
+    ]);
+    for th in &mi.threads {
+        t.row(vec![
+            match (th.thread_id, th.tid) {
+                (0, _) => "abandoned (threads that ended)".to_string(),
+                (_, Some(tid)) => format!("{tid} ({:#x})", th.thread_id),
+                (x, None) => format!("{x:#x} (not in the core)"),
+            },
+            th.pages.to_string(),
+            th.live_blocks.to_string(),
+            human_bytes(th.live_bytes[0]),
+            human_bytes(th.live_bytes[1]),
+            human_bytes(th.live_bytes[2]),
+            human_bytes(th.live_bytes[3]),
+        ]);
+    }
+    t.write(w, "  ", text)?;
     let mut sparse: Vec<_> = mi
         .page_list
         .iter()
