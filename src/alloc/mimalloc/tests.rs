@@ -121,3 +121,20 @@ fn no_segment_without_a_plausible_header() {
     tc.u64(SEG + m.segment_thread_id, 0x1234_5000);
     assert!(analyze(&tc.process(), &model).is_err());
 }
+
+/// A segment no thread owns (`thread_id` 0: its thread ended and abandoned it, segment.c
+/// `mi_segment_abandon`) is read like the others and counted as abandoned.
+#[test]
+fn abandoned_segments_are_walked() {
+    let model = model();
+    let m = model.mimalloc.as_ref().unwrap();
+    let mut tc = core(m, false);
+    tc.u64(SEG + m.segment_thread_id, 0);
+    let h = analyze(&tc.process(), &model).unwrap();
+    assert_eq!(
+        (h.segments, h.abandoned_segments, h.blocks.len()),
+        (1, 1, 8)
+    );
+    assert_eq!(h.threads.len(), 1);
+    assert_eq!((h.threads[0].thread_id, h.threads[0].tid), (0, None));
+}
