@@ -5,7 +5,7 @@
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
                           [--scenarios c_heap,py_heap,py_leak,py_frag,py_libs]
   make_corpus.py reference [--force] [--py-scale F] [--scenarios py_heap,c_heap,py_leak]
-  make_corpus.py roots [--envs bullseye,trixie,sid]
+  make_corpus.py roots [--envs bullseye,trixie,sid,ft-3.13]
 
 Must run as root (chroot, /proc/sys/kernel/core_pattern, /opt/coreheap).
 Stdlib only.  See corpora/README.md.
@@ -18,6 +18,9 @@ Environments:
   <suite>     any Debian suite (bullseye, bookworm, trixie, sid, ...): a
               debootstrap'ed root in $COREHEAP_CACHE/roots/<suite>, created on
               demand; processes run there with chroot, gcore runs inside it.
+  ft-3.13     a free-threaded CPython 3.13 (--disable-gil) built once from trixie's
+              python3.13 source package inside the trixie root (ensure_ft); runs
+              py_heap, py_leak and py_ft_threads (FT_SCENARIOS) with mimalloc truth
 In every environment the scenarios are installed as /opt/coreheap/scenarios
 and the C program is built as /opt/coreheap/bin/c_heap (inside the root for
 chroot environments, on the host itself for host/pyenv).
