@@ -138,3 +138,41 @@ fn abandoned_segments_are_walked() {
     assert_eq!(h.threads.len(), 1);
     assert_eq!((h.threads[0].thread_id, h.threads[0].tid), (0, None));
 }
+
+/// Random words written over the segment header, the page entries and the blocks: the
+/// walk never panics, and never yields more blocks than the pages' capacities allow.
+#[test]
+fn random_damage_never_panics_and_stays_bounded() {
+    let model = model();
+    let m = model.mimalloc.as_ref().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let header = m.segment_slices_array + 4 * m.page_size;
+    for _round in 0..300 {
+        let mut tc = core(m, false);
+        for _ in 0..24 {
+            let at = if next() % 2 == 0 {
+                SEG + (next() % header) & !7
+            } else {
+                SEG + m.slice_size + (next() % (2 * m.slice_size)) & !7
+            };
+            let v = match next() % 4 {
+                0 => 0,
+                1 => u64::MAX,
+                2 => SEG + m.slice_size + (next() % (2 * m.slice_size)) & !7,
+                _ => next(),
+            };
+            tc.u64(at, v);
+        }
+        if let Ok(h) = analyze(&tc.process(), &model) {
+            // 4 slice entries: at most 4 pages of at most u16::MAX blocks each
+            assert!(h.blocks.len() <= 4 * u16::MAX as usize);
+            assert!(h.blocks.windows(2).all(|w| w[0].addr < w[1].addr));
+        }
+    }
+}
