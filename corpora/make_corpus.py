@@ -5,7 +5,7 @@
                           [--kinds gcore,kernel] [--filters 0x33,0x37]
                           [--scenarios c_heap,py_heap,py_leak,py_frag,py_libs]
   make_corpus.py reference [--force] [--py-scale F] [--scenarios py_heap,c_heap,py_leak]
-  make_corpus.py roots [--envs bullseye,trixie,sid]
+  make_corpus.py roots [--envs bullseye,trixie,sid,ft-3.13]
 
 Must run as root (chroot, /proc/sys/kernel/core_pattern, /opt/coreheap).
 Stdlib only.  See corpora/README.md.
@@ -18,6 +18,9 @@ Environments:
   <suite>     any Debian suite (bullseye, bookworm, trixie, sid, ...): a
               debootstrap'ed root in $COREHEAP_CACHE/roots/<suite>, created on
               demand; processes run there with chroot, gcore runs inside it.
+  ft-3.13     a free-threaded CPython 3.13 (--disable-gil) built once from trixie's
+              python3.13 source package inside the trixie root (ensure_ft); runs
+              py_heap, py_leak and py_ft_threads (FT_SCENARIOS) with mimalloc truth
 In every environment the scenarios are installed as /opt/coreheap/scenarios
 and the C program is built as /opt/coreheap/bin/c_heap (inside the root for
 chroot environments, on the host itself for host/pyenv).
@@ -54,7 +57,7 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
 
 ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs",
                  "py_threads", "c_crash", "py_trace", "py_trace1", "py_trace_leak", "py_graph",
-                 "cpp_heap", "cpp_heap_g", "cpp_heap_s"]
+                 "cpp_heap", "cpp_heap_g", "cpp_heap_s", "py_ft_threads"]
 # The C++ scenario (corpora/scenarios/cpp_heap.cpp), built three ways: (g++ flags, strip).
 # cpp_heap has its .symtab but no DWARF, cpp_heap_g has DWARF, cpp_heap_s is stripped (its
 # classes are named from RTTI alone).
@@ -64,6 +67,9 @@ CPP_SCENARIOS = {
     "cpp_heap_s": (["-O1", "-g0"], True),
 }
 NATIVE_SCENARIOS = ("c_heap", "c_crash") + tuple(CPP_SCENARIOS)
+# The free-threaded environments (ft-*) run these: the census, the leak pair, and
+# threads allocating into their own mimalloc heaps (py_ft_threads, those environments only).
+FT_SCENARIOS = ["py_heap", "py_leak", "py_ft_threads"]
 # Scenarios run under tracemalloc: the script they run and their extra environment. They
 # run once per environment (gcore, the first filter): tracemalloc does not depend on how
 # the core is taken, and the leak pair's compare_to needs both cores of one process.
@@ -326,6 +332,9 @@ def resolve_envs(spec):
                                   % (name, PYENV_ROOT, ", ".join(sorted(pyv)) or "none"))
             for k in keys:
                 envs.append(Env("pyenv-" + k, "pyenv", "/", pyv[k][1], host_codename()))
+        elif name in FT_ENVS:
+            suite = FT_ENVS[name][0]
+            envs.append(Env(name, "chroot", os.path.join(ROOTS, suite), ft_python(name), suite))
         elif name.replace("-", "").isalnum():
             envs.append(Env(name, "chroot", os.path.join(ROOTS, name), "/usr/bin/python3", name))
         else:
@@ -423,6 +432,76 @@ def ensure_root(env, need_cpp=False):
             + missing, T_APT, "apt-get install in " + suite, log_path=logp)
 
 
+# ------------------------------------------------------------------ free-threaded CPython
+# No free-threaded interpreter is packaged by Debian or PyPI (round2-facts C.5), so the
+# `ft-3.13` environment builds one, once, from trixie's python3.13 source package inside the
+# trixie root (its compiler and headers; the binary links against trixie's glibc and runs
+# there): the pristine orig tarball, `./configure --disable-gil` (PEP 703; WITH_MIMALLOC is on by
+# default), no PGO/LTO, -O1 to keep the build short on CI.
+FT_ENVS = {"ft-3.13": ("trixie", "python3.13", "3.13t")}
+FT_PREFIX = IN_ROOT_PREFIX + "-ft"  # /opt/coreheap-ft inside the root, i.e. under the cache
+FT_BUILD_DEPS = ["make", "dpkg-dev", "xz-utils", "pkg-config", "libffi-dev", "zlib1g-dev"]
+T_FT_BUILD = 5400
+
+
+def ft_python(name):
+    _suite, _src, tag = FT_ENVS[name]
+    return "%s/%s/bin/python%s" % (FT_PREFIX, tag, tag)
+
+
+def ensure_ft(env, logdir):
+    """Build the free-threaded interpreter of a ft-* environment if its root lacks it."""
+    suite, srcpkg, tag = FT_ENVS[env.name]
+    root = env.root
+    exe = env.host_path(env.python)
+    stamp = env.host_path("%s/%s/.coreheap-built" % (FT_PREFIX, tag))
+    if os.path.exists(exe) and os.path.exists(stamp):
+        return
+    logp = os.path.join(ROOTS, "%s-%s.build.log" % (suite, tag))
+    log("  building free-threaded %s in %s (log: %s)" % (tag, root, logp))
+    t0 = time.time()
+    shutil.copyfile("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))
+    # deb-src for the suite, from the machine's own apt configuration (no host named here)
+    with open(os.path.join(root, "etc/apt/sources.list.d/coreheap-src.list"), "w") as f:
+        f.write("deb-src %s %s main\n" % (apt_mirror(), suite))
+    apt = ["chroot", root, "apt-get"] + APT_OPTS
+    run(apt + ["update"], T_APT, "apt-get update in " + suite, log_path=logp)
+    run(apt + ["install", "-y", "--no-install-recommends"] + FT_BUILD_DEPS, T_APT,
+        "apt-get install build deps in " + suite, log_path=logp)
+    src = "%s/src-%s" % (FT_PREFIX, tag)
+    hsrc = env.host_path(src)
+    if os.path.exists(hsrc):
+        shutil.rmtree(hsrc)
+    os.makedirs(hsrc)
+    # --download-only: the pristine orig tarball (the CPython release), without Debian's
+    # patches, which assume Debian's own configure flags and multiarch layout.
+    run(["chroot", root, "sh", "-c", "cd %s && apt-get %s source --download-only %s"
+         % (src, " ".join(APT_OPTS), srcpkg)], T_APT, "apt-get source " + srcpkg, log_path=logp)
+    origs = sorted(p for p in glob.glob(os.path.join(hsrc, "%s_*.orig.tar.*" % srcpkg))
+                   if not p.endswith(".asc"))
+    if not origs:
+        raise Failure("apt-get source %s: no orig tarball in %s" % (srcpkg, hsrc))
+    run(["tar", "-xf", origs[-1], "-C", hsrc, "--strip-components=1", "--one-top-level=cpython"],
+        600, "unpack " + os.path.basename(origs[-1]), log_path=logp)
+    prefix = "%s/%s" % (FT_PREFIX, tag)
+    build = ("cd %s/cpython && nice -n 10 env OPT='-DNDEBUG -O1' ./configure --disable-gil "
+             "--prefix=%s --without-ensurepip --disable-test-modules && "
+             "nice -n 10 make -j2 && nice -n 10 make install" % (src, prefix))
+    t1 = time.time()
+    run(["chroot", root, "sh", "-c", build], T_FT_BUILD, "build free-threaded " + tag, log_path=logp)
+    out, _ = run(["chroot", root, env.python, "-c",
+                  "import sys, sysconfig; print(sys.version.split()[0], "
+                  "sysconfig.get_config_var('Py_GIL_DISABLED'), sys._is_gil_enabled())"],
+                 T_PROBE, "probe " + tag)
+    if out.split()[1:] != ["1", "False"]:
+        raise Failure("%s is not free-threaded: %s" % (env.python, out.strip()))
+    shutil.rmtree(hsrc)
+    with open(stamp, "w") as f:
+        f.write("%s built in %.0fs (configure+make+install %.0fs)\n" % (out.strip(), time.time() - t0,
+                                                                     time.time() - t1))
+    log("  built %s (%s) in %.0fs" % (env.python, out.strip(), time.time() - t0))
+
+
 def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
     """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash, and the
     C++ scenario's builds)."""
@@ -445,6 +524,13 @@ def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
         info["gcc"] = out.splitlines()[0] if out else None
         info["c_heap"] = exe
         log("  built %s%s in %.1fs (%s)" % ("" if env.root == "/" else env.root, exe, dt, info["gcc"]))
+    if env.name in FT_ENVS:
+        # mimalloc's own count of its live blocks, in C (scenarios/mitruth.c, pyapp/mitruth.py)
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        run(env.wrap(["gcc", "-O1", "-shared", "-fPIC", "-o", IN_ROOT_PREFIX + "/bin/libmitruth.so",
+                      IN_ROOT_PREFIX + "/scenarios/mitruth.c"]), T_BUILD, "build libmitruth.so in " + env.name,
+            log_path=os.path.join(logdir, "build-%s.log" % env.name))
     if need_crash:
         # -O0 -g: the crash frame keeps its own DWARF (file:line) and frame pointers.
         bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
@@ -946,7 +1032,21 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
             # Under tracemalloc the object allocator is its hook, not pymalloc, and
             # _PyObject_DebugMallocStats prints no pool table (Objects/obmalloc.c:
             # _PyMem_PymallocEnabled): those cases have no debugmallocstats truth.
-            if scen not in TRACE_SCENARIOS:
+            if env.name in FT_ENVS:
+                # No pymalloc: mimalloc's own count of its live blocks (pyapp/mitruth.py).
+                mi = os.path.join(case_dir, "mimalloc%s.txt" % s)
+                total = 0
+                with open(mi) as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) != 3 or not all(x.isdigit() for x in parts):
+                            raise Failure("%s: %s: %r" % (case_rel, mi, line.strip()))
+                        total += int(parts[2])
+                if total == 0:
+                    raise Failure("%s: %s counts no block" % (case_rel, mi))
+                stage["mimalloc"] = case_rel + "/mimalloc%s.txt" % s
+                stage["mimalloc_blocks"] = total
+            elif scen not in TRACE_SCENARIOS:
                 stage["debugmallocstats"] = case_rel + "/debugmallocstats%s.txt" % s
                 stage["dms_blocks_in_use"] = parse_dms(dms)
             with open(ab) as f:
@@ -972,6 +1072,8 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
 
 
 def applicable(env, scen):
+    if env.name in FT_ENVS or scen == "py_ft_threads":
+        return env.name in FT_ENVS and scen in FT_SCENARIOS
     return not (scen in NATIVE_SCENARIOS and env.kind == "pyenv")
 
 
@@ -1006,6 +1108,8 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                 cpp = [s for s in scen_here if s in CPP_SCENARIOS]
                 if env.chroot:
                     ensure_root(env, need_cpp=bool(cpp))
+                    if env.name in FT_ENVS:
+                        ensure_ft(env, logdir)
                 elif not os.path.exists(env.python):
                     raise Failure("%s: %s not found" % (env.name, env.python))
                 install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here,
@@ -1314,6 +1418,8 @@ def main():
                     raise Failure("%s is not a Debian suite" % env.name)
                 log("[%s]" % env.name)
                 ensure_root(env)
+                if env.name in FT_ENVS:
+                    ensure_ft(env, None)
             unmount_ours()
     except Failure as e:
         log("ERROR: %s" % e)

@@ -366,9 +366,11 @@ fn debug_offsets_cross_check_catches_a_wrong_model() {
     assert_eq!(checked, 2, "trixie (3.13) and sid (3.14)");
 }
 
-/// A free-threaded build (mimalloc, no pymalloc) is refused with exit 2 and says why,
-/// never given a wrong census. Made from a real 3.13 core by setting the
+/// A core that says it is a free-threaded build (mimalloc, no pymalloc) but has no
+/// mimalloc heap coreheap can walk is refused with exit 2 and says why, never given a
+/// census from glibc alone. Made from a real 3.13 GIL core by setting the
 /// `_Py_DebugOffsets.free_threaded` flag the interpreter publishes at `_PyRuntime + 16`.
+/// (Real free-threaded cores: tests/freethreaded.rs.)
 #[test]
 fn free_threaded_build_is_refused() {
     let case = corpus::reference_cases()

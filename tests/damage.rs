@@ -176,6 +176,7 @@ fn damage_rounds(case: &corpus::Case) {
         let models = coreheap::analysis::Models {
             glibc: g.clone(),
             cpython: c.clone(),
+            cpython_ft: Vec::new(),
         };
         let r = std::panic::catch_unwind(move || {
             let core = CoreFile::from_bytes("damaged", bytes).unwrap();

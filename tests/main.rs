@@ -6,6 +6,7 @@ mod cli;
 mod corpus;
 mod damage;
 mod diff;
+mod freethreaded;
 mod glibc;
 mod graph;
 mod layers;

@@ -635,3 +635,87 @@ fn float_free_list_heads_per_version() {
         floats::Heads::NotNeeded
     ));
 }
+
+/// Free-threaded 3.13t objects (Include/object.h under Py_GIL_DISABLED): the 0x20-byte
+/// header {ob_tid, _padding u16, ob_mutex, ob_gc_bits, ob_ref_local u32, ob_ref_shared,
+/// ob_type}, every type field 0x10 further (tp_name 0x28, tp_basicsize 0x30, tp_flags
+/// 0xb8), no GC head, and GC objects with the pre-header at block + 16.
+#[test]
+fn free_threaded_objects_are_typed_with_the_shifted_header() {
+    let ft = coreheap::models::cpython_ft_models(None)
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "3.13t")
+        .unwrap();
+    let mut m = Mem::new();
+    // Overwrite the three base types in the free-threaded layout.
+    let ft_type = |m: &mut Mem, t: u64, name: &str, basic: u64, item: u64, flags: u64| {
+        let n = m.cstr(name);
+        m.w64(t, 0);
+        m.w64(t + 8, 0xffff_ffff << 32); // ob_ref_local = UINT32_MAX: immortal
+        m.w64(t + 0x10, 0);
+        m.w64(t + 0x18, TYPE_TYPE);
+        m.w64(t + 0x28, n);
+        m.w64(t + 0x30, basic);
+        m.w64(t + 0x38, item);
+        m.w64(t + 0xb8, flags | READY);
+    };
+    for t in [TYPE_TYPE, STR_TYPE, CODE_TYPE] {
+        for off in [0x18u64, 0x20, 0x28, 0xa8] {
+            m.w64(t + off, 0);
+        }
+    }
+    ft_type(
+        &mut m,
+        TYPE_TYPE,
+        "type",
+        0x3b0,
+        40,
+        HAVE_GC | TYPE_SUBCLASS,
+    );
+    ft_type(&mut m, STR_TYPE, "str", 56, 0, 1 << 28);
+    ft_type(&mut m, CODE_TYPE, "code", 216, 2, HAVE_GC);
+    let thing = BASE + 0x1000;
+    ft_type(&mut m, thing, "Thing", 48, 0, HAVE_GC | 0x18); // managed dict + weakref
+    let plain = BASE + 0x1400;
+    ft_type(&mut m, plain, "Plain", 32, 0, 0);
+    let blob = BASE + 0x1800;
+    ft_type(&mut m, blob, "Blob", 40, 8, 0);
+    // header: tid, gc bits (tracked) and ob_ref_local, ob_ref_shared, type
+    let obj = |m: &mut Mem, o: u64, local: u64, shared: u64, t: u64| {
+        m.w64(o, 0x7f00_1234_5000);
+        m.w64(o + 8, (1 << 24) | (local << 32));
+        m.w64(o + 0x10, shared);
+        m.w64(o + 0x18, t);
+    };
+    let (b1, b2, b3, b4, b5) = (HEAP, HEAP + 0x100, HEAP + 0x200, HEAP + 0x300, HEAP + 0x400);
+    obj(&mut m, b1 + 16, 1, 0, thing); // GC_PRE heap: the object behind the pre-header
+    obj(&mut m, b2, 0, 3 << 2, plain); // only shared references (another thread's)
+    obj(&mut m, b3, 0, 0, plain); // refcount 0 and no free-list type: a dead block
+    obj(&mut m, b4, 1, 0, plain);
+    m.w64(b4 + 8, (1 << 24) | (1 << 32) | 0x7); // _padding is not 0: no object
+    obj(&mut m, b5, 2, 0, blob);
+    m.w64(b5 + 0x20, 3); // ob_size 3: 40 + 3 * 8 = 64 bytes
+    let w = World {
+        space: AddressSpace::new(Arc::new(core_of(&m.bytes))),
+        model: ft,
+        syms: Symbols {
+            type_type: TYPE_TYPE,
+            str_type: STR_TYPE,
+            code_type: CODE_TYPE,
+            specials: vec![],
+            gen_types: vec![],
+        },
+    };
+    assert_eq!(
+        w.classify(b1, 64, true),
+        Some((b1 + 16, "Thing".into(), false))
+    );
+    assert_eq!(w.classify(b2, 32, true), Some((b2, "Plain".into(), false)));
+    assert_eq!(w.classify(b3, 32, true), None);
+    assert_eq!(w.classify(b4, 32, true), None);
+    // mimalloc bins are up to a quarter apart: a 64-byte object in an 80-byte block
+    assert_eq!(w.classify(b5, 80, true), Some((b5, "Blob".into(), false)));
+    assert_eq!(w.typer().refcount_word(b2), 3);
+    assert_eq!(w.typer().refcount_word(thing), u32::MAX as u64);
+}

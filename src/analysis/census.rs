@@ -238,7 +238,7 @@ fn classify(
     float_free: &FxHashSet<u64>,
     float_ty: Option<u32>,
 ) -> Option<(u64, u32, bool)> {
-    let pm = a.allocator == Allocator::Pymalloc;
+    let pm = a.allocator != Allocator::Glibc;
     match float_ty {
         Some(fi) if pm && float_free.contains(&a.addr.0) => Some((a.addr.0, fi, true)),
         _ => typer.classify(a.addr.0, a.usable, pm),
@@ -367,7 +367,7 @@ fn scan<S: Source + ?Sized>(
         big,
     } = &mut part;
     src.each_between(lo, hi, &mut |id, a| {
-        let pm = a.allocator == Allocator::Pymalloc;
+        let pm = a.allocator != Allocator::Glibc;
         let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
             add(untyped, pm, a.size, 1);
             return;
@@ -413,13 +413,15 @@ fn scan<S: Source + ?Sized>(
             owned[0].push((p, k));
         };
         match ti.special {
-            Special::List => own(typer.u64_at(o.wrapping_add(0x18)), Owner::Fixed(LIST_ITEMS)),
+            Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
             Special::Dict => {
-                own(typer.u64_at(o.wrapping_add(0x20)), Owner::Fixed(DICT_KEYS));
-                own(typer.u64_at(o.wrapping_add(0x28)), Owner::Fixed(DICT_VALUES));
+                own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
+                own(typer.u64_at(typer.field(o, 0x28)), Owner::Fixed(DICT_VALUES));
             }
             Special::Set => own(
-                typer.u64_at(o.wrapping_add(0x28)).filter(|&t| t != o + 0x40),
+                typer
+                    .u64_at(typer.field(o, 0x28))
+                    .filter(|&t| t != typer.field(o, 0x40)),
                 Owner::Fixed(SET_TABLE),
             ),
             _ => {}
@@ -693,7 +695,7 @@ pub fn census_from<S: Source + ?Sized>(
             }
         }
         claimed.set(id);
-        let pm = a.allocator == Allocator::Pymalloc;
+        let pm = a.allocator != Allocator::Glibc;
         add(&mut untyped, pm, a.size, -1);
         let e = &mut by_rank[r as usize];
         e.0 += 1;

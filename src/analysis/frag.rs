@@ -2,6 +2,7 @@
 
 use super::Analysis;
 use crate::alloc::glibc::GlibcHeap;
+use crate::alloc::mimalloc::MimallocHeap;
 use crate::alloc::pymalloc::PymallocHeap;
 use crate::error::Diagnostics;
 use serde::Serialize;
@@ -21,6 +22,11 @@ pub struct Overall {
     pub pymalloc_arena_bytes: u64,
     pub pymalloc_in_use_bytes: u64,
     pub pymalloc_free_bytes: u64,
+    /// Free-threaded builds: bytes of the mimalloc pages holding live blocks, and of those
+    /// the live blocks and the rest.
+    pub mimalloc_page_bytes: u64,
+    pub mimalloc_in_use_bytes: u64,
+    pub mimalloc_free_bytes: u64,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -28,6 +34,8 @@ pub struct Frag<'a> {
     pub overall: Overall,
     pub glibc: Option<&'a GlibcHeap>,
     pub pymalloc: Option<&'a PymallocHeap>,
+    /// Free-threaded CPython's mimalloc heaps: pages per heap tag and block size.
+    pub mimalloc: Option<&'a MimallocHeap>,
     pub diagnostics: &'a Diagnostics,
 }
 
@@ -49,6 +57,11 @@ pub fn frag<'a>(a: &'a Analysis) -> Frag<'a> {
         o.pymalloc_in_use_bytes = py.in_use_bytes;
         o.pymalloc_free_bytes = py.free_bytes;
     }
+    if let Some(mi) = &a.mimalloc {
+        o.mimalloc_page_bytes = mi.in_use_bytes + mi.free_bytes;
+        o.mimalloc_in_use_bytes = mi.in_use_bytes;
+        o.mimalloc_free_bytes = mi.free_bytes;
+    }
     if let Some(c) = &a.census {
         o.live_object_bytes = Some(c.live_bytes());
     }
@@ -56,6 +69,7 @@ pub fn frag<'a>(a: &'a Analysis) -> Frag<'a> {
         overall: o,
         glibc: a.glibc.as_ref(),
         pymalloc: a.pymalloc.as_ref(),
+        mimalloc: a.mimalloc.as_ref(),
         diagnostics: &a.diagnostics,
     }
 }

@@ -224,7 +224,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             part.shallow
                 .push(c.alloc_size(o).min(u32::MAX as u64) as u32);
             edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
-            let r = typer.u64_at(o.addr.0).unwrap_or(0);
+            let r = typer.refcount_word(o.addr.0);
             part.rc.push(if split_rc {
                 if (r as u32 as i32) < 0 {
                     u32::MAX
@@ -330,7 +330,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     let mut named = Vec::new();
     let mut root_succ: Vec<u32> = Vec::new();
-    let mut roots: Vec<NamedRoot> = crate::python::roots::interpreter_roots(a.process, edges.minor);
+    let mut roots: Vec<NamedRoot> = crate::python::roots::interpreter_roots(
+        a.process,
+        edges.minor,
+        a.cpython_model.is_some_and(|m| m.free_threaded),
+    );
     roots.extend(frame_roots(a, &mut diagnostics));
     roots.extend(extra.named.iter().cloned());
     for r in roots {
@@ -417,9 +421,14 @@ fn frame_roots(a: &Analysis, diagnostics: &mut Diagnostics) -> Vec<NamedRoot> {
     let Some(m) = a.cpython_model else {
         return Vec::new();
     };
+    let (cpython, cpython_ft) = match m.free_threaded {
+        true => (Vec::new(), vec![m.clone()]),
+        false => (vec![m.clone()], Vec::new()),
+    };
     let models = super::Models {
         glibc: Vec::new(),
-        cpython: vec![m.clone()],
+        cpython,
+        cpython_ft,
     };
     let opts = super::threads::StackOptions {
         locals: true,

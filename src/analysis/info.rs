@@ -159,14 +159,7 @@ fn info_with_models(p: &Process, models: Option<&crate::analysis::Models>) -> In
         .collect();
     let glibc = detect_glibc(p);
     let python = detect_python(p);
-    let mut diagnostics = p.diagnostics.clone();
-    if let Some(py) = &python {
-        if py.free_threaded {
-            diagnostics.push(Diagnostic::warning(
-                "this is a free-threaded CPython build (mimalloc): the Python heap commands do not support it yet",
-            ));
-        }
-    }
+    let diagnostics = p.diagnostics.clone();
     Info {
         core: core.path.display().to_string(),
         core_size: core.file_len(),

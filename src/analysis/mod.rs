@@ -6,6 +6,7 @@ pub mod census;
 pub mod diff;
 pub mod dominators;
 pub mod frag;
+pub mod ftheap;
 pub mod graph;
 pub mod info;
 pub mod leaks;
@@ -24,6 +25,7 @@ pub mod why;
 use crate::addr::Addr;
 use crate::alloc::glibc::classes::{size_classes, SizeClass};
 use crate::alloc::glibc::GlibcHeap;
+use crate::alloc::mimalloc::MimallocHeap;
 use crate::alloc::pymalloc::PymallocHeap;
 use crate::error::{Diagnostic, Diagnostics, Error, Result};
 use crate::image::process::Process;
@@ -61,6 +63,8 @@ impl ObjectEntry {
 pub struct Models {
     pub glibc: Vec<GlibcModel>,
     pub cpython: Vec<CpythonModel>,
+    /// Free-threaded builds' models (`free_threaded = true`).
+    pub cpython_ft: Vec<CpythonModel>,
 }
 
 impl Models {
@@ -68,6 +72,7 @@ impl Models {
         Ok(Models {
             glibc: crate::models::glibc_models(dir)?,
             cpython: crate::models::cpython_models(dir)?,
+            cpython_ft: crate::models::cpython_ft_models(dir)?,
         })
     }
 }
@@ -111,6 +116,8 @@ pub struct Analysis<'a> {
     pub process: &'a Process,
     pub glibc: Option<GlibcHeap>,
     pub pymalloc: Option<PymallocHeap>,
+    /// A free-threaded CPython's mimalloc heaps (then there is no pymalloc).
+    pub mimalloc: Option<MimallocHeap>,
     /// The CPython model pymalloc was walked with — also when it was chosen by invariants
     /// because no model covers the version. Typing and previews use the same one.
     pub cpython_model: Option<&'a CpythonModel>,
@@ -206,8 +213,15 @@ impl<'a> Analysis<'a> {
         diagnostics.extend(p.diagnostics.iter().cloned());
         let mut failures = Vec::new();
 
+        // A free-threaded build has mimalloc heaps instead of pymalloc (ftheap.rs).
+        let free_threaded =
+            crate::image::version::detect_python(p).is_some_and(|py| py.free_threaded);
         let phase = progress.phase(&format!("{name}: walking pymalloc"), None, Unit::Items);
-        let pymalloc = match crate::alloc::pymalloc::walk_process(p, &models.cpython, true) {
+        let pymalloc = match free_threaded {
+            true => Ok(None),
+            false => crate::alloc::pymalloc::walk_process(p, &models.cpython, true),
+        };
+        let pymalloc = match pymalloc {
             Ok(h) => h,
             // A runtime coreheap does not read (a free-threaded build's mimalloc heaps) is
             // refused: the glibc numbers alone would be a wrong answer given with confidence.
@@ -242,7 +256,18 @@ impl<'a> Analysis<'a> {
             }
         };
         drop(phase);
-        if glibc.is_none() && pymalloc.is_none() {
+        let mimalloc = match free_threaded {
+            true => ftheap::walk(
+                p,
+                models,
+                name.as_str(),
+                progress,
+                &mut failures,
+                &mut diagnostics,
+            )?,
+            false => None,
+        };
+        if glibc.is_none() && pymalloc.is_none() && mimalloc.is_none() {
             return Err(if failures.is_empty() {
                 Error::Unsupported(
                     "no heap found in this core: neither glibc malloc nor CPython's pymalloc is mapped".into(),
@@ -279,6 +304,7 @@ impl<'a> Analysis<'a> {
                     let heaps = crate::alloc::Heaps {
                         glibc: glibc.as_ref(),
                         pymalloc: Some(py),
+                        mimalloc: None,
                         core: Some(&p.core),
                     };
                     census = Some(census::census(t, &heaps, &float_free));
@@ -288,10 +314,17 @@ impl<'a> Analysis<'a> {
                 )),
             }
         }
+        if let Some(mi) = &mimalloc {
+            let (m, t, c) = ftheap::type_objects(p, models, mi, glibc.as_ref(), &mut diagnostics);
+            cpython_model = m;
+            typer = t;
+            census = c;
+        }
         Ok(Analysis {
             process: p,
             glibc,
             pymalloc,
+            mimalloc,
             cpython_model,
             typer,
             census,
@@ -317,6 +350,9 @@ impl<'a> Analysis<'a> {
                 });
             }
         }
+        if let Some(mi) = &self.mimalloc {
+            classes.extend(ftheap::size_classes(mi));
+        }
         if let Some(g) = &self.glibc {
             classes.extend(size_classes(g));
         }
@@ -337,6 +373,7 @@ impl<'a> Analysis<'a> {
         crate::alloc::Heaps {
             glibc: self.glibc.as_ref(),
             pymalloc: self.pymalloc.as_ref(),
+            mimalloc: self.mimalloc.as_ref(),
             core: Some(&self.process.core),
         }
     }
@@ -379,7 +416,7 @@ impl<'a> Analysis<'a> {
     pub fn python(&self) -> Result<(&Census, &Typer<'a>)> {
         match (&self.census, &self.typer) {
             (Some(c), Some(t)) => Ok((c, t)),
-            _ if self.pymalloc.is_none() => Err(Error::Unsupported(
+            _ if self.pymalloc.is_none() && self.mimalloc.is_none() => Err(Error::Unsupported(
                 "no CPython heap in this core: this command lists Python objects".into(),
             )),
             _ => Err(Error::Unsupported(

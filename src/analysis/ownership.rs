@@ -58,7 +58,7 @@ pub fn dict_entries(c: &Census, g: &Graph, e: &Edges, node: u32) -> Vec<(String,
 
 fn field_node(c: &Census, g: &Graph, t: &Typer, node: u32, off: u64) -> Option<u32> {
     let o = &c.objects()[node as usize - 1];
-    let p = t.u64_at(o.addr.0 + off)?;
+    let p = t.u64_at(t.field(o.addr.0, off))?;
     g.node_of(c, p)
 }
 
@@ -79,7 +79,7 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
         let ti = c.type_of(o);
         ti.flags & F_TYPE_SUBCLASS != 0
             && typer
-                .u64_at(o.addr.0 + 0xa8)
+                .u64_at(typer.field(o.addr.0, 0xa8))
                 .is_some_and(|f| f & F_HEAPTYPE != 0)
     };
     for r in g.named.iter().filter(|r| r.name == "sys.modules") {
@@ -232,7 +232,7 @@ pub fn named_dicts(a: &Analysis, g: &Graph) -> FxHashMap<u32, (String, &'static 
                 let o = &c.objects()[v as usize - 1];
                 if c.type_of(o).flags & F_TYPE_SUBCLASS != 0
                     && typer
-                        .u64_at(o.addr.0 + 0xa8)
+                        .u64_at(typer.field(o.addr.0, 0xa8))
                         .is_some_and(|f| f & F_HEAPTYPE != 0)
                 {
                     if let Some(td) = field_node(c, g, typer, v, TP_DICT) {

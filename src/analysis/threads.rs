@@ -147,8 +147,11 @@ pub struct Stacks {
 }
 
 /// The CPython model for the detected version (the nearest when none covers it).
-fn model_for(models: &Models, v: Option<Version>) -> Option<&CpythonModel> {
-    crate::models::nearest(&models.cpython, v?)
+fn model_for(models: &Models, v: Option<Version>, free_threaded: bool) -> Option<&CpythonModel> {
+    match free_threaded {
+        true => crate::models::nearest(&models.cpython_ft, v?),
+        false => crate::models::nearest(&models.cpython, v?),
+    }
 }
 
 /// The crash context of a core written for a signal (None for snapshots).
@@ -177,10 +180,7 @@ pub fn stacks(p: &Process, models: &Models, opts: StackOptions) -> Stacks {
         python_version = py.version.clone();
         let v = py.version.as_deref().and_then(Version::parse);
         let module = p.modules.modules.iter().find(|m| m.path == py.module);
-        match model_for(models, v) {
-            _ if py.free_threaded => diagnostics.push(Diagnostic::warning(
-                "a free-threaded CPython build: its thread states are not read yet",
-            )),
+        match model_for(models, v, py.free_threaded) {
             Some(m) => {
                 let types = PyTypes::find(p, module, !opts.ignore_symbols);
                 match Typer::with_lookup(p, m, &|n| types.get(n)) {

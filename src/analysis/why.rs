@@ -113,6 +113,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     let parent = bfs(g);
     let dicts = ownership::named_dicts(a, g);
     let e = ownership::edges_of(a).ok_or_else(|| Error::Other("no CPython model".into()))?;
+    let hs = a.cpython_model.map_or(0, |m| m.objects.header_shift);
     let mut paths = Vec::new();
     for &t in &targets {
         let o = &c.objects()[t as usize - 1];
@@ -168,11 +169,18 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                         }
                         e.describe(Via::Value(k))
                     }
-                    Some(Via::Field(0x10)) if pt.name == "module" => ".__dict__".into(),
-                    Some(Via::Field(0x108)) if pt.flags & (1 << 31) != 0 => ".__dict__".into(),
-                    Some(Via::Field(0x10)) if pt.name == "cell" => ".cell_contents".into(),
+                    // GIL-build field offsets; free-threaded headers add `hs` (0x10).
+                    Some(Via::Field(o)) if o == 0x10 + hs && pt.name == "module" => {
+                        ".__dict__".into()
+                    }
+                    Some(Via::Field(o)) if o == 0x108 + hs && pt.flags & (1 << 31) != 0 => {
+                        ".__dict__".into()
+                    }
+                    Some(Via::Field(o)) if o == 0x10 + hs && pt.name == "cell" => {
+                        ".cell_contents".into()
+                    }
                     Some(Via::Field(off)) if pt.name == "function" => {
-                        match function_field(e.minor, off) {
+                        match function_field(e.minor, off.wrapping_sub(hs)) {
                             Some(n) => format!(".{n}"),
                             None => e.describe(Via::Field(off)),
                         }

@@ -29,17 +29,20 @@ pub fn cross_check(
         .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
         .collect();
     let om = &model.objects;
+    // GIL-build offsets, moved by the model's header shift on free-threaded builds (whose
+    // _Py_DebugOffsets publish their own, e.g. tp_name 0x28: round2-facts.md §C.6).
+    let s = om.header_shift;
     let checks: [(&str, Vec<u64>); 4] = [
         (
             "type object (tp_name, tp_repr, tp_flags)",
-            vec![0x18, 0x58, 0xa8],
+            vec![0x18 + s, 0x58 + s, 0xa8 + s],
         ),
         (
             "str object (state, length, ASCII header size)",
-            vec![0x20, 0x10, om.str_ascii_data],
+            vec![0x20 + s, 0x10 + s, om.str_ascii_data],
         ),
-        ("int object (lv_tag, ob_digit)", vec![0x10, 0x18]),
-        ("dict object (ma_keys, ma_values)", vec![0x20, 0x28]),
+        ("int object (lv_tag, ob_digit)", vec![0x10 + s, 0x18 + s]),
+        ("dict object (ma_keys, ma_values)", vec![0x20 + s, 0x28 + s]),
     ];
     for (what, pat) in checks {
         if !words.windows(pat.len()).any(|w| w == pat.as_slice()) {

@@ -296,6 +296,11 @@ pub trait Epoch: serde::de::DeserializeOwned {
     /// The `first` and `last` fields as written in the file.
     fn range(&self) -> (&str, Option<&str>);
     fn validate(&self) -> std::result::Result<(), String>;
+    /// A build variant whose models share version ranges with the plain ones (CPython's
+    /// free-threaded builds): ranges may overlap only across variants.
+    fn variant(&self) -> bool {
+        false
+    }
 
     fn first_version(&self) -> Version {
         Version::parse(self.range().0).unwrap_or(Version(0, 0))
@@ -388,7 +393,9 @@ fn load<M: Epoch>(kind: &str, embedded: &[(&str, &str)], dir: Option<&Path>) -> 
         }
     }
     models.sort_by_key(|m| m.first_version());
-    for w in models.windows(2) {
+    let plain: Vec<&M> = models.iter().filter(|m| !m.variant()).collect();
+    let variant: Vec<&M> = models.iter().filter(|m| m.variant()).collect();
+    for w in plain.windows(2).chain(variant.windows(2)) {
         let end = w[0].last_version().ok_or_else(|| {
             Error::Other(format!(
                 "heap model {}: open-ended range but not the newest",
@@ -411,9 +418,18 @@ pub fn glibc_models(dir: Option<&Path>) -> Result<Vec<GlibcModel>> {
     load("glibc", EMBEDDED_GLIBC, dir)
 }
 
-/// The CPython models: embedded, or from `dir/cpython/*.toml`.
+/// The CPython models of GIL builds: embedded, or from `dir/cpython/*.toml`.
 pub fn cpython_models(dir: Option<&Path>) -> Result<Vec<CpythonModel>> {
-    load("cpython", EMBEDDED_CPYTHON, dir)
+    let mut v: Vec<CpythonModel> = load("cpython", EMBEDDED_CPYTHON, dir)?;
+    v.retain(|m| !m.free_threaded);
+    Ok(v)
+}
+
+/// The CPython models of free-threaded builds (`free_threaded = true`, e.g. 3.13t.toml).
+pub fn cpython_ft_models(dir: Option<&Path>) -> Result<Vec<CpythonModel>> {
+    let mut v: Vec<CpythonModel> = load("cpython", EMBEDDED_CPYTHON, dir)?;
+    v.retain(|m| m.free_threaded);
+    Ok(v)
 }
 
 const EMBEDDED_CPYTHON: &[(&str, &str)] = &[
@@ -445,6 +461,10 @@ const EMBEDDED_CPYTHON: &[(&str, &str)] = &[
         "3.14.toml",
         include_str!("../../heap-models/cpython/3.14.toml"),
     ),
+    (
+        "3.13t.toml",
+        include_str!("../../heap-models/cpython/3.13t.toml"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -467,6 +487,11 @@ pub enum Refcount {
     Plain,
     Immortal32,
     Split32,
+    /// Free-threaded (PEP 703, CPython 3.13 Include/object.h `Py_GIL_DISABLED`):
+    /// `ob_ref_local` (u32 at +0xc, UINT32_MAX = immortal) plus `ob_ref_shared >> 2`
+    /// (Py_ssize_t at +0x10, 2 flag bits below the count; negative while other threads'
+    /// decrements wait for a merge).
+    FreeThreaded,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,6 +530,30 @@ pub struct Objects {
     /// keep their type (3.14 `_PyFreeList_Push` links through the first word).
     #[serde(default)]
     pub float_freelist: Option<FloatFreelist>,
+    /// Bytes every field after `ob_refcnt` moves by against the GIL build's object header:
+    /// 0x10 in free-threaded builds, whose `PyObject` is {ob_tid, _padding, ob_mutex,
+    /// ob_gc_bits, ob_ref_local, ob_ref_shared, ob_type} (0x20 bytes; CPython 3.13
+    /// Include/object.h under Py_GIL_DISABLED). The readers' built-in offsets (ob_type 8,
+    /// ob_size 0x10, tp_name 0x18, ...) are GIL-build offsets and get this added; offsets
+    /// in a model file are the build's own.
+    #[serde(default)]
+    pub header_shift: u64,
+    /// Bytes of `PyGC_Head` before a GC object (16; 0 in free-threaded builds, whose GC
+    /// state is `ob_gc_bits` in the header: Include/internal/pycore_gc.h).
+    #[serde(default = "sixteen")]
+    pub gc_head: u64,
+    /// Bytes before the object of its managed `__dict__` pointer (MANAGED_DICT_OFFSET:
+    /// 3 words in GIL 3.12/3.13 builds, 1 word free-threaded; Include/internal/pycore_object.h).
+    #[serde(default = "twenty_four")]
+    pub managed_dict: u64,
+}
+
+fn sixteen() -> u64 {
+    16
+}
+
+fn twenty_four() -> u64 {
+    24
 }
 
 /// The float free list's head (`PyFloatObject *`) and count (`int`): static variables by
@@ -574,6 +623,55 @@ pub enum StateKind {
     State,
 }
 
+/// mimalloc's segment, page and heap layout as CPython's free-threaded build compiles it
+/// (release: no MI_ENCODE_FREELIST, no MI_PADDING), and where a thread state keeps its
+/// heaps. Every model file cites its sources; src/alloc/mimalloc.rs reads these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mimalloc {
+    /// MI_SEGMENT_SIZE: segments are aligned to it.
+    pub segment_size: u64,
+    /// MI_SEGMENT_SLICE_SIZE.
+    pub slice_size: u64,
+    /// MI_SLICES_PER_SEGMENT.
+    pub slices_per_segment: u64,
+    /// mi_segment_t fields.
+    pub segment_slices: u64,
+    pub segment_info_slices: u64,
+    pub segment_kind: u64,
+    pub segment_slice_entries: u64,
+    pub segment_thread_id: u64,
+    pub segment_slices_array: u64,
+    /// sizeof(mi_page_t), and its fields.
+    pub page_size: u64,
+    pub page_slice_count: u64,
+    pub page_slice_offset: u64,
+    /// The bit-field byte holding the heap tag, its shift and width.
+    pub page_tag_byte: u64,
+    pub page_tag_shift: u32,
+    pub page_tag_bits: u32,
+    pub page_capacity: u64,
+    pub page_reserved: u64,
+    pub page_free: u64,
+    pub page_local_free: u64,
+    pub page_used: u64,
+    /// Width in bytes of `used` (4) and of the block size field (4: `xblock_size`).
+    pub page_used_width: u64,
+    pub page_block_size: u64,
+    pub page_block_size_width: u64,
+    pub page_thread_free: u64,
+    pub page_heap: u64,
+    /// mi_heap_t fields.
+    pub heap_thread_delayed_free: u64,
+    pub heap_tag: u64,
+    /// Where `_PyThreadStateImpl` keeps `heaps[4]`, and sizeof(mi_heap_t).
+    pub tstate_heaps: u64,
+    pub heap_struct_size: u64,
+    /// Page start: `start_offset` is 3 * block size for block sizes in [8, 64], the block
+    /// size in (64, 512], else 0 (3.13 segment.c `_mi_segment_page_start_from_slice`).
+    pub start_offset_rule: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pymalloc {
@@ -595,7 +693,14 @@ pub struct CpythonModel {
     pub first: String,
     pub last: Option<String>,
     pub source: String,
+    /// A free-threaded build's model (`--disable-gil`): objects live in mimalloc heaps,
+    /// there is no pymalloc, and `[mimalloc]` replaces `[pymalloc]`.
+    #[serde(default)]
+    pub free_threaded: bool,
+    #[serde(default)]
     pub pymalloc: Pymalloc,
+    #[serde(default)]
+    pub mimalloc: Option<Mimalloc>,
     pub objects: Objects,
     /// Interpreter, thread-state, frame and code-object offsets for the stacks (read
     /// only); absent in a user's model directory that predates them.
@@ -737,6 +842,21 @@ fn one() -> u64 {
     1
 }
 
+/// A free-threaded model has no pymalloc: this stands for "none" and is never walked.
+impl Default for Pymalloc {
+    fn default() -> Self {
+        Pymalloc {
+            arena_size: 0,
+            pool_size: 0,
+            pool_overhead: 0,
+            size_classes: 0,
+            state: StateKind::State,
+            arenas_offset: None,
+            maxarenas_offset: None,
+        }
+    }
+}
+
 impl CpythonModel {
     /// Blocks of size class `i` that fit a pool (obmalloc.c NUMBLOCKS).
     pub fn numblocks(&self, class: u64) -> u64 {
@@ -755,22 +875,48 @@ impl Epoch for CpythonModel {
     fn range(&self) -> (&str, Option<&str>) {
         (&self.first, self.last.as_deref())
     }
+    fn variant(&self) -> bool {
+        self.free_threaded
+    }
     fn validate(&self) -> std::result::Result<(), String> {
         if self.kind != "cpython" {
             return Err(format!("kind is {:?}, expected \"cpython\"", self.kind));
         }
         Version::parse(&self.first).ok_or("bad first version")?;
+        if self.free_threaded {
+            let m = self
+                .mimalloc
+                .as_ref()
+                .ok_or("free_threaded = true needs a [mimalloc] section")?;
+            if !m.segment_size.is_power_of_two()
+                || !m.slice_size.is_power_of_two()
+                || m.slice_size * m.slices_per_segment > m.segment_size
+                || m.page_size < 0x20
+                || !matches!(m.page_used_width, 2 | 4)
+                || !matches!(m.page_block_size_width, 4 | 8)
+                || m.page_tag_bits > 8
+            {
+                return Err("mimalloc: segment/slice sizes or field widths out of range".into());
+            }
+        } else if self.mimalloc.is_some() {
+            return Err("[mimalloc] needs free_threaded = true".into());
+        }
         let p = &self.pymalloc;
-        if !p.arena_size.is_power_of_two()
+        if self.free_threaded {
+            // no pymalloc to check
+        } else if !p.arena_size.is_power_of_two()
             || !p.pool_size.is_power_of_two()
             || p.pool_size > p.arena_size
         {
             return Err("arena and pool sizes must be powers of two, pool <= arena".into());
         }
-        if p.size_classes == 0 || p.size_classes > 64 || p.pool_overhead >= p.pool_size {
+        if !self.free_threaded
+            && (p.size_classes == 0 || p.size_classes > 64 || p.pool_overhead >= p.pool_size)
+        {
             return Err("size classes or pool overhead out of range".into());
         }
-        if p.state == StateKind::State
+        if !self.free_threaded
+            && p.state == StateKind::State
             && (p.arenas_offset.is_none() || p.maxarenas_offset.is_none())
         {
             return Err("state = \"state\" needs arenas_offset and maxarenas_offset".into());
@@ -869,6 +1015,30 @@ mod tests {
                 .collect();
             assert_eq!(flags, ["datetime.time", "datetime.datetime"], "{}", m.name);
             assert_eq!(o.native_buffers.len(), 4, "{}", m.name);
+        }
+    }
+
+    /// The free-threaded models are their own set: loaded apart from the GIL builds' (whose
+    /// ranges they share), with a mimalloc layout and the free-threaded object header.
+    #[test]
+    fn free_threaded_models_are_apart() {
+        let ft = cpython_ft_models(None).unwrap();
+        assert_eq!(
+            ft.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["3.13t"]
+        );
+        let m = &ft[0];
+        assert!(m.covers(Version(3, 13)) && m.free_threaded);
+        let o = &m.objects;
+        assert_eq!((o.header_shift, o.gc_head, o.managed_dict), (0x10, 0, 8));
+        assert_eq!(o.refcount, Refcount::FreeThreaded);
+        let mi = m.mimalloc.as_ref().unwrap();
+        assert_eq!((mi.segment_size, mi.page_size), (32 << 20, 0x60));
+        assert!(cpython_models(None).unwrap().iter().all(|m| !m.free_threaded));
+        // GIL builds keep their header: no shift, a 16-byte GC head, dict at -24.
+        for m in cpython_models(None).unwrap() {
+            let o = &m.objects;
+            assert_eq!((o.header_shift, o.gc_head, o.managed_dict), (0, 16, 24));
         }
     }
 

@@ -54,6 +54,8 @@ pub struct Edges<'a> {
     pub minor: u32,
     typer: &'a Typer<'a>,
     damaged: Cell<u64>,
+    /// The model's `header_shift`: free-threaded builds' object fields are 0x10 further.
+    hs: u64,
 }
 
 impl<'a> Edges<'a> {
@@ -70,7 +72,13 @@ impl<'a> Edges<'a> {
             minor,
             typer,
             damaged: Cell::new(0),
+            hs: model.objects.header_shift,
         }
+    }
+
+    /// The field at GIL-build offset `off` of the object at `o` (Typer::f's rule).
+    fn f(&self, o: u64, off: u64) -> u64 {
+        o + off + self.hs
     }
 
     /// Containers whose tables could not be read or had impossible sizes.
@@ -136,7 +144,9 @@ impl<'a> Edges<'a> {
     }
 
     fn tuple(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
-        let Some(n) = self.u64(o + 0x10) else { return };
+        let Some(n) = self.u64(self.f(o, 0x10)) else {
+            return;
+        };
         if let Some(items) = self.words(o + self.om.tuple_items, n) {
             for (i, v) in items.iter().copied().enumerate() {
                 f(v, Via::Item(i as u64));
@@ -147,9 +157,11 @@ impl<'a> Edges<'a> {
     fn list(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
         // PyListObject {ob_refcnt, ob_type, ob_size, ob_item, allocated} (listobject.h):
         // items [0, ob_size) of the separate ob_item array; slots past ob_size are stale.
-        let (Some(n), Some(items), Some(alloc)) =
-            (self.u64(o + 0x10), self.u64(o + 0x18), self.u64(o + 0x20))
-        else {
+        let (Some(n), Some(items), Some(alloc)) = (
+            self.u64(self.f(o, 0x10)),
+            self.u64(self.f(o, 0x18)),
+            self.u64(self.f(o, 0x20)),
+        ) else {
             return;
         };
         if n == 0 || items == 0 {
@@ -169,7 +181,8 @@ impl<'a> Edges<'a> {
     /// Entries (key, value) of a dict's table; `values` is the split table's values
     /// array (already past any header), or 0.
     fn dict(&self, d: u64, f: &mut dyn FnMut(u64, Via)) {
-        let (Some(keys), Some(values)) = (self.u64(d + 0x20), self.u64(d + 0x28)) else {
+        let (Some(keys), Some(values)) = (self.u64(self.f(d, 0x20)), self.u64(self.f(d, 0x28)))
+        else {
             return;
         };
         if keys == 0 {
@@ -275,7 +288,8 @@ impl<'a> Edges<'a> {
     fn set(&self, o: u64, f: &mut dyn FnMut(u64, Via)) {
         // PySetObject {.., fill@0x10, used@0x18, mask@0x20, table@0x28} (setobject.h);
         // entries {key, hash}; NULL and the static dummy are not members.
-        let (Some(mask), Some(table)) = (self.u64(o + 0x20), self.u64(o + 0x28)) else {
+        let (Some(mask), Some(table)) = (self.u64(self.f(o, 0x20)), self.u64(self.f(o, 0x28)))
+        else {
             return;
         };
         if table == 0 {
@@ -339,26 +353,26 @@ impl<'a> Edges<'a> {
         let fl = ti.flags;
         let t = ti.addr.0;
         let mut skip = [u64::MAX; 3];
-        let mut body_start = o + 0x10;
+        let mut body_start = self.f(o, 0x10);
         if fl & F_TYPE_SUBCLASS != 0 {
             // A type object: tp_weaklist is the weakref list head, borrowed
             // (typeobject.c type_traverse skips it). tp_subclasses (3.8-3.11 a dict of
             // weakrefs to the subclasses) is not traversed either, but the type owns
             // that dict.
-            skip = [o + TP_WEAKLIST, u64::MAX, u64::MAX];
+            skip = [self.f(o, TP_WEAKLIST), u64::MAX, u64::MAX];
         }
         if fl & F_HEAPTYPE != 0 {
             f(t, Via::Type);
         }
         if fl & F_DICT_SUBCLASS != 0 {
             self.dict(o, f);
-            body_start = o + 0x30;
+            body_start = self.f(o, 0x30);
         } else if fl & F_LIST_SUBCLASS != 0 {
             self.list(o, f);
-            body_start = o + 0x28;
+            body_start = self.f(o, 0x28);
         } else if fl & F_TUPLE_SUBCLASS != 0 {
             self.tuple(o, f);
-            body_start = o + 0x10;
+            body_start = self.f(o, 0x10);
         }
         if self.minor >= 11 && fl & F_MANAGED_DICT != 0 {
             self.managed(o, ti, f);
@@ -366,7 +380,7 @@ impl<'a> Edges<'a> {
             // The dict pointer at tp_dictoffset; negative (subclasses of var-sized types:
             // int, tuple, bytes) counts from the end of the items, rounded to a pointer
             // (object.c _PyObject_GetDictPtr, 3.9.2 l.1030; -1 is 3.11+'s managed dict).
-            let off = self.u64(t + TP_DICTOFFSET).unwrap_or(0) as i64;
+            let off = self.u64(self.f(t, TP_DICTOFFSET)).unwrap_or(0) as i64;
             let at = if off > 0 && (off as u64) < ti.basicsize {
                 Some(o + off as u64)
             } else if off < -1 && ti.itemsize > 0 {
@@ -384,7 +398,7 @@ impl<'a> Edges<'a> {
             }
         }
         // The weakref list is not ownership (typeobject.c subtype_traverse skips it).
-        let wl = self.u64(t + TP_WEAKLISTOFFSET).unwrap_or(0) as i64;
+        let wl = self.u64(self.f(t, TP_WEAKLISTOFFSET)).unwrap_or(0) as i64;
         if wl > 0 {
             skip[1] = skip[1].min(o + wl as u64);
             if skip[0] == u64::MAX {
@@ -396,14 +410,14 @@ impl<'a> Edges<'a> {
         // __slots__ member table after it).
         let mut size = ti.basicsize;
         if fl & F_TYPE_SUBCLASS != 0 {
-            size = self.u64(t + TP_BASICSIZE).unwrap_or(size);
+            size = self.u64(self.f(t, TP_BASICSIZE)).unwrap_or(size);
         }
         // A code object's items are its bytecode (3.11+ co_code_adaptive), whose inline
         // caches hold borrowed pointers (3.12+ LOAD_ATTR_CLASS keeps the attribute):
         // only the fixed fields are references.
         let code = fl & F_HEAPTYPE == 0 && ti.name == "code";
         if ti.itemsize > 0 && !code && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0 {
-            let n = (self.u64(o + 0x10).unwrap_or(0) as i64).unsigned_abs();
+            let n = (self.u64(self.f(o, 0x10)).unwrap_or(0) as i64).unsigned_abs();
             size = size.saturating_add(n.saturating_mul(ti.itemsize));
         }
         let stop = o.saturating_add(size).min(end);
@@ -428,7 +442,7 @@ impl<'a> Edges<'a> {
     }
 
     fn is_code_part(&self, v: u64) -> bool {
-        self.u64(v + 8)
+        self.u64(self.f(v, 8))
             .and_then(|t| self.typer.type_info(t))
             .is_some_and(|t| matches!(t.special, Special::Tuple | Special::Bytes | Special::Str))
     }
@@ -474,18 +488,20 @@ impl<'a> Edges<'a> {
             } else {
                 (0x50, 0x168)
             };
-            self.scan(o, o + 0x18, o + 0x40, f);
+            self.scan(o, self.f(o, 0x18), self.f(o, 0x40), f);
             self.scan(o, o + trace, o + trace + 8, f);
-            let Some(vs) = self.u64(o + 0x40) else { return };
+            let Some(vs) = self.u64(self.f(o, 0x40)) else {
+                return;
+            };
             if vs < o + plus || vs > end {
                 return;
             }
             self.scan(o, o + plus, vs, f);
             let top = if self.minor == 10 {
-                let depth = self.r.u32(crate::addr::Addr(o + 0x50)).unwrap_or(0) as u64;
+                let depth = self.r.u32(crate::addr::Addr(self.f(o, 0x50))).unwrap_or(0) as u64;
                 vs + 8 * depth
             } else {
-                self.u64(o + 0x48).unwrap_or(0)
+                self.u64(self.f(o, 0x48)).unwrap_or(0)
             };
             if top > vs && top <= end {
                 self.scan(o, vs, top, f);
@@ -494,12 +510,14 @@ impl<'a> Edges<'a> {
         }
         // f_back 0x10, f_frame 0x18, f_trace 0x20, then ints; 3.13+ f_extra_locals 0x30
         // and f_locals_cache 0x38 (3.13.5 pycore_frame.h struct _frame).
-        self.scan(o, o + 0x10, o + 0x18, f);
-        self.scan(o, o + 0x20, o + 0x28, f);
+        self.scan(o, self.f(o, 0x10), self.f(o, 0x18), f);
+        self.scan(o, self.f(o, 0x20), self.f(o, 0x28), f);
         if self.minor >= 13 {
-            self.scan(o, o + 0x30, o + 0x40, f);
+            self.scan(o, self.f(o, 0x30), self.f(o, 0x40), f);
         }
-        let Some(fr) = self.u64(o + 0x18) else { return };
+        let Some(fr) = self.u64(self.f(o, 0x18)) else {
+            return;
+        };
         if fr > o && fr < end {
             self.interp_frame(o, fr, end, f);
         }
@@ -521,10 +539,10 @@ impl<'a> Edges<'a> {
         for &off in fields {
             self.scan(o, o + off, o + off + 8, f);
         }
-        self.scan(o, o + 0x18 + shift, o + 0x40 + shift, f);
-        let state = self.u8(o + 0x43 + shift).unwrap_or(0) as i8;
+        self.scan(o, self.f(o, 0x18) + shift, self.f(o, 0x40) + shift, f);
+        let state = self.u8(self.f(o, 0x43) + shift).unwrap_or(0) as i8;
         if state < 1 {
-            self.interp_frame(o, o + 0x48 + shift, end, f);
+            self.interp_frame(o, self.f(o, 0x48) + shift, end, f);
         }
     }
 
@@ -571,7 +589,7 @@ impl<'a> Edges<'a> {
     /// Items of a var-sized object: |ob_size|, or for 3.12+ ints the digit count in
     /// lv_tag (Include/cpython/longintrepr.h).
     fn var_items(&self, o: u64) -> u64 {
-        let v = self.u64(o + 0x10).unwrap_or(0);
+        let v = self.u64(self.f(o, 0x10)).unwrap_or(0);
         if self.om.int_size == crate::models::IntSize::LvTag && self.is_int_subclass(o) {
             v >> 3
         } else {
@@ -582,15 +600,21 @@ impl<'a> Edges<'a> {
 
     fn is_int_subclass(&self, o: u64) -> bool {
         const F_LONG_SUBCLASS: u64 = 1 << 24;
-        self.u64(o + 8)
-            .and_then(|t| self.u64(t + 0xa8))
+        self.u64(self.f(o, 8))
+            .and_then(|t| self.u64(self.f(t, 0xa8)))
             .is_some_and(|f| f & F_LONG_SUBCLASS != 0)
     }
 
     /// 3.11+ managed dicts: pre-header words before the object (round2-facts.md §D.2).
     fn managed(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64, Via)) {
         let t = ti.addr.0;
-        let w = self.u64(o.wrapping_sub(24)).unwrap_or(0);
+        let w = self
+            .u64(o.wrapping_sub(if self.minor >= 13 {
+                self.om.managed_dict
+            } else {
+                24
+            }))
+            .unwrap_or(0);
         match self.minor {
             11 => {
                 // 3.11 pycore_object.h: dict at -3 words, values at -4 words.
@@ -637,14 +661,14 @@ impl<'a> Edges<'a> {
         let dict = ti.special == Special::Dict || fl & F_DICT_SUBCLASS != 0;
         let list = ti.special == Special::List || fl & F_LIST_SUBCLASS != 0;
         if list {
-            if let Some(p) = self.u64(o + 0x18).filter(|&p| p != 0) {
+            if let Some(p) = self.u64(self.f(o, 0x18)).filter(|&p| p != 0) {
                 f(p);
             }
         }
         if dict {
-            let values = self.u64(o + 0x28).unwrap_or(0);
+            let values = self.u64(self.f(o, 0x28)).unwrap_or(0);
             if values == 0 {
-                if let Some(k) = self.u64(o + 0x20).filter(|&p| p != 0) {
+                if let Some(k) = self.u64(self.f(o, 0x20)).filter(|&p| p != 0) {
                     f(k);
                 }
             } else if !(self.minor >= 13 && self.u8(values + 2).unwrap_or(0) != 0) {
@@ -652,15 +676,15 @@ impl<'a> Edges<'a> {
             }
         }
         if ti.special == Special::Set {
-            if let Some(t) = self.u64(o + 0x28) {
-                if t != 0 && t != o + 0x40 {
+            if let Some(t) = self.u64(self.f(o, 0x28)) {
+                if t != 0 && t != self.f(o, 0x40) {
                     f(t);
                 }
             }
         }
         if fl & F_TYPE_SUBCLASS != 0 {
             if let Some(k) = self.u64(o + self.om.ht_cached_keys).filter(|&p| p != 0) {
-                if self.u64(o + 0xa8).unwrap_or(0) & F_HEAPTYPE != 0 {
+                if self.u64(self.f(o, 0xa8)).unwrap_or(0) & F_HEAPTYPE != 0 {
                     f(k);
                 }
             }

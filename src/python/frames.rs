@@ -127,7 +127,7 @@ impl Reader<'_> {
         }
     }
     fn ob_type(&self, o: u64) -> Option<u64> {
-        self.u64(o.wrapping_add(8))
+        self.u64(self.typer.field(o, 8))
     }
     fn is_code(&self, o: u64) -> bool {
         if o == 0 || o % 8 != 0 {
@@ -148,16 +148,19 @@ impl Reader<'_> {
     }
     /// Bytes object contents (line tables, local kinds), at most `max` bytes.
     fn bytes(&self, o: u64, max: u64) -> Option<Vec<u8>> {
-        let n = self.u64(o.wrapping_add(0x10))?;
+        let n = self.u64(self.typer.field(o, 0x10))?;
         if n > max {
             return None;
         }
         let mut b = vec![0u8; n as usize];
-        self.p.space.read(Addr(o.wrapping_add(0x20)), &mut b).ok()?;
+        self.p
+            .space
+            .read(Addr(self.typer.field(o, 0x20)), &mut b)
+            .ok()?;
         Some(b)
     }
     fn tuple(&self, o: u64, max: u64) -> Option<Vec<u64>> {
-        let n = self.u64(o.wrapping_add(0x10))?;
+        let n = self.u64(self.typer.field(o, 0x10))?;
         if n > max {
             return None;
         }
@@ -184,7 +187,7 @@ impl Reader<'_> {
         let mut is_cell = false;
         if cell && self.cell_type.is_some() && self.ob_type(v) == self.cell_type {
             // PyCellObject.ob_ref (Include/cpython/cellobject.h), NULL while unbound.
-            v = self.u64(v + 0x10).filter(|&x| x != 0)?;
+            v = self.u64(self.typer.field(v, 0x10)).filter(|&x| x != 0)?;
             is_cell = true;
         }
         let ti = self.ob_type(v).and_then(|t| self.typer.type_info(t));

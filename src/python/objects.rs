@@ -117,6 +117,9 @@ pub struct Typer<'a> {
     /// first: most reads need neither a search nor the shared region cache.
     /// (region start, length, region index).
     hot: Cell<[(u64, u64, usize); 2]>,
+    /// The model's `header_shift` (free-threaded builds: 0x10), added to every built-in
+    /// (GIL-build) object field offset by [`Typer::f`].
+    hs: u64,
 }
 
 /// What a refcount says.
@@ -209,6 +212,7 @@ impl<'a> Typer<'a> {
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
             hot: Cell::new([(0, 0, 0); 2]),
+            hs: om.header_shift,
         }
     }
 
@@ -231,7 +235,15 @@ impl<'a> Typer<'a> {
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
             hot: Cell::new([(0, 0, 0); 2]),
+            hs: self.hs,
         }
+    }
+
+    /// The address of the field at GIL-build offset `off` (>= 8: after `ob_refcnt`) of the
+    /// object or type at `o`: free-threaded headers move every such field by 0x10
+    /// (CPython 3.13 Include/object.h `struct _object` under Py_GIL_DISABLED).
+    fn f(&self, o: u64, off: u64) -> u64 {
+        o.wrapping_add(off).wrapping_add(self.hs)
     }
 
     /// The address of the static type the typer knows as `s` (PyFloat_Type, ...).
@@ -307,13 +319,13 @@ impl<'a> Typer<'a> {
         if t == 0 || t % 8 != 0 {
             return false;
         }
-        let Some(flags) = self.u64(t.wrapping_add(TP_FLAGS)) else {
+        let Some(flags) = self.u64(self.f(t, TP_FLAGS)) else {
             return false;
         };
         if flags & F_READY == 0 {
             return false;
         }
-        let Some(mt) = self.u64(t.wrapping_add(8)) else {
+        let Some(mt) = self.u64(self.f(t, 8)) else {
             return false;
         };
         if mt == self.type_type {
@@ -321,7 +333,7 @@ impl<'a> Typer<'a> {
         }
         depth < 3
             && self
-                .u64(mt.wrapping_add(TP_FLAGS))
+                .u64(self.f(mt, TP_FLAGS))
                 .is_some_and(|f| f & F_TYPE_SUBCLASS != 0)
             && self.is_type(mt, depth + 1)
     }
@@ -364,7 +376,7 @@ impl<'a> Typer<'a> {
         if t == 0 || t % 8 != 0 {
             return None;
         }
-        let mt = self.u64(t.wrapping_add(8))?;
+        let mt = self.u64(self.f(t, 8))?;
         if mt != self.type_type && !self.is_meta(mt) {
             return None;
         }
@@ -386,14 +398,14 @@ impl<'a> Typer<'a> {
             return b;
         }
         // Only worth remembering when it looks like a type at all (its type is a type).
-        let Some(mmt) = self.u64(mt.wrapping_add(8)) else {
+        let Some(mmt) = self.u64(self.f(mt, 8)) else {
             return false;
         };
         if mmt != self.type_type && !self.metas.borrow().get(&mmt).copied().unwrap_or(false) {
             return false;
         }
         let b = self
-            .u64(mt.wrapping_add(TP_FLAGS))
+            .u64(self.f(mt, TP_FLAGS))
             .is_some_and(|f| f & F_TYPE_SUBCLASS != 0 && f & F_READY != 0);
         self.metas.borrow_mut().insert(mt, b);
         b
@@ -403,9 +415,9 @@ impl<'a> Typer<'a> {
         if !self.is_type(t, 0) {
             return None;
         }
-        let basicsize = self.u64(t.wrapping_add(TP_BASICSIZE))?;
-        let itemsize = self.u64(t.wrapping_add(TP_ITEMSIZE))?;
-        let flags = self.u64(t.wrapping_add(TP_FLAGS))?;
+        let basicsize = self.u64(self.f(t, TP_BASICSIZE))?;
+        let itemsize = self.u64(self.f(t, TP_ITEMSIZE))?;
+        let flags = self.u64(self.f(t, TP_FLAGS))?;
         if !(16..=1 << 20).contains(&basicsize) || itemsize > 1 << 16 {
             return None;
         }
@@ -425,7 +437,7 @@ impl<'a> Typer<'a> {
                 .map(|(i, b)| (b.pointer, i as u32))
                 .collect(),
             Some(_) => self
-                .u64(t.wrapping_add(TP_BASE))
+                .u64(self.f(t, TP_BASE))
                 .filter(|&b| b != 0 && b != t)
                 .and_then(|b| self.type_info(b))
                 .map(|b| b.native.clone())
@@ -477,7 +489,7 @@ impl<'a> Typer<'a> {
             // Cython/Utility/CommonStructures.c), Python's type.__repr__ shows tp_name, which
             // PyType_FromSpec sets to the spec's dotted "module.name": use it whole.
             let entry = self
-                .u64(t.wrapping_add(TP_DICT))
+                .u64(self.f(t, TP_DICT))
                 .and_then(|d| self.dict_get_str(d, "__module__"));
             let module = match entry {
                 Some(v) => match self.read_str(v) {
@@ -496,21 +508,21 @@ impl<'a> Typer<'a> {
                 Some(m) => format!("{m}.{qual}"),
             });
         }
-        let p = self.u64(t.wrapping_add(TP_NAME))?;
+        let p = self.u64(self.f(t, TP_NAME))?;
         let s = self.r.space.read_cstr(Addr(p), 256)?;
         Some(String::from_utf8_lossy(&s).into_owned())
     }
 
     /// `tp_name` as a string.
     fn tp_name_full(&self, t: u64) -> Option<String> {
-        let p = self.u64(t.wrapping_add(TP_NAME))?;
+        let p = self.u64(self.f(t, TP_NAME))?;
         let s = self.r.space.read_cstr(Addr(p), 256)?;
         Some(String::from_utf8_lossy(&s).into_owned())
     }
 
     /// A str object's text (compact strings; at most 4096 characters).
     pub fn read_str(&self, o: u64) -> Option<String> {
-        let t = self.u64(o.wrapping_add(8))?;
+        let t = self.u64(self.f(o, 8))?;
         if t != self.str_type && !self.type_info(t).is_some_and(|i| i.special == Special::Str) {
             return None;
         }
@@ -518,8 +530,8 @@ impl<'a> Typer<'a> {
     }
 
     fn str_text(&self, o: u64, max: u64) -> Option<String> {
-        let len = self.u64(o.wrapping_add(0x10))?;
-        let state = self.r.u32(Addr(o.wrapping_add(0x20)))?;
+        let len = self.u64(self.f(o, 0x10))?;
+        let state = self.r.u32(Addr(self.f(o, 0x20)))?;
         let kind = ((state >> 2) & 7) as u64;
         let compact = state & (1 << 5) != 0;
         let ascii = state & (1 << 6) != 0;
@@ -554,10 +566,8 @@ impl<'a> Typer<'a> {
     /// (key, value) pointers of a dict's entries, in insertion order (bounded).
     pub fn dict_items(&self, d: u64, limit: usize) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        let (Some(keys), Some(values)) = (
-            self.u64(d.wrapping_add(0x20)),
-            self.u64(d.wrapping_add(0x28)),
-        ) else {
+        let (Some(keys), Some(values)) = (self.u64(self.f(d, 0x20)), self.u64(self.f(d, 0x28)))
+        else {
             return out;
         };
         let (entries, nentries, esize, koff, voff) = match self.om.dict_keys {
@@ -624,6 +634,9 @@ impl<'a> Typer<'a> {
     }
 
     fn refcount(&self, o: u64) -> Rc0 {
+        if self.om.refcount == Refcount::FreeThreaded {
+            return self.refcount_ft(o);
+        }
         let Some(r) = self.u64(o) else {
             return Rc0::Bad;
         };
@@ -652,6 +665,7 @@ impl<'a> Typer<'a> {
             // 64-bit builds), 16-bit ob_flags. Immortal counts are >= 2^31 (initially
             // _Py_IMMORTAL_INITIAL_REFCNT = 3 << 30) with _Py_IMMORTAL_FLAGS (1) in ob_flags;
             // static objects add _Py_STATICALLY_ALLOCATED_FLAG (4). Mortal objects have none.
+            Refcount::FreeThreaded => unreachable!("refcount_ft"),
             Refcount::Split32 => {
                 let overflow = (r >> 32) & 0xffff;
                 let flags = r >> 48;
@@ -674,6 +688,40 @@ impl<'a> Typer<'a> {
         }
     }
 
+    /// Free-threaded header (CPython 3.13 Include/object.h, Py_GIL_DISABLED): ob_tid at 0
+    /// (the owning thread's fs_base, or 0 once merged), 16 bits of padding at 8 (zero in
+    /// 3.13), ob_mutex (a PyMutex byte: bits 0-1) at 0xa, ob_gc_bits at 0xb (7 defined
+    /// bits, pycore_gc.h), ob_ref_local u32 at 0xc (UINT32_MAX: immortal), ob_ref_shared
+    /// at 0x10 (count << 2 | flags; _Py_REF_SHARED_SHIFT 2).
+    fn refcount_ft(&self, o: u64) -> Rc0 {
+        let (Some(tid), Some(w8), Some(shared)) = (
+            self.u64(o),
+            self.u64(o.wrapping_add(8)),
+            self.u64(o.wrapping_add(0x10)),
+        ) else {
+            return Rc0::Bad;
+        };
+        let padding = w8 & 0xffff;
+        let mutex = (w8 >> 16) & 0xff;
+        let gc_bits = (w8 >> 24) & 0xff;
+        let local = w8 >> 32;
+        if padding != 0 || mutex & !3 != 0 || gc_bits & 0x80 != 0 || tid % 8 != 0 {
+            return Rc0::Bad;
+        }
+        if local == 0xffff_ffff {
+            return Rc0::Alive; // immortal
+        }
+        let count = (shared as i64) >> 2;
+        if local > 1 << 30 || count.unsigned_abs() > 1 << 40 {
+            return Rc0::Bad;
+        }
+        if local == 0 && count == 0 {
+            Rc0::Zero
+        } else {
+            Rc0::Alive
+        }
+    }
+
     /// 3.14 free lists (Include/internal/pycore_freelist.h, GIL build) link their objects
     /// through the first word, overwriting the refcount with the next object's address.
     fn is_freelist_link(&self, o: u64, t: u64) -> bool {
@@ -688,8 +736,8 @@ impl<'a> Typer<'a> {
     fn object_size(&self, o: u64, ti: &TypeInfo, alloc: u64) -> Option<u64> {
         match ti.size_rule {
             SizeRule::Str => {
-                let len = self.u64(o.wrapping_add(0x10))?;
-                let state = self.r.u32(Addr(o.wrapping_add(0x20)))?;
+                let len = self.u64(self.f(o, 0x10))?;
+                let state = self.r.u32(Addr(self.f(o, 0x20)))?;
                 let kind = ((state >> 2) & 7) as u64;
                 if state & (1 << 5) == 0 {
                     return Some(ti.basicsize); // legacy (non-compact): data elsewhere
@@ -706,8 +754,8 @@ impl<'a> Typer<'a> {
             }
             SizeRule::Int => {
                 let n = match self.om.int_size {
-                    IntSize::ObSize => (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs(),
-                    IntSize::LvTag => (self.u64(o.wrapping_add(0x10))? >> 3).max(1),
+                    IntSize::ObSize => (self.u64(self.f(o, 0x10))? as i64).unsigned_abs(),
+                    IntSize::LvTag => (self.u64(self.f(o, 0x10))? >> 3).max(1),
                 };
                 if n > alloc {
                     return None;
@@ -715,7 +763,7 @@ impl<'a> Typer<'a> {
                 Some(ti.basicsize + ti.itemsize.max(4) * n)
             }
             SizeRule::Var => {
-                let n = (self.u64(o.wrapping_add(0x10))? as i64).unsigned_abs();
+                let n = (self.u64(self.f(o, 0x10))? as i64).unsigned_abs();
                 if n.checked_mul(ti.itemsize)? > alloc {
                     return None;
                 }
@@ -731,7 +779,7 @@ impl<'a> Typer<'a> {
                 };
                 // 3.14's f_executable is a _PyStackRef: tag bits below the alignment.
                 let code = self.u64(at)? & !7;
-                if self.code_type == 0 || self.u64(code.wrapping_add(8))? != self.code_type {
+                if self.code_type == 0 || self.u64(self.f(code, 8))? != self.code_type {
                     return None;
                 }
                 let int = |off: u64| self.r.u32(Addr(code.wrapping_add(off))).map(|v| v as i32);
@@ -800,14 +848,18 @@ impl<'a> Typer<'a> {
                 break;
             }
             let o = m.wrapping_add(off);
-            let Some(t) = self.u64(o.wrapping_add(8)) else {
+            let Some(t) = self.u64(self.f(o, 8)) else {
                 break;
             };
             let Some(idx) = self.type_index(t) else {
                 continue;
             };
             let ti = self.types.borrow()[idx as usize].clone();
-            let mut gc = if ti.flags & F_HAVE_GC != 0 { 16 } else { 0 };
+            let mut gc = if ti.flags & F_HAVE_GC != 0 {
+                self.om.gc_head
+            } else {
+                0
+            };
             let pre = if ti.flags & self.om.preheader_flags != 0 {
                 16
             } else {
@@ -820,7 +872,7 @@ impl<'a> Typer<'a> {
                 && gc + pre != 0
                 && ti.flags & F_TYPE_SUBCLASS != 0
                 && self
-                    .u64(o.wrapping_add(TP_FLAGS))
+                    .u64(self.f(o, TP_FLAGS))
                     .is_some_and(|f| f & F_HEAPTYPE == 0)
                 && self.is_type(o, 0);
             if bare_type {
@@ -844,7 +896,15 @@ impl<'a> Typer<'a> {
                 continue;
             };
             let required = off + size;
-            let slack = if pymalloc { 15 } else { 15 + 24 };
+            // mimalloc (free-threaded builds) rounds to its size bins, up to 1/4 apart
+            // (mimalloc page-queue.h _mi_bin: 4 bins per power of two above 64 bytes).
+            let slack = if self.hs != 0 {
+                15 + required / 4
+            } else if pymalloc {
+                15
+            } else {
+                15 + 24
+            };
             // Resizable objects may keep a larger allocation after shrinking in place
             // (pymalloc keeps the block above 3/4; glibc keeps small remainders), and
             // PyType_GenericAlloc allocates one item more than asked (int subclasses);
@@ -861,6 +921,27 @@ impl<'a> Typer<'a> {
             }
         }
         None
+    }
+
+    /// The object's reference count as the GIL build's `ob_refcnt` word would hold it: that
+    /// word itself, or on free-threaded builds `ob_ref_local + (ob_ref_shared >> 2)` (0 when
+    /// the shared part is negative beyond the local one; immortal objects as the 3.12/3.13
+    /// _Py_IMMORTAL_REFCNT, UINT32_MAX) — Include/object.h Py_REFCNT under Py_GIL_DISABLED.
+    pub fn refcount_word(&self, o: u64) -> u64 {
+        if self.om.refcount != Refcount::FreeThreaded {
+            return self.u64(o).unwrap_or(0);
+        }
+        let local = self.r.u32(Addr(o.wrapping_add(0xc))).unwrap_or(0) as i64;
+        if local == u32::MAX as i64 {
+            return u32::MAX as u64;
+        }
+        let shared = self.u64(o.wrapping_add(0x10)).unwrap_or(0) as i64 >> 2;
+        (local + shared).max(0) as u64
+    }
+
+    /// [`Typer::f`] for other readers: the address of the field at GIL-build offset `off`.
+    pub fn field(&self, o: u64, off: u64) -> u64 {
+        self.f(o, off)
     }
 
     pub fn u64_at(&self, a: u64) -> Option<u64> {
@@ -901,15 +982,15 @@ impl<'a> Typer<'a> {
         match ti.special {
             Special::Str => match self.str_text(o, 61) {
                 Some(s) => {
-                    let len = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
+                    let len = self.u64(self.f(o, 0x10)).unwrap_or(0);
                     format!("{} (len {len})", quote(&s, 60))
                 }
                 None => String::new(),
             },
             Special::Bytes => {
-                let n = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
+                let n = self.u64(self.f(o, 0x10)).unwrap_or(0);
                 let mut b = vec![0u8; n.min(32) as usize];
-                let _ = self.r.space.read(Addr(o.wrapping_add(0x20)), &mut b);
+                let _ = self.r.space.read(Addr(self.f(o, 0x20)), &mut b);
                 let shown: String = b
                     .iter()
                     .map(|&c| {
@@ -923,7 +1004,7 @@ impl<'a> Typer<'a> {
                 format!("b'{shown}{}' (len {n})", if n > 32 { "…" } else { "" })
             }
             Special::Int => self.int_value(o).unwrap_or_else(|| "(large int)".into()),
-            Special::Float => match self.u64(o.wrapping_add(0x10)) {
+            Special::Float => match self.u64(self.f(o, 0x10)) {
                 // Like Python's repr: integral values keep their ".0".
                 Some(b) => {
                     let f = f64::from_bits(b);
@@ -938,11 +1019,14 @@ impl<'a> Typer<'a> {
             },
             Special::List | Special::Tuple | Special::Set => {
                 let n = self
-                    .u64(o.wrapping_add(if ti.special == Special::Set {
-                        0x18
-                    } else {
-                        0x10
-                    }))
+                    .u64(self.f(
+                        o,
+                        if ti.special == Special::Set {
+                            0x18
+                        } else {
+                            0x10
+                        },
+                    ))
                     .unwrap_or(0);
                 format!("len {n}")
             }
@@ -954,11 +1038,11 @@ impl<'a> Typer<'a> {
     fn int_value(&self, o: u64) -> Option<String> {
         let (neg, n) = match self.om.int_size {
             IntSize::ObSize => {
-                let s = self.u64(o.wrapping_add(0x10))? as i64;
+                let s = self.u64(self.f(o, 0x10))? as i64;
                 (s < 0, s.unsigned_abs())
             }
             IntSize::LvTag => {
-                let tag = self.u64(o.wrapping_add(0x10))?;
+                let tag = self.u64(self.f(o, 0x10))?;
                 (tag & 3 == 2, tag >> 3)
             }
         };
@@ -967,7 +1051,7 @@ impl<'a> Typer<'a> {
         }
         let mut v: u128 = 0;
         for i in (0..n).rev() {
-            v = (v << 30) | self.r.u32(Addr(o.wrapping_add(0x18 + 4 * i)))? as u128;
+            v = (v << 30) | self.r.u32(Addr(self.f(o, 0x18 + 4 * i)))? as u128;
         }
         Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
     }
@@ -991,7 +1075,7 @@ impl<'a> Typer<'a> {
     }
 
     fn dict_preview(&self, o: u64) -> String {
-        let used = self.u64(o.wrapping_add(0x10)).unwrap_or(0);
+        let used = self.u64(self.f(o, 0x10)).unwrap_or(0);
         let items = self.dict_items(o, 6);
         format!("len {used}: {{{}}}", self.keys_text(&items, used))
     }
@@ -1007,25 +1091,25 @@ impl<'a> Typer<'a> {
             return self.dict_preview(o);
         }
         if ti.flags & LIST_OR_TUPLE_SUBCLASS != 0 {
-            return format!("len {}", self.u64(o.wrapping_add(0x10)).unwrap_or(0));
+            return format!("len {}", self.u64(self.f(o, 0x10)).unwrap_or(0));
         }
         let om = self.om;
         let managed = om.preheader_flags != 0 && ti.flags & om.preheader_flags & (1 << 4) != 0;
         let dict = if om.preheader_flags == 0 {
-            let off = self.u64(ti.addr.0.wrapping_add(TP_DICTOFFSET)).unwrap_or(0) as i64;
+            let off = self.u64(self.f(ti.addr.0, TP_DICTOFFSET)).unwrap_or(0) as i64;
             if off > 0 {
                 self.u64(o.wrapping_add(off as u64)).filter(|&d| d != 0)
             } else {
                 None
             }
         } else if managed {
-            self.u64(o.wrapping_sub(24))
+            self.u64(o.wrapping_sub(om.managed_dict))
                 .filter(|&d| d != 0 && d & 1 == 0)
         } else {
             None
         };
         let is_dict = |d: u64| {
-            self.type_info(self.u64(d.wrapping_add(8)).unwrap_or(0))
+            self.type_info(self.u64(self.f(d, 8)).unwrap_or(0))
                 .is_some_and(|t| t.special == Special::Dict)
         };
         let items: Vec<(u64, u64)> = match dict {
@@ -1069,10 +1153,7 @@ impl<'a> Typer<'a> {
     /// doc}, 40 bytes, Include/descrobject.h) of kind T_OBJECT (6) / T_OBJECT_EX (16).
     fn slots_preview(&self, o: u64, ti: &TypeInfo) -> String {
         const TP_MEMBERS: u64 = 0xf0;
-        let Some(members) = self
-            .u64(ti.addr.0.wrapping_add(TP_MEMBERS))
-            .filter(|&m| m != 0)
-        else {
+        let Some(members) = self.u64(self.f(ti.addr.0, TP_MEMBERS)).filter(|&m| m != 0) else {
             return String::new();
         };
         let mut shown = Vec::new();
@@ -1141,7 +1222,7 @@ impl<'a> Typer<'a> {
 
     /// A few characters for an attribute value.
     fn short_value(&self, v: u64) -> String {
-        let Some(ti) = self.u64(v.wrapping_add(8)).and_then(|t| self.type_info(t)) else {
+        let Some(ti) = self.u64(self.f(v, 8)).and_then(|t| self.type_info(t)) else {
             return "?".into();
         };
         match ti.special {

@@ -16,8 +16,17 @@ pub struct NamedRoot {
     pub name: String,
 }
 
-/// (interpreters.main, modules, sysdict, builtins) offsets by minor version.
-fn offsets(minor: u32) -> Option<(u64, u64, u64, u64)> {
+/// (interpreters.main, modules, sysdict, builtins) offsets by minor version; free-threaded
+/// builds have their own (3.13t: sys.modules 0x1df0 as its `_Py_DebugOffsets`
+/// imports_modules says, sysdict 0x1de0, builtins 0x1de8 [E ctypes on the ft-3.13 corpus
+/// interpreter]).
+fn offsets(minor: u32, free_threaded: bool) -> Option<(u64, u64, u64, u64)> {
+    if free_threaded {
+        return match minor {
+            13 => Some((0x280, 0x1df0, 0x1de0, 0x1de8)),
+            _ => None,
+        };
+    }
     Some(match minor {
         8 => (0x28, 0x38, 0x48, 0x50),
         9 | 10 => (0x28, 0x358, 0x368, 0x370),
@@ -29,9 +38,9 @@ fn offsets(minor: u32) -> Option<(u64, u64, u64, u64)> {
     })
 }
 
-pub fn interpreter_roots(p: &Process, minor: u32) -> Vec<NamedRoot> {
+pub fn interpreter_roots(p: &Process, minor: u32, free_threaded: bool) -> Vec<NamedRoot> {
     let mut out = Vec::new();
-    let Some((main, modules, sysdict, builtins)) = offsets(minor) else {
+    let Some((main, modules, sysdict, builtins)) = offsets(minor, free_threaded) else {
         return out;
     };
     let Some((_, rt)) = p.modules.find_symbol(&p.space, "_PyRuntime") else {

@@ -37,8 +37,8 @@ impl Names<'_> {
         self.typer.u64_at(a)
     }
     fn type_flags(&self, o: u64) -> u64 {
-        self.u64(o.wrapping_add(8))
-            .and_then(|t| self.u64(t.wrapping_add(TP_FLAGS)))
+        self.u64(self.typer.field(o, 8))
+            .and_then(|t| self.u64(self.typer.field(t, TP_FLAGS)))
             .unwrap_or(0)
     }
     /// A dict or dict subclass (by address when known: static types' names may be
@@ -46,7 +46,7 @@ impl Names<'_> {
     fn is_dict(&self, o: u64) -> bool {
         o != 0
             && (self
-                .u64(o.wrapping_add(8))
+                .u64(self.typer.field(o, 8))
                 .is_some_and(|t| Some(t) == self.types.get("PyDict_Type"))
                 || self.type_flags(o) & F_DICT_SUBCLASS != 0)
     }
@@ -67,7 +67,7 @@ impl Names<'_> {
         if self.type_flags(o) & F_LONG_SUBCLASS == 0 {
             return None;
         }
-        let head = self.u64(o.wrapping_add(0x10))?;
+        let head = self.u64(self.typer.field(o, 0x10))?;
         let n = match self.om.int_size {
             IntSize::ObSize => {
                 if (head as i64) < 0 {
@@ -87,7 +87,7 @@ impl Names<'_> {
         }
         let mut v: u128 = 0;
         for i in (0..n).rev() {
-            let d = self.typer.u64_at(o.wrapping_add(0x18 + 4 * i))? as u32;
+            let d = self.typer.u64_at(self.typer.field(o, 0x18 + 4 * i))? as u32;
             v = (v << 30) | d as u128;
         }
         u64::try_from(v).ok()
@@ -96,7 +96,7 @@ impl Names<'_> {
     /// (key, value) pairs of an instance's attributes.
     fn instance_items(&self, o: u64) -> Vec<(u64, u64)> {
         let Some(ti) = self
-            .u64(o.wrapping_add(8))
+            .u64(self.typer.field(o, 8))
             .and_then(|t| self.typer.type_info(t))
         else {
             return Vec::new();
@@ -106,13 +106,17 @@ impl Names<'_> {
             om.preheader_flags != 0 && ti.flags & om.preheader_flags & F_MANAGED_DICT != 0;
         let dict = if om.preheader_flags == 0 {
             // 3.8-3.10: the instance dict at tp_dictoffset (> 0 for Python classes).
-            let off = self.u64(ti.addr.0.wrapping_add(TP_DICTOFFSET)).unwrap_or(0) as i64;
+            let off = self
+                .u64(self.typer.field(ti.addr.0, TP_DICTOFFSET))
+                .unwrap_or(0) as i64;
             (off > 0)
                 .then(|| self.u64(o.wrapping_add(off as u64)))
                 .flatten()
         } else if managed {
-            // 3.11+: the managed dict pointer at -24 (3.12: tagged values when bit 0 is set).
-            self.u64(o.wrapping_sub(24)).filter(|&d| d & 1 == 0)
+            // 3.11+: the managed dict pointer at -24 (3.12: tagged values when bit 0 is set;
+            // free-threaded builds: -8, the model's `managed_dict`).
+            self.u64(o.wrapping_sub(om.managed_dict))
+                .filter(|&d| d & 1 == 0)
         } else {
             None
         };
@@ -168,7 +172,7 @@ pub fn thread_names(
     let Some(threading) = n.get(modules, "threading", MAX_MODULES) else {
         return out;
     };
-    let Some(md) = n.u64(threading.wrapping_add(MD_DICT)) else {
+    let Some(md) = n.u64(typer.field(threading, MD_DICT)) else {
         return out;
     };
     let Some(active) = n.get(md, "_active", 4096) else {

@@ -44,6 +44,10 @@ pub fn write_text(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
         writeln!(w)?;
         write_pymalloc(w, py, text)?;
     }
+    if let Some(mi) = &f.mimalloc {
+        writeln!(w)?;
+        write_mimalloc(w, mi, text)?;
+    }
     let o = &f.overall;
     writeln!(w, "\noverall")?;
     writeln!(
@@ -66,6 +70,15 @@ pub fn write_text(w: &mut dyn Write, f: &Frag, text: Text) -> io::Result<()> {
             w,
             "  glibc mmapped chunks       {:>12}",
             human_bytes(o.glibc_mmapped_bytes)
+        )?;
+    }
+    if f.mimalloc.is_some() {
+        writeln!(
+            w,
+            "  mimalloc pages in use      {:>12}  in live blocks {}, free {}",
+            human_bytes(o.mimalloc_page_bytes),
+            human_bytes(o.mimalloc_in_use_bytes),
+            human_bytes(o.mimalloc_free_bytes)
         )?;
     }
     if f.pymalloc.is_some() {
@@ -158,6 +171,115 @@ fn write_pymalloc(
         t.write(w, "    ", text)?;
         if pinned.len() > 10 {
             writeln!(w, "    ... {} more (see --json)", pinned.len() - 10)?;
+        }
+    }
+    Ok(())
+}
+
+/// mimalloc pages per heap tag and block size, their fill, and the pages kept by few live
+/// blocks (a page returns to its segment only when all its blocks are free).
+fn write_mimalloc(
+    w: &mut dyn Write,
+    mi: &crate::alloc::mimalloc::MimallocHeap,
+    text: Text,
+) -> io::Result<()> {
+    writeln!(
+        w,
+        "mimalloc (free-threaded CPython, model {}): {} segments ({} abandoned), {} pages with live blocks",
+        mi.model, mi.segments, mi.abandoned_segments, mi.pages
+    )?;
+    let mut t = Table::new(&[
+        ("HEAP", Align::Left),
+        ("BLOCK SIZE", Align::Right),
+        ("PAGES", Align::Right),
+        ("LIVE BLOCKS", Align::Right),
+        ("FREE BLOCKS", Align::Right),
+        ("IN USE", Align::Right),
+        ("FILL", Align::Right),
+        ("SPARSE PAGES", Align::Right),
+    ]);
+    for c in &mi.size_classes {
+        let total = c.count + c.free_count;
+        t.row(vec![
+            c.heap.clone(),
+            c.size.to_string(),
+            c.pages.to_string(),
+            c.count.to_string(),
+            c.free_count.to_string(),
+            human_bytes(c.count * c.size),
+            format!("{:.0}%", 100.0 * c.count as f64 / total.max(1) as f64),
+            c.sparse_pages.to_string(),
+        ]);
+    }
+    t.write(w, "  ", text)?;
+    // Every thread allocates into its own heaps: live bytes by owner and heap tag.
+    let mut t = Table::new(&[
+        ("HEAPS OF THREAD", Align::Left),
+        ("PAGES", Align::Right),
+        ("LIVE BLOCKS", Align::Right),
+        ("MEM", Align::Right),
+        ("OBJECT", Align::Right),
+        ("GC", Align::Right),
+        ("GC_PRE", Align::Right),
+    ]);
+    for th in &mi.threads {
+        t.row(vec![
+            match (th.thread_id, th.tid) {
+                (0, _) => "abandoned (threads that ended)".to_string(),
+                (_, Some(tid)) => format!("{tid} ({:#x})", th.thread_id),
+                (x, None) => format!("{x:#x} (not in the core)"),
+            },
+            th.pages.to_string(),
+            th.live_blocks.to_string(),
+            human_bytes(th.live_bytes[0]),
+            human_bytes(th.live_bytes[1]),
+            human_bytes(th.live_bytes[2]),
+            human_bytes(th.live_bytes[3]),
+        ]);
+    }
+    t.write(w, "  ", text)?;
+    let mut sparse: Vec<_> = mi
+        .page_list
+        .iter()
+        .filter(|p| (p.live as f64) < crate::alloc::mimalloc::SPARSE_BELOW * p.reserved as f64)
+        .collect();
+    if !sparse.is_empty() {
+        sparse.sort_by(|a, b| {
+            (b.bytes - (b.live * b.block_size).min(b.bytes))
+                .cmp(&(a.bytes - (a.live * a.block_size).min(a.bytes)))
+        });
+        let held: u64 = sparse.iter().map(|p| p.bytes).sum();
+        let live: u64 = sparse.iter().map(|p| p.live * p.block_size).sum();
+        writeln!(
+            w,
+            "  {} of {} pages are kept by few live blocks (under {:.0}% full): {} held for {} of live blocks",
+            sparse.len(),
+            mi.pages,
+            crate::alloc::mimalloc::SPARSE_BELOW * 100.0,
+            human_bytes(held),
+            human_bytes(live)
+        )?;
+        let mut t = Table::new(&[
+            ("PAGE", Align::Left),
+            ("HEAP", Align::Left),
+            ("BLOCK SIZE", Align::Right),
+            ("LIVE", Align::Right),
+            ("OF", Align::Right),
+            ("HELD", Align::Right),
+        ]);
+        for p in sparse.iter().take(10) {
+            t.row(vec![
+                p.address.to_string(),
+                p.heap.clone(),
+                p.block_size.to_string(),
+                p.live.to_string(),
+                p.reserved.to_string(),
+                human_bytes(p.bytes),
+            ]);
+        }
+        t.write(w, "    ", text)?;
+        if sparse.len() > 10 {
+            writeln!(w, "    ... {} more (see --json)", sparse.len() - 10)?;
         }
     }
     Ok(())

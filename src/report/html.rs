@@ -657,6 +657,7 @@ mod tests {
             },
             glibc: None,
             pymalloc: None,
+            mimalloc: None,
             diagnostics: &diags,
         };
         let heap = HeapMap {

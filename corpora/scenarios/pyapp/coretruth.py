@@ -226,6 +226,15 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
         truth = dict(truth)
     truth["signal"] = 6 if kernel else None
     truth["census_kind"] = "gc.get_objects"
+    # Free-threaded builds: mimalloc counts its own live blocks just before the core
+    # (pyapp/mitruth.py), written to mimalloc<suffix>.txt next to the truth file.
+    mic = fd_mi = None
+    if hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled():
+        from pyapp import mitruth
+        mic = mitruth.MiCounter()
+        fd_mi = os.open("mimalloc" + truth_path[len("truth"):-len(".json")] + ".txt", flags, 0o644)
+        truth["free_threaded"] = True
+        truth["mimalloc_error"] = mic.error
 
     gc.collect()
     gc.disable()  # no automatic collection until the core is taken
@@ -264,12 +273,19 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     del truth["census"], counts, data, written
     truth.pop("cython_types", None)
 
+    _mi_run = None
+    if mic is not None:
+        mic.prepare(fd_mi)
+        _mi_run = mic.run  # bound here: calling it allocates nothing
+
     # ---- final step: nothing below allocates except n and s
     _dup2(fd_dms, 2)
     n = _getab()
     s = b"%d\n" % n
     _write(fd_blocks, s)
     _dms()
+    if _mi_run is not None:
+        _mi_run()  # last: mimalloc's live blocks as the core has them (pyapp/mitruth.py)
     if kernel:
         _abort()
     _kill(pid, _sigstop)
@@ -279,4 +295,6 @@ def finish(truth, kernel, truth_path, blocks_path, dms_path,
     os.close(fd_err)
     os.close(fd_blocks)
     os.close(fd_dms)
+    if fd_mi is not None:
+        os.close(fd_mi)
     gc.enable()
