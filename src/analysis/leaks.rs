@@ -121,7 +121,7 @@ fn class(
     let g = a.graph().expect("checked");
     let mut by: FxHashMap<&str, (u64, u64, Vec<u32>)> = FxHashMap::default();
     for &n in nodes {
-        let o = &c.objects[n as usize - 1];
+        let o = &c.objects()[n as usize - 1];
         let e = by.entry(c.type_of(o).name.as_str()).or_default();
         e.0 += 1;
         e.1 += g.shallow[n as usize] as u64;
@@ -142,7 +142,7 @@ fn class(
         for &n in &by[t.name.as_str()].2 {
             samples.push(Sample {
                 class: name,
-                object: ObjectEntry::of(c, typer, &c.objects[n as usize - 1]),
+                object: ObjectEntry::of(c, typer, &c.objects()[n as usize - 1]),
             });
         }
     }
@@ -188,7 +188,7 @@ pub fn leaks(a: &Analysis, samples_per_type: usize) -> Result<Leaks> {
         .native
         .iter()
         .copied()
-        .filter(|n| !anchored.contains(&c.objects[*n as usize - 1].addr.0))
+        .filter(|n| !anchored.contains(&c.objects()[*n as usize - 1].addr.0))
         .collect();
     let mut samples = Vec::new();
     let unreachable = class(
@@ -337,7 +337,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let model = a.cpython_model.expect("checked");
     let want: FxHashSet<u64> = nodes
         .iter()
-        .map(|&n| c.objects[n as usize - 1].addr.0)
+        .map(|&n| c.objects()[n as usize - 1].addr.0)
         .collect();
     let mut found = FxHashSet::default();
     if want.is_empty() {
@@ -381,7 +381,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let minor = e.as_ref().map_or(14, |e| e.minor);
     let (_, typer) = a.python().expect("checked");
     let mut partial: Vec<(u64, u64)> = Vec::new();
-    for o in &c.objects {
+    for o in c.objects() {
         let ti = c.type_of(o);
         let m = o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags);
         // Frames hold references the graph may not read (a running 3.8/3.9 frame's value
@@ -427,7 +427,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         native_allocs.push((m, m + usable));
     };
     if let Some(py) = &a.pymalloc {
-        for b in &py.blocks {
+        for b in py.blocks() {
             consider(b.addr.0, b.size as u64, true, &mut allocs);
         }
     }

@@ -478,12 +478,16 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
     }
     if let Some(py) = &a.pymalloc {
-        let blocks: Vec<(u64, u64)> = py
-            .blocks
-            .iter()
-            .map(|b| (b.addr.0, b.addr.0 + b.size as u64))
-            .collect();
-        scan_roots(&blocks, &|at| Anchor::Python { at }, &mut roots);
+        // Live blocks in batches: no list of every block (tens of millions) is kept.
+        let mut batch: Vec<(u64, u64)> = Vec::with_capacity(1 << 16);
+        for b in py.blocks() {
+            batch.push((b.addr.0, b.addr.0 + b.size as u64));
+            if batch.len() == batch.capacity() {
+                scan_roots(&batch, &|at| Anchor::Python { at }, &mut roots);
+                batch.clear();
+            }
+        }
+        scan_roots(&batch, &|at| Anchor::Python { at }, &mut roots);
     }
     scan_roots(&others, &|at| Anchor::Static { at }, &mut roots);
     for t in &g.tcaches {
@@ -702,20 +706,13 @@ pub fn root_name(a: &Analysis, anchor: &Anchor) -> String {
 /// _sqlite3.Connection at 0x7f.. (+0x10)` — its native memory is what it owns.
 fn python_holder(a: &Analysis, at: u64) -> Option<String> {
     let c = a.census.as_ref()?;
-    let i = c.objects.partition_point(|o| o.addr.0 <= at);
-    // The object at or before the word; its allocation starts up to 32 bytes before it
-    // (GC head, pre-header) and is `alloc_size` long.
-    for o in c.objects[..i].iter().rev().take(2) {
-        if at < o.addr.0 + c.alloc_size(o) {
-            return Some(format!(
-                "Python object {} at {} (+0x{:x})",
-                c.type_of(o).name,
-                o.addr,
-                at.wrapping_sub(o.addr.0)
-            ));
-        }
-    }
-    None
+    let o = a.object_at(at)?;
+    Some(format!(
+        "Python object {} at {} (+0x{:x})",
+        c.type_of(&o).name,
+        o.addr,
+        at.wrapping_sub(o.addr.0)
+    ))
 }
 
 /// `static NAME (module .section+0xOFF)`, as much of it as symbols and sections tell.
