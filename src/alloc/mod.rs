@@ -276,8 +276,9 @@ impl<'a> Heaps<'a> {
         let g = self.glibc?;
         let c = &g.chunks;
         // The last chunk starting at or below `a`: near the hint, else searched.
-        let at = |i: usize| c.get(i).is_some_and(|x| x.user().0 <= a)
-            && c.get(i + 1).is_none_or(|x| x.user().0 > a);
+        let at = |i: usize| {
+            c.get(i).is_some_and(|x| x.user().0 <= a) && c.get(i + 1).is_none_or(|x| x.user().0 > a)
+        };
         let i = if at(hint[1]) {
             hint[1]
         } else if at(hint[1] + 1) {
@@ -303,7 +304,10 @@ impl<'a> Heaps<'a> {
     /// The mimalloc block holding `a`, with its id.
     fn mi_containing(&self, a: u64) -> Option<(u64, Allocation)> {
         let mi = self.mimalloc?;
-        let i = mi.blocks.partition_point(|b| b.addr.0 <= a).checked_sub(1)?;
+        let i = mi
+            .blocks
+            .partition_point(|b| b.addr.0 <= a)
+            .checked_sub(1)?;
         let b = &mi.blocks[i];
         (a < b.addr.0 + (b.size as u64).max(1)).then(|| {
             (
@@ -335,7 +339,10 @@ impl<'a> Heaps<'a> {
             ));
         }
         let g = self.glibc?;
-        let i = g.chunks.partition_point(|c| c.user().0 <= a).checked_sub(1)?;
+        let i = g
+            .chunks
+            .partition_point(|c| c.user().0 <= a)
+            .checked_sub(1)?;
         let c = &g.chunks[i];
         (c.state().is_live() && a < c.user().0 + c.usable().max(1)).then(|| {
             (

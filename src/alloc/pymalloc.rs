@@ -150,10 +150,12 @@ impl PymallocHeap {
     /// Every live block, in address order.
     pub fn blocks(&self) -> impl Iterator<Item = Block> + '_ {
         self.pool_blocks.iter().flat_map(move |p| {
-            (0..p.span).filter(move |&j| self.is_live(p, j)).map(move |j| Block {
-                addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
-                size: p.size,
-            })
+            (0..p.span)
+                .filter(move |&j| self.is_live(p, j))
+                .map(move |j| Block {
+                    addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
+                    size: p.size,
+                })
         })
     }
 
@@ -163,15 +165,17 @@ impl PymallocHeap {
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (u64, Block)> + '_ {
         self.pool_blocks[range].iter().flat_map(move |p| {
-            (0..p.span).filter(move |&j| self.is_live(p, j)).map(move |j| {
-                (
-                    p.pos + j as u64,
-                    Block {
-                        addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
-                        size: p.size,
-                    },
-                )
-            })
+            (0..p.span)
+                .filter(move |&j| self.is_live(p, j))
+                .map(move |j| {
+                    (
+                        p.pos + j as u64,
+                        Block {
+                            addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
+                            size: p.size,
+                        },
+                    )
+                })
         })
     }
 

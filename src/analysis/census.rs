@@ -246,11 +246,7 @@ fn classify(
 }
 
 /// The census of both allocators' live allocations.
-pub fn census(
-    typer: &Typer,
-    heaps: &Heaps,
-    float_free: &FxHashSet<u64>,
-) -> Census {
+pub fn census(typer: &Typer, heaps: &Heaps, float_free: &FxHashSet<u64>) -> Census {
     census_from(typer, heaps, float_free)
 }
 
@@ -286,6 +282,12 @@ pub fn census_of_with(
 
 /// Allocation counts and bytes by allocator: [pymalloc count, bytes, glibc count, bytes].
 type Counts = [u64; 4];
+
+fn add4(into: &mut Counts, c: &Counts) {
+    for (x, y) in into.iter_mut().zip(c) {
+        *x += y;
+    }
+}
 
 fn add(c: &mut Counts, pm: bool, size: u64, n: i64) {
     let k = if pm { 0 } else { 2 };
@@ -416,7 +418,10 @@ fn scan<S: Source + ?Sized>(
             Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
             Special::Dict => {
                 own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
-                own(typer.u64_at(typer.field(o, 0x28)), Owner::Fixed(DICT_VALUES));
+                own(
+                    typer.u64_at(typer.field(o, 0x28)),
+                    Owner::Fixed(DICT_VALUES),
+                );
             }
             Special::Set => own(
                 typer
@@ -491,21 +496,11 @@ fn scan_all<S: Source + ?Sized>(typer: &Typer, src: &S, float_free: &FxHashSet<u
         }
         for (i, c) in part.per_type.iter().enumerate() {
             match map[i] {
-                Some(g) => {
-                    for k in 0..4 {
-                        all.per_type[g as usize][k] += c[k];
-                    }
-                }
-                None => {
-                    for k in 0..4 {
-                        all.untyped[k] += c[k];
-                    }
-                }
+                Some(g) => add4(&mut all.per_type[g as usize], c),
+                None => add4(&mut all.untyped, c),
             }
         }
-        for k in 0..4 {
-            all.untyped[k] += part.untyped[k];
-        }
+        add4(&mut all.untyped, &part.untyped);
         for (w, x) in all.typed.0.iter_mut().zip(&part.typed.0) {
             *w |= x;
         }
@@ -619,9 +614,7 @@ pub fn census_from<S: Source + ?Sized>(
             live_object_bytes += c[1] + c[3];
         } else {
             dead_type_objects += c[0] + c[2];
-            for k in 0..4 {
-                untyped[k] += c[k];
-            }
+            add4(&mut untyped, c);
         }
     }
     // Free-list residents: of dead types they are untyped memory; 3.8-3.10 zombie frames
@@ -661,16 +654,13 @@ pub fn census_from<S: Source + ?Sized>(
     let mut by_rank: Vec<(u64, u64)> = vec![(0, 0); pairs.len()];
     let mut heads: Vec<usize> = vec![0; owned.len()];
     let mut hint = [0usize; 2];
-    loop {
-        // The smallest pointer at the runs' heads, and the best rank among its entries.
-        let Some(p) = owned
-            .iter()
-            .zip(&heads)
-            .filter_map(|(run, &h)| run.get(h).map(|e| e.0))
-            .min()
-        else {
-            break;
-        };
+    // The smallest pointer at the runs' heads, and the best rank among its entries.
+    while let Some(p) = owned
+        .iter()
+        .zip(&heads)
+        .filter_map(|(run, &h)| run.get(h).map(|e| e.0))
+        .min()
+    {
         let mut r = u32::MAX;
         for (run, h) in owned.iter().zip(heads.iter_mut()) {
             while let Some(&(q, k)) = run.get(*h) {
@@ -816,7 +806,9 @@ pub fn objects_of<S: Source + ?Sized>(
                 ty,
             });
         });
-        let addrs = (0..t.type_count()).map(|i| t.type_by_index(i).addr.0).collect();
+        let addrs = (0..t.type_count())
+            .map(|i| t.type_by_index(i).addr.0)
+            .collect();
         (out, addrs)
     };
     if ranges.len() == 1 {

@@ -289,7 +289,10 @@ fn samples_of(a: &Analysis, b: &Analysis, names: &[String], n: usize) -> Vec<Sam
     // Was an object of this type at the same address in the old core?
     let was_there = |addr: Addr, name: &str| {
         a.object_at(addr.0).is_some_and(|o| {
-            o.addr == addr && a.census.as_ref().is_some_and(|c| c.type_of(&o).name == name)
+            o.addr == addr
+                && a.census
+                    .as_ref()
+                    .is_some_and(|c| c.type_of(&o).name == name)
         })
     };
     // One pass over the new core for every name: per type index, the name it samples.

@@ -189,61 +189,64 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // Each object's references, in node ranges on the machine's cores (each thread with its
     // own typer and edge reader), joined in node order: the same CSR as one pass.
     let split_rc = edges.minor >= 12;
-    let scan_nodes = |typer: &crate::python::objects::Typer, range: std::ops::Range<usize>| -> EdgePart {
-        let edges = Edges::new(a.process, model, typer);
-        let len = range.len();
-        let mut part = EdgePart {
-            off: Vec::with_capacity(len),
-            adj: Vec::new(),
-            shallow: Vec::with_capacity(len),
-            rc: Vec::with_capacity(len),
-            buffers: Vec::new(),
-            damaged: 0,
-        };
-        for (i, o) in objects[range.clone()].iter().enumerate() {
-            let node = (range.start + i) as u32 + 1;
-            if node as u64 % super::census::RELEASE_EVERY == 0 {
-                a.process.core.release_pages();
-            }
-            let ti = c.type_of(o);
-            let head = gc_head(ti.flags, model.objects.preheader_flags);
-            let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
-            let adj = &mut part.adj;
-            edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
-                if t >= lo && t <= hi {
-                    if let Some(d) = lookup(t) {
-                        adj.push(d);
+    let scan_nodes =
+        |typer: &crate::python::objects::Typer, range: std::ops::Range<usize>| -> EdgePart {
+            let edges = Edges::new(a.process, model, typer);
+            let len = range.len();
+            let mut part = EdgePart {
+                off: Vec::with_capacity(len),
+                adj: Vec::new(),
+                shallow: Vec::with_capacity(len),
+                rc: Vec::with_capacity(len),
+                buffers: Vec::new(),
+                damaged: 0,
+            };
+            for (i, o) in objects[range.clone()].iter().enumerate() {
+                let node = (range.start + i) as u32 + 1;
+                if node as u64 % super::census::RELEASE_EVERY == 0 {
+                    a.process.core.release_pages();
+                }
+                let ti = c.type_of(o);
+                let head = gc_head(ti.flags, model.objects.preheader_flags);
+                let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
+                let adj = &mut part.adj;
+                edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
+                    if t >= lo && t <= hi {
+                        if let Some(d) = lookup(t) {
+                            adj.push(d);
+                        }
                     }
+                });
+                if adj.len() >= u32::MAX as usize - (n + 16) {
+                    part.damaged = u64::MAX;
+                    break;
                 }
-            });
-            if adj.len() >= u32::MAX as usize - (n + 16) {
-                part.damaged = u64::MAX;
-                break;
-            }
-            part.off.push(adj.len() as u32);
-            part.shallow
-                .push(c.alloc_size(o).min(u32::MAX as u64) as u32);
-            edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
-            let r = typer.refcount_word(o.addr.0);
-            part.rc.push(if split_rc {
-                if (r as u32 as i32) < 0 {
-                    u32::MAX
+                part.off.push(adj.len() as u32);
+                part.shallow
+                    .push(c.alloc_size(o).min(u32::MAX as u64) as u32);
+                edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
+                let r = typer.refcount_word(o.addr.0);
+                part.rc.push(if split_rc {
+                    if (r as u32 as i32) < 0 {
+                        u32::MAX
+                    } else {
+                        r as u32
+                    }
                 } else {
-                    r as u32
-                }
-            } else {
-                r.min(u32::MAX as u64 - 1) as u32
-            });
-        }
-        if part.damaged != u64::MAX {
-            part.damaged = edges.damaged();
-        }
-        part
-    };
+                    r.min(u32::MAX as u64 - 1) as u32
+                });
+            }
+            if part.damaged != u64::MAX {
+                part.damaged = edges.damaged();
+            }
+            part
+        };
     let threads = if n < 1 << 16 {
         1
     } else {
-        std::thread::available_parallelism().map_or(1, |t| t.get()).clamp(1, 8)
+        std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .clamp(1, 8)
     };
     let m = n - 1;
     let cuts: Vec<usize> = (0..=threads).map(|k| m * k / threads).collect();
@@ -259,7 +262,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             })
             .collect();
         let mut parts = vec![scan_nodes(typer, cuts[0]..cuts[1])];
-        parts.extend(handles.into_iter().map(|h| h.join().expect("edge scan thread")));
+        parts.extend(
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("edge scan thread")),
+        );
         parts
     });
     let mut off: Vec<u32> = Vec::with_capacity(n + 1);

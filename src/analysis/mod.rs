@@ -299,8 +299,7 @@ impl<'a> Analysis<'a> {
             match &typer {
                 Some(t) => {
                     float_free = float_freelist(p, cpython_model, py, t, &mut diagnostics);
-                    let _phase =
-                        progress.phase(&format!("{name}: census"), None, Unit::Items);
+                    let _phase = progress.phase(&format!("{name}: census"), None, Unit::Items);
                     let heaps = crate::alloc::Heaps {
                         glibc: glibc.as_ref(),
                         pymalloc: Some(py),
@@ -368,6 +367,19 @@ impl<'a> Analysis<'a> {
             .ok_or_else(|| Error::Other("the reference graph could not be built".into()))
     }
 
+    /// The native heap's reference graph (built once, on first use).
+    pub fn native(&self) -> Result<&native::NativeGraph> {
+        if self.glibc.is_none() {
+            return Err(Error::Unsupported(
+                "no glibc heap in this core: no native chunks to follow".into(),
+            ));
+        }
+        self.native
+            .get_or_init(|| native::build(self))
+            .as_ref()
+            .ok_or_else(|| Error::Other("the native reference graph could not be built".into()))
+    }
+
     /// Both allocators' walks, as the census reads them.
     pub fn heaps(&self) -> crate::alloc::Heaps<'_> {
         crate::alloc::Heaps {
@@ -397,19 +409,6 @@ impl<'a> Analysis<'a> {
     pub fn object_at(&self, addr: u64) -> Option<census::Obj> {
         let (c, typer) = self.python().ok()?;
         census::object_at(typer, &self.heaps(), &self.float_free, c, addr)
-    }
-
-    /// The native heap's reference graph (built once, on first use).
-    pub fn native(&self) -> Result<&native::NativeGraph> {
-        if self.glibc.is_none() {
-            return Err(Error::Unsupported(
-                "no glibc heap in this core: no native chunks to follow".into(),
-            ));
-        }
-        self.native
-            .get_or_init(|| native::build(self))
-            .as_ref()
-            .ok_or_else(|| Error::Other("the native reference graph could not be built".into()))
     }
 
     /// The census and its type reader, or why there is none.

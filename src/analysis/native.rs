@@ -168,26 +168,47 @@ impl NativeGraph {
 /// table has at most one entry per page of heap, so it is bounded by the core's size.
 struct PageIndex {
     first: rustc_hash::FxHashMap<u64, u32>,
+    /// Chunks over `BIG_PAGES` pages (mmapped ones): by start, searched when the page
+    /// table has no entry; their inner pages are not in the table, so a chunk's size
+    /// read from a damaged core cannot make the table large.
+    big: Vec<u32>,
 }
 
 /// Chunks that start in one page, at most (MINSIZE 32), plus the one before the page.
 const PER_PAGE: usize = 4096 / 32 + 1;
+const BIG_PAGES: u64 = 64;
 
 impl PageIndex {
     fn new(chunks: &[Chunk]) -> PageIndex {
         let mut first = rustc_hash::FxHashMap::default();
+        let mut big = Vec::new();
         for (i, c) in chunks.iter().enumerate() {
             let s = c.user().0 >> 12;
             let e = (c.user().0 + c.usable().max(1) - 1) >> 12;
+            if e - s > BIG_PAGES {
+                big.push(i as u32);
+                // Its first and last pages, where it shares pages with neighbours.
+                first.entry(s).or_insert(i as u32);
+                first.entry(e).or_insert(i as u32);
+                continue;
+            }
             for p in s..=e {
                 first.entry(p).or_insert(i as u32);
             }
         }
-        PageIndex { first }
+        PageIndex { first, big }
     }
     #[inline]
     fn find(&self, chunks: &[Chunk], addr: u64) -> Option<u32> {
-        let &i = self.first.get(&(addr >> 12))?;
+        let Some(&i) = self.first.get(&(addr >> 12)) else {
+            // Inside a big chunk, or in no chunk.
+            let k = self
+                .big
+                .partition_point(|&b| chunks[b as usize].user().0 <= addr);
+            let b = *self.big.get(k.checked_sub(1)?)?;
+            let c = &chunks[b as usize];
+            return (addr < c.user().0 + c.usable()).then_some(b);
+        };
         let i = i as usize;
         let w = &chunks[i..chunks.len().min(i + PER_PAGE)];
         let k = w.partition_point(|c| c.user().0 <= addr);
@@ -478,11 +499,16 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
     }
     if let Some(py) = &a.pymalloc {
-        let blocks: Vec<(u64, u64)> = py
-            .blocks()
-            .map(|b| (b.addr.0, b.addr.0 + b.size as u64))
-            .collect();
-        scan_roots(&blocks, &|at| Anchor::Python { at }, &mut roots);
+        // Live blocks in batches: no list of every block (tens of millions) is kept.
+        let mut batch: Vec<(u64, u64)> = Vec::with_capacity(1 << 16);
+        for b in py.blocks() {
+            batch.push((b.addr.0, b.addr.0 + b.size as u64));
+            if batch.len() == batch.capacity() {
+                scan_roots(&batch, &|at| Anchor::Python { at }, &mut roots);
+                batch.clear();
+            }
+        }
+        scan_roots(&batch, &|at| Anchor::Python { at }, &mut roots);
     }
     scan_roots(&others, &|at| Anchor::Static { at }, &mut roots);
     for t in &g.tcaches {

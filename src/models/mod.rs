@@ -1034,7 +1034,10 @@ mod tests {
         assert_eq!(o.refcount, Refcount::FreeThreaded);
         let mi = m.mimalloc.as_ref().unwrap();
         assert_eq!((mi.segment_size, mi.page_size), (32 << 20, 0x60));
-        assert!(cpython_models(None).unwrap().iter().all(|m| !m.free_threaded));
+        assert!(cpython_models(None)
+            .unwrap()
+            .iter()
+            .all(|m| !m.free_threaded));
         // GIL builds keep their header: no shift, a 16-byte GC head, dict at -24.
         for m in cpython_models(None).unwrap() {
             let o = &m.objects;

@@ -11,7 +11,6 @@
 //! Every count read from the core is bounded; unreadable tables are counted in
 //! [`Edges::damaged`] and give no edges.
 
-use std::borrow::Cow;
 use crate::image::memory::Reader;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Objects};
@@ -20,6 +19,7 @@ use crate::python::typeobj::{
     F_DICT_SUBCLASS, F_HEAPTYPE, F_INLINE_VALUES, F_LIST_SUBCLASS, F_MANAGED_DICT,
     F_TUPLE_SUBCLASS, F_TYPE_SUBCLASS, TP_BASICSIZE, TP_DICTOFFSET, TP_WEAKLIST, TP_WEAKLISTOFFSET,
 };
+use std::borrow::Cow;
 use std::cell::Cell;
 
 /// Largest container read (items, dict entries, set slots): a garbage size field reads

@@ -220,7 +220,9 @@ impl<'a> Typer<'a> {
     /// typer is not shared: its caches are cells). Its type indices are its own.
     pub fn fork(&self) -> Typer<'a> {
         Typer {
-            r: Reader { space: self.r.space },
+            r: Reader {
+                space: self.r.space,
+            },
             om: self.om,
             type_type: self.type_type,
             str_type: self.str_type,

@@ -1254,7 +1254,11 @@ fn find_mmapped(
         while a.wrapping_add(16) <= rg.end {
             // Memory another allocator owns: skipped whole (sorted ranges).
             let i = exclude.partition_point(|x| x.start <= a);
-            if let Some(x) = i.checked_sub(1).map(|i| exclude[i]).filter(|x| x.contains(a)) {
+            if let Some(x) = i
+                .checked_sub(1)
+                .map(|i| exclude[i])
+                .filter(|x| x.contains(a))
+            {
                 a = x.end.align_up(page).unwrap_or(rg.end);
                 continue;
             }
