@@ -95,8 +95,14 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
         }
         let with_census = a.census.is_some();
         // Retained sets come from the native graph, whose type indexes are its own.
-        let retained: rustc_hash::FxHashMap<String, (u64, u64)> = match a.native() {
-            Ok(n) if limits.retained => {
+        // Built only when asked: the native graph scans every word of the heap.
+        let native = if limits.retained {
+            Some(a.native())
+        } else {
+            None
+        };
+        let retained: rustc_hash::FxHashMap<String, (u64, u64)> = match native {
+            Some(Ok(n)) => {
                 diagnostics.merge(&n.diagnostics);
                 n.retained_by_type(a)
                     .into_iter()
