@@ -12,12 +12,17 @@ pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> 
             total.count,
             human_bytes(total.bytes)
         )?;
-        let mut t = Table::new(&[
+        // The RETAINED column only when it was computed (`--retained`).
+        let with_retained = !s.retained.is_empty();
+        let mut cols = vec![
             ("TYPE", Align::Left),
             ("COUNT", Align::Right),
             ("BYTES", Align::Right),
-            ("RETAINED", Align::Right),
-        ]);
+        ];
+        if with_retained {
+            cols.push(("RETAINED", Align::Right));
+        }
+        let mut t = Table::new(&cols);
         for r in &s.types {
             // Retained: what the type's instances keep alive between them ("-" for the
             // buckets that are not objects).
@@ -27,12 +32,11 @@ pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> 
                 .find(|x| x.name == r.name)
                 .map(|x| human_bytes(x.bytes))
                 .unwrap_or_else(|| "-".into());
-            t.row(vec![
-                r.name.clone(),
-                r.count.to_string(),
-                human_bytes(r.bytes),
-                retained,
-            ]);
+            let mut row = vec![r.name.clone(), r.count.to_string(), human_bytes(r.bytes)];
+            if with_retained {
+                row.push(retained);
+            }
+            t.row(row);
         }
         t.write(w, "  ", text)?;
         if !s.freelists.is_empty() {
