@@ -69,10 +69,11 @@ hyperfine -N --warmup 1 --runs 3 --export-json "$cache/mixed.json" \
 python3 - "$cache/mixed.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
-base = r[0]["mean"]
+base, summ = r[0]["mean"], r[1]["mean"]
 for x in r:
-    print("%-60s %7.2f s  %5.2f x cat" % (x["command"].split("/")[-1][:60] if False else x["command"][-60:], x["mean"], x["mean"] / base))
+    print("%-60s %7.2f s  %5.2f x cat  %5.2f x summary" % (x["command"][-60:], x["mean"], x["mean"] / base, x["mean"] / summ))
 PY
+/usr/bin/time -f "summary max RSS (anonymous and file pages): %M KiB" "$bin" summary --quiet "$core" 2>&1 >/dev/null | grep "max RSS"
 kb=$(peak_anon "$bin" summary --quiet "$core")
 echo "summary peak RssAnon: $((kb / 1024)) MiB = $(python3 -c "print('%.1f' % ($kb * 1024 * 100 / $size))") % of the core ($((size >> 20)) MiB)"
 "$bin" summary --top 8 --quiet "$core"

@@ -33,4 +33,20 @@ bin="$here/target/release/coreheap"
 "$bin" summary --top 6 "$core"
 command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -qq hyperfine; }
 cp --reflink=auto "$core" "$cache/py-copy.core"
-hyperfine -N --warmup 1 --runs 3 "$bin summary --quiet $core" "$bin frag --quiet $core" "$bin diff --quiet $core $cache/py-copy.core"
+cat "$core" "$cache/py-copy.core" > /dev/null   # warm the page cache
+hyperfine -N --warmup 1 --runs 3 --export-json "$cache/py20m.json" \
+  "cat $core" "$bin summary --quiet $core" "$bin frag --quiet $core" \
+  "$bin diff --quiet $core $cache/py-copy.core" "$bin summary --by owner --quiet $core" \
+  "$bin diff --by owner --quiet $core $cache/py-copy.core"
+python3 - "$cache/py20m.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+base, summ = r[0]["mean"], r[1]["mean"]
+for x in r:
+    c = x["command"].replace(sys.argv[1].rsplit("/", 1)[0] + "/", "")
+    print("%-70s %7.2f s  %5.2f x cat  %5.2f x summary" % (c[-70:], x["mean"], x["mean"] / base, x["mean"] / summ))
+PY
+# Maximum resident set (anonymous and file pages: the map of the core counts) of each.
+for args in "summary" "summary --by owner"; do
+  /usr/bin/time -f "max RSS of $args: %M KiB" "$bin" $args --quiet "$core" > /dev/null
+done 2>&1 | grep "max RSS"

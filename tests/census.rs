@@ -76,7 +76,7 @@ pub fn counts_by_name(
     census: &coreheap::analysis::census::Census,
 ) -> BTreeMap<String, (u64, u64)> {
     let mut m: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for o in &census.objects {
+    for o in census.objects() {
         let ti = census.type_of(o);
         let e = m.entry(ti.name.clone()).or_default();
         e.0 += 1;
@@ -136,6 +136,7 @@ pub fn check_full_census(
 /// float as free: none guessed.
 fn check_freelists(case: &Case, p: &coreheap::Process, a: &Analysis) -> Vec<String> {
     let mut bad = Vec::new();
+    let _ = a.objects();
     let Some(census) = &a.census else {
         return vec![format!("{}: no census", case.name)];
     };
@@ -196,6 +197,7 @@ pub fn check_with(
     a: &Analysis,
     t: &serde_json::Value,
 ) -> Vec<String> {
+    let _ = a.objects();
     let Some(census) = &a.census else {
         return vec![format!("{}: no census", case.name)];
     };
@@ -214,7 +216,7 @@ pub fn check_with(
             };
             let want = pop["count"].as_u64().unwrap();
             let got = census
-                .objects
+                .objects()
                 .iter()
                 .filter(|o| {
                     census.type_of(o).name == ty

@@ -187,9 +187,9 @@ fn damaged_graph_is_reported_not_a_panic() {
             .into_iter()
             .find(|o| o.name == "__main__.REGISTRY")
             .unwrap();
-        let list = c.objects[reg.node as usize - 1].addr.get();
+        let list = c.objects()[reg.node as usize - 1].addr.get();
         let dict = c
-            .objects
+            .objects()
             .iter()
             .find(|o| c.type_of(o).name == "dict")
             .unwrap()

@@ -18,13 +18,14 @@ fn check(case: &Case) -> Vec<String> {
     let a = census::analyze_process(case, &p);
     let t = corpus::truth(case);
     let mut bad = census::check_with(case, &p, &a, &t);
+    let _ = a.objects();
     let Some(c) = &a.census else {
         return bad;
     };
 
     // Samples by address.
     let live: HashMap<u64, &str> = c
-        .objects
+        .objects()
         .iter()
         .map(|o| (o.addr.0, c.type_of(o).name.as_str()))
         .collect();

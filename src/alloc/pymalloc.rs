@@ -75,6 +75,28 @@ pub struct Block {
     pub size: u32,
 }
 
+/// A used pool's blocks, in 32 bytes instead of 16 per live block: the blocks carved so
+/// far (below `nextoffset`), and which of them are on the pool's free list. A full pool —
+/// most pools of a big heap — needs no bitmap at all.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolBlocks {
+    /// The pool header.
+    pub addr: u64,
+    /// Offset of the first block (the header's size, `POOL_OVERHEAD`).
+    pub first: u32,
+    /// Block size of the pool's size class.
+    pub size: u32,
+    /// Blocks carved so far.
+    pub span: u32,
+    /// Index of the pool's free bitmap in `PymallocHeap::free_bits`, or `NO_FREE`.
+    free: u32,
+    /// Dense position of the first block: positions number every carved block of every
+    /// pool in address order (`PymallocHeap::positions`), for per-block bitmaps.
+    pub pos: u64,
+}
+
+const NO_FREE: u32 = u32::MAX;
+
 /// How pymalloc's state (`usedpools`) was found: an identifier in JSON, words in text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -105,11 +127,79 @@ pub struct PymallocHeap {
     pub free_bytes: u64,
     pub in_use_bytes: u64,
     pub arena_list: Vec<ArenaInfo>,
+    /// Used pools in address order; `blocks()` lists their live blocks.
     #[serde(skip)]
-    pub blocks: Vec<Block>,
+    pub pool_blocks: Vec<PoolBlocks>,
+    /// Free-list bitmaps of the pools that have free blocks below `nextoffset`.
+    #[serde(skip)]
+    free_bits: Vec<u64>,
     /// Reported once, by the analysis that owns this walk (never twice in JSON).
     #[serde(skip)]
     pub diagnostics: Diagnostics,
+}
+
+impl PymallocHeap {
+    /// Is block `j` of pool `p` live (carved and not on the free list)?
+    #[inline]
+    pub fn is_live(&self, p: &PoolBlocks, j: u32) -> bool {
+        j < p.span
+            && (p.free == NO_FREE
+                || self.free_bits[p.free as usize + (j / 64) as usize] & (1 << (j % 64)) == 0)
+    }
+
+    /// Every live block, in address order.
+    pub fn blocks(&self) -> impl Iterator<Item = Block> + '_ {
+        self.pool_blocks.iter().flat_map(move |p| {
+            (0..p.span).filter(move |&j| self.is_live(p, j)).map(move |j| Block {
+                addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
+                size: p.size,
+            })
+        })
+    }
+
+    /// Live blocks with their dense positions, of the pools in `range`, in address order.
+    pub fn blocks_of(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (u64, Block)> + '_ {
+        self.pool_blocks[range].iter().flat_map(move |p| {
+            (0..p.span).filter(move |&j| self.is_live(p, j)).map(move |j| {
+                (
+                    p.pos + j as u64,
+                    Block {
+                        addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
+                        size: p.size,
+                    },
+                )
+            })
+        })
+    }
+
+    /// Number of block positions (carved blocks, live or free, of every used pool).
+    pub fn positions(&self) -> u64 {
+        self.pool_blocks.last().map_or(0, |p| p.pos + p.span as u64)
+    }
+
+    /// The live block holding `a` (interior addresses too), with its position.
+    pub fn block_containing(&self, a: u64) -> Option<(u64, Block)> {
+        let pool = a & !(self.pool_size - 1);
+        let i = self
+            .pool_blocks
+            .binary_search_by_key(&pool, |p| p.addr)
+            .ok()?;
+        let p = &self.pool_blocks[i];
+        let off = (a - pool).checked_sub(p.first as u64)?;
+        let j = u32::try_from(off / p.size as u64).ok()?;
+        self.is_live(p, j).then(|| {
+            (
+                p.pos + j as u64,
+                Block {
+                    addr: Addr(pool + p.first as u64 + j as u64 * p.size as u64),
+                    size: p.size,
+                },
+            )
+        })
+    }
 }
 
 /// Does `a` hold the 64 usedpools heads? `Some(number of size classes in use)`.
@@ -362,7 +452,9 @@ pub fn analyze(
         .collect();
     let mut states = PoolStates::default();
     let mut arena_list = Vec::new();
-    let mut blocks = Vec::new();
+    let mut pool_blocks: Vec<PoolBlocks> = Vec::new();
+    let mut free_bits: Vec<u64> = Vec::new();
+    let mut positions = 0u64;
     let mut narenas = 0;
     let mut free_set: Vec<u64> = Vec::new();
     // Pools in use, and those whose header contradicts the model's geometry.
@@ -377,18 +469,6 @@ pub fn analyze(
         })
         .collect();
     order.sort_unstable();
-    if collect {
-        // A guess from core data, so bounded by what the core can hold: one block per 16
-        // bytes of the arenas that are actually in it (never a reservation of GiBs from a
-        // garbage arena count).
-        let in_core: u64 = order
-            .iter()
-            .filter(|(a, _)| p.space.is_available(Addr(*a)))
-            .count() as u64
-            * pm.arena_size;
-        let guess = (in_core / 64).min(p.core.file_len() / 16).min(1 << 26);
-        blocks.reserve(guess as usize);
-    }
     for &(address, i) in &order {
         let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
         narenas += 1;
@@ -472,20 +552,36 @@ pub fn analyze(
                         .at(this),
                 );
             }
-            let mut live = 0u64;
-            let mut off = pm.pool_overhead;
-            while off + size <= nextoffset.min(pm.pool_size) {
-                let b = this.0.wrapping_add(off);
-                if free_set.binary_search(&b).is_err() {
-                    if collect {
-                        blocks.push(Block {
-                            addr: Addr(b),
-                            size: size as u32,
-                        });
+            // Blocks carved so far: those below nextoffset.
+            let span = nextoffset
+                .min(pm.pool_size)
+                .saturating_sub(pm.pool_overhead)
+                / size;
+            // Free-list members of carved blocks (a nextoffset off the block grid leaves
+            // a partial block out).
+            free_set.retain(|&f| (f - lo) / size < span);
+            let live = span - free_set.len() as u64;
+            if collect {
+                let free = if free_set.is_empty() {
+                    NO_FREE
+                } else {
+                    let at = free_bits.len();
+                    free_bits.resize(at + span.div_ceil(64) as usize, 0);
+                    for &f in &free_set {
+                        let j = (f - lo) / size;
+                        free_bits[at + (j / 64) as usize] |= 1 << (j % 64);
                     }
-                    live += 1;
-                }
-                off += size;
+                    at as u32
+                };
+                pool_blocks.push(PoolBlocks {
+                    addr: this.0,
+                    first: pm.pool_overhead as u32,
+                    size: size as u32,
+                    span: span as u32,
+                    free,
+                    pos: positions,
+                });
+                positions += span;
             }
             if live != count as u64 {
                 pools_bad += 1;
@@ -542,7 +638,8 @@ pub fn analyze(
         pools: states,
         size_classes: classes,
         arena_list,
-        blocks,
+        pool_blocks,
+        free_bits,
         diagnostics: diags,
     })
 }

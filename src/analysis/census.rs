@@ -11,9 +11,9 @@
 //! model names (`<bytearray buffer>`, `<numpy.ndarray data>`, ...).
 
 use crate::addr::Addr;
-use crate::alloc::glibc::GlibcHeap;
-use crate::alloc::pymalloc::PymallocHeap;
+use crate::alloc::{Allocation, Allocator, Heaps};
 use crate::python::objects::{Special, TypeInfo, Typer};
+use crate::python::typeobj::F_TYPE_SUBCLASS;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub struct FreeCount {
 }
 
 /// One typed object: 16 bytes, its type by index into `Census::type_infos`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Obj {
     pub addr: Addr,
     /// Size of the allocation holding it (block or chunk).
@@ -41,14 +41,23 @@ pub struct Obj {
     pub ty: u32,
 }
 
+/// The census: counts per row, and what is needed to list the objects again. The census
+/// itself keeps no per-object record (a summary of 20 M objects needs none): the object
+/// list is built on demand by `Analysis::objects`, or streamed by `Analysis::each_object`.
 #[derive(Debug, Default)]
 pub struct Census {
     pub types: Vec<TypeCount>,
     pub freelists: Vec<FreeCount>,
-    pub objects: Vec<Obj>,
+    /// Live objects in address order; filled by `Analysis::objects` on first use.
+    objects: std::sync::OnceLock<Vec<Obj>>,
     /// Free-list residents (refcount 0, type intact, a free-list type of the version).
     pub free_objects: Vec<Obj>,
     pub type_infos: Vec<Arc<TypeInfo>>,
+    /// Per type index: is the type itself live (static, or a live heap type object)?
+    pub alive: Vec<bool>,
+    /// Live objects and the bytes of their allocations.
+    pub object_count: u64,
+    live_object_bytes: u64,
     /// Objects dropped because their type was not live (stale type pointers).
     pub dead_type_objects: u64,
     /// Allocations of 4 GiB and more (their `Obj::alloc` is `u32::MAX`), by address.
@@ -71,7 +80,22 @@ impl Census {
     }
     /// Bytes of every live object's allocation.
     pub fn live_bytes(&self) -> u64 {
-        self.objects.iter().map(|o| self.alloc_size(o)).sum()
+        self.live_object_bytes
+    }
+    /// The live objects in address order. Built by `Analysis::objects` (which every
+    /// analysis that indexes objects calls first: the graph is built from it).
+    pub fn objects(&self) -> &[Obj] {
+        self.objects
+            .get()
+            .expect("Analysis::objects() builds the object list before it is indexed")
+    }
+    /// Fill the object list once (see `objects`).
+    pub fn objects_with(&self, build: impl FnOnce() -> Vec<Obj>) -> &[Obj] {
+        self.objects.get_or_init(build)
+    }
+    /// Is the object list built?
+    pub fn has_objects(&self) -> bool {
+        self.objects.get().is_some()
     }
 }
 
@@ -91,7 +115,7 @@ pub fn attributes_row(type_name: &str) -> String {
 }
 
 /// Who owns an allocation that is not an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Owner {
     Fixed(&'static str),
     /// Attribute values of an instance of this type index.
@@ -100,61 +124,138 @@ enum Owner {
     Native(u32),
 }
 
-/// An allocation: user address, usable bytes, size, from pymalloc.
-type Alloc = (u64, u64, u64, bool);
-
-/// `float_free`: the blocks on the float free lists (python/floats.rs), which keep no type
-/// pointer (3.8-3.13 link them through `ob_type`): `float` free-list residents.
-pub fn census(
-    typer: &Typer,
-    py: &PymallocHeap,
-    glibc: Option<&GlibcHeap>,
-    float_free: &FxHashSet<u64>,
-) -> Census {
-    // One stream of both allocators in address order: the census's objects come out sorted.
-    let allocs = crate::alloc::live(glibc, Some(py)).map(|a| {
-        (
-            a.addr.0,
-            a.usable,
-            a.size,
-            a.allocator == crate::alloc::Allocator::Pymalloc,
-        )
-    });
-    census_of_with(typer, allocs, float_free)
-}
-
-/// An object found in an allocation, in 24 bytes: the allocation is known again from the
-/// object (its start `m_off` bytes before, its usable bytes `less` under its size).
-#[derive(Clone, Copy)]
-struct Found {
-    obj: Obj,
-    m_off: u32,
-    less: u8,
-    pm: bool,
-    /// A free-list resident.
-    zero: bool,
-}
-
-impl Found {
-    fn alloc(&self, big: &FxHashMap<u64, u64>) -> Alloc {
-        let size = match self.obj.alloc {
-            u32::MAX => big
-                .get(&self.obj.addr.0)
-                .copied()
-                .unwrap_or(u32::MAX as u64),
-            n => n as u64,
-        };
-        (
-            self.obj.addr.0.wrapping_sub(self.m_off as u64),
-            size - (self.less as u64).min(size),
-            size,
-            self.pm,
-        )
+/// What the census reads allocations from: both allocators' walks (`Heaps`), or, for
+/// tests, a plain sorted list of allocations.
+pub trait Source: Sync {
+    /// Size of the id space (ids index per-allocation bitmaps).
+    fn ids(&self) -> u64;
+    /// Every live allocation at an address in `[lo, hi)` with its id, in address order.
+    fn each_between(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u64, Allocation));
+    /// Every live allocation with its id, in address order.
+    fn each(&self, f: &mut dyn FnMut(u64, Allocation)) {
+        self.each_between(0, u64::MAX, f)
+    }
+    /// The live allocation holding an address, with its id.
+    fn containing(&self, a: u64) -> Option<(u64, Allocation)>;
+    /// `containing` for addresses asked in increasing order (`hint` is the source's own).
+    fn containing_near(&self, a: u64, hint: &mut [usize; 2]) -> Option<(u64, Allocation)> {
+        let _ = hint;
+        self.containing(a)
+    }
+    /// Let go of the memory pages read so far (a long scan calls this now and then).
+    fn release(&self) {}
+    /// Allocations at addresses below `a` (ids below it, for balancing a split).
+    fn below(&self, a: u64) -> u64;
+    /// `n` address ranges holding about the same number of allocations each.
+    fn split(&self, n: usize) -> Vec<(u64, u64)> {
+        let total = self.below(u64::MAX);
+        let mut cuts = vec![0u64];
+        for k in 1..n as u64 {
+            let want = total / n as u64 * k;
+            // The lowest address with `want` allocations below it.
+            let (mut lo, mut hi) = (*cuts.last().unwrap(), u64::MAX);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if self.below(mid) < want {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            cuts.push(lo);
+        }
+        cuts.push(u64::MAX);
+        cuts.windows(2).map(|w| (w[0], w[1])).collect()
     }
 }
 
+impl Source for Heaps<'_> {
+    fn ids(&self) -> u64 {
+        Heaps::ids(self)
+    }
+    fn each_between(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u64, Allocation)) {
+        Heaps::each_between(self, lo, hi, f)
+    }
+    fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
+        Heaps::containing(self, a)
+    }
+    fn containing_near(&self, a: u64, hint: &mut [usize; 2]) -> Option<(u64, Allocation)> {
+        Heaps::containing_near(self, a, hint)
+    }
+    fn below(&self, a: u64) -> u64 {
+        Heaps::below(self, a)
+    }
+    fn release(&self) {
+        if let Some(c) = self.core {
+            c.release_pages();
+        }
+    }
+}
+
+/// Allocations sorted by address; ids are their indices.
+impl Source for [Allocation] {
+    fn ids(&self) -> u64 {
+        self.len() as u64
+    }
+    fn each_between(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u64, Allocation)) {
+        let a = self.partition_point(|x| x.addr.0 < lo);
+        let b = self.partition_point(|x| x.addr.0 < hi);
+        for (i, x) in self[a..b].iter().enumerate() {
+            f((a + i) as u64, *x)
+        }
+    }
+    fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
+        let i = self.partition_point(|x| x.addr.0 <= a).checked_sub(1)?;
+        let x = self[i];
+        (a < x.addr.0 + x.usable.max(1)).then_some((i as u64, x))
+    }
+    fn below(&self, a: u64) -> u64 {
+        self.partition_point(|x| x.addr.0 < a) as u64
+    }
+}
+
+/// One bit per allocation id.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(n: u64) -> Bits {
+        Bits(vec![0; n.div_ceil(64) as usize])
+    }
+    fn set(&mut self, i: u64) {
+        self.0[(i / 64) as usize] |= 1 << (i % 64);
+    }
+    fn get(&self, i: u64) -> bool {
+        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+}
+
+/// How one allocation is typed: the object in it (address, type index, a free-list
+/// resident), or None. `float_free`: the blocks on the float free lists, which keep no type
+/// pointer (3.8-3.13 link them through `ob_type`).
+fn classify(
+    typer: &Typer,
+    a: &Allocation,
+    float_free: &FxHashSet<u64>,
+    float_ty: Option<u32>,
+) -> Option<(u64, u32, bool)> {
+    let pm = a.allocator == Allocator::Pymalloc;
+    match float_ty {
+        Some(fi) if pm && float_free.contains(&a.addr.0) => Some((a.addr.0, fi, true)),
+        _ => typer.classify(a.addr.0, a.usable, pm),
+    }
+}
+
+/// The census of both allocators' live allocations.
+pub fn census(
+    typer: &Typer,
+    heaps: &Heaps,
+    float_free: &FxHashSet<u64>,
+) -> Census {
+    census_from(typer, heaps, float_free)
+}
+
 /// The census of the given live allocations: (user address, usable bytes, size, from
-/// pymalloc).
+/// pymalloc), in address order.
 pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
     census_of_with(typer, allocs, &FxHashSet::default())
 }
@@ -165,190 +266,449 @@ pub fn census_of_with(
     allocs: impl Iterator<Item = (u64, u64, u64, bool)>,
     float_free: &FxHashSet<u64>,
 ) -> Census {
-    let mut found: Vec<Found> = Vec::new();
-    let mut untyped: Vec<Alloc> = Vec::new();
-    // Sizes of allocations of 4 GiB and more, by object address (Obj::alloc saturates).
-    let mut big: FxHashMap<u64, u64> = FxHashMap::default();
-    let float_ty = match float_free.is_empty() {
+    let mut list: Vec<Allocation> = allocs
+        .map(|(m, usable, size, pm)| Allocation {
+            addr: Addr(m),
+            usable,
+            size,
+            allocator: if pm {
+                Allocator::Pymalloc
+            } else {
+                Allocator::Glibc
+            },
+        })
+        .collect();
+    list.sort_by_key(|a| a.addr);
+    let c = census_from(typer, list.as_slice(), float_free);
+    c.objects_with(|| objects_of(typer, list.as_slice(), float_free, &c));
+    c
+}
+
+/// Allocation counts and bytes by allocator: [pymalloc count, bytes, glibc count, bytes].
+type Counts = [u64; 4];
+
+fn add(c: &mut Counts, pm: bool, size: u64, n: i64) {
+    let k = if pm { 0 } else { 2 };
+    c[k] = c[k].wrapping_add(n as u64);
+    c[k + 1] = c[k + 1].wrapping_add((size as i64 * n) as u64);
+}
+
+/// What one thread's scan of an address range found, by its typer's own type indices.
+struct Part {
+    /// Per type index: live objects by allocator.
+    per_type: Vec<Counts>,
+    infos: Vec<Arc<TypeInfo>>,
+    untyped: Counts,
+    typed: Bits,
+    /// Free-list residents, with their allocator.
+    free: Vec<(Obj, bool)>,
+    /// Live objects that are themselves types (their type is a metatype): address → type.
+    type_objects: FxHashMap<u64, u32>,
+    /// 3.8-3.10 code objects' zombie frames.
+    zombies: FxHashSet<u64>,
+    /// Owner pointers: runs of (pointer, index into `pairs`), each sorted by pointer;
+    /// pairs: (row, owner's type index).
+    owned: Vec<Vec<(u64, u32)>>,
+    pairs: Vec<(Owner, u32)>,
+    /// Objects in allocations of 4 GiB and more: (address, size, type index).
+    big: Vec<(Addr, u64, u32)>,
+}
+
+/// Allocations between two releases of the pages read (`Source::release`) in the scans
+/// that build the object graph (about 100 MB of a Python heap): the graph's arrays then
+/// share the memory with a window of the core, not with all of it. The census itself does
+/// not release (its scan follows the walks over the same pages, and refaulting them costs
+/// more than their residency).
+pub const RELEASE_EVERY: u64 = 1 << 21;
+
+/// The float type's index in `typer`, when the float free lists are known.
+fn float_index(typer: &Typer, float_free: &FxHashSet<u64>) -> Option<u32> {
+    match float_free.is_empty() {
         true => None,
         false => typer
             .special_type(Special::Float)
             .and_then(|t| typer.type_index(t)),
+    }
+}
+
+/// Scan the allocations of `[lo, hi)`: classify each, count it, keep its owner pointers.
+fn scan<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    (lo, hi): (u64, u64),
+    float_free: &FxHashSet<u64>,
+) -> Part {
+    let float_ty = float_index(typer, float_free);
+    let type_type = typer.type_type();
+    let code_zombie = typer.layout().code_zombieframe;
+    let mut part = Part {
+        per_type: Vec::new(),
+        infos: Vec::new(),
+        untyped: [0; 4],
+        typed: Bits::new(src.ids()),
+        free: Vec::new(),
+        type_objects: FxHashMap::default(),
+        zombies: FxHashSet::default(),
+        owned: vec![Vec::new()],
+        pairs: Vec::new(),
+        big: Vec::new(),
     };
-    for a in allocs {
-        let (m, usable, size, pm) = a;
-        // A float on the float free list: its ob_type is the next link, not its type.
-        let on_float_list = pm && float_free.contains(&m);
-        let classified = match float_ty {
-            Some(fi) if on_float_list => Some((m, fi, true)),
-            _ => typer.classify(m, usable, pm),
+    let mut pair_ids: FxHashMap<(Owner, u32), u32> = FxHashMap::default();
+    let Part {
+        per_type,
+        infos,
+        untyped,
+        typed,
+        free,
+        type_objects,
+        zombies,
+        owned,
+        pairs,
+        big,
+    } = &mut part;
+    src.each_between(lo, hi, &mut |id, a| {
+        let pm = a.allocator == Allocator::Pymalloc;
+        let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
+            add(untyped, pm, a.size, 1);
+            return;
         };
-        let Some((o, ti, zero)) = classified else {
-            untyped.push(a);
-            continue;
-        };
-        let (Ok(m_off), Ok(less)) = (
-            u32::try_from(o.wrapping_sub(m)),
-            u8::try_from(size - usable.min(size)),
-        ) else {
-            untyped.push(a);
-            continue;
-        };
+        typed.set(id);
+        while infos.len() <= ty as usize {
+            infos.push(typer.type_by_index(infos.len() as u32));
+            per_type.push([0; 4]);
+        }
         let rec = Obj {
             addr: Addr(o),
-            alloc: size.min(u32::MAX as u64) as u32,
-            ty: ti,
+            alloc: a.size.min(u32::MAX as u64) as u32,
+            ty,
         };
-        if size >= u32::MAX as u64 {
-            big.insert(o, size);
+        if zero {
+            free.push((rec, pm));
+            return;
         }
-        found.push(Found {
-            obj: rec,
-            m_off,
-            less,
-            pm,
-            zero,
-        });
-    }
-    // Only objects of live types: static types in module images, heap types found live.
-    let mut dead_type_objects = 0;
-    let mut zombie_rows: (u64, u64) = (0, 0);
-    for _round in 0..16 {
-        let ntypes = found
-            .iter()
-            .map(|f| f.obj.ty as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut type_addrs: FxHashSet<u64> = FxHashSet::default();
-        for i in 0..ntypes as u32 {
-            let t = typer.type_by_index(i).addr.0;
-            if !typer.in_image(t) {
-                type_addrs.insert(t);
-            }
+        add(&mut per_type[ty as usize], pm, a.size, 1);
+        if a.size >= u32::MAX as u64 {
+            big.push((rec.addr, a.size, ty));
         }
-        let live_heap_types: FxHashSet<u64> = found
-            .iter()
-            .filter(|f| !f.zero && type_addrs.contains(&f.obj.addr.0))
-            .map(|f| f.obj.addr.0)
-            .collect();
-        let live: Vec<bool> = (0..ntypes as u32)
-            .map(|i| {
-                let t = typer.type_by_index(i).addr.0;
-                typer.in_image(t) || live_heap_types.contains(&t)
-            })
-            .collect();
-        let before = found.len();
-        found.retain(|f| {
-            let keep = live[f.obj.ty as usize];
-            if !keep {
-                untyped.push(f.alloc(&big));
-            }
-            keep
-        });
-        dead_type_objects += (before - found.len()) as u64;
-        if found.len() == before {
-            break;
+        let ti = &infos[ty as usize];
+        if ti.flags & F_TYPE_SUBCLASS != 0 || ti.addr.0 == type_type {
+            type_objects.insert(o, ty);
         }
-    }
-    // 3.8-3.10: a code object's zombie frame (refcount 0) is kept by the code, not on the
-    // frame free list: charged to its own row.
-    let mut zombies: FxHashSet<u64> = FxHashSet::default();
-    if let Some(off) = typer.layout().code_zombieframe {
-        for f in found.iter().filter(|f| !f.zero) {
-            if typer.is_code_type(typer.type_by_index(f.obj.ty).addr.0) {
-                if let Some(z) = typer
-                    .u64_at(f.obj.addr.0.wrapping_add(off))
-                    .filter(|&z| z != 0)
-                {
+        if let Some(off) = code_zombie {
+            if typer.is_code_type(ti.addr.0) {
+                if let Some(z) = typer.u64_at(o.wrapping_add(off)).filter(|&z| z != 0) {
                     zombies.insert(z);
                 }
             }
         }
-    }
-    found.retain(|f| {
-        let zombie = f.zero && zombies.contains(&f.obj.addr.0);
-        if zombie {
-            let (_, _, size, _) = f.alloc(&big);
-            zombie_rows.0 += 1;
-            zombie_rows.1 += size;
-        }
-        !zombie
-    });
-    // Per type index: (count, bytes) live, count free.
-    let ntypes = found
-        .iter()
-        .map(|f| f.obj.ty as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
-    let mut free: Vec<u64> = vec![0; ntypes];
-    let mut free_objects = Vec::new();
-    let mut big_allocs = Vec::new();
-    let mut owned: Vec<(u64, Owner)> = Vec::new();
-    for f in &found {
-        let (rec, size, zero) = (f.obj, f.alloc(&big).2, f.zero);
-        let i = rec.ty as usize;
-        if zero {
-            free[i] += 1;
-            free_objects.push(rec);
-            continue;
-        }
-        live[i].0 += 1;
-        live[i].1 += size;
-        if size >= u32::MAX as u64 {
-            big_allocs.push((rec.addr, size));
-        }
-        let o = rec.addr.0;
-        let ti = typer.type_by_index(rec.ty);
+        let mut own = |p: Option<u64>, row: Owner| {
+            let Some(p) = p.filter(|&p| p != 0) else {
+                return;
+            };
+            let n = pairs.len() as u32;
+            let k = *pair_ids.entry((row, ty)).or_insert_with(|| {
+                pairs.push((row, ty));
+                n
+            });
+            owned[0].push((p, k));
+        };
         match ti.special {
-            Special::List => owned.extend(
-                typer
-                    .u64_at(typer.field(o, 0x18))
-                    .map(|p| (p, Owner::Fixed(LIST_ITEMS))),
-            ),
+            Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
             Special::Dict => {
-                owned.extend(
-                    typer
-                        .u64_at(typer.field(o, 0x20))
-                        .map(|p| (p, Owner::Fixed(DICT_KEYS))),
-                );
-                owned.extend(
-                    typer
-                        .u64_at(typer.field(o, 0x28))
-                        .map(|p| (p, Owner::Fixed(DICT_VALUES))),
-                );
+                own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
+                own(typer.u64_at(typer.field(o, 0x28)), Owner::Fixed(DICT_VALUES));
             }
-            Special::Set => {
-                if let Some(t) = typer.u64_at(typer.field(o, 0x28)) {
-                    if t != typer.field(o, 0x40) {
-                        owned.push((t, Owner::Fixed(SET_TABLE)));
+            Special::Set => own(
+                typer.u64_at(typer.field(o, 0x28)).filter(|&t| t != typer.field(o, 0x40)),
+                Owner::Fixed(SET_TABLE),
+            ),
+            _ => {}
+        }
+        if let Some(v) = typer.separate_values(o, ti) {
+            own(Some(v), Owner::Attrs(ty));
+        }
+        for &(off, row) in &ti.native {
+            own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
+        }
+    });
+    // Sorted by pointer here, on this thread: the claims walk the heaps in address order.
+    part.owned[0].sort_unstable_by_key(|e| e.0);
+    part
+}
+
+/// Threads for a scan: the machine's cores, at most 8; one for small heaps.
+fn threads_for(allocs: u64) -> usize {
+    if allocs < 1 << 16 {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// Scan `src` in address ranges on as many threads, each with its own typer, and bring
+/// the parts to `typer`'s type indices. The ranges are contiguous and merged in address
+/// order, so indices come out as one scan in address order would give them.
+fn scan_all<S: Source + ?Sized>(typer: &Typer, src: &S, float_free: &FxHashSet<u64>) -> Part {
+    let ranges = src.split(threads_for(src.below(u64::MAX)));
+    if ranges.len() == 1 {
+        return scan(typer, src, ranges[0], float_free);
+    }
+    let forks: Vec<Typer> = ranges[1..].iter().map(|_| typer.fork()).collect();
+    let (first, rest) = std::thread::scope(|sc| {
+        let handles: Vec<_> = forks
+            .into_iter()
+            .zip(&ranges[1..])
+            .map(|(t, &r)| sc.spawn(move || scan(&t, src, r, float_free)))
+            .collect();
+        let first = scan(typer, src, ranges[0], float_free);
+        let rest: Vec<Part> = handles
+            .into_iter()
+            .map(|h| h.join().expect("census scan thread"))
+            .collect();
+        (first, rest)
+    });
+    let mut all = first;
+    let mut pair_ids: FxHashMap<(Owner, u32), u32> = all
+        .pairs
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i as u32))
+        .collect();
+    for part in rest {
+        // Local type index → this typer's (None: a type only that thread's typer read).
+        let map: Vec<Option<u32>> = part
+            .infos
+            .iter()
+            .map(|t| typer.type_index(t.addr.0))
+            .collect();
+        let ntypes = typer.type_count() as usize;
+        while all.infos.len() < ntypes {
+            all.infos.push(typer.type_by_index(all.infos.len() as u32));
+            all.per_type.push([0; 4]);
+        }
+        for (i, c) in part.per_type.iter().enumerate() {
+            match map[i] {
+                Some(g) => {
+                    for k in 0..4 {
+                        all.per_type[g as usize][k] += c[k];
+                    }
+                }
+                None => {
+                    for k in 0..4 {
+                        all.untyped[k] += c[k];
                     }
                 }
             }
-            _ => {}
         }
-        if let Some(v) = typer.separate_values(o, &ti) {
-            owned.push((v, Owner::Attrs(rec.ty)));
+        for k in 0..4 {
+            all.untyped[k] += part.untyped[k];
         }
-        for &(off, row) in &ti.native {
-            if let Some(p) = typer.u64_at(o.wrapping_add(off)) {
-                owned.push((p, Owner::Native(row)));
+        for (w, x) in all.typed.0.iter_mut().zip(&part.typed.0) {
+            *w |= x;
+        }
+        for (mut o, pm) in part.free {
+            match map[o.ty as usize] {
+                Some(g) => {
+                    o.ty = g;
+                    all.free.push((o, pm));
+                }
+                None => add(&mut all.untyped, pm, o.alloc as u64, 1),
+            }
+        }
+        for (a, t) in part.type_objects {
+            if let Some(g) = map[t as usize] {
+                all.type_objects.insert(a, g);
+            }
+        }
+        all.zombies.extend(part.zombies);
+        let pmap: Vec<Option<u32>> = part
+            .pairs
+            .iter()
+            .map(|&(row, t)| {
+                let row = match row {
+                    Owner::Attrs(x) => Owner::Attrs(map[x as usize]?),
+                    r => r,
+                };
+                let key = (row, map[t as usize]?);
+                let n = all.pairs.len() as u32;
+                Some(*pair_ids.entry(key).or_insert_with(|| {
+                    all.pairs.push(key);
+                    n
+                }))
+            })
+            .collect();
+        for run in part.owned {
+            // Remapping keeps the run sorted by pointer; owners no longer known drop out.
+            all.owned.push(
+                run.into_iter()
+                    .filter_map(|(p, k)| pmap[k as usize].map(|g| (p, g)))
+                    .collect(),
+            );
+        }
+        all.big.extend(
+            part.big
+                .into_iter()
+                .filter_map(|(a, n, t)| map[t as usize].map(|g| (a, n, g))),
+        );
+    }
+    all
+}
+
+/// The census of `src`: one pass over the allocations keeps counts per type, a bit per
+/// typed allocation and the owner pointers of the objects; per-type liveness is settled
+/// on the types alone; owner pointers then claim the untyped allocations they point into.
+pub fn census_from<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+) -> Census {
+    let float_ty = float_index(typer, float_free);
+    let Part {
+        per_type,
+        infos,
+        mut untyped,
+        typed,
+        free,
+        type_objects,
+        zombies,
+        mut owned,
+        pairs,
+        big,
+    } = scan_all(typer, src, float_free);
+    // Only objects of live types: static types in module images, heap types whose type
+    // object is itself a live object of a live (meta)type — settled on the types alone,
+    // by removing from the set every type whose metatype was removed (to a fixed point).
+    let ntypes = infos.len();
+    let mut alive: Vec<bool> = vec![true; ntypes];
+    // Types depending on each type index (types whose type object is an instance of it).
+    let mut dependents: Vec<Vec<u32>> = vec![Vec::new(); ntypes];
+    let mut dead: Vec<u32> = Vec::new();
+    for (i, t) in infos.iter().enumerate() {
+        let t = t.addr.0;
+        if typer.in_image(t) {
+            continue;
+        }
+        match type_objects.get(&t) {
+            Some(&meta) => dependents[meta as usize].push(i as u32),
+            None => {
+                alive[i] = false;
+                dead.push(i as u32);
             }
         }
     }
-    // The live objects, collected in place: the 24-byte records' memory holds the 16-byte
-    // ones (Vec's in-place collect), so the census never holds both lists at once.
-    let mut objects: Vec<Obj> = found
-        .into_iter()
-        .filter(|f| !f.zero)
-        .map(|f| f.obj)
-        .collect();
-    objects.shrink_to_fit();
-    let type_infos: Vec<Arc<TypeInfo>> =
-        (0..ntypes as u32).map(|i| typer.type_by_index(i)).collect();
-    // Allocations that are not objects: owned by an object that points into them, or untyped.
-    owned.retain(|&(p, _)| p != 0);
-    owned.sort_unstable();
+    while let Some(d) = dead.pop() {
+        for &i in &dependents[d as usize] {
+            if alive[i as usize] {
+                alive[i as usize] = false;
+                dead.push(i);
+            }
+        }
+    }
+    drop(dependents);
+    drop(type_objects);
+    let mut dead_type_objects = 0;
+    let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
+    let (mut object_count, mut live_object_bytes) = (0u64, 0u64);
+    for (i, c) in per_type.iter().enumerate() {
+        if alive[i] {
+            live[i] = (c[0] + c[2], c[1] + c[3]);
+            object_count += c[0] + c[2];
+            live_object_bytes += c[1] + c[3];
+        } else {
+            dead_type_objects += c[0] + c[2];
+            for k in 0..4 {
+                untyped[k] += c[k];
+            }
+        }
+    }
+    // Free-list residents: of dead types they are untyped memory; 3.8-3.10 zombie frames
+    // (kept by their code object, not on the frame free list) have their own row.
+    let mut free_count: Vec<u64> = vec![0; ntypes];
+    let mut free_objects = Vec::new();
+    let mut zombie_rows: (u64, u64) = (0, 0);
+    for &(o, pm) in &free {
+        if !alive[o.ty as usize] {
+            dead_type_objects += 1;
+            add(&mut untyped, pm, o.alloc as u64, 1);
+        } else if zombies.contains(&o.addr.0) {
+            zombie_rows.0 += 1;
+            zombie_rows.1 += o.alloc as u64;
+        } else {
+            free_count[o.ty as usize] += 1;
+            free_objects.push(o);
+        }
+    }
+    drop(free);
+    // Allocations that are not objects: owned by the object whose pointer is the first
+    // inside them (by address, then row), or untyped.
+    let mut rank: Vec<u32> = (0..pairs.len() as u32).collect();
+    rank.sort_by_key(|&k| pairs[k as usize]);
+    let mut order = vec![0u32; pairs.len()];
+    for (r, &k) in rank.iter().enumerate() {
+        order[k as usize] = r as u32;
+    }
+    for run in owned.iter_mut() {
+        run.retain(|&(_, k)| alive[pairs[k as usize].1 as usize]);
+        for e in run.iter_mut() {
+            e.1 = order[e.1 as usize];
+        }
+    }
+    let mut claimed = Bits::new(src.ids());
+    // Per row rank: allocations claimed and their bytes.
+    let mut by_rank: Vec<(u64, u64)> = vec![(0, 0); pairs.len()];
+    let mut heads: Vec<usize> = vec![0; owned.len()];
+    let mut hint = [0usize; 2];
+    loop {
+        // The smallest pointer at the runs' heads, and the best rank among its entries.
+        let Some(p) = owned
+            .iter()
+            .zip(&heads)
+            .filter_map(|(run, &h)| run.get(h).map(|e| e.0))
+            .min()
+        else {
+            break;
+        };
+        let mut r = u32::MAX;
+        for (run, h) in owned.iter().zip(heads.iter_mut()) {
+            while let Some(&(q, k)) = run.get(*h) {
+                if q != p {
+                    break;
+                }
+                r = r.min(k);
+                *h += 1;
+            }
+        }
+        let Some((id, a)) = src.containing_near(p, &mut hint) else {
+            continue;
+        };
+        if claimed.get(id) {
+            continue;
+        }
+        if typed.get(id) {
+            // Typed: no owner's, unless its type turned out not to be live.
+            match classify(typer, &a, float_free, float_ty) {
+                Some((_, ty, _)) if alive.get(ty as usize).copied().unwrap_or(true) => continue,
+                _ => {}
+            }
+        }
+        claimed.set(id);
+        let pm = a.allocator == Allocator::Pymalloc;
+        add(&mut untyped, pm, a.size, -1);
+        let e = &mut by_rank[r as usize];
+        e.0 += 1;
+        e.1 += a.size;
+    }
+    let mut rows: FxHashMap<Owner, (u64, u64)> = FxHashMap::default();
+    for (r, &(c, b)) in by_rank.iter().enumerate() {
+        if c > 0 {
+            let e = rows.entry(pairs[rank[r] as usize].0).or_default();
+            e.0 += c;
+            e.1 += b;
+        }
+    }
+    drop(owned);
+    let type_infos = infos;
     let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
     for (i, &(c, b)) in live.iter().enumerate() {
         if c > 0 {
@@ -357,21 +717,25 @@ pub fn census_of_with(
             e.1 += b;
         }
     }
-    for &(m, usable, size, pm) in &untyped {
-        // The first owner pointer at or after the allocation's start, if inside it.
-        let j = owned.partition_point(|&(p, _)| p < m);
-        let name = match owned.get(j) {
-            Some(&(p, kind)) if p < m + usable.max(1) => match kind {
-                Owner::Fixed(n) => n.to_string(),
-                Owner::Attrs(t) => attributes_row(&type_infos[t as usize].name),
-                Owner::Native(r) => typer.native_rows()[r as usize].clone(),
-            },
-            _ if pm => UNTYPED_PYMALLOC.to_string(),
-            _ => UNTYPED_GLIBC.to_string(),
+    for (kind, (c, b)) in rows {
+        let name = match kind {
+            Owner::Fixed(n) => n.to_string(),
+            Owner::Attrs(t) => attributes_row(&type_infos[t as usize].name),
+            Owner::Native(r) => typer.native_rows()[r as usize].clone(),
         };
         let e = counts.entry(name).or_default();
-        e.0 += 1;
-        e.1 += size;
+        e.0 += c;
+        e.1 += b;
+    }
+    for (name, c, b) in [
+        (UNTYPED_PYMALLOC, untyped[0], untyped[1]),
+        (UNTYPED_GLIBC, untyped[2], untyped[3]),
+    ] {
+        if c > 0 {
+            let e = counts.entry(name.to_string()).or_default();
+            e.0 += c;
+            e.1 += b;
+        }
     }
     if zombie_rows.0 > 0 {
         counts.insert(ZOMBIE_FRAMES.to_string(), zombie_rows);
@@ -382,7 +746,7 @@ pub fn census_of_with(
         .collect();
     types.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
     let mut fl: HashMap<String, u64> = HashMap::new();
-    for (i, &n) in free.iter().enumerate() {
+    for (i, &n) in free_count.iter().enumerate() {
         if n > 0 {
             *fl.entry(type_infos[i].name.clone()).or_default() += n;
         }
@@ -392,18 +756,167 @@ pub fn census_of_with(
         .map(|(name, count)| FreeCount { name, count })
         .collect();
     freelists.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.name.cmp(&b.name)));
+    let mut big: Vec<(Addr, u64)> = big
+        .into_iter()
+        .filter(|b| alive[b.2 as usize])
+        .map(|b| (b.0, b.1))
+        .collect();
+    big.sort_unstable();
     Census {
         types,
         freelists,
-        objects,
+        objects: Default::default(),
         free_objects,
         type_infos,
+        alive,
+        object_count,
+        live_object_bytes,
         dead_type_objects,
-        big_allocs: {
-            big_allocs.sort_unstable();
-            big_allocs
-        },
+        big_allocs: big,
     }
+}
+
+/// The live objects of `src` in address order, typed as `census` typed them (the same
+/// classification, only live types, no free-list residents); scanned in address ranges on
+/// the machine's cores like the census.
+pub fn objects_of<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+    census: &Census,
+) -> Vec<Obj> {
+    if let Some(list) = census.objects.get() {
+        return list.clone();
+    }
+    let ranges = src.split(threads_for(census.object_count));
+    let live_types: &[bool] = &census.alive;
+    let alive = |ty: u32| live_types.get(ty as usize).copied().unwrap_or(false);
+    // One range: objects of live types, by `typer`'s indices; others: every object, by the
+    // thread's own typer's indices, with the type addresses to bring them to `typer`'s.
+    let collect = |t: &Typer, r: (u64, u64), filter: bool| -> (Vec<Obj>, Vec<u64>) {
+        let float_ty = float_index(t, float_free);
+        let mut out = Vec::new();
+        let mut seen = 0u64;
+        src.each_between(r.0, r.1, &mut |_, a| {
+            seen += 1;
+            if seen % RELEASE_EVERY == 0 {
+                src.release();
+            }
+            let Some((o, ty, false)) = classify(t, &a, float_free, float_ty) else {
+                return;
+            };
+            if filter && !alive(ty) {
+                return;
+            }
+            out.push(Obj {
+                addr: Addr(o),
+                alloc: a.size.min(u32::MAX as u64) as u32,
+                ty,
+            });
+        });
+        let addrs = (0..t.type_count()).map(|i| t.type_by_index(i).addr.0).collect();
+        (out, addrs)
+    };
+    if ranges.len() == 1 {
+        let mut v = collect(typer, ranges[0], true).0;
+        v.shrink_to_fit();
+        return v;
+    }
+    let forks: Vec<Typer> = ranges[1..].iter().map(|_| typer.fork()).collect();
+    let (mut all, rest) = std::thread::scope(|sc| {
+        let handles: Vec<_> = forks
+            .into_iter()
+            .zip(&ranges[1..])
+            .map(|(t, &r)| sc.spawn(move || collect(&t, r, false)))
+            .collect();
+        let first = collect(typer, ranges[0], true).0;
+        let rest: Vec<(Vec<Obj>, Vec<u64>)> = handles
+            .into_iter()
+            .map(|h| h.join().expect("object scan thread"))
+            .collect();
+        (first, rest)
+    });
+    all.reserve_exact(rest.iter().map(|r| r.0.len()).sum());
+    for (objs, addrs) in rest {
+        let map: Vec<Option<u32>> = addrs
+            .iter()
+            .map(|&t| typer.type_index(t).filter(|&g| alive(g)))
+            .collect();
+        all.extend(objs.into_iter().filter_map(|mut o| {
+            o.ty = map[o.ty as usize]?;
+            Some(o)
+        }));
+    }
+    all
+}
+
+/// Call `f` on every live object of `src` in address order, until it returns false.
+pub fn each_object<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+    census: &Census,
+    f: &mut dyn FnMut(Obj) -> bool,
+) {
+    if let Some(list) = census.objects.get() {
+        for &o in list {
+            if !f(o) {
+                return;
+            }
+        }
+        return;
+    }
+    let float_ty = match float_free.is_empty() {
+        true => None,
+        false => typer
+            .special_type(Special::Float)
+            .and_then(|t| typer.type_index(t)),
+    };
+    let mut going = true;
+    let mut seen = 0u64;
+    src.each(&mut |_, a| {
+        if !going {
+            return;
+        }
+        seen += 1;
+        if seen % RELEASE_EVERY == 0 {
+            src.release();
+        }
+        let Some((o, ty, false)) = classify(typer, &a, float_free, float_ty) else {
+            return;
+        };
+        if !census.alive.get(ty as usize).copied().unwrap_or(false) {
+            return;
+        }
+        going = f(Obj {
+            addr: Addr(o),
+            alloc: a.size.min(u32::MAX as u64) as u32,
+            ty,
+        });
+    });
+}
+
+/// The live object whose allocation holds `addr`, if any.
+pub fn object_at<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+    census: &Census,
+    addr: u64,
+) -> Option<Obj> {
+    let (_, a) = src.containing(addr)?;
+    let float_ty = match float_free.is_empty() {
+        true => None,
+        false => typer
+            .special_type(Special::Float)
+            .and_then(|t| typer.type_index(t)),
+    };
+    let (o, ty, zero) = classify(typer, &a, float_free, float_ty)?;
+    (!zero && census.alive.get(ty as usize).copied().unwrap_or(false)).then_some(Obj {
+        addr: Addr(o),
+        alloc: a.size.min(u32::MAX as u64) as u32,
+        ty,
+    })
 }
 
 #[cfg(test)]
@@ -415,7 +928,11 @@ mod tests {
     fn sizes_of_4_gib_and_more_are_exact() {
         let big = 6u64 << 30;
         let c = Census {
-            objects: vec![
+            big_allocs: vec![(Addr(0x7f00_0000_0000), big)],
+            ..Default::default()
+        };
+        let objs = c.objects_with(|| {
+            vec![
                 Obj {
                     addr: Addr(0x1000),
                     alloc: 64,
@@ -426,11 +943,9 @@ mod tests {
                     alloc: u32::MAX,
                     ty: 0,
                 },
-            ],
-            big_allocs: vec![(Addr(0x7f00_0000_0000), big)],
-            ..Default::default()
-        };
-        assert_eq!(c.alloc_size(&c.objects[1]), big);
-        assert_eq!(c.live_bytes(), big + 64);
+            ]
+        });
+        assert_eq!(c.alloc_size(&objs[1]), big);
+        assert_eq!(c.alloc_size(&objs[0]) + c.alloc_size(&objs[1]), big + 64);
     }
 }

@@ -8,6 +8,7 @@
 //! samples even when built-in types lead by bytes — preferring objects that were not already
 //! there (no object of that type at the same address in the old core).
 
+use super::census::Obj;
 use super::{Analysis, Limits, Models, ObjectEntry};
 use crate::addr::Addr;
 use crate::error::{Diagnostic, Diagnostics, Result};
@@ -282,43 +283,48 @@ pub fn diff(a: &Analysis, b: &Analysis, limits: &Limits) -> Diff {
 
 /// Up to `n` objects of each named type from the new core, new ones first.
 fn samples_of(a: &Analysis, b: &Analysis, names: &[String], n: usize) -> Vec<Samples> {
-    let (Ok((cb, typer)), old) = (b.python(), a.census.as_ref()) else {
+    let Ok((cb, typer)) = b.python() else {
         return Vec::new();
     };
-    // The old objects are address-sorted runs (pymalloc blocks, then glibc chunks).
-    let old_objs = old.map(|c| c.objects.as_slice()).unwrap_or(&[]);
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for i in 1..=old_objs.len() {
-        if i == old_objs.len() || old_objs[i].addr < old_objs[i - 1].addr {
-            runs.push(&old_objs[start..i]);
-            start = i;
-        }
-    }
+    // Was an object of this type at the same address in the old core?
     let was_there = |addr: Addr, name: &str| {
-        runs.iter().any(|run| {
-            run.binary_search_by_key(&addr, |o| o.addr)
-                .ok()
-                .is_some_and(|i| old.is_some_and(|c| c.type_of(&run[i]).name == name))
+        a.object_at(addr.0).is_some_and(|o| {
+            o.addr == addr && a.census.as_ref().is_some_and(|c| c.type_of(&o).name == name)
         })
     };
-    let mut out = Vec::new();
-    for name in names {
-        let wanted: Vec<bool> = cb.type_infos.iter().map(|ti| &ti.name == name).collect();
-        let mut fresh = Vec::new();
-        let mut seen = Vec::new();
-        for o in cb.objects.iter().filter(|o| wanted[o.ty as usize]) {
-            if !was_there(o.addr, name) {
-                fresh.push(*o);
-                if fresh.len() >= n {
-                    break;
-                }
-            } else if seen.len() < n {
-                seen.push(*o);
+    // One pass over the new core for every name: per type index, the name it samples.
+    let wanted: Vec<Option<usize>> = cb
+        .type_infos
+        .iter()
+        .map(|ti| names.iter().position(|x| x == &ti.name))
+        .collect();
+    let mut fresh: Vec<Vec<Obj>> = vec![Vec::new(); names.len()];
+    let mut seen: Vec<Vec<Obj>> = vec![Vec::new(); names.len()];
+    let mut open = names.len();
+    if n > 0 && open > 0 {
+        let _ = b.each_object(&mut |o| {
+            let Some(k) = wanted.get(o.ty as usize).copied().flatten() else {
+                return true;
+            };
+            if fresh[k].len() >= n {
+                return true;
             }
-        }
-        fresh.extend(seen);
-        let objects: Vec<ObjectEntry> = fresh
+            if !was_there(o.addr, &names[k]) {
+                fresh[k].push(o);
+                if fresh[k].len() == n {
+                    open -= 1;
+                }
+            } else if seen[k].len() < n {
+                seen[k].push(o);
+            }
+            open > 0
+        });
+    }
+    let mut out = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let mut objs = std::mem::take(&mut fresh[k]);
+        objs.append(&mut seen[k]);
+        let objects: Vec<ObjectEntry> = objs
             .into_iter()
             .take(n)
             .map(|o| ObjectEntry::of(cb, typer, &o))

@@ -73,7 +73,8 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     for i in 0..m {
         poff[i + 1] += poff[i];
     }
-    let mut fill = poff.clone();
+    // Filled from each list's end down (no second offset array): `poff[w + 1]` counts
+    // down to the start of w's list, which is then `poff[w]`'s value shifted by one.
     let mut padj = vec![0u32; poff[m] as usize];
     for (v, &pv) in pre.iter().enumerate() {
         if pv == NONE {
@@ -82,12 +83,15 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
             if pw != NONE {
-                padj[fill[pw as usize] as usize] = pv;
-                fill[pw as usize] += 1;
+                poff[pw as usize + 1] -= 1;
+                padj[poff[pw as usize + 1] as usize] = pv;
             }
         }
     }
-    drop(fill);
+    // Now poff[w + 1] is the start of w's list; shift back to start offsets.
+    poff.copy_within(1..=m, 0);
+    poff[m] = padj.len() as u32;
+    drop(pre);
     // Semidominators (simple Lengauer-Tarjan eval with path compression), in preorder
     // numbers.
     let mut semi: Vec<u32> = (0..m as u32).collect();

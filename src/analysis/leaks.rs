@@ -59,7 +59,7 @@ fn class(
     let g = a.graph().expect("checked");
     let mut by: FxHashMap<&str, (u64, u64, Vec<u32>)> = FxHashMap::default();
     for &n in nodes {
-        let o = &c.objects[n as usize - 1];
+        let o = &c.objects()[n as usize - 1];
         let e = by.entry(c.type_of(o).name.as_str()).or_default();
         e.0 += 1;
         e.1 += g.shallow[n as usize] as u64;
@@ -80,7 +80,7 @@ fn class(
         for &n in &by[t.name.as_str()].2 {
             samples.push(Sample {
                 class: name,
-                object: ObjectEntry::of(c, typer, &c.objects[n as usize - 1]),
+                object: ObjectEntry::of(c, typer, &c.objects()[n as usize - 1]),
             });
         }
     }
@@ -100,7 +100,7 @@ pub fn leaks(a: &Analysis, samples_per_type: usize) -> Result<Leaks> {
         .native
         .iter()
         .copied()
-        .filter(|n| !anchored.contains(&c.objects[*n as usize - 1].addr.0))
+        .filter(|n| !anchored.contains(&c.objects()[*n as usize - 1].addr.0))
         .collect();
     let mut samples = Vec::new();
     let unreachable = class(
@@ -133,7 +133,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let model = a.cpython_model.expect("checked");
     let want: FxHashSet<u64> = nodes
         .iter()
-        .map(|&n| c.objects[n as usize - 1].addr.0)
+        .map(|&n| c.objects()[n as usize - 1].addr.0)
         .collect();
     let mut found = FxHashSet::default();
     if want.is_empty() {
@@ -177,9 +177,9 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let minor = e.as_ref().map_or(14, |e| e.minor);
     let (_, typer) = a.python().expect("checked");
     let mut partial: Vec<(u64, u64)> = Vec::new();
-    for o in &c.objects {
+    for o in c.objects() {
         let ti = c.type_of(o);
-        let m = o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags);
+        let m = o.addr.0 - gc_head(ti.flags, &model.objects);
         // Frames hold references the graph may not read (a running 3.8/3.9 frame's value
         // stack, f_stacktop NULL): their memory is searched for anchors too — but not the
         // frame data of a 3.11+ frame object whose thread owns the frame (f_frame points
@@ -187,7 +187,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         if ti.flags & (1 << 9) == 0 && ti.name == "frame" {
             let end = m + c.alloc_size(o);
             let own = typer
-                .u64_at(o.addr.0 + 0x18)
+                .u64_at(typer.field(o.addr.0, 0x18))
                 .is_some_and(|f| f > o.addr.0 && f < end);
             if minor <= 10 || own {
                 partial.push((m, end));
@@ -202,7 +202,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     // objects) are not native memory either; their stale fields point anywhere.
     for o in &c.free_objects {
         let ti = c.type_of(o);
-        object_allocs.insert(o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags));
+        object_allocs.insert(o.addr.0 - gc_head(ti.flags, &model.objects));
     }
     buffers.sort_unstable();
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();
@@ -223,7 +223,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         native_allocs.push((m, m + usable));
     };
     if let Some(py) = &a.pymalloc {
-        for b in &py.blocks {
+        for b in py.blocks() {
             consider(b.addr.0, b.size as u64, true, &mut allocs);
         }
     }

@@ -122,6 +122,11 @@ pub struct Analysis<'a> {
     pub cpython_model: Option<&'a CpythonModel>,
     pub typer: Option<Typer<'a>>,
     pub census: Option<Census>,
+    /// The blocks on the float free lists (typed by the census as free `float`s).
+    float_free: rustc_hash::FxHashSet<u64>,
+    /// Free-threaded builds: mimalloc's live blocks and glibc's live chunks in address
+    /// order, the census's source there (`Heaps` reads pymalloc's pools).
+    ft_allocs: Vec<crate::alloc::Allocation>,
     pub diagnostics: Diagnostics,
     /// Roots other analyses add to the object graph (thread frames); set before the
     /// first `graph()` call.
@@ -178,10 +183,13 @@ fn float_freelist(
         if cands.is_empty() {
             return Default::default();
         }
-        py.blocks
+        cands
             .iter()
-            .filter(|b| b.size as u64 == class && cands.contains(&b.addr.0))
-            .map(|b| b.addr.0)
+            .copied()
+            .filter(|&c| {
+                py.block_containing(c)
+                    .is_some_and(|(_, b)| b.addr.0 == c && b.size as u64 == class)
+            })
             .collect()
     };
     let (blocks, diags) = floats::walk(&p.space, &heads, &live);
@@ -230,7 +238,16 @@ impl<'a> Analysis<'a> {
             None,
             Unit::Items,
         );
-        let glibc = match crate::alloc::glibc::analyze(p, &models.glibc) {
+        // pymalloc's arenas are CPython's own mappings, never glibc chunks.
+        let arenas: Vec<crate::addr::Range> = pymalloc
+            .iter()
+            .flat_map(|h| {
+                h.arena_list.iter().map(|a| {
+                    crate::addr::Range::new(a.address, a.address.wrapping_add(h.arena_size))
+                })
+            })
+            .collect();
+        let glibc = match crate::alloc::glibc::analyze_excluding(p, &models.glibc, &arenas) {
             Ok(h) => h,
             Err(e) => {
                 failures.push(e.to_string());
@@ -266,6 +283,7 @@ impl<'a> Analysis<'a> {
         let mut cpython_model = None;
         let mut typer = None;
         let mut census = None;
+        let mut float_free = Default::default();
         if let Some(py) = &pymalloc {
             diagnostics.merge(&py.diagnostics);
             if py.python.as_ref().is_some_and(|x| x.probe.is_none()) {
@@ -280,16 +298,25 @@ impl<'a> Analysis<'a> {
             typer = cpython_model.and_then(|m| Typer::new(p, m));
             match &typer {
                 Some(t) => {
-                    let floats = float_freelist(p, cpython_model, py, t, &mut diagnostics);
-                    census = Some(census::census(t, py, glibc.as_ref(), &floats));
+                    float_free = float_freelist(p, cpython_model, py, t, &mut diagnostics);
+                    let _phase =
+                        progress.phase(&format!("{name}: census"), None, Unit::Items);
+                    let heaps = crate::alloc::Heaps {
+                        glibc: glibc.as_ref(),
+                        pymalloc: Some(py),
+                        core: Some(&p.core),
+                    };
+                    census = Some(census::census(t, &heaps, &float_free));
                 }
                 None => diagnostics.push(Diagnostic::warning(
                     "CPython found but its types cannot be read (no PyType_Type symbol)",
                 )),
             }
         }
+        let mut ft_allocs = Vec::new();
         if let Some(mi) = &mimalloc {
-            let (m, t, c) = ftheap::type_objects(p, models, mi, glibc.as_ref(), &mut diagnostics);
+            ft_allocs = ftheap::allocations(glibc.as_ref(), mi);
+            let (m, t, c) = ftheap::type_objects(p, models, mi, &ft_allocs, &mut diagnostics);
             cpython_model = m;
             typer = t;
             census = c;
@@ -302,6 +329,8 @@ impl<'a> Analysis<'a> {
             cpython_model,
             typer,
             census,
+            float_free,
+            ft_allocs,
             diagnostics,
             roots: graph::Roots::default(),
             graph: std::cell::OnceCell::new(),
@@ -338,6 +367,60 @@ impl<'a> Analysis<'a> {
             .get_or_init(|| graph::build(self, &self.roots))
             .as_ref()
             .ok_or_else(|| Error::Other("the reference graph could not be built".into()))
+    }
+
+    /// Both allocators' walks, as the census reads them.
+    pub fn heaps(&self) -> crate::alloc::Heaps<'_> {
+        crate::alloc::Heaps {
+            glibc: self.glibc.as_ref(),
+            pymalloc: self.pymalloc.as_ref(),
+            core: Some(&self.process.core),
+        }
+    }
+
+    /// Every live object in address order (16 bytes each), built once on first use by a
+    /// second pass over the heaps; the census keeps counts only.
+    pub fn objects(&self) -> Result<&[census::Obj]> {
+        let (c, typer) = self.python()?;
+        if self.mimalloc.is_some() {
+            let src = self.ft_allocs.as_slice();
+            return Ok(c.objects_with(|| census::objects_of(typer, src, &self.float_free, c)));
+        }
+        Ok(c.objects_with(|| census::objects_of(typer, &self.heaps(), &self.float_free, c)))
+    }
+
+    /// The live allocation holding `a` (addresses asked in increasing order: `hint` is the
+    /// heaps' cursor), from whichever allocators this process has.
+    pub fn containing_near(
+        &self,
+        a: u64,
+        hint: &mut [usize; 2],
+    ) -> Option<(u64, crate::alloc::Allocation)> {
+        if self.mimalloc.is_some() {
+            return census::Source::containing(self.ft_allocs.as_slice(), a);
+        }
+        self.heaps().containing_near(a, hint)
+    }
+
+    /// Call `f` on every live object in address order until it returns false, without
+    /// building the object list (the list is used when it is already built).
+    pub fn each_object(&self, f: &mut dyn FnMut(census::Obj) -> bool) -> Result<()> {
+        let (c, typer) = self.python()?;
+        if self.mimalloc.is_some() {
+            census::each_object(typer, self.ft_allocs.as_slice(), &self.float_free, c, f);
+            return Ok(());
+        }
+        census::each_object(typer, &self.heaps(), &self.float_free, c, f);
+        Ok(())
+    }
+
+    /// The live object whose allocation holds `addr`.
+    pub fn object_at(&self, addr: u64) -> Option<census::Obj> {
+        let (c, typer) = self.python().ok()?;
+        if self.mimalloc.is_some() {
+            return census::object_at(typer, self.ft_allocs.as_slice(), &self.float_free, c, addr);
+        }
+        census::object_at(typer, &self.heaps(), &self.float_free, c, addr)
     }
 
     /// The census and its type reader, or why there is none.

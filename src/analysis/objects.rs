@@ -26,13 +26,16 @@ pub fn objects(a: &Analysis, type_name: &str, limit: usize) -> Result<ObjectList
         diagnostics: a.diagnostics.clone(),
     };
     let wanted: Vec<bool> = c.type_infos.iter().map(|t| t.name == type_name).collect();
-    for o in c.objects.iter().filter(|o| wanted[o.ty as usize]) {
-        out.count += 1;
-        out.bytes += c.alloc_size(o);
-        if out.objects.len() < limit {
-            out.objects.push(ObjectEntry::of(c, typer, o));
+    a.each_object(&mut |o| {
+        if wanted[o.ty as usize] {
+            out.count += 1;
+            out.bytes += c.alloc_size(&o);
+            if out.objects.len() < limit {
+                out.objects.push(ObjectEntry::of(c, typer, &o));
+            }
         }
-    }
+        true
+    })?;
     if out.count == 0 {
         let similar = similar_types(a, type_name);
         let hint = if similar.is_empty() {

@@ -40,7 +40,7 @@ pub fn edges_of<'a>(a: &'a Analysis) -> Option<Edges<'a>> {
 
 /// The (key text, value node) entries of the dict at `node`.
 pub fn dict_entries(c: &Census, g: &Graph, e: &Edges, node: u32) -> Vec<(String, u32)> {
-    let o = &c.objects[node as usize - 1];
+    let o = &c.objects()[node as usize - 1];
     let ti = c.type_of(o);
     let mut out = Vec::new();
     let mut f = |t: u64, via: Via| {
@@ -57,7 +57,7 @@ pub fn dict_entries(c: &Census, g: &Graph, e: &Edges, node: u32) -> Vec<(String,
 }
 
 fn field_node(c: &Census, g: &Graph, t: &Typer, node: u32, off: u64) -> Option<u32> {
-    let o = &c.objects[node as usize - 1];
+    let o = &c.objects()[node as usize - 1];
     let p = t.u64_at(t.field(o.addr.0, off))?;
     g.node_of(c, p)
 }
@@ -73,9 +73,9 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
     let mut out = Vec::new();
     let mut seen_classes: FxHashSet<u32> = FxHashSet::default();
     let mut seen_modules: FxHashSet<u32> = FxHashSet::default();
-    let is_module = |n: u32| c.type_of(&c.objects[n as usize - 1]).name == "module";
+    let is_module = |n: u32| c.type_of(&c.objects()[n as usize - 1]).name == "module";
     let heap_type = |n: u32| {
-        let o = &c.objects[n as usize - 1];
+        let o = &c.objects()[n as usize - 1];
         let ti = c.type_of(o);
         ti.flags & F_TYPE_SUBCLASS != 0
             && typer
@@ -135,7 +135,7 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
     let dicts = named_dicts(a, g);
     for &n in &g.native {
         if g.idom[n as usize] == 0 && g.retained_bytes[n as usize] * 100 >= total.max(1) {
-            let o = &c.objects[n as usize - 1];
+            let o = &c.objects()[n as usize - 1];
             let name = match dicts.get(&n) {
                 Some((m, kind)) => format!("{m} ({kind} dict, held from native code)"),
                 None => format!("held from native code: {} at {}", c.type_of(o).name, o.addr),
@@ -152,7 +152,7 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
 
 /// `module.qualname` of a heap type, as the census names it.
 fn class_name(c: &Census, node: u32) -> Option<String> {
-    let addr = c.objects[node as usize - 1].addr;
+    let addr = c.objects()[node as usize - 1].addr;
     c.type_infos
         .iter()
         .find(|t| t.addr == addr)
@@ -170,7 +170,7 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
                 if v == 0 {
                     return;
                 }
-                let e = by.entry(c.objects[v as usize - 1].ty).or_default();
+                let e = by.entry(c.objects()[v as usize - 1].ty).or_default();
                 e.0 += 1;
                 e.1 += g.shallow[v as usize] as u64;
             });
@@ -197,7 +197,7 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
 }
 
 pub fn address(c: &Census, node: u32) -> Addr {
-    c.objects[node as usize - 1].addr
+    c.objects()[node as usize - 1].addr
 }
 
 /// Module dicts (by node) with their module's name, and class dicts with the class name.
@@ -208,7 +208,7 @@ pub fn named_dicts(a: &Analysis, g: &Graph) -> FxHashMap<u32, (String, &'static 
     };
     for r in g.named.iter().filter(|r| r.name == "sys.modules") {
         for (mname, m) in dict_entries(c, g, &e, r.node) {
-            if c.type_of(&c.objects[m as usize - 1]).name != "module" {
+            if c.type_of(&c.objects()[m as usize - 1]).name != "module" {
                 continue;
             }
             let Some(md) = field_node(c, g, typer, m, MD_DICT) else {
@@ -216,7 +216,7 @@ pub fn named_dicts(a: &Analysis, g: &Graph) -> FxHashMap<u32, (String, &'static 
             };
             out.entry(md).or_insert((mname.clone(), "module"));
             for (k, v) in dict_entries(c, g, &e, md) {
-                let o = &c.objects[v as usize - 1];
+                let o = &c.objects()[v as usize - 1];
                 if c.type_of(o).flags & F_TYPE_SUBCLASS != 0
                     && typer
                         .u64_at(typer.field(o.addr.0, 0xa8))
@@ -272,7 +272,7 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
             owner: o.name.clone(),
             kind: o.kind,
             address: address(c, o.node),
-            type_name: c.type_of(&c.objects[o.node as usize - 1]).name.clone(),
+            type_name: c.type_of(&c.objects()[o.node as usize - 1]).name.clone(),
             retained_count: g.retained_count[o.node as usize] as u64,
             retained_bytes: g.retained_bytes[o.node as usize],
             types: Vec::new(),

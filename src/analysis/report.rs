@@ -228,7 +228,7 @@ fn pymalloc_map(a: &Analysis) -> Option<(Occupancy, ClassBars)> {
     for (k, r) in regions.iter().enumerate() {
         live[k] = vec![0; r.fill.len()];
     }
-    for b in &py.blocks {
+    for b in py.blocks() {
         let i = arenas.partition_point(|x| x.0 <= b.addr.0);
         let Some(&(base, pools, idx)) = i.checked_sub(1).and_then(|i| arenas.get(i)) else {
             continue;

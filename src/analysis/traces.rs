@@ -336,9 +336,10 @@ impl BlockTypes {
         let dk = fixed(&mut names, super::census::DICT_KEYS);
         let dv = fixed(&mut names, super::census::DICT_VALUES);
         let st = fixed(&mut names, super::census::SET_TABLE);
-        let mut objs: Vec<(u64, u32)> = Vec::with_capacity(c.objects.len());
+        let objects = a.objects().ok()?;
+        let mut objs: Vec<(u64, u32)> = Vec::with_capacity(objects.len());
         let mut owned: Vec<(u64, u32)> = Vec::new();
-        for o in &c.objects {
+        for o in objects {
             let ti = c.type_of(o);
             let gc = if ti.flags & (1 << 14) != 0 { 16 } else { 0 };
             let pre = if ti.flags & model.objects.preheader_flags != 0 {
@@ -375,7 +376,7 @@ impl BlockTypes {
             blocks.push((b, name));
         };
         if let Some(py) = &a.pymalloc {
-            for b in &py.blocks {
+            for b in py.blocks() {
                 push(b.addr.0, true);
             }
         }

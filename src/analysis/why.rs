@@ -66,7 +66,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
         }
         Target::Type(name) => {
             let mut v: Vec<u32> = c
-                .objects
+                .objects()
                 .iter()
                 .enumerate()
                 .filter(|(_, o)| c.type_of(o).name == *name)
@@ -77,13 +77,13 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
             }
             if let Some(old) = since.and_then(|b| b.census.as_ref()) {
                 let had: FxHashSet<u64> = old
-                    .objects
+                    .objects()
                     .iter()
                     .filter(|o| old.type_of(o).name == *name)
                     .map(|o| o.addr.0)
                     .collect();
                 // Stable: new objects first, each group in address order.
-                v.sort_by_key(|&n| had.contains(&c.objects[n as usize - 1].addr.0));
+                v.sort_by_key(|&n| had.contains(&c.objects()[n as usize - 1].addr.0));
             }
             v.truncate(limit);
             v
@@ -95,7 +95,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     let hs = a.cpython_model.map_or(0, |m| m.objects.header_shift);
     let mut paths = Vec::new();
     for &t in &targets {
-        let o = &c.objects[t as usize - 1];
+        let o = &c.objects()[t as usize - 1];
         let ti = c.type_of(o);
         let mut chain = Vec::new();
         if parent[t as usize] != NONE {
@@ -111,7 +111,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
         let mut steps = Vec::new();
         let mut root = None;
         for (i, &n) in chain.iter().enumerate() {
-            let no = &c.objects[n as usize - 1];
+            let no = &c.objects()[n as usize - 1];
             let nt = c.type_of(no);
             let mut tname = nt.name.clone();
             if let Some((name, kind)) = dicts.get(&n) {
@@ -122,7 +122,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
                 r.name.clone()
             } else {
                 let p = chain[i - 1];
-                let po = &c.objects[p as usize - 1];
+                let po = &c.objects()[p as usize - 1];
                 let pt = c.type_of(po);
                 let mut found = None;
                 e.for_each(po.addr.0, pt, u64::MAX, &mut |x, via| {

@@ -8,6 +8,8 @@ use coreheap::progress::{Phase, Progress, Unit};
 pub struct Bars {
     visible: bool,
     multi: indicatif::MultiProgress,
+    /// `COREHEAP_TIMINGS=1`: each phase's wall time on stderr when it ends (benchmarks).
+    timings: bool,
 }
 
 impl Bars {
@@ -19,7 +21,12 @@ impl Bars {
         } else {
             indicatif::ProgressDrawTarget::hidden()
         });
-        Bars { visible, multi }
+        let timings = std::env::var_os("COREHEAP_TIMINGS").is_some_and(|v| v != "0");
+        Bars {
+            visible,
+            multi,
+            timings,
+        }
     }
 }
 
@@ -46,8 +53,52 @@ impl Drop for BarPhase {
     }
 }
 
+/// A phase that reports its wall time when it ends.
+struct Timed(Box<dyn Phase>, String, std::time::Instant);
+
+impl Phase for Timed {
+    fn inc(&self, n: u64) {
+        self.0.inc(n)
+    }
+    fn set(&self, pos: u64) {
+        self.0.set(pos)
+    }
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        // With the resident memory at the phase's end (Linux /proc; blank elsewhere).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(String::new(), |v| format!("{} MiB", v / 1024))
+        };
+        eprintln!(
+            "coreheap: timing: {:>8.3} s  {}  (anonymous {}, file {})",
+            self.2.elapsed().as_secs_f64(),
+            coreheap::report::clean(&self.1),
+            kb("RssAnon:"),
+            kb("RssFile:")
+        );
+    }
+}
+
 impl Progress for Bars {
     fn phase(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase + '_> {
+        let inner = self.bar(name, total, unit);
+        if self.timings {
+            return Box::new(Timed(inner, name.to_string(), std::time::Instant::now()));
+        }
+        inner
+    }
+}
+
+impl Bars {
+    fn bar(&self, name: &str, total: Option<u64>, unit: Unit) -> Box<dyn Phase> {
         use indicatif::{ProgressBar, ProgressStyle};
         if !self.visible {
             return Box::new(NoPhase);

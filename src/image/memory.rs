@@ -165,6 +165,21 @@ impl AddressSpace {
         Some(&bytes[off..off + n])
     }
 
+    /// The whole region holding `addr`: its start address and bytes (for readers that
+    /// keep the regions they read most in hand).
+    #[inline]
+    pub fn region_at(&self, addr: Addr) -> Option<(usize, u64, &[u8])> {
+        let i = self.find(addr.0)?;
+        let r = &self.regions[i];
+        Some((i, r.start, self.region_bytes(r)))
+    }
+
+    /// Region `i`'s bytes (an index `region_at` returned).
+    #[inline]
+    pub fn region_bytes_of(&self, i: usize) -> &[u8] {
+        self.region_bytes(&self.regions[i])
+    }
+
     /// `len` bytes at `addr` without copying, when they lie in one region.
     #[inline]
     pub fn slice(&self, addr: Addr, len: u64) -> Option<&[u8]> {

@@ -64,6 +64,7 @@ fn intersects_any(ranges: &[Range], r: Range) -> bool {
 impl Process {
     pub fn open(path: &Path, opts: &Options, progress: &dyn Progress) -> Result<Process> {
         let core = CoreFile::open(path, progress)?;
+        let _phase = progress.phase("loading modules", None, crate::progress::Unit::Items);
         Ok(Self::from_core(core, opts))
     }
 

@@ -11,6 +11,7 @@
 //! Every count read from the core is bounded; unreadable tables are counted in
 //! [`Edges::damaged`] and give no edges.
 
+use std::borrow::Cow;
 use crate::image::memory::Reader;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Objects};
@@ -92,25 +93,36 @@ impl<'a> Edges<'a> {
         self.r.u8(crate::addr::Addr(a))
     }
 
-    /// `n` words at `a`, or None (and a damage count) when unreadable.
-    fn words(&self, a: u64, n: u64) -> Option<Vec<u64>> {
+    /// `n` words at `a`, or None (and a damage count) when unreadable. Borrowed from the
+    /// core when they lie in one piece of it (the usual case: no copy, no allocation per
+    /// container); copied when they span pieces.
+    fn words(&self, a: u64, n: u64) -> Option<Cow<'a, [u64]>> {
         if n == 0 {
-            return Some(Vec::new());
+            return Some(Cow::Borrowed(&[]));
         }
         if n > MAX_ITEMS || a % 8 != 0 {
             self.damage();
             return None;
+        }
+        #[cfg(target_endian = "little")]
+        if let Some(b) = self.r.space.slice(crate::addr::Addr(a), n * 8) {
+            // SAFETY: u64 has no invalid bit patterns; align_to only returns the aligned
+            // middle, used when it is the whole slice.
+            let (pre, mid, post) = unsafe { b.align_to::<u64>() };
+            if pre.is_empty() && post.is_empty() {
+                return Some(Cow::Borrowed(mid));
+            }
         }
         let mut buf = vec![0u8; (n * 8) as usize];
         if self.r.space.read(crate::addr::Addr(a), &mut buf).is_err() {
             self.damage();
             return None;
         }
-        Some(
+        Some(Cow::Owned(
             buf.chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
                 .collect(),
-        )
+        ))
     }
 
     fn damage(&self) {
@@ -136,7 +148,7 @@ impl<'a> Edges<'a> {
             return;
         };
         if let Some(items) = self.words(o + self.om.tuple_items, n) {
-            for (i, v) in items.into_iter().enumerate() {
+            for (i, v) in items.iter().copied().enumerate() {
                 f(v, Via::Item(i as u64));
             }
         }
@@ -160,7 +172,7 @@ impl<'a> Edges<'a> {
             return;
         }
         if let Some(v) = self.words(items, n) {
-            for (i, x) in v.into_iter().enumerate() {
+            for (i, x) in v.iter().copied().enumerate() {
                 f(x, Via::Item(i as u64));
             }
         }
@@ -319,7 +331,7 @@ impl<'a> Edges<'a> {
             return;
         };
         let stride = (nwords / n.max(1)) as usize;
-        for (i, v) in vals.into_iter().enumerate() {
+        for (i, v) in vals.iter().copied().enumerate() {
             if v != 0 {
                 f(v, Via::Attr(names.get(i * stride).copied().unwrap_or(0)));
             }
@@ -414,7 +426,7 @@ impl<'a> Edges<'a> {
         }
         // 3.13+ inline values are after the object and visited by managed() precisely.
         if let Some(w) = self.words(body_start, (stop - body_start) / 8) {
-            for (i, v) in w.into_iter().enumerate() {
+            for (i, v) in w.iter().copied().enumerate() {
                 let a = body_start + 8 * i as u64;
                 if v != 0 && v % 8 == 0 && !skip.contains(&a) {
                     // A code object references only tuples, bytes and strs (co_consts,
@@ -441,7 +453,7 @@ impl<'a> Edges<'a> {
             return;
         }
         if let Some(w) = self.words(a, (b - a) / 8) {
-            for (i, v) in w.into_iter().enumerate() {
+            for (i, v) in w.iter().copied().enumerate() {
                 if v != 0 && v % 8 == 0 {
                     f(v, Via::Field(a + 8 * i as u64 - o));
                 }
@@ -565,7 +577,7 @@ impl<'a> Edges<'a> {
             return;
         }
         if let Some(w) = self.words(base, n) {
-            for (i, v) in w.into_iter().enumerate() {
+            for (i, v) in w.iter().copied().enumerate() {
                 let v = self.stackref(v);
                 if v != 0 {
                     f(v, Via::Field(base + 8 * i as u64 - o));

@@ -116,6 +116,10 @@ pub struct Typer<'a> {
     /// The model's `header_shift` (free-threaded builds: 0x10), added to every built-in
     /// (GIL-build) object field offset by [`Typer::f`].
     hs: u64,
+    /// The two regions read last (an object's heap memory, its type's image), most recent
+    /// first: most reads need neither a search nor the shared region cache.
+    /// (region start, length, region index).
+    hot: Cell<[(u64, u64, usize); 2]>,
 }
 
 /// What a refcount says.
@@ -208,6 +212,30 @@ impl<'a> Typer<'a> {
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
             hs: om.header_shift,
+            hot: Cell::new([(0, 0, 0); 2]),
+        }
+    }
+
+    /// A typer with the same symbols and images and empty caches, for another thread (a
+    /// typer is not shared: its caches are cells). Its type indices are its own.
+    pub fn fork(&self) -> Typer<'a> {
+        Typer {
+            r: Reader { space: self.r.space },
+            om: self.om,
+            type_type: self.type_type,
+            str_type: self.str_type,
+            code_type: self.code_type,
+            specials: self.specials.clone(),
+            gen_types: self.gen_types.clone(),
+            images: self.images.clone(),
+            native_rows: self.native_rows.clone(),
+            depth: Cell::new(0),
+            cache: RefCell::new(FxHashMap::default()),
+            types: RefCell::new(Vec::new()),
+            metas: RefCell::new(FxHashMap::default()),
+            last: Cell::new((0, u32::MAX)),
+            hs: self.hs,
+            hot: Cell::new([(0, 0, 0); 2]),
         }
     }
 
@@ -263,6 +291,25 @@ impl<'a> Typer<'a> {
     }
 
     fn u64(&self, a: u64) -> Option<u64> {
+        let hot = self.hot.get();
+        for (k, &(start, len, i)) in hot.iter().enumerate() {
+            let off = a.wrapping_sub(start);
+            if off < len && off + 8 <= len {
+                let off = off as usize;
+                if k == 1 {
+                    self.hot.set([hot[1], hot[0]]);
+                }
+                let bytes = self.r.space.region_bytes_of(i);
+                return Some(u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()));
+            }
+        }
+        if let Some((i, start, bytes)) = self.r.space.region_at(Addr(a)) {
+            let off = (a - start) as usize;
+            if off + 8 <= bytes.len() {
+                self.hot.set([(start, bytes.len() as u64, i), hot[0]]);
+                return Some(u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()));
+            }
+        }
         self.r.u64(Addr(a))
     }
 
@@ -295,6 +342,16 @@ impl<'a> Typer<'a> {
     pub fn type_info(&self, t: u64) -> Option<Arc<TypeInfo>> {
         self.type_index(t)
             .map(|i| self.types.borrow()[i as usize].clone())
+    }
+
+    /// Types indexed so far (dense indices `0..type_count()`).
+    pub fn type_count(&self) -> u32 {
+        self.types.borrow().len() as u32
+    }
+
+    /// `PyType_Type`'s address.
+    pub fn type_type(&self) -> u64 {
+        self.type_type
     }
 
     /// Type by dense index (see `type_index`).

@@ -248,6 +248,20 @@ struct Region {
 
 /// Walk glibc's heap in the process. `Ok(None)` when the process has no glibc.
 pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<GlibcHeap>> {
+    analyze_excluding(p, models, &[])
+}
+
+/// [`analyze`], told of memory that other allocators own (pymalloc's arenas, which CPython
+/// maps itself): the search for mmapped chunks skips it instead of reading each of its
+/// pages.
+pub fn analyze_excluding(
+    p: &Process,
+    models: &[GlibcModel],
+    exclude: &[Range],
+) -> crate::Result<Option<GlibcHeap>> {
+    let mut exclude = exclude.to_vec();
+    exclude.sort();
+    let exclude = &exclude[..];
     let Some(libc) = crate::image::version::libc_module(p) else {
         return Ok(None);
     };
@@ -285,7 +299,7 @@ pub fn analyze(p: &Process, models: &[GlibcModel]) -> crate::Result<Option<Glibc
             continue;
         };
         let mp = locate::find_mp(p, libc, model);
-        let mut heap = walk(p, &r, model, arena, how, mp);
+        let mut heap = walk(p, &r, model, arena, how, mp, exclude);
         heap.version = version_text.clone();
         if i == 0 && exact {
             for e in &errors {
@@ -592,6 +606,7 @@ fn walk(
     main: Addr,
     how: FoundBy,
     mp: Option<(Addr, FoundBy)>,
+    exclude: &[Range],
 ) -> GlibcHeap {
     let mut w = Walk {
         r,
@@ -614,7 +629,7 @@ fn walk(
         w.singly_linked(&lists, &chunks, &mut listed, tcaches.len());
     w.final_states(&mut chunks, &listed, &heap_ranges, &mut arenas);
     w.accounting(&mut arenas, &covered_by_arena);
-    let mmapped = w.mmapped(p, mp.map(|m| m.0), &heap_ranges, &mut chunks);
+    let mmapped = w.mmapped(p, mp.map(|m| m.0), &heap_ranges, exclude, &mut chunks);
 
     let tcache_info = tcaches
         .iter()
@@ -1049,11 +1064,12 @@ impl Walk<'_> {
         p: &Process,
         mp: Option<Addr>,
         heap_ranges: &[(Range, usize)],
+        exclude: &[Range],
         chunks: &mut Vec<Chunk>,
     ) -> Count {
         let (r, model) = (self.r, self.model);
         let mut mmapped = Count::default();
-        let mm = find_mmapped(p, r, model, heap_ranges);
+        let mm = find_mmapped(p, r, model, heap_ranges, exclude);
         for (_, map_len) in &mm {
             mmapped.add(*map_len);
         }
@@ -1203,6 +1219,7 @@ fn find_mmapped(
     r: &Reader,
     model: &GlibcModel,
     heaps: &[(Range, usize)],
+    exclude: &[Range],
 ) -> Vec<(Chunk, u64)> {
     let page = p.core.page_size;
     let tail = model.mmap_chunk_tail;
@@ -1227,6 +1244,12 @@ fn find_mmapped(
         };
         let mut a = rg.start.align_up(page).unwrap_or(rg.end);
         while a.wrapping_add(16) <= rg.end {
+            // Memory another allocator owns: skipped whole (sorted ranges).
+            let i = exclude.partition_point(|x| x.start <= a);
+            if let Some(x) = i.checked_sub(1).map(|i| exclude[i]).filter(|x| x.contains(a)) {
+                a = x.end.align_up(page).unwrap_or(rg.end);
+                continue;
+            }
             if reserved(a) {
                 a = a.wrapping_add(page);
                 continue;
