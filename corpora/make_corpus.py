@@ -57,7 +57,16 @@ REFERENCE_CASES = [("py_heap", "gcore", "host,bullseye,trixie,sid"),
 
 ALL_SCENARIOS = ["c_heap", "py_heap", "py_leak", "py_frag", "py_libs",
                  "py_threads", "c_crash", "py_trace", "py_trace1", "py_trace_leak", "py_graph",
-                 "py_ft_threads"]
+                 "cpp_heap", "cpp_heap_g", "cpp_heap_s", "py_ft_threads"]
+# The C++ scenario (corpora/scenarios/cpp_heap.cpp), built three ways: (g++ flags, strip).
+# cpp_heap has its .symtab but no DWARF, cpp_heap_g has DWARF, cpp_heap_s is stripped (its
+# classes are named from RTTI alone).
+CPP_SCENARIOS = {
+    "cpp_heap": (["-O1", "-g0"], False),
+    "cpp_heap_g": (["-O1", "-g"], False),
+    "cpp_heap_s": (["-O1", "-g0"], True),
+}
+NATIVE_SCENARIOS = ("c_heap", "c_crash") + tuple(CPP_SCENARIOS)
 # The free-threaded environments (ft-*) run these: the census, the leak pair, and
 # threads allocating into their own mimalloc heaps (py_ft_threads, those environments only).
 FT_SCENARIOS = ["py_heap", "py_leak", "py_ft_threads"]
@@ -379,7 +388,7 @@ def debootstrap_running(path):
     return False
 
 
-def ensure_root(env):
+def ensure_root(env, need_cpp=False):
     """Create the Debian root on demand and make sure it has what we need."""
     root = env.root
     suite = env.suite
@@ -409,9 +418,10 @@ def ensure_root(env):
             f.write("done 0\n")
         log("  created %s in %.0fs" % (root, dt))
     ensure_proc(root)
-    missing = [p for p, f in (("gdb", "usr/bin/gdb"), ("gcc", "usr/bin/gcc"),
-                              ("libc6-dev", "usr/include/stdio.h"))
-               if not os.path.exists(os.path.join(root, f))]
+    want = [("gdb", "usr/bin/gdb"), ("gcc", "usr/bin/gcc"), ("libc6-dev", "usr/include/stdio.h")]
+    if need_cpp:
+        want.append(("g++", "usr/bin/g++"))
+    missing = [p for p, f in want if not os.path.exists(os.path.join(root, f))]
     if missing:
         log("  installing %s into %s" % (" ".join(missing), root))
         shutil.copyfile("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))
@@ -492,8 +502,9 @@ def ensure_ft(env, logdir):
     log("  built %s (%s) in %.0fs" % (env.python, out.strip(), time.time() - t0))
 
 
-def install_scenarios(env, need_c, logdir, need_crash=False):
-    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash)."""
+def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
+    """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash, and the
+    C++ scenario's builds)."""
     dst = env.host_path(IN_ROOT_PREFIX + "/scenarios")
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -531,6 +542,23 @@ def install_scenarios(env, need_c, logdir, need_crash=False):
             T_BUILD, "build c_crash in " + env.name,
             log_path=os.path.join(logdir, "build-%s.log" % env.name))
         info["c_crash"] = exe
+    for scen in need_cpp:
+        flags, stripped = CPP_SCENARIOS[scen]
+        bindir = env.host_path(IN_ROOT_PREFIX + "/bin")
+        os.makedirs(bindir, exist_ok=True)
+        exe = IN_ROOT_PREFIX + "/bin/" + scen
+        if os.path.exists(env.host_path(exe)):
+            os.unlink(env.host_path(exe))
+        logp = os.path.join(logdir, "build-%s.log" % env.name)
+        run(env.wrap(["g++"] + flags + ["-pthread", "-o", exe,
+                                         IN_ROOT_PREFIX + "/scenarios/cpp_heap.cpp"]),
+            T_BUILD, "build %s in %s" % (scen, env.name), log_path=logp)
+        if stripped:
+            run(env.wrap(["strip", exe]), T_BUILD, "strip %s in %s" % (scen, env.name),
+                log_path=logp)
+        out, _ = run(env.wrap(["g++", "--version"]), T_PROBE, "g++ --version")
+        info["g++"] = out.splitlines()[0] if out else None
+        info[scen] = exe
     out, _ = run(env.wrap([env.python, "-c",
                            "import sys,os;print(sys.version.split()[0]);"
                            "print(os.confstr('CS_GNU_LIBC_VERSION'))"]), T_PROBE, "probe " + env.name)
@@ -840,7 +868,7 @@ def parse_dms(path):
 
 
 def scenario_cmd(env, scen, kind, extra):
-    if scen in ("c_heap", "c_crash"):
+    if scen in NATIVE_SCENARIOS:
         return [IN_ROOT_PREFIX + "/bin/" + scen, kind] + extra
     python = env.python
     if scen == "py_libs":
@@ -995,7 +1023,7 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
                 if "<malloc version=" not in f.read():
                     raise Failure("%s: bad malloc_info.xml" % case_rel)
             stage["malloc_info"] = case_rel + "/malloc_info.xml"
-        elif scen == "c_crash":
+        elif scen == "c_crash" or scen in CPP_SCENARIOS:
             pass
         else:
             dms = os.path.join(case_dir, "debugmallocstats%s.txt" % s)
@@ -1046,7 +1074,7 @@ def validate_case(env, scen, kind, filt, out_root, case_rel, stages, pids, timin
 def applicable(env, scen):
     if env.name in FT_ENVS or scen == "py_ft_threads":
         return env.name in FT_ENVS and scen in FT_SCENARIOS
-    return not (scen in ("c_heap", "c_crash") and env.kind == "pyenv")
+    return not (scen in NATIVE_SCENARIOS and env.kind == "pyenv")
 
 
 def kind_applicable(scen, kind):
@@ -1077,13 +1105,15 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                 continue
             log("[%s] preparing" % env.name)
             try:
+                cpp = [s for s in scen_here if s in CPP_SCENARIOS]
                 if env.chroot:
-                    ensure_root(env)
+                    ensure_root(env, need_cpp=bool(cpp))
                     if env.name in FT_ENVS:
                         ensure_ft(env, logdir)
                 elif not os.path.exists(env.python):
                     raise Failure("%s: %s not found" % (env.name, env.python))
-                install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here)
+                install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here,
+                                  cpp)
             except Failure as e:
                 failures.append({"env": env.name, "error": str(e)})
                 log("[%s] FAILED to prepare: %s" % (env.name, e))
@@ -1355,9 +1385,9 @@ def main():
     if os.geteuid() != 0:
         log("make_corpus.py must run as root (chroot, core_pattern, coredump_filter, /opt/coreheap)")
         return 2
-    for tool in ("gcc", "gdb", "gcore", "zstd", "chroot", "mount"):
+    for tool in ("gcc", "g++", "gdb", "gcore", "zstd", "chroot", "mount"):
         if shutil.which(tool, path=CLEAN_ENV["PATH"]) is None:
-            log("missing host tool: %s (apt-get install gcc gdb zstd)" % tool)
+            log("missing host tool: %s (apt-get install gcc g++ gdb zstd)" % tool)
             return 2
     try:
         if args.cmd == "generate":

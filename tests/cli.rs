@@ -367,6 +367,20 @@ fn golden_outputs() {
             with(&c, &["summary", "--by", "size"]),
         ),
         ("frag-c_heap.txt", with(&c, &["frag"])),
+        // Native heaps (issue 13): chap's leak classes, and a chunk's chain from a static
+        // (the truth's first sample chunk, user address = chunk + 16).
+        ("leaks-c_heap.txt", with(&c, &["leaks"])),
+        ("why-c_heap-chunk.txt", {
+            let mut v = with(&c, &["why"]);
+            v.push("0x5604b2206660".into());
+            v
+        }),
+        ("why-c_heap-chunk.json", {
+            // An interior address names the same chunk.
+            let mut v = with(&c, &["why", "--json"]);
+            v.push("0x5604b2206668".into());
+            v
+        }),
         ("frag-py_heap.txt", with(&py, &["frag"])),
         (
             "objects-py_heap-point.txt",

@@ -12,6 +12,7 @@ mod graph;
 mod layers;
 mod libs;
 mod mutation;
+mod native;
 mod objects_synth;
 mod pymalloc;
 mod report;

@@ -6,6 +6,8 @@
 
 /// Unreached nodes get this as their immediate dominator.
 pub const NONE: u32 = u32::MAX;
+/// Preorder mark of a leaf set aside (see `dominators`).
+const LEAF: u32 = u32::MAX - 1;
 
 /// Successor lists: `adj[off[v] .. off[v+1]]`.
 pub struct Csr {
@@ -24,8 +26,8 @@ impl Csr {
 }
 
 /// Immediate dominators by node (root 0 dominates itself; unreachable nodes are NONE), and
-/// the nodes in DFS preorder (reached nodes only; root first, so every node comes after
-/// its dominator).
+/// the reached nodes in an order where each comes after its dominator: the inner nodes in
+/// DFS preorder from the root, then the single-predecessor leaves.
 pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     let n = g.nodes();
     // Preorder numbers by DFS from the root.
@@ -36,6 +38,17 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     if n == 0 {
         return (Vec::new(), Vec::new());
     }
+    // Leaves with a single incoming edge (a float in a list, a str in a tuple: most
+    // objects of a Python heap) are dominated by that edge's source and dominate nothing:
+    // they are set aside during the DFS and take no part in the semidominator passes,
+    // which then run on the inner nodes only.
+    let mut indeg = vec![0u8; n];
+    for &w in &g.adj {
+        let d = &mut indeg[w as usize];
+        *d = d.saturating_add(1);
+    }
+    let leaf = |w: u32| indeg[w as usize] == 1 && g.off[w as usize] == g.off[w as usize + 1];
+    let mut leaves: Vec<(u32, u32)> = Vec::new(); // (leaf, its only predecessor)
     pre[0] = 0;
     vertex.push(0);
     parent.push(0);
@@ -46,6 +59,11 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
             top.1 += 1;
             let w = g.adj[i as usize];
             if pre[w as usize] == NONE {
+                if w != 0 && leaf(w) {
+                    pre[w as usize] = LEAF;
+                    leaves.push((w, v));
+                    continue;
+                }
                 pre[w as usize] = vertex.len() as u32;
                 parent.push(pre[v as usize]);
                 vertex.push(w);
@@ -56,16 +74,17 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
         }
     }
     drop(stack);
+    drop(indeg);
     let m = vertex.len();
     // Predecessors in preorder numbers, of reached nodes only.
     let mut poff = vec![0u32; m + 1];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv == NONE {
+        if pv >= LEAF {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw != NONE {
+            if pw < LEAF {
                 poff[pw as usize + 1] += 1;
             }
         }
@@ -77,12 +96,12 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     // down to the start of w's list, which is then `poff[w]`'s value shifted by one.
     let mut padj = vec![0u32; poff[m] as usize];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv == NONE {
+        if pv >= LEAF {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw != NONE {
+            if pw < LEAF {
                 poff[pw as usize + 1] -= 1;
                 padj[poff[pw as usize + 1] as usize] = pv;
             }
@@ -125,7 +144,14 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     for (i, &v) in vertex.iter().enumerate() {
         out[v as usize] = vertex[idom[i] as usize];
     }
-    (out, vertex)
+    // The leaves set aside: each after its dominator, which the preorder already lists.
+    let mut order = vertex;
+    order.reserve_exact(leaves.len());
+    for (w, p) in leaves {
+        out[w as usize] = p;
+        order.push(w);
+    }
+    (out, order)
 }
 
 /// `eval` of Lengauer-Tarjan: the vertex of minimum semidominator on the compressed

@@ -40,7 +40,8 @@ pub struct Graph {
     /// Bytes of each node: its allocation plus the buffers it owns (saturating at 4 GiB).
     pub shallow: Vec<u32>,
     pub idom: Vec<u32>,
-    /// Reached nodes in DFS preorder from the root (each after its dominator).
+    /// Reached nodes, each after its dominator (dominators::dominators: inner nodes in DFS
+    /// preorder, then the single-predecessor leaves).
     pub order: Vec<u32>,
     pub retained_bytes: Vec<u64>,
     pub retained_count: Vec<u32>,

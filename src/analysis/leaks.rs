@@ -11,8 +11,13 @@
 //!   object's own buffer (C structures). That is the signature of a C extension that
 //!   took a reference and lost it (a missing Py_DECREF). Anchors are searched as chap
 //!   does (round2-facts.md §D.5).
+//! - Native (glibc) memory, as chap defines it (`native`): a used chunk no chain of
+//!   pointers from a thread's registers or stack, static memory or a Python object
+//!   reaches is leaked; a leaked chunk no other leaked chunk points to is unreferenced.
+//!   Counts and bytes by size class and by C++ class, with samples.
 
 use super::graph::gc_head;
+use super::native::NativeGraph;
 use super::ownership;
 use super::{Analysis, ObjectEntry};
 use crate::error::{Diagnostics, Result};
@@ -42,10 +47,67 @@ pub struct Sample {
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Leaks {
+    /// Whether Python objects were analysed (false: a core without CPython; the two
+    /// Python classes are then empty).
+    pub python: bool,
     pub unreachable: LeakClass,
     pub refcount_excess: LeakClass,
     pub samples: Vec<Sample>,
+    /// Native (glibc) chunks; null without a glibc heap.
+    pub native: Option<NativeLeaks>,
     pub diagnostics: Diagnostics,
+}
+
+/// Chunks of one size (chunk size, with its header).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct SizeRow {
+    pub size: u64,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct NativeClass {
+    pub count: u64,
+    pub bytes: u64,
+    /// By chunk size, largest bytes first.
+    pub sizes: Vec<SizeRow>,
+    /// By C++ class (`<untyped glibc>` for chunks with no vtable), largest count first.
+    pub types: Vec<LeakType>,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct NativeSample {
+    pub class: &'static str,
+    pub allocator: &'static str,
+    pub address: crate::addr::Addr,
+    /// Bytes the application may use (chunk size less the header).
+    pub size: u64,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// First bytes as hex, and as text (`.` where not printable).
+    pub hex: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct NativeLeaks {
+    pub allocator: &'static str,
+    /// Used chunks (in use or mmapped; tcache and fastbin chunks are free).
+    pub used: LeakTotal,
+    pub anchored: LeakTotal,
+    pub leaked: NativeClass,
+    /// Leaked chunks that no other leaked chunk points to.
+    pub unreferenced: NativeClass,
+    pub samples: Vec<NativeSample>,
+    pub edges: u64,
+    pub roots: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct LeakTotal {
+    pub count: u64,
+    pub bytes: u64,
 }
 
 fn class(
@@ -92,6 +154,32 @@ fn class(
 }
 
 pub fn leaks(a: &Analysis, samples_per_type: usize) -> Result<Leaks> {
+    let native = match a.native() {
+        Ok(n) => Some(native_leaks(a, n, samples_per_type)),
+        Err(_) => None,
+    };
+    if a.python().is_err() {
+        if native.is_none() {
+            a.python()?;
+        }
+        let empty = || LeakClass {
+            count: 0,
+            bytes: 0,
+            types: Vec::new(),
+        };
+        let mut diagnostics = a.diagnostics.clone();
+        if let Ok(n) = a.native() {
+            diagnostics.merge(&n.diagnostics);
+        }
+        return Ok(Leaks {
+            python: false,
+            unreachable: empty(),
+            refcount_excess: empty(),
+            samples: Vec::new(),
+            native,
+            diagnostics,
+        });
+    }
     let (c, _) = a.python()?;
     let g = a.graph()?;
     let unreachable: Vec<u32> = (1..g.nodes() as u32).filter(|&v| !g.reached(v)).collect();
@@ -119,12 +207,128 @@ pub fn leaks(a: &Analysis, samples_per_type: usize) -> Result<Leaks> {
     );
     let mut diagnostics = a.diagnostics.clone();
     diagnostics.merge(&g.diagnostics);
+    if let Ok(n) = a.native() {
+        diagnostics.merge(&n.diagnostics);
+    }
     Ok(Leaks {
+        python: true,
         unreachable,
         refcount_excess,
         samples,
+        native,
         diagnostics,
     })
+}
+
+fn native_class(
+    a: &Analysis,
+    n: &super::native::NativeGraph,
+    nodes: &[u32],
+    name: &'static str,
+    per: usize,
+    samples: &mut Vec<NativeSample>,
+) -> NativeClass {
+    let mut sizes: FxHashMap<u64, (u64, u64)> = FxHashMap::default();
+    // Per type: count, bytes, sampled nodes.
+    type Row = (u64, u64, Vec<u32>);
+    let mut types: FxHashMap<u32, Row> = FxHashMap::default();
+    let mut bytes = 0;
+    for &v in nodes {
+        let ch = &NativeGraph::chunk(a, v);
+        let e = sizes.entry(ch.size()).or_default();
+        e.0 += 1;
+        e.1 += ch.size();
+        bytes += ch.size();
+        let t = types.entry(n.ty[v as usize]).or_default();
+        t.0 += 1;
+        t.1 += ch.size();
+        if t.2.len() < per {
+            t.2.push(v);
+        }
+    }
+    let mut sizes: Vec<SizeRow> = sizes
+        .into_iter()
+        .map(|(size, (count, bytes))| SizeRow { size, count, bytes })
+        .collect();
+    sizes.sort_by(|x, y| y.bytes.cmp(&x.bytes).then(x.size.cmp(&y.size)));
+    let mut rows: Vec<(u32, Row)> = types.into_iter().collect();
+    rows.sort_by(|x, y| {
+        y.1 .0
+            .cmp(&x.1 .0)
+            .then_with(|| n.types[x.0 as usize].cmp(&n.types[y.0 as usize]))
+    });
+    for (_, (_, _, vs)) in &rows {
+        for &v in vs {
+            let ch = &NativeGraph::chunk(a, v);
+            let (hex, text) = super::native::first_bytes(a.process, ch.user().0, ch.usable(), 32);
+            samples.push(NativeSample {
+                class: name,
+                allocator: "glibc",
+                address: ch.user(),
+                size: ch.usable(),
+                type_name: n.type_name(v).to_string(),
+                hex,
+                text,
+            });
+        }
+    }
+    NativeClass {
+        count: nodes.len() as u64,
+        bytes,
+        sizes,
+        types: rows
+            .into_iter()
+            .map(|(t, (count, bytes, _))| LeakType {
+                name: n.types[t as usize].to_string(),
+                count,
+                bytes,
+            })
+            .collect(),
+    }
+}
+
+fn native_leaks(a: &Analysis, n: &super::native::NativeGraph, per: usize) -> NativeLeaks {
+    let (leaked, unref) = n.leaked();
+    if std::env::var_os("COREHEAP_DEBUG_NATIVE").is_some() {
+        for &v in &leaked {
+            eprintln!("leaked {:x}", NativeGraph::chunk(a, v).user().0);
+        }
+    }
+    let mut used = LeakTotal::default();
+    let mut anchored = LeakTotal::default();
+    let all = &a.glibc.as_ref().expect("native graph").chunks;
+    for (i, ch) in all.iter().enumerate() {
+        if !n.is_used(i as u32) {
+            continue;
+        }
+        used.count += 1;
+        used.bytes += ch.size();
+        if n.anchored(i as u32) {
+            anchored.count += 1;
+            anchored.bytes += ch.size();
+        }
+    }
+    let mut samples = Vec::new();
+    let leaked_c = native_class(a, n, &leaked, "leaked", per, &mut samples);
+    // Unreferenced chunks are leaked too: their samples come from the leaked list unless
+    // none of them made it there.
+    let mut more = Vec::new();
+    let unref_c = native_class(a, n, &unref, "unreferenced", per, &mut more);
+    for s in more {
+        if !samples.iter().any(|x| x.address == s.address) {
+            samples.push(s);
+        }
+    }
+    NativeLeaks {
+        allocator: "glibc",
+        used,
+        anchored,
+        leaked: leaked_c,
+        unreferenced: unref_c,
+        samples,
+        edges: n.edges,
+        roots: n.roots.len() as u64,
+    }
 }
 
 /// Addresses of `nodes` found as aligned words in native memory.

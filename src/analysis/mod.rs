@@ -10,6 +10,7 @@ pub mod ftheap;
 pub mod graph;
 pub mod info;
 pub mod leaks;
+pub mod native;
 pub mod objects;
 pub mod owner_diff;
 pub mod owners;
@@ -133,6 +134,8 @@ pub struct Analysis<'a> {
     pub roots: graph::Roots,
     /// The object graph and its dominator tree, built on first use.
     graph: std::cell::OnceCell<Option<graph::Graph>>,
+    /// The native (glibc) reference graph, built on first use.
+    native: std::cell::OnceCell<Option<native::NativeGraph>>,
 }
 
 /// The blocks on the float free lists (python/floats.rs): live pymalloc blocks of the
@@ -334,6 +337,7 @@ impl<'a> Analysis<'a> {
             diagnostics,
             roots: graph::Roots::default(),
             graph: std::cell::OnceCell::new(),
+            native: std::cell::OnceCell::new(),
         })
     }
 
@@ -421,6 +425,19 @@ impl<'a> Analysis<'a> {
             return census::object_at(typer, self.ft_allocs.as_slice(), &self.float_free, c, addr);
         }
         census::object_at(typer, &self.heaps(), &self.float_free, c, addr)
+    }
+
+    /// The native heap's reference graph (built once, on first use).
+    pub fn native(&self) -> Result<&native::NativeGraph> {
+        if self.glibc.is_none() {
+            return Err(Error::Unsupported(
+                "no glibc heap in this core: no native chunks to follow".into(),
+            ));
+        }
+        self.native
+            .get_or_init(|| native::build(self))
+            .as_ref()
+            .ok_or_else(|| Error::Other("the native reference graph could not be built".into()))
     }
 
     /// The census and its type reader, or why there is none.

@@ -162,18 +162,31 @@ fn class_name(c: &Census, node: u32) -> Option<String> {
 /// Types of the dominator subtree of each of `nodes`, largest bytes first.
 pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> {
     let kids = g.dom_children();
+    let objects = c.objects();
+    // Counts by type index, dense (a few thousand types), with the indices touched: one
+    // array update per node instead of a hash-map entry (owners' subtrees nest, so a
+    // node is counted once per owner above it).
+    let mut dense: Vec<(u64, u64)> = vec![(0, 0); c.type_infos.len()];
+    let mut touched: Vec<u32> = Vec::new();
     nodes
         .iter()
         .map(|&n| {
-            let mut by: FxHashMap<u32, (u64, u64)> = FxHashMap::default();
             g.subtree(&kids, n, |v| {
                 if v == 0 {
                     return;
                 }
-                let e = by.entry(c.objects()[v as usize - 1].ty).or_default();
+                let t = objects[v as usize - 1].ty;
+                let e = &mut dense[t as usize];
+                if e.0 == 0 {
+                    touched.push(t);
+                }
                 e.0 += 1;
                 e.1 += g.shallow[v as usize] as u64;
             });
+            let by: Vec<(u32, (u64, u64))> = touched
+                .drain(..)
+                .map(|t| (t, std::mem::take(&mut dense[t as usize])))
+                .collect();
             let mut named: FxHashMap<&str, (u64, u64)> = FxHashMap::default();
             for (t, (k, b)) in by {
                 let e = named

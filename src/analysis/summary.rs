@@ -31,10 +31,27 @@ pub struct Summary {
     pub freelists: Vec<FreeCount>,
     pub size_classes_total: Totals,
     pub size_classes: Vec<SizeClass>,
+    /// Used glibc chunks by the C++ class of the vtable at their start (`image::cxx`),
+    /// with `<untyped glibc>` for the rest when there is no Python census (with one, those
+    /// are in `types`, and the classes named here are no longer counted there).
+    pub native_types: Vec<NativeType>,
     /// Bytes each type's instances retain together (dominator tree of the object graph),
     /// by type name, for the rows of `types` that are Python types.
     pub retained: Vec<Retained>,
     pub diagnostics: Diagnostics,
+}
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct NativeType {
+    pub name: String,
+    pub allocator: &'static str,
+    pub count: u64,
+    /// Chunk sizes (with their headers).
+    pub bytes: u64,
+    /// With `--retained`: the chunks the class's instances keep alive between them (the
+    /// native graph's dominator tree: container buffers and nodes only they reach).
+    pub retained_count: Option<u64>,
+    pub retained_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -64,9 +81,65 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
         count: types.iter().map(|t| t.count).sum(),
         bytes: types.iter().map(|t| t.bytes).sum(),
     });
+    let mut diagnostics = a.diagnostics.clone();
+    let mut native_types = Vec::new();
+    if let (Some(g), By::Type) = (&a.glibc, by) {
+        let cl = super::native::classify(a.process, &g.chunks);
+        let mut by_ty = vec![(0u64, 0u64); cl.types.len()];
+        for (c, &t) in g.chunks.iter().zip(&cl.ty) {
+            if !c.state().is_live() {
+                continue;
+            }
+            by_ty[t as usize].0 += 1;
+            by_ty[t as usize].1 += c.size();
+        }
+        let with_census = a.census.is_some();
+        // Retained sets come from the native graph, whose type indexes are its own.
+        let retained: rustc_hash::FxHashMap<String, (u64, u64)> = match a.native() {
+            Ok(n) if limits.retained => {
+                diagnostics.merge(&n.diagnostics);
+                n.retained_by_type(a)
+                    .into_iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(t, r)| (n.types[t].to_string(), r))
+                    .collect()
+            }
+            _ => Default::default(),
+        };
+        for (t, &(count, bytes)) in by_ty.iter().enumerate() {
+            if count == 0 || (t == 0 && with_census) {
+                continue;
+            }
+            let name = cl.types[t].to_string();
+            let r =
+                (t != 0 && limits.retained).then(|| retained.get(&name).copied().unwrap_or((0, 0)));
+            native_types.push(NativeType {
+                name,
+                allocator: "glibc",
+                count,
+                bytes,
+                retained_count: r.map(|x| x.0),
+                retained_bytes: r.map(|x| x.1),
+            });
+        }
+        // The census counts a chunk with a vtable as untyped glibc memory (it is no
+        // Python object): those chunks move to their class's row.
+        let (tc, tb) = by_ty
+            .iter()
+            .skip(1)
+            .fold((0, 0), |(c, b), x| (c + x.0, b + x.1));
+        if with_census && tc > 0 {
+            if let Some(r) = types.iter_mut().find(|r| r.name == super::native::UNTYPED) {
+                r.count = r.count.saturating_sub(tc);
+                r.bytes = r.bytes.saturating_sub(tb);
+            }
+        }
+        native_types.sort_by(|x, y| y.bytes.cmp(&x.bytes).then_with(|| x.name.cmp(&y.name)));
+        limits.cut(&mut native_types);
+    }
     limits.cut(&mut types);
     limits.cut(&mut freelists);
-    let mut diagnostics = a.diagnostics.clone();
     let retained = match (&a.census, by) {
         (Some(c), By::Type) if limits.retained => match a.graph() {
             Ok(g) => {
@@ -94,6 +167,7 @@ pub fn summary(a: &Analysis, by: By, limits: &Limits) -> Summary {
         freelists,
         size_classes_total,
         size_classes: classes,
+        native_types,
         retained,
         diagnostics,
     }

@@ -34,7 +34,10 @@ pub struct Path {
     #[serde(rename = "type")]
     pub type_name: String,
     pub bytes: u64,
-    /// None: no root reaches the object (cyclic garbage).
+    /// "glibc" for a native chunk (its type is its C++ class, or `<untyped glibc>`);
+    /// null for a Python object.
+    pub allocator: Option<&'static str>,
+    /// None: no root reaches the object (cyclic garbage; for a native chunk: leaked).
     pub root: Option<RootName>,
     pub steps: Vec<Step>,
 }
@@ -53,13 +56,31 @@ pub enum Target {
 /// Paths to the target object, or to the first `limit` objects of a type (with `since`,
 /// objects whose address the older core does not hold come first).
 pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>) -> Result<Why> {
+    // An address that is no Python object: the native chunk holding it.
+    if let Target::Address(x) = target {
+        let py_obj = a
+            .python()
+            .ok()
+            .and_then(|(c, _)| a.graph().ok().and_then(|g| g.node_of(c, *x)));
+        if py_obj.is_none() {
+            if let Ok(n) = a.native() {
+                if let Some(v) = n.node_at(a, *x) {
+                    return Ok(native_why(a, n, v));
+                }
+            }
+            if a.python().is_err() {
+                a.native()?;
+                return Err(Error::Other(format!("no used glibc chunk holds 0x{x:x}")));
+            }
+        }
+    }
     let (c, _) = a.python()?;
     let g = a.graph()?;
     let targets: Vec<u32> = match target {
         Target::Address(x) => {
             let n = g.node_of(c, *x).ok_or_else(|| {
                 Error::Other(format!(
-                    "no live Python object at 0x{x:x} (give the address `objects` lists)"
+                    "no live Python object nor used glibc chunk at 0x{x:x} (give the address `objects` lists)"
                 ))
             })?;
             vec![n]
@@ -181,6 +202,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
             target: o.addr,
             type_name: ti.name.clone(),
             bytes: g.shallow[t as usize] as u64,
+            allocator: None,
             root,
             steps,
         });
@@ -188,6 +210,90 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     let mut diagnostics = a.diagnostics.clone();
     diagnostics.merge(&g.diagnostics);
     Ok(Why { paths, diagnostics })
+}
+
+/// The chain from a thread's stack or register, or a static, to the native chunk `v`.
+fn native_why(a: &Analysis, n: &super::native::NativeGraph, v: u32) -> Why {
+    use super::native::{root_name, Anchor};
+    let ch = &super::native::NativeGraph::chunk(a, v);
+    let mut steps = Vec::new();
+    let mut root = None;
+    if let Some(((_, anchor), chain)) = n.path(v) {
+        let name = root_name(a, &anchor);
+        root = Some(RootName {
+            kind: anchor.kind().into(),
+            name: name.clone(),
+        });
+        for (i, &w) in chain.iter().enumerate() {
+            let c = &super::native::NativeGraph::chunk(a, w);
+            let via = if i == 0 {
+                // Where the anchor word points in the chunk.
+                let at = match anchor {
+                    Anchor::Register { thread, reg } => a
+                        .process
+                        .core
+                        .threads
+                        .get(thread as usize)
+                        .and_then(|t| t.regs.get(reg as usize).copied()),
+                    Anchor::Stack { at, .. } | Anchor::Static { at } | Anchor::Python { at } => {
+                        a.process.space.read_u64(Addr(at)).ok()
+                    }
+                    Anchor::Tcache => None,
+                };
+                match at.map(|x| x.wrapping_sub(c.user().0)) {
+                    Some(off) if off > 0 => format!("{name} (interior +0x{off:x})"),
+                    _ => name.clone(),
+                }
+            } else {
+                let prev = &super::native::NativeGraph::chunk(a, chain[i - 1]);
+                native_via(a, prev.user().0, prev.usable(), c.user().0, c.usable())
+            };
+            steps.push(Step {
+                address: c.user(),
+                type_name: n.type_name(w).to_string(),
+                via,
+            });
+        }
+    }
+    Why {
+        paths: vec![Path {
+            target: ch.user(),
+            type_name: n.type_name(v).to_string(),
+            bytes: ch.size(),
+            allocator: Some("glibc"),
+            root,
+            steps,
+        }],
+        diagnostics: {
+            let mut d = a.diagnostics.clone();
+            d.merge(&n.diagnostics);
+            d
+        },
+    }
+}
+
+/// `[+0x18]`: the first word of the holder chunk that points into the held one (with the
+/// offset it points at when that is not the start).
+fn native_via(a: &Analysis, from: u64, from_len: u64, to: u64, to_len: u64) -> String {
+    let mut found = None;
+    a.process.space.for_each_slice(
+        crate::addr::Range::new(Addr(from), Addr(from.saturating_add(from_len))),
+        |at, bytes| {
+            for (i, w) in bytes.chunks_exact(8).enumerate() {
+                let x = u64::from_le_bytes(w.try_into().unwrap());
+                if x >= to && x < to + to_len {
+                    found = Some((at.0 + 8 * i as u64 - from, x - to));
+                    return false;
+                }
+            }
+            true
+        },
+    );
+    match found {
+        Some((off, 0)) => format!("[+0x{off:x}]"),
+        Some((off, into)) => format!("[+0x{off:x}] (interior +0x{into:x})"),
+        None => "(reference)".into(),
+    }
 }
 
 /// PyFunctionObject fields by offset (Include/funcobject.h: 3.8/3.9 func_code first;

@@ -179,8 +179,9 @@ enum Command {
         #[arg(long)]
         locals: bool,
     },
-    /// What nothing reachable holds: uncollected cyclic garbage, and objects whose
-    /// reference count exceeds the references found with no native anchor.
+    /// What nothing reachable holds: uncollected cyclic garbage, objects whose reference
+    /// count exceeds the references found with no native anchor, and native (glibc) chunks
+    /// no pointer chain from a stack, register or static reaches (leaked, unreferenced).
     Leaks {
         /// The core file (plain, or compressed with zstd, lz4 or xz).
         core: PathBuf,
@@ -188,11 +189,13 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 3)]
         samples: usize,
     },
-    /// Why an object is alive: the shortest chain of references from a root to it.
+    /// Why an object or native chunk is alive: the shortest chain of references from a root
+    /// (module global, thread frame, stack, register, static) to it.
     Why {
         /// The core file (plain, or compressed with zstd, lz4 or xz).
         core: PathBuf,
-        /// The object's address (as `objects` lists it).
+        /// The object's address (as `objects` lists it), or any address inside a used
+        /// glibc chunk.
         #[arg(value_name = "ADDRESS", required_unless_present = "type_name", value_parser = parse_addr)]
         address: Option<u64>,
         /// The first objects of this type instead of one address.

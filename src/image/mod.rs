@@ -2,6 +2,7 @@
 //! files, the modules with their symbols, and the runtimes' versions.
 
 pub mod core;
+pub mod cxx;
 pub mod mapped;
 pub mod memory;
 pub mod modules;

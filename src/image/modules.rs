@@ -82,6 +82,9 @@ pub struct Module {
     /// Dynamic section facts read from the image, for symbol lookup without files.
     dynamic: Option<MemDynsym>,
     symbols: OnceLock<HashMap<String, Sym>>,
+    /// The same symbols in address order (runtime address, size, name), for naming an
+    /// address: a static variable, a vtable.
+    by_addr: OnceLock<Vec<(u64, u64, String)>>,
 }
 
 impl Module {
@@ -147,6 +150,50 @@ impl Module {
             }
             map
         })
+    }
+
+    /// The symbol whose extent holds `addr` (a zero-sized symbol only at its own address),
+    /// and the offset of `addr` in it: from the debug file's and the disk file's
+    /// `.symtab`/`.dynsym` (a stripped file without a debug file names nothing).
+    pub fn symbol_at(&self, addr: Addr) -> Option<(&str, u64)> {
+        let v = self.by_addr.get_or_init(|| {
+            let mut v: Vec<(u64, u64, String)> = self
+                .symbol_table()
+                .iter()
+                .filter(|(n, _)| !n.contains(':'))
+                .map(|(n, s)| (s.addr.0, s.size, n.clone()))
+                .collect();
+            // Largest first at one address, so the lookup takes the enclosing object.
+            v.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+            v
+        });
+        let i = v.partition_point(|s| s.0 <= addr.0);
+        // The nearest symbols at or below `addr`: a few may start at the same address.
+        for s in v[..i].iter().rev().take(8) {
+            let off = addr.0 - s.0;
+            if off < s.1.max(1) {
+                return Some((&s.2, off));
+            }
+        }
+        None
+    }
+
+    /// The section (of the disk file, else the debug file) holding `addr`, and the offset
+    /// in it: `.bss`, `.data`, `.data.rel.ro`...
+    pub fn section_at(&self, addr: Addr) -> Option<(String, u64)> {
+        use object::ObjectSection;
+        let link = addr.0.checked_sub(self.bias?)?;
+        for f in self.file.iter().chain(self.debug_file.iter()) {
+            let Ok(obj) = object::File::parse(&**f.map) else {
+                continue;
+            };
+            for s in obj.sections() {
+                if s.address() != 0 && link >= s.address() && link - s.address() < s.size() {
+                    return Some((s.name().ok()?.to_string(), link - s.address()));
+                }
+            }
+        }
+        None
     }
 
     /// Look a symbol up by name: debug file, disk file (.symtab, .dynsym), then the
@@ -254,6 +301,7 @@ impl ModuleSet {
                 debug_file: None,
                 dynamic: None,
                 symbols: OnceLock::new(),
+                by_addr: OnceLock::new(),
             };
             if let Some(img) = &image {
                 m.bias = img.bias(&m.mappings, page);

@@ -31,6 +31,8 @@ pub struct TestCore {
     threads: Vec<(u32, u64, u64)>,
     /// (start, end, file offset in pages, path)
     files: Vec<(u64, u64, u64, String)>,
+    /// (thread index, register index in `user_regs_struct`, value)
+    regs: Vec<(usize, usize, u64)>,
 }
 
 impl TestCore {
@@ -62,6 +64,13 @@ impl TestCore {
 
     pub fn thread(&mut self, tid: u32, sp: u64, thread_pointer: u64) -> &mut Self {
         self.threads.push((tid, sp, thread_pointer));
+        self
+    }
+
+    /// Register `reg` (index in `user_regs_struct`: rbx is 5, r12 is 3) of the
+    /// `thread`-th thread added.
+    pub fn reg(&mut self, thread: usize, reg: usize, v: u64) -> &mut Self {
+        self.regs.push((thread, reg, v));
         self
     }
 
@@ -103,8 +112,11 @@ impl TestCore {
 
     fn elf(&self) -> Vec<u8> {
         let mut notes = Vec::new();
-        for &(tid, sp, tp) in &self.threads {
+        for (ti, &(tid, sp, tp)) in self.threads.iter().enumerate() {
             let mut d = vec![0u8; 336];
+            for &(_, r, v) in self.regs.iter().filter(|x| x.0 == ti) {
+                d[112 + 8 * r..120 + 8 * r].copy_from_slice(&v.to_le_bytes());
+            }
             d[32..36].copy_from_slice(&tid.to_le_bytes());
             d[112 + 8 * 19..120 + 8 * 19].copy_from_slice(&sp.to_le_bytes());
             d[112 + 8 * 21..120 + 8 * 21].copy_from_slice(&tp.to_le_bytes());

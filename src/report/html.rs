@@ -600,6 +600,7 @@ mod tests {
             freelists: vec![],
             size_classes_total: Totals::default(),
             size_classes: vec![],
+            native_types: vec![],
             retained: vec![],
             diagnostics: diags.clone(),
         };

@@ -1,7 +1,7 @@
 //! Text rendering of `coreheap leaks` and `coreheap diff --by owner`.
 
 use super::{clean, human_bytes, human_delta, Align, Table, Text};
-use crate::analysis::leaks::{LeakClass, Leaks};
+use crate::analysis::leaks::{LeakClass, Leaks, NativeClass, NativeLeaks};
 use crate::analysis::owner_diff::OwnerDiff;
 use std::io::{self, Write};
 
@@ -25,7 +25,89 @@ fn class(w: &mut dyn Write, title: &str, c: &LeakClass, text: Text) -> io::Resul
     t.write(w, "  ", text)
 }
 
+fn native_class(w: &mut dyn Write, title: &str, c: &NativeClass, text: Text) -> io::Result<()> {
+    writeln!(w, "{title}: {} chunks, {}", c.count, human_bytes(c.bytes))?;
+    if c.count == 0 {
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        ("TYPE", Align::Left),
+        ("COUNT", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for r in &c.types {
+        t.row(vec![
+            clean(&r.name).into_owned(),
+            r.count.to_string(),
+            human_bytes(r.bytes),
+        ]);
+    }
+    t.write(w, "  ", text)?;
+    let mut t = Table::new(&[
+        ("CHUNK SIZE", Align::Right),
+        ("COUNT", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    for r in c.sizes.iter().take(20) {
+        t.row(vec![
+            r.size.to_string(),
+            r.count.to_string(),
+            human_bytes(r.bytes),
+        ]);
+    }
+    t.write(w, "  ", text)?;
+    if c.sizes.len() > 20 {
+        writeln!(w, "  ... and {} other sizes", c.sizes.len() - 20)?;
+    }
+    Ok(())
+}
+
+fn native(w: &mut dyn Write, n: &NativeLeaks, text: Text) -> io::Result<()> {
+    writeln!(
+        w,
+        "native memory (glibc): {} used chunks, {}; {} anchored, {}",
+        n.used.count,
+        human_bytes(n.used.bytes),
+        n.anchored.count,
+        human_bytes(n.anchored.bytes)
+    )?;
+    native_class(
+        w,
+        "leaked (no chain of pointers from a thread's stack or registers, static memory or a Python object)",
+        &n.leaked,
+        text,
+    )?;
+    native_class(
+        w,
+        "unreferenced (leaked, and no other leaked chunk points to it)",
+        &n.unreferenced,
+        text,
+    )?;
+    if !n.samples.is_empty() {
+        writeln!(w, "native samples:")?;
+        for s in &n.samples {
+            writeln!(
+                w,
+                "  {:<12} {} {:>8} {}  {}  |{}|",
+                s.class,
+                s.address,
+                s.size,
+                clean(&s.type_name),
+                s.hex,
+                clean(&s.text)
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn write_text(w: &mut dyn Write, l: &Leaks, text: Text) -> io::Result<()> {
+    if !l.python {
+        return match &l.native {
+            Some(n) => native(w, n, text),
+            None => Ok(()),
+        };
+    }
     class(
         w,
         "unreachable from every root (cyclic garbage not collected yet)",
@@ -52,6 +134,10 @@ pub fn write_text(w: &mut dyn Write, l: &Leaks, text: Text) -> io::Result<()> {
                 clean(&s.object.preview)
             )?;
         }
+    }
+    if let Some(n) = &l.native {
+        writeln!(w)?;
+        native(w, n, text)?;
     }
     Ok(())
 }

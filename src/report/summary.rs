@@ -49,6 +49,36 @@ pub fn write_text(w: &mut dyn Write, s: &Summary, text: Text) -> io::Result<()> 
         }
         writeln!(w)?;
     }
+    if !s.native_types.is_empty() {
+        writeln!(w, "used glibc chunks by C++ class (vtable at their start):")?;
+        let retained = s.native_types.iter().any(|r| r.retained_bytes.is_some());
+        let mut cols = vec![
+            ("CLASS", Align::Left),
+            ("ALLOCATOR", Align::Left),
+            ("COUNT", Align::Right),
+            ("BYTES", Align::Right),
+        ];
+        if retained {
+            cols.push(("RETAINED", Align::Right));
+            cols.push(("RETAINED CHUNKS", Align::Right));
+        }
+        let mut t = Table::new(&cols);
+        for r in &s.native_types {
+            let mut row = vec![
+                clean(&r.name).into_owned(),
+                r.allocator.to_string(),
+                r.count.to_string(),
+                human_bytes(r.bytes),
+            ];
+            if retained {
+                row.push(r.retained_bytes.map_or("-".into(), human_bytes));
+                row.push(r.retained_count.map_or("-".into(), |c| c.to_string()));
+            }
+            t.row(row);
+        }
+        t.write(w, "  ", text)?;
+        writeln!(w)?;
+    }
     let mut t = Table::new(&[
         ("ALLOCATOR", Align::Left),
         ("SIZE", Align::Right),

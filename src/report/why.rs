@@ -14,6 +14,10 @@ pub fn write_text(w: &mut dyn Write, y: &Why, _text: Text) -> io::Result<()> {
             human_bytes(p.bytes)
         )?;
         match &p.root {
+            None if p.allocator.is_some() => writeln!(
+                w,
+                "  leaked: no chain of pointers from a thread's stack or registers, static memory or a Python object reaches it (see `leaks`)"
+            )?,
             None => writeln!(
                 w,
                 "  unreachable from every root (cyclic garbage, see `leaks`)"

@@ -13,7 +13,7 @@
 pub mod classes;
 pub mod locate;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use locate::FoundBy;
 
@@ -225,6 +225,11 @@ pub struct GlibcHeap {
     pub tcaches: Vec<TcacheInfo>,
     #[serde(skip)]
     pub chunks: Vec<Chunk>,
+    /// The allocator's own bookkeeping outside the heaps: `main_arena`'s malloc_state
+    /// and `mp_` (in libc's .data), as (start, end). Their words point at chunk headers
+    /// (top, bins, fastbins), not at data: a native reference scan leaves them out.
+    #[serde(skip)]
+    pub bookkeeping: Vec<(u64, u64)>,
     /// Reported once, by the analysis that owns this walk (never twice in JSON).
     #[serde(skip)]
     pub diagnostics: Diagnostics,
@@ -655,6 +660,9 @@ fn walk(
         mmapped,
         tcaches: tcache_info,
         chunks,
+        bookkeeping: std::iter::once((main.0, main.0 + model.malloc_state.size))
+            .chain(mp.map(|m| (m.0 .0, m.0 .0 + model.malloc_par.size)))
+            .collect(),
         diagnostics: w.diags,
     }
 }

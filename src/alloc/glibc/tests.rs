@@ -8,22 +8,22 @@ use super::*;
 use crate::image::testcore::{at, TestCore, RW};
 use crate::models::glibc_models;
 
-const LIBC: u64 = 0x7f00_0000_0000;
-const LIBC_RW: u64 = LIBC + 0x1000;
-const ARENA: u64 = LIBC_RW + 0x100;
+pub(crate) const LIBC: u64 = 0x7f00_0000_0000;
+pub(crate) const LIBC_RW: u64 = LIBC + 0x1000;
+pub(crate) const ARENA: u64 = LIBC_RW + 0x100;
 const MP: u64 = LIBC_RW + 0x1000;
-const HEAP: u64 = 0x5555_0000_0000;
-const HEAP_LEN: u64 = 0x10000;
-const STACK: u64 = 0x7ffd_0000_0000;
-const TP: u64 = STACK + 0x1800;
-const TID: u32 = 77;
+pub(crate) const HEAP: u64 = 0x5555_0000_0000;
+pub(crate) const HEAP_LEN: u64 = 0x10000;
+pub(crate) const STACK: u64 = 0x7ffd_0000_0000;
+pub(crate) const TP: u64 = STACK + 0x1800;
+pub(crate) const TID: u32 = 77;
 const MMAP: u64 = 0x7f00_4000_0000;
 /// A thread arena's heap: HEAP_MAX_SIZE-aligned (arena.c new_heap).
 const THEAP: u64 = 0x7f00_8000_0000;
 /// Nothing is mapped here.
 const NOWHERE: u64 = 0x6000_0000_0000;
 
-fn model(name: &str) -> GlibcModel {
+pub(crate) fn model(name: &str) -> GlibcModel {
     glibc_models(None)
         .unwrap()
         .into_iter()
@@ -32,9 +32,9 @@ fn model(name: &str) -> GlibcModel {
 }
 
 /// A fake main heap under construction: chunks carved from HEAP upwards, then top.
-struct G {
-    m: GlibcModel,
-    tc: TestCore,
+pub(crate) struct G {
+    pub(crate) m: GlibcModel,
+    pub(crate) tc: TestCore,
     safe: bool,
     cur: u64,
     /// (address, size) in address order.
@@ -46,7 +46,7 @@ struct G {
 }
 
 impl G {
-    fn new(m: GlibcModel, safe: bool) -> G {
+    pub(crate) fn new(m: GlibcModel, safe: bool) -> G {
         let mut tc = TestCore::new();
         let path = format!("/nonexistent/libc-{}.so", m.first);
         // libc's text is left out of the core (as the kernel's default coredump_filter
@@ -85,7 +85,7 @@ impl G {
         arena + self.m.malloc_state.bins + 16 * (i - 1) - 16
     }
 
-    fn alloc(&mut self, size: u64) -> u64 {
+    pub(crate) fn alloc(&mut self, size: u64) -> u64 {
         let c = self.cur;
         self.chunks.push((c, size));
         self.cur += size;
@@ -101,7 +101,7 @@ impl G {
     }
 
     /// Tcache bin `bin` holds `cs` (chunk addresses), first to be reused first.
-    fn tcache_bin(&mut self, bin: u64, cs: &[u64]) {
+    pub(crate) fn tcache_bin(&mut self, bin: u64, cs: &[u64]) {
         let t = self.m.tcache.clone().unwrap();
         let n = cs.len() as u64;
         let raw = match t.counts_mean {
@@ -148,7 +148,7 @@ impl G {
     /// Headers (PREV_INUSE clear after a binned chunk, whose size is then the next
     /// chunk's prev_size), top up to the end of the heap segment, the arena's top and
     /// system_mem. Returns top.
-    fn finish(&mut self) -> u64 {
+    pub(crate) fn finish(&mut self) -> u64 {
         let mut prev_free = false;
         for &(c, size) in &self.chunks.clone() {
             self.tc.u64(c + 8, size | u64::from(!prev_free));
