@@ -867,6 +867,7 @@ mod tests {
         let models = Models {
             glibc: vec![f.g.m.clone()],
             cpython: Vec::new(),
+            cpython_ft: Vec::new(),
         };
         let a = Analysis::run(&p, &models, &NoProgress).unwrap();
         let n = a.native().unwrap();
