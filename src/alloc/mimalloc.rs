@@ -328,7 +328,7 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
                 )));
                 continue;
             }
-            let tag = ((bits >> m.page_tag_shift) & ((1u32 << m.page_tag_bits) - 1) as u8) as u8;
+            let tag = (bits >> m.page_tag_shift) & ((1u32 << m.page_tag_bits) - 1) as u8;
             let mut free = FxHashSet::default();
             let mut ok = true;
             for (what, off) in [("free", m.page_free), ("local_free", m.page_local_free)] {
@@ -448,7 +448,7 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
     threads.sort_by_key(|t| (order(t), t.thread_id));
     out.threads = threads;
     let mut cl: Vec<SizeClass> = classes.into_values().collect();
-    cl.sort_by(|a, b| (tag_rank(&a.heap), a.size).cmp(&(tag_rank(&b.heap), b.size)));
+    cl.sort_by_key(|c| (tag_rank(&c.heap), c.size));
     out.size_classes = cl;
     out.diagnostics = w.diags;
     Ok(out)

@@ -8,7 +8,6 @@ pub mod pymalloc;
 
 use crate::addr::Addr;
 use glibc::GlibcHeap;
-use mimalloc::MimallocHeap;
 use pymalloc::PymallocHeap;
 
 /// Which allocator an allocation comes from.
@@ -19,8 +18,6 @@ use pymalloc::PymallocHeap;
 pub enum Allocator {
     Pymalloc,
     Glibc,
-    /// Free-threaded CPython's mimalloc heaps.
-    Mimalloc,
 }
 
 /// One live allocation, as every consumer (census, graph, tracemalloc join) sees it.
@@ -43,27 +40,13 @@ pub fn live<'a>(
     glibc: Option<&'a GlibcHeap>,
     pymalloc: Option<&'a PymallocHeap>,
 ) -> impl Iterator<Item = Allocation> + 'a {
-    live_all(glibc, pymalloc, None)
-}
-
-/// [`live`] with free-threaded CPython's mimalloc blocks too. mimalloc takes its segments
-/// from mmap itself (mimalloc src/prim/unix/prim.c), so its blocks never nest in glibc
-/// chunks; a process has either pymalloc or mimalloc (Py_GIL_DISABLED builds have no
-/// pymalloc).
-pub fn live_all<'a>(
-    glibc: Option<&'a GlibcHeap>,
-    pymalloc: Option<&'a PymallocHeap>,
-    mimalloc: Option<&'a MimallocHeap>,
-) -> impl Iterator<Item = Allocation> + 'a {
-    let mut v = Vec::new();
     Heaps {
         glibc,
         pymalloc,
-        mimalloc,
         core: None,
     }
-    .each_between(0, u64::MAX, &mut |_, a| v.push(a));
-    v.into_iter()
+    .live_between(0, u64::MAX)
+    .map(|(_, a)| a)
 }
 
 /// Both allocators' walks, with a dense id for every allocation they can hold: pymalloc
@@ -73,8 +56,6 @@ pub fn live_all<'a>(
 pub struct Heaps<'a> {
     pub glibc: Option<&'a GlibcHeap>,
     pub pymalloc: Option<&'a PymallocHeap>,
-    /// Free-threaded CPython's mimalloc blocks (ids after glibc's chunks).
-    pub mimalloc: Option<&'a MimallocHeap>,
     /// The core the heaps are read from: long scans release its pages behind them.
     pub core: Option<&'a crate::image::core::CoreFile>,
 }
@@ -84,13 +65,9 @@ impl<'a> Heaps<'a> {
         self.pymalloc.map_or(0, |p| p.positions())
     }
 
-    fn mi_base(&self) -> u64 {
-        self.py_ids() + self.glibc.map_or(0, |g| g.chunks.len() as u64)
-    }
-
     /// Size of the id space.
     pub fn ids(&self) -> u64 {
-        self.mi_base() + self.mimalloc.map_or(0, |m| m.blocks.len() as u64)
+        self.py_ids() + self.glibc.map_or(0, |g| g.chunks.len() as u64)
     }
 
     /// Live allocations whose address is in `[lo, hi)`, with their ids, in address order.
@@ -201,23 +178,6 @@ impl<'a> Heaps<'a> {
                 }
             }
         }
-        if let Some(mi) = self.mimalloc {
-            let base = self.mi_base();
-            let a = mi.blocks.partition_point(|b| b.addr.0 < lo);
-            let b = mi.blocks.partition_point(|b| b.addr.0 < hi);
-            for (i, bl) in mi.blocks[a..b].iter().enumerate() {
-                chunks_below(bl.addr.0, f);
-                f(
-                    base + (a + i) as u64,
-                    Allocation {
-                        addr: bl.addr,
-                        usable: bl.size as u64,
-                        size: bl.size as u64,
-                        allocator: Allocator::Mimalloc,
-                    },
-                );
-            }
-        }
         chunks_below(u64::MAX, f);
     }
 
@@ -231,19 +191,13 @@ impl<'a> Heaps<'a> {
         let gl = self
             .glibc
             .map_or(0, |g| g.chunks.partition_point(|c| c.user().0 < a) as u64);
-        let mi = self
-            .mimalloc
-            .map_or(0, |m| m.blocks.partition_point(|b| b.addr.0 < a) as u64);
-        py + gl + mi
+        py + gl
     }
 
     /// [`Heaps::containing`] for addresses asked in increasing order: `hint` keeps the
     /// pool and chunk found last, so a sorted run of lookups walks forward instead of
     /// searching from scratch.
     pub fn containing_near(&self, a: u64, hint: &mut [usize; 2]) -> Option<(u64, Allocation)> {
-        if let Some(x) = self.mi_containing(a) {
-            return Some(x);
-        }
         if let Some(p) = self.pymalloc {
             let v = &p.pool_blocks;
             let pool = a & !(p.pool_size - 1);
@@ -301,32 +255,8 @@ impl<'a> Heaps<'a> {
         })
     }
 
-    /// The mimalloc block holding `a`, with its id.
-    fn mi_containing(&self, a: u64) -> Option<(u64, Allocation)> {
-        let mi = self.mimalloc?;
-        let i = mi
-            .blocks
-            .partition_point(|b| b.addr.0 <= a)
-            .checked_sub(1)?;
-        let b = &mi.blocks[i];
-        (a < b.addr.0 + (b.size as u64).max(1)).then(|| {
-            (
-                self.mi_base() + i as u64,
-                Allocation {
-                    addr: b.addr,
-                    usable: b.size as u64,
-                    size: b.size as u64,
-                    allocator: Allocator::Mimalloc,
-                },
-            )
-        })
-    }
-
     /// The live allocation holding address `a` (interior addresses too), with its id.
     pub fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
-        if let Some(x) = self.mi_containing(a) {
-            return Some(x);
-        }
         if let Some((id, b)) = self.pymalloc.and_then(|p| p.block_containing(a)) {
             return Some((
                 id,

@@ -238,7 +238,7 @@ fn classify(
     float_free: &FxHashSet<u64>,
     float_ty: Option<u32>,
 ) -> Option<(u64, u32, bool)> {
-    let pm = a.allocator != Allocator::Glibc;
+    let pm = a.allocator == Allocator::Pymalloc;
     match float_ty {
         Some(fi) if pm && float_free.contains(&a.addr.0) => Some((a.addr.0, fi, true)),
         _ => typer.classify(a.addr.0, a.usable, pm),
@@ -369,7 +369,7 @@ fn scan<S: Source + ?Sized>(
         big,
     } = &mut part;
     src.each_between(lo, hi, &mut |id, a| {
-        let pm = a.allocator != Allocator::Glibc;
+        let pm = a.allocator == Allocator::Pymalloc;
         let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
             add(untyped, pm, a.size, 1);
             return;
@@ -685,7 +685,7 @@ pub fn census_from<S: Source + ?Sized>(
             }
         }
         claimed.set(id);
-        let pm = a.allocator != Allocator::Glibc;
+        let pm = a.allocator == Allocator::Pymalloc;
         add(&mut untyped, pm, a.size, -1);
         let e = &mut by_rank[r as usize];
         e.0 += 1;

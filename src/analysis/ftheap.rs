@@ -7,6 +7,7 @@
 use crate::alloc::glibc::classes::SizeClass;
 use crate::alloc::glibc::GlibcHeap;
 use crate::alloc::mimalloc::{self, MimallocHeap};
+use crate::alloc::{Allocation, Allocator};
 use crate::error::{Diagnostic, Diagnostics, Error, Result};
 use crate::image::process::Process;
 use crate::models::CpythonModel;
@@ -50,7 +51,7 @@ pub fn type_objects<'a>(
     p: &'a Process,
     models: &'a Models,
     mi: &MimallocHeap,
-    glibc: Option<&GlibcHeap>,
+    allocs: &[Allocation],
     diagnostics: &mut Diagnostics,
 ) -> (Option<&'a CpythonModel>, Option<Typer<'a>>, Option<Census>) {
     let model = models.cpython_ft.iter().find(|m| m.name == mi.model);
@@ -71,26 +72,44 @@ pub fn type_objects<'a>(
     }
     // Free-threaded 3.13 keeps free lists per thread (_PyThreadStateImpl.freelists), and
     // freed floats there are linked through ob_type as in the GIL build: they count as
-    // untyped blocks. Blocks go in flagged as "pymalloc" (the object allocator's: the
-    // census's exact-size rule) and their untyped row is renamed.
+    // untyped blocks. The untyped row of the object allocator's blocks is renamed.
     diagnostics.push(Diagnostic::info(
         "free-threaded build: the per-thread float free lists are not read; floats on them count as untyped mimalloc blocks",
     ));
-    let allocs = crate::alloc::live_all(glibc, None, Some(mi)).map(|a| {
-        (
-            a.addr.0,
-            a.usable,
-            a.size,
-            a.allocator == crate::alloc::Allocator::Mimalloc,
-        )
-    });
-    let mut c = census::census_of_with(t, allocs, &Default::default());
+    let mut c = census::census_from(t, allocs, &Default::default());
     for row in &mut c.types {
         if row.name == census::UNTYPED_PYMALLOC {
             row.name = UNTYPED_MIMALLOC.to_string();
         }
     }
     (model, typer, Some(c))
+}
+
+/// mimalloc's live blocks and glibc's live chunks, merged in address order (mimalloc maps
+/// its segments itself, src/prim/unix/prim.c: they never nest in glibc chunks). mimalloc
+/// blocks are labelled `Allocator::Pymalloc`, the object allocator's label: the census
+/// applies the object allocator's rules (no glibc chunk header slack) to them.
+pub fn allocations(glibc: Option<&GlibcHeap>, mi: &MimallocHeap) -> Vec<Allocation> {
+    let mut out: Vec<Allocation> = mi
+        .blocks
+        .iter()
+        .map(|b| Allocation {
+            addr: b.addr,
+            usable: b.size as u64,
+            size: b.size as u64,
+            allocator: Allocator::Pymalloc,
+        })
+        .collect();
+    if let Some(g) = glibc {
+        out.extend(g.live().map(|c| Allocation {
+            addr: c.user(),
+            usable: c.usable(),
+            size: c.size(),
+            allocator: Allocator::Glibc,
+        }));
+    }
+    out.sort_unstable_by_key(|a| a.addr);
+    out
 }
 
 /// Live blocks by heap tag and block size, as the summary's size-class rows.

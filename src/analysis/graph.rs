@@ -207,7 +207,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                     a.process.core.release_pages();
                 }
                 let ti = c.type_of(o);
-                let head = gc_head(ti.flags, model.objects.preheader_flags);
+                let head = gc_head(ti.flags, &model.objects);
                 let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
                 let adj = &mut part.adj;
                 edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
@@ -311,11 +311,10 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // Walked in pointer order: the first pointer into an allocation is its owner's, and
     // the allocations are found with a forward cursor instead of scanning every block.
     buffers.sort_unstable();
-    let heaps = a.heaps();
     let mut hint = [0usize; 2];
     let mut last: Option<u64> = None;
     for &(p, node) in &buffers {
-        let Some((_, al)) = heaps.containing_near(p, &mut hint) else {
+        let Some((_, al)) = a.containing_near(p, &mut hint) else {
             continue;
         };
         if last == Some(al.addr.0) {
@@ -480,10 +479,19 @@ fn lookup_alloc(lookup: &dyn Fn(u64) -> Option<u32>, m: u64, usable: u64) -> boo
 }
 
 /// Bytes before the object in its allocation: GC head, and the 3.11+ pre-header.
-pub fn gc_head(flags: u64, preheader_flags: u64) -> u64 {
+pub fn gc_head(flags: u64, om: &crate::models::Objects) -> u64 {
     const F_HAVE_GC: u64 = 1 << 14;
-    let gc = if flags & F_HAVE_GC != 0 { 16 } else { 0 };
-    let pre = if flags & preheader_flags != 0 { 16 } else { 0 };
+    // free-threaded builds have no PyGC_Head (the model's gc_head is 0)
+    let gc = if flags & F_HAVE_GC != 0 {
+        om.gc_head
+    } else {
+        0
+    };
+    let pre = if flags & om.preheader_flags != 0 {
+        16
+    } else {
+        0
+    };
     gc + pre
 }
 

@@ -383,7 +383,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     let mut partial: Vec<(u64, u64)> = Vec::new();
     for o in c.objects() {
         let ti = c.type_of(o);
-        let m = o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags);
+        let m = o.addr.0 - gc_head(ti.flags, &model.objects);
         // Frames hold references the graph may not read (a running 3.8/3.9 frame's value
         // stack, f_stacktop NULL): their memory is searched for anchors too — but not the
         // frame data of a 3.11+ frame object whose thread owns the frame (f_frame points
@@ -391,7 +391,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         if ti.flags & (1 << 9) == 0 && ti.name == "frame" {
             let end = m + c.alloc_size(o);
             let own = typer
-                .u64_at(o.addr.0 + 0x18)
+                .u64_at(typer.field(o.addr.0, 0x18))
                 .is_some_and(|f| f > o.addr.0 && f < end);
             if minor <= 10 || own {
                 partial.push((m, end));
@@ -406,7 +406,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     // objects) are not native memory either; their stale fields point anywhere.
     for o in &c.free_objects {
         let ti = c.type_of(o);
-        object_allocs.insert(o.addr.0 - gc_head(ti.flags, model.objects.preheader_flags));
+        object_allocs.insert(o.addr.0 - gc_head(ti.flags, &model.objects));
     }
     buffers.sort_unstable();
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();

@@ -125,6 +125,9 @@ pub struct Analysis<'a> {
     pub census: Option<Census>,
     /// The blocks on the float free lists (typed by the census as free `float`s).
     float_free: rustc_hash::FxHashSet<u64>,
+    /// Free-threaded builds: mimalloc's live blocks and glibc's live chunks in address
+    /// order, the census's source there (`Heaps` reads pymalloc's pools).
+    ft_allocs: Vec<crate::alloc::Allocation>,
     pub diagnostics: Diagnostics,
     /// Roots other analyses add to the object graph (thread frames); set before the
     /// first `graph()` call.
@@ -303,7 +306,6 @@ impl<'a> Analysis<'a> {
                     let heaps = crate::alloc::Heaps {
                         glibc: glibc.as_ref(),
                         pymalloc: Some(py),
-                        mimalloc: None,
                         core: Some(&p.core),
                     };
                     census = Some(census::census(t, &heaps, &float_free));
@@ -313,8 +315,10 @@ impl<'a> Analysis<'a> {
                 )),
             }
         }
+        let mut ft_allocs = Vec::new();
         if let Some(mi) = &mimalloc {
-            let (m, t, c) = ftheap::type_objects(p, models, mi, glibc.as_ref(), &mut diagnostics);
+            ft_allocs = ftheap::allocations(glibc.as_ref(), mi);
+            let (m, t, c) = ftheap::type_objects(p, models, mi, &ft_allocs, &mut diagnostics);
             cpython_model = m;
             typer = t;
             census = c;
@@ -328,6 +332,7 @@ impl<'a> Analysis<'a> {
             typer,
             census,
             float_free,
+            ft_allocs,
             diagnostics,
             roots: graph::Roots::default(),
             graph: std::cell::OnceCell::new(),
@@ -385,7 +390,6 @@ impl<'a> Analysis<'a> {
         crate::alloc::Heaps {
             glibc: self.glibc.as_ref(),
             pymalloc: self.pymalloc.as_ref(),
-            mimalloc: self.mimalloc.as_ref(),
             core: Some(&self.process.core),
         }
     }
@@ -394,13 +398,34 @@ impl<'a> Analysis<'a> {
     /// second pass over the heaps; the census keeps counts only.
     pub fn objects(&self) -> Result<&[census::Obj]> {
         let (c, typer) = self.python()?;
+        if self.mimalloc.is_some() {
+            let src = self.ft_allocs.as_slice();
+            return Ok(c.objects_with(|| census::objects_of(typer, src, &self.float_free, c)));
+        }
         Ok(c.objects_with(|| census::objects_of(typer, &self.heaps(), &self.float_free, c)))
+    }
+
+    /// The live allocation holding `a` (addresses asked in increasing order: `hint` is the
+    /// heaps' cursor), from whichever allocators this process has.
+    pub fn containing_near(
+        &self,
+        a: u64,
+        hint: &mut [usize; 2],
+    ) -> Option<(u64, crate::alloc::Allocation)> {
+        if self.mimalloc.is_some() {
+            return census::Source::containing(self.ft_allocs.as_slice(), a);
+        }
+        self.heaps().containing_near(a, hint)
     }
 
     /// Call `f` on every live object in address order until it returns false, without
     /// building the object list (the list is used when it is already built).
     pub fn each_object(&self, f: &mut dyn FnMut(census::Obj) -> bool) -> Result<()> {
         let (c, typer) = self.python()?;
+        if self.mimalloc.is_some() {
+            census::each_object(typer, self.ft_allocs.as_slice(), &self.float_free, c, f);
+            return Ok(());
+        }
         census::each_object(typer, &self.heaps(), &self.float_free, c, f);
         Ok(())
     }
@@ -408,6 +433,9 @@ impl<'a> Analysis<'a> {
     /// The live object whose allocation holds `addr`.
     pub fn object_at(&self, addr: u64) -> Option<census::Obj> {
         let (c, typer) = self.python().ok()?;
+        if self.mimalloc.is_some() {
+            return census::object_at(typer, self.ft_allocs.as_slice(), &self.float_free, c, addr);
+        }
         census::object_at(typer, &self.heaps(), &self.float_free, c, addr)
     }
 

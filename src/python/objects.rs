@@ -113,13 +113,13 @@ pub struct Typer<'a> {
     metas: RefCell<FxHashMap<u64, bool>>,
     /// The last type found: neighbouring blocks of a pool mostly share their type.
     last: Cell<(u64, u32)>,
+    /// The model's `header_shift` (free-threaded builds: 0x10), added to every built-in
+    /// (GIL-build) object field offset by [`Typer::f`].
+    hs: u64,
     /// The two regions read last (an object's heap memory, its type's image), most recent
     /// first: most reads need neither a search nor the shared region cache.
     /// (region start, length, region index).
     hot: Cell<[(u64, u64, usize); 2]>,
-    /// The model's `header_shift` (free-threaded builds: 0x10), added to every built-in
-    /// (GIL-build) object field offset by [`Typer::f`].
-    hs: u64,
 }
 
 /// What a refcount says.
@@ -211,8 +211,8 @@ impl<'a> Typer<'a> {
             types: RefCell::new(Vec::new()),
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
-            hot: Cell::new([(0, 0, 0); 2]),
             hs: om.header_shift,
+            hot: Cell::new([(0, 0, 0); 2]),
         }
     }
 
@@ -236,8 +236,8 @@ impl<'a> Typer<'a> {
             types: RefCell::new(Vec::new()),
             metas: RefCell::new(FxHashMap::default()),
             last: Cell::new((0, u32::MAX)),
-            hot: Cell::new([(0, 0, 0); 2]),
             hs: self.hs,
+            hot: Cell::new([(0, 0, 0); 2]),
         }
     }
 

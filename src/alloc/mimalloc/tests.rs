@@ -157,14 +157,14 @@ fn random_damage_never_panics_and_stays_bounded() {
         let mut tc = core(m, false);
         for _ in 0..24 {
             let at = if next() % 2 == 0 {
-                SEG + (next() % header) & !7
+                (SEG + next() % header) & !7
             } else {
-                SEG + m.slice_size + (next() % (2 * m.slice_size)) & !7
+                (SEG + m.slice_size + next() % (2 * m.slice_size)) & !7
             };
             let v = match next() % 4 {
                 0 => 0,
                 1 => u64::MAX,
-                2 => SEG + m.slice_size + (next() % (2 * m.slice_size)) & !7,
+                2 => (SEG + m.slice_size + next() % (2 * m.slice_size)) & !7,
                 _ => next(),
             };
             tc.u64(at, v);
