@@ -236,29 +236,8 @@ impl<'a> Analysis<'a> {
             }
         };
         drop(phase);
-        let phase = progress.phase(
-            &format!("{name}: walking the glibc heap"),
-            None,
-            Unit::Items,
-        );
-        // pymalloc's arenas are CPython's own mappings, never glibc chunks.
-        let arenas: Vec<crate::addr::Range> = pymalloc
-            .iter()
-            .flat_map(|h| {
-                h.arena_list.iter().map(|a| {
-                    crate::addr::Range::new(a.address, a.address.wrapping_add(h.arena_size))
-                })
-            })
-            .collect();
-        let glibc = match crate::alloc::glibc::analyze_excluding(p, &models.glibc, &arenas) {
-            Ok(h) => h,
-            Err(e) => {
-                failures.push(e.to_string());
-                diagnostics.push(Diagnostic::error(format!("glibc malloc: {e}")));
-                None
-            }
-        };
-        drop(phase);
+        // Free-threaded builds: mimalloc's heaps (walked before glibc, whose search for
+        // mmapped chunks then skips their pages).
         let mimalloc = match free_threaded {
             true => ftheap::walk(
                 p,
@@ -270,6 +249,47 @@ impl<'a> Analysis<'a> {
             )?,
             false => None,
         };
+        let phase = progress.phase(
+            &format!("{name}: walking the glibc heap"),
+            None,
+            Unit::Items,
+        );
+        // pymalloc's arenas and mimalloc's pages are CPython's own mappings (obmalloc.c's
+        // arena allocator and mimalloc's segments both mmap), never glibc chunks.
+        let mut arenas: Vec<crate::addr::Range> = pymalloc
+            .iter()
+            .flat_map(|h| {
+                h.arena_list.iter().map(|a| {
+                    crate::addr::Range::new(a.address, a.address.wrapping_add(h.arena_size))
+                })
+            })
+            .collect();
+        if let Some(mi) = &mimalloc {
+            // Whole segments (MI_SEGMENT_SIZE-aligned, mimalloc types.h); a huge segment's
+            // tail beyond the first MI_SEGMENT_SIZE is still searched (nothing is lost).
+            let size = models
+                .cpython_ft
+                .iter()
+                .find(|m| m.name == mi.model)
+                .and_then(|m| m.mimalloc.as_ref())
+                .map_or(0, |m| m.segment_size);
+            let mut segs: Vec<u64> = mi.page_list.iter().map(|pg| pg.segment.0).collect();
+            segs.sort_unstable();
+            segs.dedup();
+            arenas.extend(
+                segs.into_iter()
+                    .map(|sg| crate::addr::Range::new(Addr(sg), Addr(sg.saturating_add(size)))),
+            );
+        }
+        let glibc = match crate::alloc::glibc::analyze_excluding(p, &models.glibc, &arenas) {
+            Ok(h) => h,
+            Err(e) => {
+                failures.push(e.to_string());
+                diagnostics.push(Diagnostic::error(format!("glibc malloc: {e}")));
+                None
+            }
+        };
+        drop(phase);
         if glibc.is_none() && pymalloc.is_none() && mimalloc.is_none() {
             return Err(if failures.is_empty() {
                 Error::Unsupported(

@@ -119,6 +119,8 @@ pub struct Typer<'a> {
     /// The two regions read last (an object's heap memory, its type's image), most recent
     /// first: most reads need neither a search nor the shared region cache.
     /// (region start, length, region index).
+    /// (region start, length, address of its first byte): the slices of `r.space` the last
+    /// reads used, kept as plain numbers so the typer stays `Send`.
     hot: Cell<[(u64, u64, usize); 2]>,
 }
 
@@ -292,23 +294,32 @@ impl<'a> Typer<'a> {
         self.is_type(o, 0)
     }
 
+    #[inline]
     fn u64(&self, a: u64) -> Option<u64> {
         let hot = self.hot.get();
-        for (k, &(start, len, i)) in hot.iter().enumerate() {
+        for (k, &(start, len, ptr)) in hot.iter().enumerate() {
             let off = a.wrapping_sub(start);
-            if off < len && off + 8 <= len {
-                let off = off as usize;
+            if off < len && len - off >= 8 {
                 if k == 1 {
                     self.hot.set([hot[1], hot[0]]);
                 }
-                let bytes = self.r.space.region_bytes_of(i);
-                return Some(u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()));
+                // SAFETY: `ptr` and `len` are those of a slice of the address space this
+                // typer borrows for 'a (`region_at` below): mapped, immutable memory that
+                // outlives the typer; `off + 8 <= len` keeps the read inside it.
+                let v = unsafe {
+                    (ptr as *const u8)
+                        .add(off as usize)
+                        .cast::<u64>()
+                        .read_unaligned()
+                };
+                return Some(u64::from_le(v));
             }
         }
-        if let Some((i, start, bytes)) = self.r.space.region_at(Addr(a)) {
+        if let Some((_, start, bytes)) = self.r.space.region_at(Addr(a)) {
             let off = (a - start) as usize;
             if off + 8 <= bytes.len() {
-                self.hot.set([(start, bytes.len() as u64, i), hot[0]]);
+                self.hot
+                    .set([(start, bytes.len() as u64, bytes.as_ptr() as usize), hot[0]]);
                 return Some(u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()));
             }
         }
