@@ -864,6 +864,18 @@ impl<'a> Typer<'a> {
             let Some(t) = self.u64(self.f(o, 8)) else {
                 break;
             };
+            // The refcount first: it is in the same cache line, and at the wrong offset
+            // (a GC head's links, a pre-header's pointers) it is no refcount at all — which
+            // spares the type lookup of a pointer that is no type. Either check failing ends
+            // this offset, so their order does not change the answer.
+            let rc = if self.is_freelist_link(o, t) {
+                Rc0::Zero
+            } else {
+                self.refcount(o)
+            };
+            if rc == Rc0::Bad {
+                continue;
+            }
             let Some(idx) = self.type_index(t) else {
                 continue;
             };
@@ -893,11 +905,6 @@ impl<'a> Typer<'a> {
             } else if off != gc + pre {
                 continue;
             }
-            let rc = if self.is_freelist_link(o, t) {
-                Rc0::Zero
-            } else {
-                self.refcount(o)
-            };
             match rc {
                 Rc0::Bad => continue,
                 // Dead: a resident only of a real free list (untracked if a GC type).
