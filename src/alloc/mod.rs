@@ -32,21 +32,25 @@ pub struct Allocation {
     pub allocator: Allocator,
 }
 
-/// Every live allocation of both allocators, merged in address order: pymalloc blocks
-/// (arenas walked in address order) and glibc chunks in use or mmapped (sorted by the walk).
-/// pymalloc arenas are mmapped by CPython itself, never glibc chunks, so the two streams
-/// never nest.
-pub fn live<'a>(
-    glibc: Option<&'a GlibcHeap>,
-    pymalloc: Option<&'a PymallocHeap>,
-) -> impl Iterator<Item = Allocation> + 'a {
-    Heaps {
-        glibc,
-        pymalloc,
-        core: None,
+impl Allocation {
+    /// A live pymalloc block.
+    pub fn block(b: pymalloc::Block) -> Allocation {
+        Allocation {
+            addr: b.addr,
+            usable: b.size as u64,
+            size: b.size as u64,
+            allocator: Allocator::Pymalloc,
+        }
     }
-    .live_between(0, u64::MAX)
-    .map(|(_, a)| a)
+    /// A glibc chunk in use or mmapped.
+    pub fn chunk(c: &glibc::Chunk) -> Allocation {
+        Allocation {
+            addr: c.user(),
+            usable: c.usable(),
+            size: c.size(),
+            allocator: Allocator::Glibc,
+        }
+    }
 }
 
 /// Both allocators' walks, with a dense id for every allocation they can hold: pymalloc
@@ -70,54 +74,10 @@ impl<'a> Heaps<'a> {
         self.py_ids() + self.glibc.map_or(0, |g| g.chunks.len() as u64)
     }
 
-    /// Live allocations whose address is in `[lo, hi)`, with their ids, in address order.
-    pub fn live_between(&self, lo: u64, hi: u64) -> impl Iterator<Item = (u64, Allocation)> + 'a {
-        let blocks = self.pymalloc.into_iter().flat_map(move |p| {
-            let pools = &p.pool_blocks;
-            let a = pools.partition_point(|x| x.addr < lo & !(p.pool_size - 1));
-            let b = pools.partition_point(|x| x.addr < hi);
-            p.blocks_of(a..b)
-                .filter(move |(_, b)| b.addr.0 >= lo && b.addr.0 < hi)
-                .map(|(id, b)| {
-                    (
-                        id,
-                        Allocation {
-                            addr: b.addr,
-                            usable: b.size as u64,
-                            size: b.size as u64,
-                            allocator: Allocator::Pymalloc,
-                        },
-                    )
-                })
-        });
-        let base = self.py_ids();
-        let chunks = self.glibc.into_iter().flat_map(move |g| {
-            let a = g.chunks.partition_point(|c| c.user().0 < lo);
-            let b = g.chunks.partition_point(|c| c.user().0 < hi);
-            g.chunks[a..b]
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.state().is_live())
-                .map(move |(i, c)| {
-                    (
-                        base + (a + i) as u64,
-                        Allocation {
-                            addr: c.user(),
-                            usable: c.usable(),
-                            size: c.size(),
-                            allocator: Allocator::Glibc,
-                        },
-                    )
-                })
-        });
-        Merge {
-            a: blocks.peekable(),
-            b: chunks.peekable(),
-        }
-    }
-
-    /// [`Heaps::live_between`] as a loop calling `f` (no iterator adapters on the hot
-    /// path of a 20 M-allocation census).
+    /// Every live allocation at an address in `[lo, hi)` with its id, in address order
+    /// (pymalloc pools never hold glibc chunks, so the two lists interleave without
+    /// nesting), as a loop calling `f`: no iterator adapters on the hot path of a 20 M-
+    /// allocation census.
     pub fn each_between(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u64, Allocation)) {
         let (pools, base_py): (&[pymalloc::PoolBlocks], _) = match self.pymalloc {
             Some(p) => {
@@ -143,15 +103,7 @@ impl<'a> Heaps<'a> {
             while ci < chunks.len() && chunks[ci].user().0 < limit {
                 let c = &chunks[ci];
                 if c.state().is_live() {
-                    f(
-                        chunk_base + ci as u64,
-                        Allocation {
-                            addr: c.user(),
-                            usable: c.usable(),
-                            size: c.size(),
-                            allocator: Allocator::Glibc,
-                        },
-                    );
+                    f(chunk_base + ci as u64, Allocation::chunk(c));
                 }
                 ci += 1;
             }
@@ -164,15 +116,11 @@ impl<'a> Heaps<'a> {
                 let mut addr = p.addr + p.first as u64;
                 for j in 0..p.span {
                     if addr >= lo && addr < hi && py.is_live(p, j) {
-                        f(
-                            p.pos + j as u64,
-                            Allocation {
-                                addr: Addr(addr),
-                                usable: size,
-                                size,
-                                allocator: Allocator::Pymalloc,
-                            },
-                        );
+                        let b = pymalloc::Block {
+                            addr: Addr(addr),
+                            size: p.size,
+                        };
+                        f(p.pos + j as u64, Allocation::block(b));
                     }
                     addr += size;
                 }
@@ -211,24 +159,10 @@ impl<'a> Heaps<'a> {
             };
             if let Some(i) = i {
                 hint[0] = i;
-                let pb = &v[i];
-                let off = (a - pool).checked_sub(pb.first as u64)?;
-                let j = u32::try_from(off / pb.size as u64).ok()?;
-                return p.is_live(pb, j).then(|| {
-                    (
-                        pb.pos + j as u64,
-                        Allocation {
-                            addr: Addr(pool + pb.first as u64 + j as u64 * pb.size as u64),
-                            usable: pb.size as u64,
-                            size: pb.size as u64,
-                            allocator: Allocator::Pymalloc,
-                        },
-                    )
-                });
+                return p.block_in(i, a).map(|(id, b)| (id, Allocation::block(b)));
             }
         }
-        let g = self.glibc?;
-        let c = &g.chunks;
+        let c = &self.glibc?.chunks;
         // The last chunk starting at or below `a`: near the hint, else searched.
         let at = |i: usize| {
             c.get(i).is_some_and(|x| x.user().0 <= a) && c.get(i + 1).is_none_or(|x| x.user().0 > a)
@@ -241,99 +175,26 @@ impl<'a> Heaps<'a> {
             c.partition_point(|x| x.user().0 <= a).checked_sub(1)?
         };
         hint[1] = i;
-        let ch = &c[i];
-        (ch.state().is_live() && a < ch.user().0 + ch.usable().max(1)).then(|| {
-            (
-                self.py_ids() + i as u64,
-                Allocation {
-                    addr: ch.user(),
-                    usable: ch.usable(),
-                    size: ch.size(),
-                    allocator: Allocator::Glibc,
-                },
-            )
-        })
+        self.chunk_holding(i, a)
     }
 
     /// The live allocation holding address `a` (interior addresses too), with its id.
     pub fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
         if let Some((id, b)) = self.pymalloc.and_then(|p| p.block_containing(a)) {
-            return Some((
-                id,
-                Allocation {
-                    addr: b.addr,
-                    usable: b.size as u64,
-                    size: b.size as u64,
-                    allocator: Allocator::Pymalloc,
-                },
-            ));
+            return Some((id, Allocation::block(b)));
         }
-        let g = self.glibc?;
-        let i = g
+        let i = self
+            .glibc?
             .chunks
             .partition_point(|c| c.user().0 <= a)
             .checked_sub(1)?;
-        let c = &g.chunks[i];
-        (c.state().is_live() && a < c.user().0 + c.usable().max(1)).then(|| {
-            (
-                self.py_ids() + i as u64,
-                Allocation {
-                    addr: c.user(),
-                    usable: c.usable(),
-                    size: c.size(),
-                    allocator: Allocator::Glibc,
-                },
-            )
-        })
-    }
-}
-
-/// Two address-ordered streams as one.
-struct Merge<A: Iterator<Item = (u64, Allocation)>, B: Iterator<Item = (u64, Allocation)>> {
-    a: std::iter::Peekable<A>,
-    b: std::iter::Peekable<B>,
-}
-
-impl<A: Iterator<Item = (u64, Allocation)>, B: Iterator<Item = (u64, Allocation)>> Iterator
-    for Merge<A, B>
-{
-    type Item = (u64, Allocation);
-    fn next(&mut self) -> Option<(u64, Allocation)> {
-        match (self.a.peek(), self.b.peek()) {
-            (Some(x), Some(y)) if y.1.addr < x.1.addr => self.b.next(),
-            (Some(_), _) => self.a.next(),
-            (None, _) => self.b.next(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn a(addr: u64, allocator: Allocator) -> Allocation {
-        Allocation {
-            addr: Addr(addr),
-            usable: 16,
-            size: 16,
-            allocator,
-        }
+        self.chunk_holding(i, a)
     }
 
-    #[test]
-    fn streams_merge_in_address_order() {
-        let x = vec![a(0x10, Allocator::Pymalloc), a(0x50, Allocator::Pymalloc)];
-        let y = vec![
-            a(0x20, Allocator::Glibc),
-            a(0x30, Allocator::Glibc),
-            a(0x90, Allocator::Glibc),
-        ];
-        let m: Vec<u64> = Merge {
-            a: x.into_iter().map(|a| (0, a)).peekable(),
-            b: y.into_iter().map(|a| (0, a)).peekable(),
-        }
-        .map(|a| a.1.addr.0)
-        .collect();
-        assert_eq!(m, vec![0x10, 0x20, 0x30, 0x50, 0x90]);
+    /// Chunk `i` with its id, when it is live and holds `a`.
+    fn chunk_holding(&self, i: usize, a: u64) -> Option<(u64, Allocation)> {
+        let c = &self.glibc?.chunks[i];
+        (c.state().is_live() && a < c.user().0 + c.usable().max(1))
+            .then(|| (self.py_ids() + i as u64, Allocation::chunk(c)))
     }
 }

@@ -159,26 +159,6 @@ impl PymallocHeap {
         })
     }
 
-    /// Live blocks with their dense positions, of the pools in `range`, in address order.
-    pub fn blocks_of(
-        &self,
-        range: std::ops::Range<usize>,
-    ) -> impl Iterator<Item = (u64, Block)> + '_ {
-        self.pool_blocks[range].iter().flat_map(move |p| {
-            (0..p.span)
-                .filter(move |&j| self.is_live(p, j))
-                .map(move |j| {
-                    (
-                        p.pos + j as u64,
-                        Block {
-                            addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
-                            size: p.size,
-                        },
-                    )
-                })
-        })
-    }
-
     /// Number of block positions (carved blocks, live or free, of every used pool).
     pub fn positions(&self) -> u64 {
         self.pool_blocks.last().map_or(0, |p| p.pos + p.span as u64)
@@ -191,14 +171,19 @@ impl PymallocHeap {
             .pool_blocks
             .binary_search_by_key(&pool, |p| p.addr)
             .ok()?;
+        self.block_in(i, a)
+    }
+
+    /// The live block of used pool `i` (an index into `pool_blocks`) holding `a`.
+    pub fn block_in(&self, i: usize, a: u64) -> Option<(u64, Block)> {
         let p = &self.pool_blocks[i];
-        let off = (a - pool).checked_sub(p.first as u64)?;
+        let off = a.checked_sub(p.addr)?.checked_sub(p.first as u64)?;
         let j = u32::try_from(off / p.size as u64).ok()?;
         self.is_live(p, j).then(|| {
             (
                 p.pos + j as u64,
                 Block {
-                    addr: Addr(pool + p.first as u64 + j as u64 * p.size as u64),
+                    addr: Addr(p.addr + p.first as u64 + j as u64 * p.size as u64),
                     size: p.size,
                 },
             )

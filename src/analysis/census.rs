@@ -64,6 +64,18 @@ pub struct Census {
     pub big_allocs: Vec<(Addr, u64)>,
 }
 
+impl Obj {
+    /// The object at `o` of type index `ty`, in allocation `a` (its size saturates at
+    /// 4 GiB; `Census::big_allocs` keeps the larger ones).
+    pub fn in_alloc(o: u64, ty: u32, a: &Allocation) -> Obj {
+        Obj {
+            addr: Addr(o),
+            alloc: a.size.min(u32::MAX as u64) as u32,
+            ty,
+        }
+    }
+}
+
 impl Census {
     pub fn type_of(&self, o: &Obj) -> &TypeInfo {
         &self.type_infos[o.ty as usize]
@@ -379,11 +391,7 @@ fn scan<S: Source + ?Sized>(
             infos.push(typer.type_by_index(infos.len() as u32));
             per_type.push([0; 4]);
         }
-        let rec = Obj {
-            addr: Addr(o),
-            alloc: a.size.min(u32::MAX as u64) as u32,
-            ty,
-        };
+        let rec = Obj::in_alloc(o, ty, &a);
         if zero {
             free.push((rec, pm));
             return;
@@ -444,7 +452,7 @@ fn scan<S: Source + ?Sized>(
 }
 
 /// Threads for a scan: the machine's cores, at most 8; one for small heaps.
-fn threads_for(allocs: u64) -> usize {
+pub fn threads_for(allocs: u64) -> usize {
     if allocs < 1 << 16 {
         return 1;
     }
@@ -800,11 +808,7 @@ pub fn objects_of<S: Source + ?Sized>(
             if filter && !alive(ty) {
                 return;
             }
-            out.push(Obj {
-                addr: Addr(o),
-                alloc: a.size.min(u32::MAX as u64) as u32,
-                ty,
-            });
+            out.push(Obj::in_alloc(o, ty, &a));
         });
         let addrs = (0..t.type_count())
             .map(|i| t.type_by_index(i).addr.0)
@@ -882,11 +886,7 @@ pub fn each_object<S: Source + ?Sized>(
         if !census.alive.get(ty as usize).copied().unwrap_or(false) {
             return;
         }
-        going = f(Obj {
-            addr: Addr(o),
-            alloc: a.size.min(u32::MAX as u64) as u32,
-            ty,
-        });
+        going = f(Obj::in_alloc(o, ty, &a));
     });
 }
 
@@ -906,11 +906,8 @@ pub fn object_at<S: Source + ?Sized>(
             .and_then(|t| typer.type_index(t)),
     };
     let (o, ty, zero) = classify(typer, &a, float_free, float_ty)?;
-    (!zero && census.alive.get(ty as usize).copied().unwrap_or(false)).then_some(Obj {
-        addr: Addr(o),
-        alloc: a.size.min(u32::MAX as u64) as u32,
-        ty,
-    })
+    (!zero && census.alive.get(ty as usize).copied().unwrap_or(false))
+        .then_some(Obj::in_alloc(o, ty, &a))
 }
 
 #[cfg(test)]

@@ -241,13 +241,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             }
             part
         };
-    let threads = if n < 1 << 16 {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .clamp(1, 8)
-    };
+    let threads = super::census::threads_for(n as u64);
     let m = n - 1;
     let cuts: Vec<usize> = (0..=threads).map(|k| m * k / threads).collect();
     let forks: Vec<crate::python::objects::Typer> = (1..threads).map(|_| typer.fork()).collect();
