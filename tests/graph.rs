@@ -120,11 +120,12 @@ fn check_graph(case: &Case) -> Vec<String> {
 #[ignore = "needs cores generated on this machine: run tests/run-all"]
 fn fresh_graph_matches_process_ownership() {
     let cases = corpus::fresh_cases();
-    if !cases.iter().any(|c| c.scenario == "py_graph") {
-        // A corpus generated before py_graph joined the default scenarios.
-        eprintln!("no py_graph cases in this corpus: regenerate it (tests/run-all)");
-        return;
-    }
+    // No silent pass: a corpus generated before py_graph joined the default scenarios
+    // must be regenerated.
+    assert!(
+        cases.iter().any(|c| c.scenario == "py_graph"),
+        "no py_graph cases in this corpus: regenerate it (tests/run-all)"
+    );
     corpus::check_cases(cases, "py_graph", |c| c.scenario == "py_graph", check_graph);
 }
 

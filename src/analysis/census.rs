@@ -262,6 +262,12 @@ pub fn census(typer: &Typer, heaps: &Heaps, float_free: &FxHashSet<u64>) -> Cens
     census_from(typer, heaps, float_free)
 }
 
+/// The census, with the object list built in the same pass (for the commands that index
+/// objects: one classification of the heap instead of two).
+pub fn census_listing(typer: &Typer, heaps: &Heaps, float_free: &FxHashSet<u64>) -> Census {
+    census_with(typer, heaps, float_free, true)
+}
+
 /// The census of the given live allocations: (user address, usable bytes, size, from
 /// pymalloc), in address order.
 pub fn census_of(typer: &Typer, allocs: impl Iterator<Item = (u64, u64, u64, bool)>) -> Census {
@@ -324,15 +330,18 @@ struct Part {
     /// pairs: (row, owner's type index).
     owned: Vec<Vec<(u64, u32)>>,
     pairs: Vec<(Owner, u32)>,
+    /// Every typed object that is not a free-list resident, by this part's type indices,
+    /// when the object list is built with the census (types not yet known to be live).
+    list: Option<Vec<Obj>>,
     /// Objects in allocations of 4 GiB and more: (address, size, type index).
     big: Vec<(Addr, u64, u32)>,
 }
 
 /// Allocations between two releases of the pages read (`Source::release`) in the scans
 /// that build the object graph (about 100 MB of a Python heap): the graph's arrays then
-/// share the memory with a window of the core, not with all of it. The census itself does
+/// share the memory with a window of the core, not with all of it. The census alone does
 /// not release (its scan follows the walks over the same pages, and refaulting them costs
-/// more than their residency).
+/// more than their residency); the census that also builds the object list does.
 pub const RELEASE_EVERY: u64 = 1 << 21;
 
 /// The float type's index in `typer`, when the float free lists are known.
@@ -351,6 +360,7 @@ fn scan<S: Source + ?Sized>(
     src: &S,
     (lo, hi): (u64, u64),
     float_free: &FxHashSet<u64>,
+    listing: bool,
 ) -> Part {
     let float_ty = float_index(typer, float_free);
     let type_type = typer.type_type();
@@ -365,6 +375,7 @@ fn scan<S: Source + ?Sized>(
         zombies: FxHashSet::default(),
         owned: vec![Vec::new()],
         pairs: Vec::new(),
+        list: listing.then(Vec::new),
         big: Vec::new(),
     };
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = FxHashMap::default();
@@ -378,9 +389,15 @@ fn scan<S: Source + ?Sized>(
         zombies,
         owned,
         pairs,
+        list,
         big,
     } = &mut part;
     src.each_between(lo, hi, &mut |id, a| {
+        // Listing: the graph's scans follow and read the objects again, so the pages are
+        // released as with the object list's own scan (summary alone keeps them).
+        if list.is_some() && id % RELEASE_EVERY == 0 {
+            src.release();
+        }
         let pm = a.allocator == Allocator::Pymalloc;
         let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
             add(untyped, pm, a.size, 1);
@@ -395,6 +412,9 @@ fn scan<S: Source + ?Sized>(
         if zero {
             free.push((rec, pm));
             return;
+        }
+        if let Some(l) = list {
+            l.push(rec);
         }
         add(&mut per_type[ty as usize], pm, a.size, 1);
         if a.size >= u32::MAX as u64 {
@@ -464,19 +484,24 @@ pub fn threads_for(allocs: u64) -> usize {
 /// Scan `src` in address ranges on as many threads, each with its own typer, and bring
 /// the parts to `typer`'s type indices. The ranges are contiguous and merged in address
 /// order, so indices come out as one scan in address order would give them.
-fn scan_all<S: Source + ?Sized>(typer: &Typer, src: &S, float_free: &FxHashSet<u64>) -> Part {
+fn scan_all<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+    listing: bool,
+) -> Part {
     let ranges = src.split(threads_for(src.below(u64::MAX)));
     if ranges.len() == 1 {
-        return scan(typer, src, ranges[0], float_free);
+        return scan(typer, src, ranges[0], float_free, listing);
     }
     let forks: Vec<Typer> = ranges[1..].iter().map(|_| typer.fork()).collect();
     let (first, rest) = std::thread::scope(|sc| {
         let handles: Vec<_> = forks
             .into_iter()
             .zip(&ranges[1..])
-            .map(|(t, &r)| sc.spawn(move || scan(&t, src, r, float_free)))
+            .map(|(t, &r)| sc.spawn(move || scan(&t, src, r, float_free, listing)))
             .collect();
-        let first = scan(typer, src, ranges[0], float_free);
+        let first = scan(typer, src, ranges[0], float_free, listing);
         let rest: Vec<Part> = handles
             .into_iter()
             .map(|h| h.join().expect("census scan thread"))
@@ -527,6 +552,13 @@ fn scan_all<S: Source + ?Sized>(typer: &Typer, src: &S, float_free: &FxHashSet<u
             }
         }
         all.zombies.extend(part.zombies);
+        if let (Some(l), Some(p)) = (&mut all.list, part.list) {
+            l.reserve_exact(p.len());
+            l.extend(p.into_iter().filter_map(|mut o| {
+                o.ty = map[o.ty as usize]?;
+                Some(o)
+            }));
+        }
         let pmap: Vec<Option<u32>> = part
             .pairs
             .iter()
@@ -568,6 +600,15 @@ pub fn census_from<S: Source + ?Sized>(
     src: &S,
     float_free: &FxHashSet<u64>,
 ) -> Census {
+    census_with(typer, src, float_free, false)
+}
+
+fn census_with<S: Source + ?Sized>(
+    typer: &Typer,
+    src: &S,
+    float_free: &FxHashSet<u64>,
+    listing: bool,
+) -> Census {
     let float_ty = float_index(typer, float_free);
     let Part {
         per_type,
@@ -579,8 +620,9 @@ pub fn census_from<S: Source + ?Sized>(
         zombies,
         mut owned,
         pairs,
+        list,
         big,
-    } = scan_all(typer, src, float_free);
+    } = scan_all(typer, src, float_free, listing);
     // Only objects of live types: static types in module images, heap types whose type
     // object is itself a live object of a live (meta)type — settled on the types alone,
     // by removing from the set every type whose metatype was removed (to a fixed point).
@@ -762,10 +804,15 @@ pub fn census_from<S: Source + ?Sized>(
         .map(|b| (b.0, b.1))
         .collect();
     big.sort_unstable();
+    let objects = std::sync::OnceLock::new();
+    if let Some(mut l) = list {
+        l.retain(|o| alive.get(o.ty as usize).copied().unwrap_or(false));
+        let _ = objects.set(l);
+    }
     Census {
         types,
         freelists,
-        objects: Default::default(),
+        objects,
         free_objects,
         type_infos,
         alive,

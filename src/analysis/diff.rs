@@ -123,7 +123,7 @@ pub fn analyze_pair<'a>(
     old: &'a Process,
     new: &'a Process,
     models: &'a Models,
-    progress: &dyn Progress,
+    progress: &'a dyn Progress,
 ) -> Result<(Analysis<'a>, Analysis<'a>)> {
     std::thread::scope(|s| {
         let h = s.spawn(|| Analysis::run(old, models, progress));

@@ -12,7 +12,7 @@
 //! too. Each object's size is its allocation plus the buffers it owns (list item arrays,
 //! dict keys and values, set tables), so retained sizes include them.
 
-use super::census::Census;
+use super::census::{Census, Obj};
 use super::dominators::{self, Csr, NONE};
 use super::Analysis;
 use crate::error::{Diagnostic, Diagnostics};
@@ -112,12 +112,71 @@ impl Graph {
     }
 }
 
-/// One node range's references (graph::build's scan), node-local CSR offsets.
+/// Object indices by address, for objects in address order (see `build`): per 1 MiB
+/// bucket holding objects, the index of the first object at or after each 256-byte
+/// granule, with one entry past the bucket's end.
+#[derive(Default)]
+struct GranuleIndex {
+    /// (bucket number, start of its entries in `first`), in bucket order.
+    buckets: Vec<(u64, u32)>,
+    first: Vec<u32>,
+}
+
+const BUCKET_SHIFT: u32 = 20;
+const GRANULE_SHIFT: u32 = 8;
+const GRANULES: usize = 1 << (BUCKET_SHIFT - GRANULE_SHIFT);
+
+impl GranuleIndex {
+    fn new(objects: &[Obj]) -> GranuleIndex {
+        let mut ix = GranuleIndex::default();
+        // Granules of the current bucket filled so far.
+        let mut filled = GRANULES + 1;
+        for (i, o) in objects.iter().enumerate() {
+            let a = o.addr.0;
+            let k = a >> BUCKET_SHIFT;
+            if ix.buckets.last().is_none_or(|b| b.0 != k) {
+                // Close the previous bucket: its remaining granules end at this object.
+                while filled <= GRANULES {
+                    ix.first.push(i as u32);
+                    filled += 1;
+                }
+                ix.buckets.push((k, ix.first.len() as u32));
+                filled = 0;
+            }
+            let g = ((a >> GRANULE_SHIFT) as usize) & (GRANULES - 1);
+            while filled <= g {
+                ix.first.push(i as u32);
+                filled += 1;
+            }
+        }
+        while filled <= GRANULES {
+            ix.first.push(objects.len() as u32);
+            filled += 1;
+        }
+        ix
+    }
+
+    /// The node (object index + 1) of the object starting at `addr`.
+    #[inline]
+    fn find(&self, objects: &[Obj], addr: u64) -> Option<u32> {
+        let j = self
+            .buckets
+            .binary_search_by_key(&(addr >> BUCKET_SHIFT), |b| b.0)
+            .ok()?;
+        let base = self.buckets[j].1 as usize;
+        let g = ((addr >> GRANULE_SHIFT) as usize) & (GRANULES - 1);
+        let lo = self.first[base + g] as usize;
+        let hi = self.first[base + g + 1] as usize;
+        objects[lo..hi]
+            .iter()
+            .position(|o| o.addr.0 == addr)
+            .map(|i| (lo + i) as u32 + 1)
+    }
+}
+
+/// One node range's references (graph::build's scan): its edge list and buffer pointers.
 struct EdgePart {
-    off: Vec<u32>,
     adj: Vec<u32>,
-    shallow: Vec<u32>,
-    rc: Vec<u32>,
     buffers: Vec<(u64, u32)>,
     /// Containers whose tables were unreadable (u64::MAX: too many edges).
     damaged: u64,
@@ -127,7 +186,11 @@ struct EdgePart {
 pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let (c, typer) = a.python().ok()?;
     // The node list: the census's objects, built here on first use.
-    a.objects().ok()?;
+    {
+        let _phase = a.phase("listing objects");
+        a.objects().ok()?;
+    }
+    let phase = a.phase("reading references");
     let model = a.cpython_model?;
     let edges = Edges::new(a.process, model, typer);
     let mut diagnostics = Diagnostics::default();
@@ -151,34 +214,22 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             .collect();
         Some((addrs, ids))
     };
-    // Address-sorted objects are searched through 1 MiB buckets first: a search in a few
-    // thousand bucket keys (in cache), then in the bucket's objects, instead of 25 probes
-    // into a list of 25 M.
-    const BUCKET: u32 = 20;
-    let mut buckets: Vec<(u64, u32)> = Vec::new();
-    if sorted.is_none() {
-        for (i, o) in c.objects().iter().enumerate() {
-            let k = o.addr.0 >> BUCKET;
-            if buckets.last().is_none_or(|b| b.0 != k) {
-                buckets.push((k, i as u32));
-            }
-        }
-    }
+    // Address-sorted objects are found through an index of 256-byte granules, kept per
+    // 1 MiB bucket of the address space that holds objects: the bucket by a search in a
+    // few thousand keys (in cache), then the granule's first and end object indices, then
+    // at most 16 objects of 16 bytes (a pointer names an object's start). A search in a
+    // bucket's tens of thousands of objects was the edge scan's main cost (a cache miss
+    // per probe); the index takes 16 KiB per MiB of the heap (1.6 %).
+    let index = if sorted.is_none() {
+        GranuleIndex::new(c.objects())
+    } else {
+        GranuleIndex::default()
+    };
     let objects = c.objects();
     let lookup = |addr: u64| -> Option<u32> {
         match &sorted {
             Some((s, ids)) => s.binary_search(&addr).ok().map(|i| ids[i]),
-            None => {
-                let j = buckets
-                    .binary_search_by_key(&(addr >> BUCKET), |b| b.0)
-                    .ok()?;
-                let lo = buckets[j].1 as usize;
-                let hi = buckets.get(j + 1).map_or(objects.len(), |b| b.1 as usize);
-                objects[lo..hi]
-                    .binary_search_by_key(&addr, |o| o.addr.0)
-                    .ok()
-                    .map(|i| (lo + i) as u32 + 1)
-            }
+            None => index.find(objects, addr),
         }
     };
     // Object lo/hi bounds: most scanned words are not pointers into the heap at all.
@@ -189,88 +240,108 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // Each object's references, in node ranges on the machine's cores (each thread with its
     // own typer and edge reader), joined in node order: the same CSR as one pass.
     let split_rc = edges.minor >= 12;
-    let scan_nodes =
-        |typer: &crate::python::objects::Typer, range: std::ops::Range<usize>| -> EdgePart {
-            let edges = Edges::new(a.process, model, typer);
-            let len = range.len();
-            let mut part = EdgePart {
-                off: Vec::with_capacity(len),
-                adj: Vec::new(),
-                shallow: Vec::with_capacity(len),
-                rc: Vec::with_capacity(len),
-                buffers: Vec::new(),
-                damaged: 0,
-            };
-            for (i, o) in objects[range.clone()].iter().enumerate() {
-                let node = (range.start + i) as u32 + 1;
-                if node as u64 % super::census::RELEASE_EVERY == 0 {
-                    a.process.core.release_pages();
-                }
-                let ti = c.type_of(o);
-                let head = gc_head(ti.flags, &model.objects);
-                let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
-                let adj = &mut part.adj;
-                edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
-                    if t >= lo && t <= hi {
-                        if let Some(d) = lookup(t) {
-                            adj.push(d);
-                        }
-                    }
-                });
-                if adj.len() >= u32::MAX as usize - (n + 16) {
-                    part.damaged = u64::MAX;
-                    break;
-                }
-                part.off.push(adj.len() as u32);
-                part.shallow
-                    .push(c.alloc_size(o).min(u32::MAX as u64) as u32);
-                edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
-                let r = typer.refcount_word(o.addr.0);
-                part.rc.push(if split_rc {
-                    if (r as u32 as i32) < 0 {
-                        u32::MAX
-                    } else {
-                        r as u32
-                    }
-                } else {
-                    r.min(u32::MAX as u64 - 1) as u32
-                });
-            }
-            if part.damaged != u64::MAX {
-                part.damaged = edges.damaged();
-            }
-            part
+    // One range's scan writes its nodes' CSR ends (relative to its own edge list), shallow
+    // sizes and refcounts straight into its slices of the graph's arrays.
+    struct Out<'o> {
+        off: &'o mut [u32],
+        shallow: &'o mut [u32],
+        rc: &'o mut [u32],
+    }
+    let scan_nodes = |typer: &crate::python::objects::Typer,
+                      range: std::ops::Range<usize>,
+                      out: Out|
+     -> EdgePart {
+        let edges = Edges::new(a.process, model, typer);
+        let mut part = EdgePart {
+            adj: Vec::new(),
+            buffers: Vec::new(),
+            damaged: 0,
         };
+        for (i, o) in objects[range.clone()].iter().enumerate() {
+            let node = (range.start + i) as u32 + 1;
+            if node as u64 % super::census::RELEASE_EVERY == 0 {
+                a.process.core.release_pages();
+            }
+            let ti = c.type_of(o);
+            let head = gc_head(ti.flags, &model.objects);
+            let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
+            let adj = &mut part.adj;
+            edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
+                if t >= lo && t <= hi {
+                    if let Some(d) = lookup(t) {
+                        adj.push(d);
+                    }
+                }
+            });
+            if adj.len() >= u32::MAX as usize - (n + 16) {
+                part.damaged = u64::MAX;
+                break;
+            }
+            out.off[i] = adj.len() as u32;
+            out.shallow[i] = c.alloc_size(o).min(u32::MAX as u64) as u32;
+            edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
+            let r = typer.refcount_word(o.addr.0);
+            out.rc[i] = if split_rc {
+                if (r as u32 as i32) < 0 {
+                    u32::MAX
+                } else {
+                    r as u32
+                }
+            } else {
+                r.min(u32::MAX as u64 - 1) as u32
+            };
+        }
+        if part.damaged != u64::MAX {
+            part.damaged = edges.damaged();
+        }
+        part
+    };
     let threads = super::census::threads_for(n as u64);
     let m = n - 1;
     let cuts: Vec<usize> = (0..=threads).map(|k| m * k / threads).collect();
-    let forks: Vec<crate::python::objects::Typer> = (1..threads).map(|_| typer.fork()).collect();
-    let parts: Vec<EdgePart> = std::thread::scope(|sc| {
-        let handles: Vec<_> = forks
-            .into_iter()
-            .enumerate()
-            .map(|(k, t)| {
-                let r = cuts[k + 1]..cuts[k + 2];
-                let scan_nodes = &scan_nodes;
-                sc.spawn(move || scan_nodes(&t, r))
-            })
-            .collect();
-        let mut parts = vec![scan_nodes(typer, cuts[0]..cuts[1])];
-        parts.extend(
-            handles
+    // Node v's edges end at off[v + 1]; node 0 (the root) gets its edges at the end.
+    let mut off: Vec<u32> = vec![0; n + 1];
+    let mut shallow: Vec<u32> = vec![0; n];
+    let mut rc: Vec<u32> = vec![0; n];
+    let parts: Vec<EdgePart> = {
+        let mut outs: Vec<Out> = Vec::with_capacity(threads);
+        let (mut o_rest, mut s_rest, mut r_rest) = (&mut off[2..], &mut shallow[1..], &mut rc[1..]);
+        for k in 0..threads {
+            let len = cuts[k + 1] - cuts[k];
+            let (o, o2) = std::mem::take(&mut o_rest).split_at_mut(len);
+            let (s2, s3) = std::mem::take(&mut s_rest).split_at_mut(len);
+            let (r2, r3) = std::mem::take(&mut r_rest).split_at_mut(len);
+            outs.push(Out {
+                off: o,
+                shallow: s2,
+                rc: r2,
+            });
+            (o_rest, s_rest, r_rest) = (o2, s3, r3);
+        }
+        let mut outs = outs.into_iter();
+        let first = outs.next().expect("one range at least");
+        let forks: Vec<crate::python::objects::Typer> =
+            (1..threads).map(|_| typer.fork()).collect();
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = forks
                 .into_iter()
-                .map(|h| h.join().expect("edge scan thread")),
-        );
-        parts
-    });
-    let mut off: Vec<u32> = Vec::with_capacity(n + 1);
-    let mut shallow: Vec<u32> = Vec::with_capacity(n);
-    let mut rc: Vec<u32> = Vec::with_capacity(n);
-    let mut buffers: Vec<(u64, u32)> = Vec::new();
-    off.push(0);
-    off.push(0); // the root's edges are inserted at the end
-    shallow.push(0);
-    rc.push(0);
+                .zip(outs)
+                .enumerate()
+                .map(|(k, (t, out))| {
+                    let r = cuts[k + 1]..cuts[k + 2];
+                    let scan_nodes = &scan_nodes;
+                    sc.spawn(move || scan_nodes(&t, r, out))
+                })
+                .collect();
+            let mut parts = vec![scan_nodes(typer, cuts[0]..cuts[1], first)];
+            parts.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("edge scan thread")),
+            );
+            parts
+        })
+    };
     let total: u64 = parts.iter().map(|p| p.adj.len() as u64).sum();
     let overflow =
         parts.iter().any(|p| p.damaged == u64::MAX) || total >= u32::MAX as u64 - (n as u64 + 16);
@@ -281,24 +352,25 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         return None;
     }
     let mut damaged = 0u64;
+    let mut buffers: Vec<(u64, u32)> = Vec::new();
     let mut parts = parts.into_iter();
     let first = parts.next().expect("one part at least");
     let mut adj = first.adj;
     adj.reserve_exact(total as usize - adj.len());
-    off.extend_from_slice(&first.off);
-    shallow.extend_from_slice(&first.shallow);
-    rc.extend_from_slice(&first.rc);
     buffers.extend_from_slice(&first.buffers);
     damaged += first.damaged;
-    for p in parts {
+    for (k, p) in parts.enumerate() {
+        // This range's ends were relative to its own edge list.
         let base = adj.len() as u32;
-        off.extend(p.off.iter().map(|&x| x + base));
+        for x in &mut off[cuts[k + 1] + 2..cuts[k + 2] + 2] {
+            *x += base;
+        }
         adj.extend_from_slice(&p.adj);
-        shallow.extend_from_slice(&p.shallow);
-        rc.extend_from_slice(&p.rc);
         buffers.extend_from_slice(&p.buffers);
         damaged += p.damaged;
     }
+    drop(phase);
+    let phase = a.phase("attributing buffers and roots");
     // Owned buffers: each live allocation that is not an object and holds a buffer
     // pointer (at or after its start, inside it) belongs to that pointer's owner — the
     // census's rule for "<list items>", "<dict keys>", "<dict values>", "<set table>".
@@ -388,6 +460,8 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         )));
     }
     a.process.core.release_pages();
+    drop(phase);
+    let _phase = a.phase("dominator tree");
     let (idom, order) = dominators::dominators(&csr);
     let mut retained_bytes: Vec<u64> = shallow.iter().map(|&s| s as u64).collect();
     let mut retained_count = vec![1u32; n];

@@ -112,6 +112,15 @@ impl Limits {
 
 /// The walks of one process, the CPython model they were made with, its type reader, and
 /// the census; what every heap command starts from.
+/// What a command will ask of an [`Analysis`] beyond the census, so that `run` builds it
+/// in the same pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    /// The object list (the graph, `why`, `leaks`, the owner views): kept by the census's
+    /// own scan instead of a second classification of the heap.
+    pub objects: bool,
+}
+
 pub struct Analysis<'a> {
     pub process: &'a Process,
     pub glibc: Option<GlibcHeap>,
@@ -136,6 +145,8 @@ pub struct Analysis<'a> {
     graph: std::cell::OnceCell<Option<graph::Graph>>,
     /// The native (glibc) reference graph, built on first use.
     native: std::cell::OnceCell<Option<native::NativeGraph>>,
+    /// Where the lazily built analyses (graph, native graph) report their phases.
+    pub progress: &'a dyn Progress,
 }
 
 /// The blocks on the float free lists (python/floats.rs): live pymalloc blocks of the
@@ -205,7 +216,17 @@ fn float_freelist(
 impl<'a> Analysis<'a> {
     /// Walk every allocator and type the objects. An allocator whose walk fails is an
     /// error diagnostic and the others still report; no allocator at all is an error.
-    pub fn run(p: &'a Process, models: &'a Models, progress: &dyn Progress) -> Result<Self> {
+    pub fn run(p: &'a Process, models: &'a Models, progress: &'a dyn Progress) -> Result<Self> {
+        Self::run_for(p, models, progress, Needs::default())
+    }
+
+    /// [`Analysis::run`], preparing what the command will ask for.
+    pub fn run_for(
+        p: &'a Process,
+        models: &'a Models,
+        progress: &'a dyn Progress,
+        needs: Needs,
+    ) -> Result<Self> {
         let name = p
             .core
             .path
@@ -328,7 +349,11 @@ impl<'a> Analysis<'a> {
                         pymalloc: Some(py),
                         core: Some(&p.core),
                     };
-                    census = Some(census::census(t, &heaps, &float_free));
+                    census = Some(if needs.objects {
+                        census::census_listing(t, &heaps, &float_free)
+                    } else {
+                        census::census(t, &heaps, &float_free)
+                    });
                 }
                 None => diagnostics.push(Diagnostic::warning(
                     "CPython found but its types cannot be read (no PyType_Type symbol)",
@@ -357,7 +382,21 @@ impl<'a> Analysis<'a> {
             roots: graph::Roots::default(),
             graph: std::cell::OnceCell::new(),
             native: std::cell::OnceCell::new(),
+            progress,
         })
+    }
+
+    /// A phase of a lazily built analysis, named after the core as the walks are.
+    pub fn phase(&self, what: &str) -> Box<dyn crate::progress::Phase + '_> {
+        let name = self
+            .process
+            .core
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.progress
+            .phase(&format!("{name}: {what}"), None, Unit::Items)
     }
 
     /// Live allocations by allocator and size class (pymalloc blocks, glibc chunks), in

@@ -42,10 +42,10 @@ pub fn analyze_pair<'a>(
     old: &'a crate::image::process::Process,
     new: &'a crate::image::process::Process,
     models: &'a super::Models,
-    progress: &dyn crate::progress::Progress,
+    progress: &'a dyn crate::progress::Progress,
 ) -> Result<(Analysis<'a>, Analysis<'a>)> {
     let run = |p: &'a crate::image::process::Process| -> Result<Analysis<'a>> {
-        let a = Analysis::run(p, models, progress)?;
+        let a = Analysis::run_for(p, models, progress, super::Needs { objects: true })?;
         // A core without a Python heap reports that error from owner_diff.
         let _ = a.graph();
         Ok(a)

@@ -160,35 +160,93 @@ fn class_name(c: &Census, node: u32) -> Option<String> {
 }
 
 /// Types of the dominator subtree of each of `nodes`, largest bytes first.
+///
+/// One pass over the reached nodes in `g.order` (each after its immediate dominator)
+/// gives every node its nearest owner at or above it in the dominator tree; one pass in
+/// node order counts each node into that owner; then each owner's counts are added into
+/// the nearest owner above it, innermost first. A node is read once however deeply the
+/// owners nest (walking each owner's subtree would read it once per owner above it).
 pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> {
-    let kids = g.dom_children();
+    use super::dominators::NONE;
     let objects = c.objects();
-    // Counts by type index, dense (a few thousand types), with the indices touched: one
-    // array update per node instead of a hash-map entry (owners' subtrees nest, so a
-    // node is counted once per owner above it).
-    let mut dense: Vec<(u64, u64)> = vec![(0, 0); c.type_infos.len()];
-    let mut touched: Vec<u32> = Vec::new();
+    // Distinct owner nodes → slot (a node may be named twice).
+    let mut slot_of: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut slots: Vec<u32> = Vec::new();
+    for &n in nodes {
+        slot_of.entry(n).or_insert_with(|| {
+            slots.push(n);
+            slots.len() as u32 - 1
+        });
+    }
+    let mut nearest = vec![NONE; g.nodes()];
+    let mut parent_slot = vec![NONE; slots.len()];
+    let mut inner_first: Vec<u32> = Vec::with_capacity(slots.len());
+    for &v in &g.order {
+        let d = g.idom[v as usize];
+        let above = if v == 0 || d == NONE {
+            NONE
+        } else {
+            nearest[d as usize]
+        };
+        nearest[v as usize] = match slot_of.get(&v) {
+            Some(&s) => {
+                parent_slot[s as usize] = above;
+                inner_first.push(s);
+                s
+            }
+            None => above,
+        };
+    }
+    inner_first.reverse();
+    // (count, bytes) by type index per slot; consecutive nodes mostly share owner and type.
+    let mut counts: Vec<FxHashMap<u32, (u64, u64)>> = vec![FxHashMap::default(); slots.len()];
+    let mut run: Option<(u32, u32, u64, u64)> = None;
+    let mut flush = |run: &mut Option<(u32, u32, u64, u64)>| {
+        if let Some((s, t, k, b)) = run.take() {
+            let e = counts[s as usize].entry(t).or_default();
+            e.0 += k;
+            e.1 += b;
+        }
+    };
+    for v in 1..g.nodes() {
+        let s = nearest[v];
+        if s == NONE {
+            continue;
+        }
+        let t = objects[v - 1].ty;
+        let bytes = g.shallow[v] as u64;
+        match &mut run {
+            Some((rs, rt, k, b)) if *rs == s && *rt == t => {
+                *k += 1;
+                *b += bytes;
+            }
+            _ => {
+                flush(&mut run);
+                run = Some((s, t, 1, bytes));
+            }
+        }
+    }
+    flush(&mut run);
+    drop(nearest);
+    for &s in &inner_first {
+        let p = parent_slot[s as usize];
+        if p == NONE {
+            continue;
+        }
+        let inner: Vec<(u32, (u64, u64))> =
+            counts[s as usize].iter().map(|(&t, &v)| (t, v)).collect();
+        for (t, (k, b)) in inner {
+            let e = counts[p as usize].entry(t).or_default();
+            e.0 += k;
+            e.1 += b;
+        }
+    }
     nodes
         .iter()
-        .map(|&n| {
-            g.subtree(&kids, n, |v| {
-                if v == 0 {
-                    return;
-                }
-                let t = objects[v as usize - 1].ty;
-                let e = &mut dense[t as usize];
-                if e.0 == 0 {
-                    touched.push(t);
-                }
-                e.0 += 1;
-                e.1 += g.shallow[v as usize] as u64;
-            });
-            let by: Vec<(u32, (u64, u64))> = touched
-                .drain(..)
-                .map(|t| (t, std::mem::take(&mut dense[t as usize])))
-                .collect();
+        .map(|n| {
+            let by = &counts[slot_of[n] as usize];
             let mut named: FxHashMap<&str, (u64, u64)> = FxHashMap::default();
-            for (t, (k, b)) in by {
+            for (&t, &(k, b)) in by {
                 let e = named
                     .entry(c.type_infos[t as usize].name.as_str())
                     .or_default();
@@ -278,6 +336,7 @@ pub const TYPES_PER_OWNER: usize = 5;
 pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners> {
     let (c, _) = a.python()?;
     let g = a.graph()?;
+    let _phase = a.phase("naming owners");
     let named = named_owners(a, g);
     let mut owners: Vec<Owner> = named
         .iter()

@@ -4,7 +4,7 @@
 mod progress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use coreheap::analysis::{self, Analysis, Limits, Models};
+use coreheap::analysis::{self, Analysis, Limits, Models, Needs};
 use coreheap::error::{Diagnostic, Error, Severity};
 use coreheap::image::modules::SearchPaths;
 use coreheap::report::{self, Text};
@@ -542,7 +542,14 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run(&p, &models, &bars)?;
+            let a = Analysis::run_for(
+                &p,
+                &models,
+                &bars,
+                Needs {
+                    objects: *by == SummaryBy::Owner || *retained,
+                },
+            )?;
             if *format == Format::Folded && *by != SummaryBy::Owner {
                 return Err(Error::Usage("--format folded needs --by owner".into()).into());
             }
@@ -639,7 +646,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     let (a, b) = analysis::owner_diff::analyze_pair(&po, pn, &models, &bars)?;
                     (Some(a), b)
                 }
-                None => (None, Analysis::run(&po, &models, &bars)?),
+                None => (
+                    None,
+                    Analysis::run_for(&po, &models, &bars, Needs { objects: true })?,
+                ),
             };
             let p = a.process;
             let core_of =
@@ -693,13 +703,18 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run(&p, &models, &bars)?;
+            let a = Analysis::run_for(&p, &models, &bars, Needs { objects: true })?;
             let po = match since {
                 Some(s) => Some(Process::open(s, &opts, &bars)?),
                 None => None,
             };
             let b = match &po {
-                Some(po) => Some(Analysis::run(po, &models, &bars)?),
+                Some(po) => Some(Analysis::run_for(
+                    po,
+                    &models,
+                    &bars,
+                    Needs { objects: true },
+                )?),
                 None => None,
             };
             let target = match (address, type_name) {
@@ -718,7 +733,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Leaks { core, samples } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run(&p, &models, &bars)?;
+            let a = Analysis::run_for(&p, &models, &bars, Needs { objects: true })?;
             let l = analysis::leaks::leaks(&a, *samples)?;
             print_diagnostics(g, &l.diagnostics.to_vec());
             if g.json {
