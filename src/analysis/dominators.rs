@@ -8,6 +8,8 @@
 pub const NONE: u32 = u32::MAX;
 /// Preorder mark of a leaf set aside (see `dominators`).
 const LEAF: u32 = u32::MAX - 1;
+/// Preorder mark, before the DFS, of a node that would be such a leaf if reached.
+const CANDIDATE: u32 = u32::MAX - 2;
 
 /// Successor lists: `adj[off[v] .. off[v+1]]`.
 pub struct Csr {
@@ -42,12 +44,18 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     // objects of a Python heap) are dominated by that edge's source and dominate nothing:
     // they are set aside during the DFS and take no part in the semidominator passes,
     // which then run on the inner nodes only.
+    // Marked in `pre` before the DFS, so that the DFS reads one word per edge.
     let mut indeg = vec![0u8; n];
     for &w in &g.adj {
         let d = &mut indeg[w as usize];
         *d = d.saturating_add(1);
     }
-    let leaf = |w: u32| indeg[w as usize] == 1 && g.off[w as usize] == g.off[w as usize + 1];
+    for (w, p) in pre.iter_mut().enumerate().skip(1) {
+        if indeg[w] == 1 && g.off[w] == g.off[w + 1] {
+            *p = CANDIDATE;
+        }
+    }
+    drop(indeg);
     let mut leaves: Vec<(u32, u32)> = Vec::new(); // (leaf, its only predecessor)
     pre[0] = 0;
     vertex.push(0);
@@ -58,12 +66,11 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
         if i < g.off[v as usize + 1] {
             top.1 += 1;
             let w = g.adj[i as usize];
-            if pre[w as usize] == NONE {
-                if w != 0 && leaf(w) {
-                    pre[w as usize] = LEAF;
-                    leaves.push((w, v));
-                    continue;
-                }
+            let pw = pre[w as usize];
+            if pw == CANDIDATE {
+                pre[w as usize] = LEAF;
+                leaves.push((w, v));
+            } else if pw == NONE {
                 pre[w as usize] = vertex.len() as u32;
                 parent.push(pre[v as usize]);
                 vertex.push(w);
@@ -74,17 +81,16 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
         }
     }
     drop(stack);
-    drop(indeg);
     let m = vertex.len();
     // Predecessors in preorder numbers, of reached nodes only.
     let mut poff = vec![0u32; m + 1];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv >= LEAF {
+        if pv >= CANDIDATE {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw < LEAF {
+            if pw < CANDIDATE {
                 poff[pw as usize + 1] += 1;
             }
         }
@@ -96,12 +102,12 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     // down to the start of w's list, which is then `poff[w]`'s value shifted by one.
     let mut padj = vec![0u32; poff[m] as usize];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv >= LEAF {
+        if pv >= CANDIDATE {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw < LEAF {
+            if pw < CANDIDATE {
                 poff[pw as usize + 1] -= 1;
                 padj[poff[pw as usize + 1] as usize] = pv;
             }

@@ -294,7 +294,7 @@ impl<'a> Typer<'a> {
         self.is_type(o, 0)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u64(&self, a: u64) -> Option<u64> {
         let hot = self.hot.get();
         for (k, &(start, len, ptr)) in hot.iter().enumerate() {
@@ -315,6 +315,15 @@ impl<'a> Typer<'a> {
                 return Some(u64::from_le(v));
             }
         }
+        self.u64_cold(a)
+    }
+
+    /// `u64` outside both hot regions: find the region and make it the hot one. Kept out
+    /// of line so that the hot path inlines into the census's probes.
+    #[cold]
+    #[inline(never)]
+    fn u64_cold(&self, a: u64) -> Option<u64> {
+        let hot = self.hot.get();
         if let Some((_, start, bytes)) = self.r.space.region_at(Addr(a)) {
             let off = (a - start) as usize;
             if off + 8 <= bytes.len() {
@@ -324,6 +333,17 @@ impl<'a> Typer<'a> {
             }
         }
         self.r.u64(Addr(a))
+    }
+
+    /// The type at index `idx` of this typer, borrowed: no reference-count traffic per
+    /// object classified.
+    #[inline]
+    fn info(&self, idx: u32) -> &TypeInfo {
+        let p = Arc::as_ptr(&self.types.borrow()[idx as usize]);
+        // SAFETY: `types` only grows (type_index pushes; nothing removes or replaces an
+        // entry), so the Arc at `idx` lives as long as `self`, and its TypeInfo with it;
+        // TypeInfo is never mutated after it is built.
+        unsafe { &*p }
     }
 
     /// Is `t` a type object? Its type is `type`, or a metatype (a type whose flags say it
@@ -879,7 +899,7 @@ impl<'a> Typer<'a> {
             let Some(idx) = self.type_index(t) else {
                 continue;
             };
-            let ti = self.types.borrow()[idx as usize].clone();
+            let ti = self.info(idx);
             let mut gc = if ti.flags & F_HAVE_GC != 0 {
                 self.om.gc_head
             } else {
@@ -912,7 +932,7 @@ impl<'a> Typer<'a> {
                 Rc0::Alive if gc != 0 && !self.gc_linked(o) => continue,
                 _ => {}
             }
-            let Some(size) = self.object_size(o, &ti, alloc) else {
+            let Some(size) = self.object_size(o, ti, alloc) else {
                 continue;
             };
             let required = off + size;
