@@ -335,6 +335,10 @@ struct Part {
     list: Option<Vec<Obj>>,
     /// Objects in allocations of 4 GiB and more: (address, size, type index).
     big: Vec<(Addr, u64, u32)>,
+    /// The address ranges this part scanned, in order: (range index, end of its objects in
+    /// `list`, end of its residents in `free`) — the ordered outputs are put back in
+    /// address order by range.
+    segments: Vec<(usize, usize, usize)>,
 }
 
 /// Allocations between two releases of the pages read (`Source::release`) in the scans
@@ -358,7 +362,8 @@ fn float_index(typer: &Typer, float_free: &FxHashSet<u64>) -> Option<u32> {
 fn scan<S: Source + ?Sized>(
     typer: &Typer,
     src: &S,
-    (lo, hi): (u64, u64),
+    ranges: &[(u64, u64)],
+    mine: impl Iterator<Item = usize>,
     float_free: &FxHashSet<u64>,
     listing: bool,
 ) -> Part {
@@ -377,6 +382,7 @@ fn scan<S: Source + ?Sized>(
         pairs: Vec::new(),
         list: listing.then(Vec::new),
         big: Vec::new(),
+        segments: Vec::new(),
     };
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = FxHashMap::default();
     let Part {
@@ -391,85 +397,101 @@ fn scan<S: Source + ?Sized>(
         pairs,
         list,
         big,
+        segments,
     } = &mut part;
-    src.each_between(lo, hi, &mut |id, a| {
-        // Listing: the graph's scans follow and read the objects again, so the pages are
-        // released as with the object list's own scan (summary alone keeps them).
-        if list.is_some() && id % RELEASE_EVERY == 0 {
-            src.release();
-        }
-        let pm = a.allocator == Allocator::Pymalloc;
-        let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
-            add(untyped, pm, a.size, 1);
-            return;
-        };
-        typed.set(id);
-        while infos.len() <= ty as usize {
-            infos.push(typer.type_by_index(infos.len() as u32));
-            per_type.push([0; 4]);
-        }
-        let rec = Obj::in_alloc(o, ty, &a);
-        if zero {
-            free.push((rec, pm));
-            return;
-        }
-        if let Some(l) = list {
-            l.push(rec);
-        }
-        add(&mut per_type[ty as usize], pm, a.size, 1);
-        if a.size >= u32::MAX as u64 {
-            big.push((rec.addr, a.size, ty));
-        }
-        let ti = &infos[ty as usize];
-        if ti.flags & F_TYPE_SUBCLASS != 0 || ti.addr.0 == type_type {
-            type_objects.insert(o, ty);
-        }
-        if let Some(off) = code_zombie {
-            if typer.is_code_type(ti.addr.0) {
-                if let Some(z) = typer.u64_at(o.wrapping_add(off)).filter(|&z| z != 0) {
-                    zombies.insert(z);
-                }
+    for k in mine {
+        let (lo, hi) = ranges[k];
+        src.each_between(lo, hi, &mut |id, a| {
+            // Listing: the graph's scans follow and read the objects again, so the pages are
+            // released as with the object list's own scan (summary alone keeps them).
+            if list.is_some() && id % RELEASE_EVERY == 0 {
+                src.release();
             }
-        }
-        let mut own = |p: Option<u64>, row: Owner| {
-            let Some(p) = p.filter(|&p| p != 0) else {
+            let pm = a.allocator == Allocator::Pymalloc;
+            let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
+                add(untyped, pm, a.size, 1);
                 return;
             };
-            let n = pairs.len() as u32;
-            let k = *pair_ids.entry((row, ty)).or_insert_with(|| {
-                pairs.push((row, ty));
-                n
-            });
-            owned[0].push((p, k));
-        };
-        match ti.special {
-            Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
-            Special::Dict => {
-                own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
-                own(
-                    typer.u64_at(typer.field(o, 0x28)),
-                    Owner::Fixed(DICT_VALUES),
-                );
+            typed.set(id);
+            while infos.len() <= ty as usize {
+                infos.push(typer.type_by_index(infos.len() as u32));
+                per_type.push([0; 4]);
             }
-            Special::Set => own(
-                typer
-                    .u64_at(typer.field(o, 0x28))
-                    .filter(|&t| t != typer.field(o, 0x40)),
-                Owner::Fixed(SET_TABLE),
-            ),
-            _ => {}
-        }
-        if let Some(v) = typer.separate_values(o, ti) {
-            own(Some(v), Owner::Attrs(ty));
-        }
-        for &(off, row) in &ti.native {
-            own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
-        }
-    });
+            let rec = Obj::in_alloc(o, ty, &a);
+            if zero {
+                free.push((rec, pm));
+                return;
+            }
+            if let Some(l) = list {
+                l.push(rec);
+            }
+            add(&mut per_type[ty as usize], pm, a.size, 1);
+            if a.size >= u32::MAX as u64 {
+                big.push((rec.addr, a.size, ty));
+            }
+            let ti = &infos[ty as usize];
+            if ti.flags & F_TYPE_SUBCLASS != 0 || ti.addr.0 == type_type {
+                type_objects.insert(o, ty);
+            }
+            if let Some(off) = code_zombie {
+                if typer.is_code_type(ti.addr.0) {
+                    if let Some(z) = typer.u64_at(o.wrapping_add(off)).filter(|&z| z != 0) {
+                        zombies.insert(z);
+                    }
+                }
+            }
+            let mut own = |p: Option<u64>, row: Owner| {
+                let Some(p) = p.filter(|&p| p != 0) else {
+                    return;
+                };
+                let n = pairs.len() as u32;
+                let k = *pair_ids.entry((row, ty)).or_insert_with(|| {
+                    pairs.push((row, ty));
+                    n
+                });
+                owned[0].push((p, k));
+            };
+            match ti.special {
+                Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
+                Special::Dict => {
+                    own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
+                    own(
+                        typer.u64_at(typer.field(o, 0x28)),
+                        Owner::Fixed(DICT_VALUES),
+                    );
+                }
+                Special::Set => own(
+                    typer
+                        .u64_at(typer.field(o, 0x28))
+                        .filter(|&t| t != typer.field(o, 0x40)),
+                    Owner::Fixed(SET_TABLE),
+                ),
+                _ => {}
+            }
+            if let Some(v) = typer.separate_values(o, ti) {
+                own(Some(v), Owner::Attrs(ty));
+            }
+            for &(off, row) in &ti.native {
+                own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
+            }
+        });
+        segments.push((k, list.as_ref().map_or(0, |l| l.len()), free.len()));
+    }
     // Sorted by pointer here, on this thread: the claims walk the heaps in address order.
     part.owned[0].sort_unstable_by_key(|e| e.0);
     part
 }
+
+/// A part's outputs whose order matters: its objects, its free-list residents and its
+/// range segments (`Part::segments`).
+type Ordered = (
+    Option<Vec<Obj>>,
+    Vec<(Obj, bool)>,
+    Vec<(usize, usize, usize)>,
+);
+
+/// Address ranges per thread in the census's scan (see `scan_all`).
+const RANGES_PER_THREAD: usize = 8;
 
 /// Threads for a scan: the machine's cores, at most 8; one for small heaps.
 pub fn threads_for(allocs: u64) -> usize {
@@ -490,18 +512,37 @@ fn scan_all<S: Source + ?Sized>(
     float_free: &FxHashSet<u64>,
     listing: bool,
 ) -> Part {
-    let ranges = src.split(threads_for(src.below(u64::MAX)));
-    if ranges.len() == 1 {
-        return scan(typer, src, ranges[0], float_free, listing);
+    let threads = threads_for(src.below(u64::MAX));
+    if threads == 1 {
+        return scan(typer, src, &[(0, u64::MAX)], 0..1, float_free, listing);
     }
-    let forks: Vec<Typer> = ranges[1..].iter().map(|_| typer.fork()).collect();
+    // Ranges of equal allocation counts do not take equal time (a run of floats is cheaper
+    // than one of dicts): each thread takes every `threads`-th of RANGES_PER_THREAD times
+    // as many ranges, spread over the whole heap — balanced without any order left to
+    // chance.
+    let ranges = src.split(threads * RANGES_PER_THREAD);
+    let n = ranges.len();
+    let forks: Vec<Typer> = (1..threads).map(|_| typer.fork()).collect();
     let (first, rest) = std::thread::scope(|sc| {
+        let ranges = &ranges;
         let handles: Vec<_> = forks
             .into_iter()
-            .zip(&ranges[1..])
-            .map(|(t, &r)| sc.spawn(move || scan(&t, src, r, float_free, listing)))
+            .enumerate()
+            .map(|(w, t)| {
+                sc.spawn(move || {
+                    let mine = (w + 1..n).step_by(threads);
+                    scan(&t, src, ranges, mine, float_free, listing)
+                })
+            })
             .collect();
-        let first = scan(typer, src, ranges[0], float_free, listing);
+        let first = scan(
+            typer,
+            src,
+            ranges,
+            (0..n).step_by(threads),
+            float_free,
+            listing,
+        );
         let rest: Vec<Part> = handles
             .into_iter()
             .map(|h| h.join().expect("census scan thread"))
@@ -509,6 +550,13 @@ fn scan_all<S: Source + ?Sized>(
         (first, rest)
     });
     let mut all = first;
+    // The ordered outputs of each part (the first's by `typer`'s indices already; the
+    // others' remapped below, u32::MAX marking a type `typer` does not know).
+    let mut outs: Vec<Ordered> = vec![(
+        all.list.take(),
+        std::mem::take(&mut all.free),
+        std::mem::take(&mut all.segments),
+    )];
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = all
         .pairs
         .iter()
@@ -537,28 +585,27 @@ fn scan_all<S: Source + ?Sized>(
         for (w, x) in all.typed.0.iter_mut().zip(&part.typed.0) {
             *w |= x;
         }
-        for (mut o, pm) in part.free {
+        let mut free = part.free;
+        for (o, pm) in free.iter_mut() {
             match map[o.ty as usize] {
-                Some(g) => {
-                    o.ty = g;
-                    all.free.push((o, pm));
+                Some(g) => o.ty = g,
+                None => {
+                    add(&mut all.untyped, *pm, o.alloc as u64, 1);
+                    o.ty = u32::MAX;
                 }
-                None => add(&mut all.untyped, pm, o.alloc as u64, 1),
             }
         }
+        let mut list = part.list;
+        for o in list.iter_mut().flatten() {
+            o.ty = map[o.ty as usize].unwrap_or(u32::MAX);
+        }
+        outs.push((list, free, part.segments));
         for (a, t) in part.type_objects {
             if let Some(g) = map[t as usize] {
                 all.type_objects.insert(a, g);
             }
         }
         all.zombies.extend(part.zombies);
-        if let (Some(l), Some(p)) = (&mut all.list, part.list) {
-            l.reserve_exact(p.len());
-            l.extend(p.into_iter().filter_map(|mut o| {
-                o.ty = map[o.ty as usize]?;
-                Some(o)
-            }));
-        }
         let pmap: Vec<Option<u32>> = part
             .pairs
             .iter()
@@ -589,6 +636,28 @@ fn scan_all<S: Source + ?Sized>(
                 .filter_map(|(a, n, t)| map[t as usize].map(|g| (a, n, g))),
         );
     }
+    // Objects and free-list residents back in address order: range by range, each from
+    // the part that scanned it.
+    let mut at: Vec<(usize, usize, usize)> = vec![(0, 0, 0); outs.len()]; // (segment, list, free)
+    let total: usize = outs
+        .iter()
+        .map(|o| o.0.as_ref().map_or(0, |l| l.len()))
+        .sum();
+    let mut list: Option<Vec<Obj>> = listing.then(|| Vec::with_capacity(total));
+    for k in 0..n {
+        let w = k % threads;
+        let (l, f, segs) = &outs[w];
+        let (j, li, fi) = at[w];
+        let (sk, le, fe) = segs[j];
+        debug_assert_eq!(sk, k);
+        if let (Some(out), Some(l)) = (&mut list, l) {
+            out.extend(l[li..le].iter().filter(|o| o.ty != u32::MAX));
+        }
+        all.free
+            .extend(f[fi..fe].iter().filter(|(o, _)| o.ty != u32::MAX));
+        at[w] = (j + 1, le, fe);
+    }
+    all.list = list;
     all
 }
 
@@ -622,6 +691,7 @@ fn census_with<S: Source + ?Sized>(
         pairs,
         list,
         big,
+        segments: _,
     } = scan_all(typer, src, float_free, listing);
     // Only objects of live types: static types in module images, heap types whose type
     // object is itself a live object of a live (meta)type — settled on the types alone,
