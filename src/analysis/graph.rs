@@ -240,8 +240,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // Each object's references, in node ranges on the machine's cores (each thread with its
     // own typer and edge reader), joined in node order: the same CSR as one pass.
     let split_rc = edges.minor >= 12;
-    // One range's scan writes its nodes' CSR ends (relative to its own edge list), shallow
-    // sizes and refcounts straight into its slices of the graph's arrays.
+    // One range's scan appends its nodes' edges to its thread's edge list and writes their
+    // CSR ends (relative to that list), shallow sizes and refcounts straight into its
+    // slices of the graph's arrays.
     struct Out<'o> {
         off: &'o mut [u32],
         shallow: &'o mut [u32],
@@ -249,14 +250,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     let scan_nodes = |typer: &crate::python::objects::Typer,
                       range: std::ops::Range<usize>,
-                      out: Out|
-     -> EdgePart {
+                      out: Out,
+                      part: &mut EdgePart| {
         let edges = Edges::new(a.process, model, typer);
-        let mut part = EdgePart {
-            adj: Vec::new(),
-            buffers: Vec::new(),
-            damaged: 0,
-        };
         for (i, o) in objects[range.clone()].iter().enumerate() {
             let node = (range.start + i) as u32 + 1;
             if node as u64 % super::census::RELEASE_EVERY == 0 {
@@ -292,48 +288,68 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             };
         }
         if part.damaged != u64::MAX {
-            part.damaged = edges.damaged();
+            part.damaged += edges.damaged();
         }
-        part
     };
     let threads = super::census::threads_for(n as u64);
     let m = n - 1;
-    let cuts: Vec<usize> = (0..=threads).map(|k| m * k / threads).collect();
+    // As the census: each thread takes every `threads`-th of 8 ranges per thread, spread
+    // over the heap (a run of floats has no edges, one of tuples many).
+    let nranges = if threads == 1 { 1 } else { threads * 8 };
+    let cuts: Vec<usize> = (0..=nranges).map(|k| m * k / nranges).collect();
     // Node v's edges end at off[v + 1]; node 0 (the root) gets its edges at the end.
     let mut off: Vec<u32> = vec![0; n + 1];
     let mut shallow: Vec<u32> = vec![0; n];
     let mut rc: Vec<u32> = vec![0; n];
-    let parts: Vec<EdgePart> = {
-        let mut outs: Vec<Out> = Vec::with_capacity(threads);
+    // Per thread: its ranges' output slices, and (range, start, end) in its edge list.
+    type Spans = Vec<(usize, usize, usize)>;
+    let parts: Vec<(EdgePart, Spans)> = {
+        let mut outs: Vec<Vec<(usize, Out)>> = (0..threads).map(|_| Vec::new()).collect();
         let (mut o_rest, mut s_rest, mut r_rest) = (&mut off[2..], &mut shallow[1..], &mut rc[1..]);
-        for k in 0..threads {
+        for k in 0..nranges {
             let len = cuts[k + 1] - cuts[k];
             let (o, o2) = std::mem::take(&mut o_rest).split_at_mut(len);
             let (s2, s3) = std::mem::take(&mut s_rest).split_at_mut(len);
             let (r2, r3) = std::mem::take(&mut r_rest).split_at_mut(len);
-            outs.push(Out {
-                off: o,
-                shallow: s2,
-                rc: r2,
-            });
+            outs[k % threads].push((
+                k,
+                Out {
+                    off: o,
+                    shallow: s2,
+                    rc: r2,
+                },
+            ));
             (o_rest, s_rest, r_rest) = (o2, s3, r3);
         }
+        let run = |t: &crate::python::objects::Typer, mine: Vec<(usize, Out)>| {
+            let mut part = EdgePart {
+                adj: Vec::new(),
+                buffers: Vec::new(),
+                damaged: 0,
+            };
+            let mut spans = Vec::new();
+            for (k, out) in mine {
+                let s = part.adj.len();
+                scan_nodes(t, cuts[k]..cuts[k + 1], out, &mut part);
+                spans.push((k, s, part.adj.len()));
+                if part.damaged == u64::MAX {
+                    break;
+                }
+            }
+            (part, spans)
+        };
         let mut outs = outs.into_iter();
-        let first = outs.next().expect("one range at least");
+        let first = outs.next().expect("one thread at least");
         let forks: Vec<crate::python::objects::Typer> =
             (1..threads).map(|_| typer.fork()).collect();
         std::thread::scope(|sc| {
+            let run = &run;
             let handles: Vec<_> = forks
                 .into_iter()
                 .zip(outs)
-                .enumerate()
-                .map(|(k, (t, out))| {
-                    let r = cuts[k + 1]..cuts[k + 2];
-                    let scan_nodes = &scan_nodes;
-                    sc.spawn(move || scan_nodes(&t, r, out))
-                })
+                .map(|(t, mine)| sc.spawn(move || run(&t, mine)))
                 .collect();
-            let mut parts = vec![scan_nodes(typer, cuts[0]..cuts[1], first)];
+            let mut parts = vec![run(typer, first)];
             parts.extend(
                 handles
                     .into_iter()
@@ -342,30 +358,34 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             parts
         })
     };
-    let total: u64 = parts.iter().map(|p| p.adj.len() as u64).sum();
+    let total: u64 = parts.iter().map(|p| p.0.adj.len() as u64).sum();
     let overflow =
-        parts.iter().any(|p| p.damaged == u64::MAX) || total >= u32::MAX as u64 - (n as u64 + 16);
+        parts.iter().any(|p| p.0.damaged == u64::MAX) || total >= u32::MAX as u64 - (n as u64 + 16);
     if overflow {
         diagnostics.push(Diagnostic::error(
             "the reference graph has more than 4 billion edges; ownership is not computed",
         ));
         return None;
     }
+    // The edge lists joined range by range in node order, each range's CSR ends moved from
+    // its thread's list to the joined one.
     let mut damaged = 0u64;
     let mut buffers: Vec<(u64, u32)> = Vec::new();
-    let mut parts = parts.into_iter();
-    let first = parts.next().expect("one part at least");
-    let mut adj = first.adj;
-    adj.reserve_exact(total as usize - adj.len());
-    buffers.extend_from_slice(&first.buffers);
-    damaged += first.damaged;
-    for (k, p) in parts.enumerate() {
-        // This range's ends were relative to its own edge list.
-        let base = adj.len() as u32;
-        for x in &mut off[cuts[k + 1] + 2..cuts[k + 2] + 2] {
-            *x += base;
+    let mut adj: Vec<u32> = Vec::with_capacity(total as usize);
+    let mut at = vec![0usize; parts.len()];
+    for k in 0..nranges {
+        let w = k % threads;
+        let (part, spans) = &parts[w];
+        let (sk, s, e) = spans[at[w]];
+        debug_assert_eq!(sk, k);
+        at[w] += 1;
+        let shift = adj.len() as i64 - s as i64;
+        for x in &mut off[cuts[k] + 2..cuts[k + 1] + 2] {
+            *x = (*x as i64 + shift) as u32;
         }
-        adj.extend_from_slice(&p.adj);
+        adj.extend_from_slice(&part.adj[s..e]);
+    }
+    for (p, _) in parts {
         buffers.extend_from_slice(&p.buffers);
         damaged += p.damaged;
     }
