@@ -350,6 +350,23 @@ pub fn analyze_excluding(
     )))
 }
 
+/// The walk of [`analyze`] with the main arena, `mp_` and model an earlier walk found
+/// (`base`): the fuzzing harness walks patched memory without locating glibc again.
+#[doc(hidden)]
+pub fn walk_as(p: &Process, model: &GlibcModel, base: &GlibcHeap) -> GlibcHeap {
+    let r = Reader { space: &p.space };
+    let mp = base.mp.zip(base.mp_found_by);
+    walk(
+        p,
+        &r,
+        model,
+        base.main_arena,
+        base.main_arena_found_by,
+        mp,
+        &[],
+    )
+}
+
 fn bin_state(i: u64) -> ChunkState {
     match i {
         1 => ChunkState::Unsorted,
