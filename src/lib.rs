@@ -23,6 +23,8 @@ pub mod addr;
 pub mod alloc;
 pub mod analysis;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod models;
 pub mod progress;
