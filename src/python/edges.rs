@@ -78,7 +78,8 @@ impl<'a> Edges<'a> {
 
     /// The field at GIL-build offset `off` of the object at `o` (Typer::f's rule).
     fn f(&self, o: u64, off: u64) -> u64 {
-        o + off + self.hs
+        // `o` may be any word read from the core: wrapping, as Typer::f.
+        o.wrapping_add(off).wrapping_add(self.hs)
     }
 
     /// Containers whose tables could not be read or had impossible sizes.

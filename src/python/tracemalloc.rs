@@ -288,11 +288,11 @@ fn walk_table(
     for b in from..to {
         let head = match table {
             Some(t) => u64_at(t, (b * 8) as usize),
-            None => match space.read_u64(Addr(buckets + b * 8)) {
+            None => match space.read_u64(Addr(buckets.wrapping_add(b * 8))) {
                 Ok(v) => v,
                 Err(_) => {
                     outside += 1;
-                    first_bad.get_or_insert((Addr(buckets + b * 8), "bucket array"));
+                    first_bad.get_or_insert((Addr(buckets.wrapping_add(b * 8)), "bucket array"));
                     continue;
                 }
             },

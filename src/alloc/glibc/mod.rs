@@ -120,7 +120,8 @@ pub struct Count {
 impl Count {
     fn add(&mut self, bytes: u64) {
         self.chunks += 1;
-        self.bytes += bytes;
+        // Sizes come from chunk headers in the core: damaged ones saturate, never overflow.
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 }
 
@@ -147,7 +148,7 @@ impl FreeKinds {
             &self.unlisted,
         ] {
             c.chunks += k.chunks;
-            c.bytes += k.bytes;
+            c.bytes = c.bytes.saturating_add(k.bytes);
         }
         c
     }
@@ -1038,7 +1039,7 @@ impl Walk<'_> {
                 ChunkState::SmallBin => a.free.smallbins.add(sz),
                 ChunkState::LargeBin => a.free.largebins.add(sz),
                 ChunkState::FreeUnlisted => a.free.unlisted.add(sz),
-                ChunkState::Top => a.top_bytes += sz,
+                ChunkState::Top => a.top_bytes = a.top_bytes.saturating_add(sz),
                 ChunkState::Mmapped => {}
             }
             if !matches!(st, ChunkState::InUse | ChunkState::Top) {
@@ -1054,10 +1055,14 @@ impl Walk<'_> {
     /// top; overhead is inside uordblks there), warned about when it fails.
     fn accounting(&mut self, arenas: &mut [Arena], covered_by_arena: &[u64]) {
         for (i, a) in arenas.iter_mut().enumerate() {
-            let accounted = a.in_use.bytes + a.free.total().bytes + a.top_bytes;
-            let span: u64 = a.heaps.iter().map(|h| h.size).sum();
+            let accounted = a
+                .in_use
+                .bytes
+                .saturating_add(a.free.total().bytes)
+                .saturating_add(a.top_bytes);
+            let span: u64 = a.heaps.iter().fold(0, |s, h| s.saturating_add(h.size));
             a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
-            a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
+            a.identity_holds = a.system_bytes == accounted.saturating_add(a.overhead_bytes);
             let free = a.free.total().bytes;
             a.fragmentation = if free == 0 {
                 0.0
