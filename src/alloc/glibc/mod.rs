@@ -838,7 +838,8 @@ impl Walk<'_> {
         for (ai, &a) in arena_addrs.iter().enumerate() {
             for i in 1..128u64 {
                 let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
-                let mut q = r.u64(Addr(head + 24)).unwrap_or(head);
+                // `a` is read from the arena ring in the core: wrapping, like the walk's reads.
+                let mut q = r.u64(Addr(head.wrapping_add(24))).unwrap_or(head);
                 let mut n = 0u64;
                 while q != head {
                     n += 1;
