@@ -15,6 +15,7 @@
 //!   reader actually used; one file per command, none importing another.
 //! - [`report`]: renderers (text, JSON, the HTML page); every string from the core goes through one
 //!   sanitising function.
+//! - `fuzzing` (hidden): the fuzz targets' harness over the walkers (tests/fuzz/).
 //!
 //! The binary (`src/main.rs`, `src/cli/`) parses arguments, draws progress and colour, runs
 //! one analysis, renders it and maps errors to exit codes.
@@ -23,6 +24,8 @@ pub mod addr;
 pub mod alloc;
 pub mod analysis;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod models;
 pub mod progress;

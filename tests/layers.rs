@@ -12,7 +12,8 @@ const LAYERS: &[&[&str]] = &[
     &["alloc"],
     &["python"],
     &["analysis"],
-    &["report"],
+    // The fuzz harness drives the walkers and analyses, never the renderers.
+    &["report", "fuzzing"],
 ];
 
 /// The analysis files that are commands (the others are shared by all of them).

@@ -7,6 +7,7 @@ mod corpus;
 mod damage;
 mod diff;
 mod freethreaded;
+mod fuzz_replay;
 mod glibc;
 mod graph;
 mod layers;

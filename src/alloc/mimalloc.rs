@@ -228,18 +228,6 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
         .mimalloc
         .as_ref()
         .ok_or_else(|| format!("model {} has no [mimalloc] section", model.name))?;
-    let threads: FxHashSet<u64> = p
-        .core
-        .threads
-        .iter()
-        .filter_map(|t| t.thread_pointer.map(|a| a.0))
-        .collect();
-    let mut w = Walker {
-        r: Reader { space: &p.space },
-        m,
-        diags: Diagnostics::default(),
-        delayed: FxHashMap::default(),
-    };
     // Candidate segment addresses: every aligned address inside a writable core segment.
     let mut cands: Vec<u64> = Vec::new();
     for s in &p.core.segments {
@@ -255,6 +243,35 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
     }
     cands.sort_unstable();
     cands.dedup();
+    analyze_segments(p, model, &cands, None)
+}
+
+/// [`analyze`] of the segments at `cands` only (ascending), and of their pages whose first
+/// slice is in `slices` when given: the fuzzing harness walks the pages around the bytes it
+/// overlaid.
+#[doc(hidden)]
+pub fn analyze_segments(
+    p: &Process,
+    model: &CpythonModel,
+    cands: &[u64],
+    slices: Option<std::ops::Range<u64>>,
+) -> std::result::Result<MimallocHeap, String> {
+    let m = model
+        .mimalloc
+        .as_ref()
+        .ok_or_else(|| format!("model {} has no [mimalloc] section", model.name))?;
+    let threads: FxHashSet<u64> = p
+        .core
+        .threads
+        .iter()
+        .filter_map(|t| t.thread_pointer.map(|a| a.0))
+        .collect();
+    let mut w = Walker {
+        r: Reader { space: &p.space },
+        m,
+        diags: Diagnostics::default(),
+        delayed: FxHashMap::default(),
+    };
     let mut out = MimallocHeap {
         model: model.name.clone(),
         python: None,
@@ -272,7 +289,7 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
     };
     let mut classes: FxHashMap<(u8, u64), SizeClass> = FxHashMap::default();
     let mut mismatched = 0u64;
-    for seg in cands {
+    for &seg in cands {
         let Some((kind, entries, tid)) = w.segment_at(seg, &threads) else {
             continue;
         };
@@ -292,6 +309,10 @@ pub fn analyze(p: &Process, model: &CpythonModel) -> std::result::Result<Mimallo
             let count = count as u64;
             if count == 0 || offset != 0 {
                 i += 1;
+                continue;
+            }
+            if slices.as_ref().is_some_and(|w| !w.contains(&i)) {
+                i += count;
                 continue;
             }
             let step = count;

@@ -349,18 +349,34 @@ pub fn analyze(
     python: &Module,
     collect: bool,
 ) -> Result<PymallocHeap, String> {
+    analyze_window(p, model, python, collect, None, None)
+}
+
+/// [`analyze`], walking the pools of only the arenas that overlap `window` (all when
+/// None), with the state (`usedpools`) at `state` when given instead of searched for: the
+/// fuzzing harness walks the arena its bytes were overlaid on.
+#[doc(hidden)]
+pub fn analyze_window(
+    p: &Process,
+    model: &CpythonModel,
+    python: &Module,
+    collect: bool,
+    window: Option<crate::addr::Range>,
+    state: Option<Addr>,
+) -> Result<PymallocHeap, String> {
     let r = Reader { space: &p.space };
     let pm = &model.pymalloc;
     // --- the state.
     let mut found_by = FoundBy::Symbol;
     let up = match pm.state {
+        _ if state.is_some() => None,
         StateKind::Statics => python.symbol(&p.space, "usedpools").map(|s| s.addr),
         StateKind::State => python
             .symbol(&p.space, "obmalloc_state_main")
             .map(|s| s.addr)
             .filter(|&a| is_usedpools(&r, model, a)),
     };
-    let up = match up {
+    let up = match state.or(up) {
         Some(a) => a,
         None => {
             found_by = FoundBy::UsedpoolsSignature;
@@ -459,6 +475,11 @@ pub fn analyze(
         .collect();
     order.sort_unstable();
     for &(address, i) in &order {
+        if window.is_some_and(|w| {
+            address >= w.end.0 || address.saturating_add(pm.arena_size) <= w.start.0
+        }) {
+            continue;
+        }
         let ao = arenas.wrapping_add(ARENA_OBJECT_SIZE * i);
         narenas += 1;
         let pool_address = r.u64(ao.wrapping_add(8)).unwrap_or(address);

@@ -197,7 +197,9 @@ fn group(
             continue;
         }
         let e = &mut per_tb[tr.traceback as usize];
-        e.0 += tr.size;
+        // Sizes are read from the core: a damaged one must not overflow the sums (size_t
+        // arithmetic, as tracemalloc's own counters wrap).
+        e.0 = e.0.wrapping_add(tr.size);
         e.1 += 1;
         if members {
             idx[tr.traceback as usize].push(i as u32);
@@ -212,7 +214,7 @@ fn group(
         keys_of(t, tb as u32, key, cumulative, &mut ks);
         for k in ks.drain(..) {
             let g = groups.entry(k).or_default();
-            g.0 += size;
+            g.0 = g.0.wrapping_add(size);
             g.1 += count;
             if members {
                 g.2.extend_from_slice(&idx[tb]);
@@ -267,8 +269,8 @@ pub fn compare(old: &[Stat], new: &[Stat]) -> Vec<StatDiff> {
     for s in new {
         let (sd, cd) = match old_by.remove(&s.traceback) {
             Some(p) => (
-                s.size as i64 - p.size as i64,
-                s.count as i64 - p.count as i64,
+                (s.size as i64).wrapping_sub(p.size as i64),
+                (s.count as i64).wrapping_sub(p.count as i64),
             ),
             None => (s.size as i64, s.count as i64),
         };
@@ -286,7 +288,7 @@ pub fn compare(old: &[Stat], new: &[Stat]) -> Vec<StatDiff> {
             out.push(StatDiff {
                 traceback: s.traceback.clone(),
                 size: 0,
-                size_delta: -(s.size as i64),
+                size_delta: (s.size as i64).wrapping_neg(),
                 count: 0,
                 count_delta: -(s.count as i64),
                 types: Vec::new(),

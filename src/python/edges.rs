@@ -78,7 +78,8 @@ impl<'a> Edges<'a> {
 
     /// The field at GIL-build offset `off` of the object at `o` (Typer::f's rule).
     fn f(&self, o: u64, off: u64) -> u64 {
-        o + off + self.hs
+        // `o` may be any word read from the core: wrapping, as Typer::f.
+        o.wrapping_add(off).wrapping_add(self.hs)
     }
 
     /// Containers whose tables could not be read or had impossible sizes.
@@ -197,10 +198,10 @@ impl<'a> Edges<'a> {
             // 3.13+ PyDictValues {u8 capacity, size, embedded, valid; values[]}: embedded
             // values belong to the owning object, which visits them (dictobject.c
             // dict_traverse, 3.13.5 l.4548-4579).
-            if self.u8(values + 2).unwrap_or(0) != 0 {
+            if self.u8(values.wrapping_add(2)).unwrap_or(0) != 0 {
                 Some(None)
             } else {
-                Some(Some(values + 8))
+                Some(Some(values.wrapping_add(8)))
             }
         } else {
             Some(Some(values))
@@ -245,7 +246,7 @@ impl<'a> Edges<'a> {
             // 3.8-3.10 PyDictKeysObject {dk_refcnt, dk_size, dk_lookup, dk_usable,
             // dk_nentries, dk_indices[]} (Objects/dict-common.h); entries {hash, key, value}.
             DictKeys::V1 => {
-                let size = self.u64(keys + 8)?;
+                let size = self.u64(keys.wrapping_add(8))?;
                 if size == 0 || size > MAX_ITEMS || !size.is_power_of_two() {
                     self.damage();
                     return None;
@@ -256,31 +257,32 @@ impl<'a> Edges<'a> {
                     0x1_0000..=0xffff_ffff => 4,
                     _ => 8,
                 };
-                let n = self.u64(keys + 0x20)?;
+                let n = self.u64(keys.wrapping_add(0x20))?;
                 if n > size {
                     self.damage();
                     return None;
                 }
-                Some((keys + 0x28 + size * ix, n, 24, 8, 16))
+                // Addresses read from the core: wrapping, an address past the top is unreadable.
+                Some((keys.wrapping_add(0x28 + size * ix), n, 24, 8, 16))
             }
             // 3.11+ {dk_refcnt, u8 dk_log2_size, dk_log2_index_bytes, dk_kind, u32 version,
             // dk_usable, dk_nentries, indices} (Include/internal/pycore_dict.h); general
             // entries {hash, key, value}, unicode and split entries {key, value}.
             DictKeys::V2 => {
-                let log2 = self.u8(keys + 8)?;
-                let ib = self.u8(keys + 9)?;
-                let kind = self.u8(keys + 10)?;
+                let log2 = self.u8(keys.wrapping_add(8))?;
+                let ib = self.u8(keys.wrapping_add(9))?;
+                let kind = self.u8(keys.wrapping_add(10))?;
                 if log2 > 27 || ib > 30 || kind > 2 {
                     self.damage();
                     return None;
                 }
-                let n = self.u64(keys + 0x18)?;
+                let n = self.u64(keys.wrapping_add(0x18))?;
                 if n > 1u64 << log2 {
                     self.damage();
                     return None;
                 }
                 let (es, ko, vo) = if kind == 0 { (24, 8, 16) } else { (16, 0, 8) };
-                Some((keys + 0x20 + (1u64 << ib), n, es, ko, vo))
+                Some((keys.wrapping_add(0x20 + (1u64 << ib)), n, es, ko, vo))
             }
         }
     }
@@ -295,11 +297,12 @@ impl<'a> Edges<'a> {
         if table == 0 {
             return;
         }
-        if !(mask + 1).is_power_of_two() {
+        // mask is read from the core: mask + 1 may wrap (then it is no power of two).
+        if !mask.wrapping_add(1).is_power_of_two() {
             self.damage();
             return;
         }
-        if let Some(t) = self.words(table, 2 * (mask + 1)) {
+        if let Some(t) = self.words(table, mask.wrapping_add(1).saturating_mul(2)) {
             for k in t.chunks_exact(2).map(|c| c[0]) {
                 if k != 0 {
                     f(k, Via::Member);
@@ -382,11 +385,15 @@ impl<'a> Edges<'a> {
             // (object.c _PyObject_GetDictPtr, 3.9.2 l.1030; -1 is 3.11+'s managed dict).
             let off = self.u64(self.f(t, TP_DICTOFFSET)).unwrap_or(0) as i64;
             let at = if off > 0 && (off as u64) < ti.basicsize {
-                Some(o + off as u64)
+                Some(o.wrapping_add(off as u64))
             } else if off < -1 && ti.itemsize > 0 {
                 let n = self.var_items(o);
-                let size = (ti.basicsize + n.saturating_mul(ti.itemsize) + 7) & !7;
-                Some((o + size).wrapping_add(off as u64))
+                let size = ti
+                    .basicsize
+                    .saturating_add(n.saturating_mul(ti.itemsize))
+                    .saturating_add(7)
+                    & !7;
+                Some(o.wrapping_add(size).wrapping_add(off as u64))
             } else {
                 None
             };
@@ -563,13 +570,15 @@ impl<'a> Edges<'a> {
             }
         }
         let n = if self.minor >= 14 {
-            let sp = self.u64(fr + 0x40).unwrap_or(0);
+            let sp = self.u64(fr.wrapping_add(0x40)).unwrap_or(0);
             if sp < fr + plus || sp > end {
                 return;
             }
             (sp - fr - plus) / 8
         } else {
-            self.r.u32(crate::addr::Addr(fr + 0x40)).unwrap_or(0) as u64
+            self.r
+                .u32(crate::addr::Addr(fr.wrapping_add(0x40)))
+                .unwrap_or(0) as u64
         };
         let base = fr + plus;
         if base + 8 * n > end {
@@ -642,10 +651,10 @@ impl<'a> Edges<'a> {
                     // 3.13+ inline values at obj + tp_basicsize: {capacity, size,
                     // embedded, valid, values[capacity]} (pycore_object.h
                     // _PyObject_InlineValues); invalid ones were moved to the dict.
-                    let iv = o + ti.basicsize;
+                    let iv = o.wrapping_add(ti.basicsize);
                     let cap = self.u8(iv).unwrap_or(0) as u64;
-                    if self.u8(iv + 3).unwrap_or(0) != 0 {
-                        self.values(t, iv + 8, Some(cap), f);
+                    if self.u8(iv.wrapping_add(3)).unwrap_or(0) != 0 {
+                        self.values(t, iv.wrapping_add(8), Some(cap), f);
                     }
                 }
             }
@@ -671,7 +680,7 @@ impl<'a> Edges<'a> {
                 if let Some(k) = self.u64(self.f(o, 0x20)).filter(|&p| p != 0) {
                     f(k);
                 }
-            } else if !(self.minor >= 13 && self.u8(values + 2).unwrap_or(0) != 0) {
+            } else if !(self.minor >= 13 && self.u8(values.wrapping_add(2)).unwrap_or(0) != 0) {
                 f(values);
             }
         }

@@ -137,8 +137,8 @@ impl Reader<'_> {
             (Some(c), Some(t)) => t == c,
             // No PyCode_Type symbol: a code object has str file and function names.
             (None, Some(_)) => {
-                self.str_at(o + self.f.code_filename).is_some()
-                    && self.str_at(o + self.f.code_name).is_some()
+                self.str_at(o.wrapping_add(self.f.code_filename)).is_some()
+                    && self.str_at(o.wrapping_add(self.f.code_name)).is_some()
             }
             _ => false,
         }
@@ -172,7 +172,7 @@ impl Reader<'_> {
         let Some(off) = tuple_at else {
             return Vec::new();
         };
-        let Some(t) = self.u64(code + off) else {
+        let Some(t) = self.u64(code.wrapping_add(off)) else {
             return Vec::new();
         };
         self.tuple(t, 1 << 16)
@@ -208,8 +208,9 @@ impl Reader<'_> {
     fn locals(&self, frame: u64, code: u64) -> Vec<Local> {
         let f = self.f;
         let mut out = Vec::new();
-        let base = frame + f.frame_localsplus;
-        let slot = |i: usize| self.u64(base + 8 * i as u64);
+        // Frame and code addresses are read from the core: their arithmetic wraps.
+        let base = frame.wrapping_add(f.frame_localsplus);
+        let slot = |i: usize| self.u64(base.wrapping_add(8 * i as u64));
         let any_fast;
         match f.frame_kind {
             FrameKind::Object => {
@@ -240,7 +241,7 @@ impl Reader<'_> {
                 let names = self.names(f.code_localsplusnames, code);
                 let kinds = f
                     .code_localspluskinds
-                    .and_then(|o| self.u64(code + o))
+                    .and_then(|o| self.u64(code.wrapping_add(o)))
                     .and_then(|b| self.bytes(b, 1 << 16))
                     .unwrap_or_default();
                 any_fast = !names.is_empty();
@@ -261,7 +262,10 @@ impl Reader<'_> {
             }
         }
         if !any_fast {
-            if let Some(d) = self.u64(frame + f.frame_locals).filter(|&d| d != 0) {
+            if let Some(d) = self
+                .u64(frame.wrapping_add(f.frame_locals))
+                .filter(|&d| d != 0)
+            {
                 if self.dict_type.is_some() && self.ob_type(d) == self.dict_type {
                     for (k, v) in self.typer.dict_items(d, MAX_LOCALS) {
                         let name = self.typer.read_str(k).unwrap_or_else(|| "?".into());
@@ -276,7 +280,7 @@ impl Reader<'_> {
     }
 
     fn line_table(&self, code: u64) -> Vec<u8> {
-        self.u64(code + self.f.code_linetable)
+        self.u64(code.wrapping_add(self.f.code_linetable))
             .and_then(|b| self.bytes(b, 1 << 24))
             .unwrap_or_default()
     }
@@ -291,23 +295,23 @@ impl Reader<'_> {
         with_locals: bool,
     ) -> PyFrame {
         let f = self.f;
-        let firstlineno = self.i32(code + f.code_firstlineno).unwrap_or(0);
+        let firstlineno = self.i32(code.wrapping_add(f.code_firstlineno)).unwrap_or(0);
         let line = match lineno_override {
             Some(l) => Some(l),
             None => addr2line(f.line_table, &self.line_table(code), firstlineno, addrq),
         };
         let function = self
-            .str_at(code + f.code_name)
+            .str_at(code.wrapping_add(f.code_name))
             .unwrap_or_else(|| "?".into());
         let qualname = f
             .code_qualname
-            .and_then(|o| self.str_at(code + o))
+            .and_then(|o| self.str_at(code.wrapping_add(o)))
             .unwrap_or_else(|| function.clone());
         PyFrame {
             function,
             qualname,
             file: self
-                .str_at(code + f.code_filename)
+                .str_at(code.wrapping_add(f.code_filename))
                 .unwrap_or_else(|| "?".into()),
             line: line.filter(|&l| l >= 0).map(|l| l as u32),
             frame_address: Addr(frame),
@@ -321,14 +325,14 @@ impl Reader<'_> {
     fn frames(&self, tstate: u64, with_locals: bool) -> (Vec<PyFrame>, Option<String>) {
         let f = self.f;
         let mut out = Vec::new();
-        let Some(mut cur) = self.u64(tstate + f.tstate_frame) else {
+        let Some(mut cur) = self.u64(tstate.wrapping_add(f.tstate_frame)) else {
             return (out, Some(format!("thread state {tstate:#x} is unreadable")));
         };
         if let Some(cf) = f.cframe_current_frame {
             if cur == 0 {
                 return (out, None);
             }
-            match self.u64(cur + cf) {
+            match self.u64(cur.wrapping_add(cf)) {
                 Some(c) => cur = c,
                 None => {
                     return (
@@ -351,7 +355,7 @@ impl Reader<'_> {
             if seen.len() > MAX_FRAMES {
                 return (out, Some(format!("more than {MAX_FRAMES} frames")));
             }
-            let Some(prev) = self.u64(cur + f.frame_previous) else {
+            let Some(prev) = self.u64(cur.wrapping_add(f.frame_previous)) else {
                 return (
                     out,
                     Some(format!("frame {cur:#x} is unreadable (the thread's stack or the heap page is not in the core)")),
@@ -359,16 +363,25 @@ impl Reader<'_> {
             };
             match f.frame_kind {
                 FrameKind::Object => {
-                    let code = self.u64(cur + f.frame_code).unwrap_or(0);
+                    let code = self.u64(cur.wrapping_add(f.frame_code)).unwrap_or(0);
                     if !self.is_code(code) {
                         return (
                             out,
                             Some(format!("frame {cur:#x} has no code object ({code:#x})")),
                         );
                     }
-                    let lasti = self.i32(cur + f.frame_lasti.unwrap_or(0)).unwrap_or(-1) as i64;
-                    let lineno = f.frame_lineno.and_then(|o| self.i32(cur + o)).unwrap_or(0);
-                    let tracing = f.frame_trace.and_then(|o| self.u64(cur + o)).unwrap_or(0) != 0;
+                    let lasti = self
+                        .i32(cur.wrapping_add(f.frame_lasti.unwrap_or(0)))
+                        .unwrap_or(-1) as i64;
+                    let lineno = f
+                        .frame_lineno
+                        .and_then(|o| self.i32(cur.wrapping_add(o)))
+                        .unwrap_or(0);
+                    let tracing = f
+                        .frame_trace
+                        .and_then(|o| self.u64(cur.wrapping_add(o)))
+                        .unwrap_or(0)
+                        != 0;
                     // 3.8/3.9 frameobject.c PyFrame_GetLineNumber: f_lineno when f_trace
                     // is set; 3.10: f_lineno when non-zero.
                     let over = if f.lasti_unit == 1 {
@@ -384,10 +397,12 @@ impl Reader<'_> {
                     out.push(self.frame_info(cur, code, addrq, over, false, with_locals));
                 }
                 FrameKind::Interpreter => {
-                    let owner = self.u8(cur + f.frame_owner.unwrap_or(0)).unwrap_or(0) as u64;
+                    let owner = self
+                        .u8(cur.wrapping_add(f.frame_owner.unwrap_or(0)))
+                        .unwrap_or(0) as u64;
                     let skip = f.owner_skip_from.is_some_and(|s| owner >= s);
                     if !skip {
-                        let raw = self.u64(cur + f.frame_code).unwrap_or(0);
+                        let raw = self.u64(cur.wrapping_add(f.frame_code)).unwrap_or(0);
                         let code = self.obj(raw).unwrap_or(0);
                         if !self.is_code(code) {
                             // 3.13's C-stack entry frame holds None; anything else that
@@ -397,10 +412,12 @@ impl Reader<'_> {
                                 Some(format!("frame {cur:#x} has no code object ({raw:#x})")),
                             );
                         }
-                        let instr = self.u64(cur + f.frame_instr.unwrap_or(0)).unwrap_or(0);
+                        let instr = self
+                            .u64(cur.wrapping_add(f.frame_instr.unwrap_or(0)))
+                            .unwrap_or(0);
                         let start = code.wrapping_add(f.code_adaptive.unwrap_or(0));
                         let first = self
-                            .i32(code + f.code_firsttraceable.unwrap_or(0))
+                            .i32(code.wrapping_add(f.code_firsttraceable.unwrap_or(0)))
                             .unwrap_or(0) as i64;
                         let generator = f.owner_generator == Some(owner);
                         let off = (instr as i64).wrapping_sub(start as i64);
@@ -554,7 +571,9 @@ pub fn read(
     out.diagnostics
         .extend(cross_check(p, runtime, f, &model.name));
     let rt = runtime.0;
-    let mut interp = r.u64(rt + f.runtime_interpreters_head).unwrap_or(0);
+    let mut interp = r
+        .u64(rt.wrapping_add(f.runtime_interpreters_head))
+        .unwrap_or(0);
     if interp == 0 {
         out.diagnostics.push(Diagnostic::warning(
             "_PyRuntime.interpreters.head is NULL or unreadable: no Python threads (the interpreter was not running or is finalizing)",
@@ -571,15 +590,15 @@ pub fn read(
             break;
         }
         let idx = out.interpreters.len();
-        let id = r.u64(interp + f.interp_id).unwrap_or(u64::MAX) as i64;
+        let id = r.u64(interp.wrapping_add(f.interp_id)).unwrap_or(u64::MAX) as i64;
         let (holder, locked) = gil_state(&r, rt, interp);
         let names = f
             .interp_modules
-            .and_then(|o| r.u64(interp + o))
+            .and_then(|o| r.u64(interp.wrapping_add(o)))
             .map(|m| threadnames::thread_names(typer, &model.objects, types, m))
             .unwrap_or_default();
         let mut count = 0;
-        let mut ts = match r.u64(interp + f.interp_threads_head) {
+        let mut ts = match r.u64(interp.wrapping_add(f.interp_threads_head)) {
             Some(t) => t,
             None => {
                 out.diagnostics.push(
@@ -600,7 +619,7 @@ pub fn read(
                 );
                 break;
             }
-            let back = r.u64(ts + f.tstate_interp);
+            let back = r.u64(ts.wrapping_add(f.tstate_interp));
             if back != Some(interp) {
                 out.diagnostics.push(Diagnostic::warning(format!(
                     "thread state {ts:#x} does not point back to its interpreter {interp:#x} (damaged); the rest of this interpreter's threads are not read"
@@ -616,26 +635,28 @@ pub fn read(
                     .at(Addr(ts)),
                 );
             }
-            let thread_id = r.u64(ts + f.tstate_thread_id).unwrap_or(0);
+            let thread_id = r.u64(ts.wrapping_add(f.tstate_thread_id)).unwrap_or(0);
             out.threads.push(PyThread {
                 tstate: Addr(ts),
                 interpreter: idx,
                 thread_id,
-                native_thread_id: f.tstate_native_thread_id.and_then(|o| r.u64(ts + o)),
+                native_thread_id: f
+                    .tstate_native_thread_id
+                    .and_then(|o| r.u64(ts.wrapping_add(o))),
                 name: names.get(&thread_id).cloned(),
                 holds_gil: locked && holder == ts,
                 frames,
                 truncated,
             });
             count += 1;
-            ts = r.u64(ts + f.tstate_next).unwrap_or(0);
+            ts = r.u64(ts.wrapping_add(f.tstate_next)).unwrap_or(0);
         }
         out.interpreters.push(Interpreter {
             address: Addr(interp),
             id,
             threads: count,
         });
-        interp = r.u64(interp + f.interp_next).unwrap_or(0);
+        interp = r.u64(interp.wrapping_add(f.interp_next)).unwrap_or(0);
     }
     out
 }
@@ -644,14 +665,14 @@ pub fn read(
 fn gil_state(r: &Reader, rt: u64, interp: u64) -> (u64, bool) {
     let f = r.f;
     let gil = match f.gil_at {
-        GilAt::Runtime => Some(rt + f.gil_offset),
-        GilAt::InterpPointer => r.u64(interp + f.gil_offset),
+        GilAt::Runtime => Some(rt.wrapping_add(f.gil_offset)),
+        GilAt::InterpPointer => r.u64(interp.wrapping_add(f.gil_offset)),
     };
     let Some(g) = gil.filter(|&g| g != 0) else {
         return (0, false);
     };
-    let holder = r.u64(g + f.gil_last_holder).unwrap_or(0);
-    let locked = r.i32(g + f.gil_locked).unwrap_or(0) != 0;
+    let holder = r.u64(g.wrapping_add(f.gil_last_holder)).unwrap_or(0);
+    let locked = r.i32(g.wrapping_add(f.gil_locked)).unwrap_or(0) != 0;
     (holder, locked)
 }
 

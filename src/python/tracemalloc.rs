@@ -226,6 +226,14 @@ impl Reader<'_> {
     }
 }
 
+/// How much of a table [`walk_table`] reads: at most `cap` entries, of the buckets in
+/// `window` (`n` from `first`) when given.
+#[derive(Clone, Copy)]
+struct Bound {
+    cap: u64,
+    window: Option<(u64, u64)>,
+}
+
 /// Every (key, value-or-data address) entry of a table, through `f(entry, key_addr)`.
 /// Bounded: a chain that loops, or an entry outside memory, ends that chain with a
 /// diagnostic; at most `cap` entries are visited in all.
@@ -233,11 +241,12 @@ fn walk_table(
     space: &AddressSpace,
     kind: HashtableKind,
     ht: u64,
-    cap: u64,
+    bound: Bound,
     what: &str,
     diags: &mut Diagnostics,
     mut f: impl FnMut(&[u8]),
 ) {
+    let Bound { cap, window } = bound;
     let mut h = [0u8; 0x50];
     let size = if kind == HashtableKind::Pointer {
         PT_SIZE
@@ -271,14 +280,19 @@ fn walk_table(
     let (mut loops, mut outside) = (0u64, 0u64);
     let mut first_bad: Option<(Addr, &'static str)> = None;
     let mut e = [0u8; 128];
-    for b in 0..nbuckets {
+    // The fuzzing harness's window: `n` buckets from `first` (all buckets otherwise).
+    let (from, to) = match window {
+        Some((first, n)) => (first.min(nbuckets), first.saturating_add(n).min(nbuckets)),
+        None => (0, nbuckets),
+    };
+    for b in from..to {
         let head = match table {
             Some(t) => u64_at(t, (b * 8) as usize),
-            None => match space.read_u64(Addr(buckets + b * 8)) {
+            None => match space.read_u64(Addr(buckets.wrapping_add(b * 8))) {
                 Ok(v) => v,
                 Err(_) => {
                     outside += 1;
-                    first_bad.get_or_insert((Addr(buckets + b * 8), "bucket array"));
+                    first_bad.get_or_insert((Addr(buckets.wrapping_add(b * 8)), "bucket array"));
                     continue;
                 }
             },
@@ -322,7 +336,7 @@ fn walk_table(
             .at(a),
         );
     }
-    if seen != nentries && loops == 0 && outside == 0 {
+    if seen != nentries && loops == 0 && outside == 0 && window.is_none() {
         diags.push(Diagnostic::warning(format!(
             "{what}: {seen} entries found, the table says {nentries}"
         )));
@@ -333,7 +347,10 @@ fn plausible_config(initialized: u32, tracing: u32, max_nframe: u32) -> bool {
     initialized <= 2 && tracing <= 1 && (1..=MAX_NFRAME).contains(&max_nframe)
 }
 
-struct Located {
+/// Where tracemalloc's state was found ([`recover_window`] can be given it again).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Located {
     tracing: Option<bool>,
     max_nframe: Option<u32>,
     traces: Option<u64>,
@@ -630,6 +647,34 @@ pub fn recover(
     model: &CpythonModel,
     walk: bool,
 ) -> Result<Recovered, String> {
+    recover_window(p, py, model, walk, None)
+}
+
+/// [`recover`], reading of each traces table only the `n` buckets from `first` when
+/// `window` is `Some((first, n))`: the fuzzing harness walks the buckets its bytes were
+/// overlaid near.
+#[doc(hidden)]
+pub fn recover_window(
+    p: &Process,
+    py: &PythonInfo,
+    model: &CpythonModel,
+    walk: bool,
+    window: Option<(u64, u64)>,
+) -> Result<Recovered, String> {
+    recover_located(p, py, model, walk, window, None).map(|r| r.0)
+}
+
+/// [`recover_window`] with the state's location given (`known`, from an earlier call on
+/// the same core) instead of searched for; returns the location used too.
+#[doc(hidden)]
+pub fn recover_located(
+    p: &Process,
+    py: &PythonInfo,
+    model: &CpythonModel,
+    walk: bool,
+    window: Option<(u64, u64)>,
+    known: Option<&Located>,
+) -> Result<(Recovered, Located), String> {
     let tm = layout(model)
         .ok_or_else(|| format!("the {} CPython model has no tracemalloc layout", model.name))?;
     let module = p
@@ -661,7 +706,11 @@ pub fn recover(
             "tracemalloc: _Py_hashtable_hash_ptr/_Py_hashtable_compare_direct are not readable (no dynamic symbols): its tables cannot be recognised",
         ));
     }
-    let loc = locate(&r, module, py.runtime, &mut diags);
+    let loc = match known {
+        Some(l) => l.clone(),
+        None => locate(&r, module, py.runtime, &mut diags),
+    };
+    let located = loc.clone();
     let tracing = match (loc.tracing, loc.traces) {
         (Some(t), _) => t,
         (None, Some(_)) => {
@@ -702,20 +751,26 @@ pub fn recover(
     };
     if !tracing || !walk {
         it.out.diagnostics = diags;
-        return Ok(Recovered {
-            state,
-            traces: it.out,
-        });
+        return Ok((
+            Recovered {
+                state,
+                traces: it.out,
+            },
+            located,
+        ));
     }
     let Some(traces_ht) = loc.traces else {
         diags.push(Diagnostic::error(
             "tracemalloc was tracing, but its traces table was not found",
         ));
         it.out.diagnostics = diags;
-        return Ok(Recovered {
-            state,
-            traces: it.out,
-        });
+        return Ok((
+            Recovered {
+                state,
+                traces: it.out,
+            },
+            located,
+        ));
     };
     // (table, domain or None when the key holds it)
     let mut tables: Vec<(u64, Option<u32>)> = Vec::new();
@@ -728,7 +783,10 @@ pub fn recover(
                     space,
                     HashtableKind::Pointer,
                     d,
-                    1 << 16,
+                    Bound {
+                        cap: 1 << 16,
+                        window: None,
+                    },
                     "tracemalloc domains",
                     &mut diags,
                     |e| doms.push((u64_at(e, 0x10) as u32, u64_at(e, 0x18))),
@@ -780,7 +838,7 @@ pub fn recover(
                     space,
                     tm.hashtable,
                     t,
-                    cap,
+                    Bound { cap, window },
                     "tracemalloc traces",
                     &mut diags,
                     |e| {
@@ -805,7 +863,7 @@ pub fn recover(
                     space,
                     tm.hashtable,
                     t,
-                    cap,
+                    Bound { cap, window },
                     "tracemalloc traces",
                     &mut diags,
                     |e| {
@@ -896,8 +954,11 @@ pub fn recover(
     state.traces = out.len() as u64;
     it.out.traces = out;
     it.out.diagnostics = diags;
-    Ok(Recovered {
-        state,
-        traces: it.out,
-    })
+    Ok((
+        Recovered {
+            state,
+            traces: it.out,
+        },
+        located,
+    ))
 }

@@ -151,7 +151,10 @@ pub fn check_arena(r: &Reader, model: &GlibcModel, a: Addr, main: bool) -> Resul
     let mut bad = 0;
     for i in 1..128u64 {
         let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
-        let (Some(fd), Some(bk)) = (r.u64(Addr(head + 16)), r.u64(Addr(head + 24))) else {
+        let (Some(fd), Some(bk)) = (
+            r.u64(Addr(head.wrapping_add(16))),
+            r.u64(Addr(head.wrapping_add(24))),
+        ) else {
             return Err("bins not readable".into());
         };
         let empty = fd == head && bk == head;

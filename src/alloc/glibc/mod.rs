@@ -120,7 +120,8 @@ pub struct Count {
 impl Count {
     fn add(&mut self, bytes: u64) {
         self.chunks += 1;
-        self.bytes += bytes;
+        // Sizes come from chunk headers in the core: damaged ones saturate, never overflow.
+        self.bytes = self.bytes.saturating_add(bytes);
     }
 }
 
@@ -147,7 +148,7 @@ impl FreeKinds {
             &self.unlisted,
         ] {
             c.chunks += k.chunks;
-            c.bytes += k.bytes;
+            c.bytes = c.bytes.saturating_add(k.bytes);
         }
         c
     }
@@ -348,6 +349,23 @@ pub fn analyze_excluding(
         libc.path,
         version_text.as_deref().unwrap_or("of unknown version")
     )))
+}
+
+/// The walk of [`analyze`] with the main arena, `mp_` and model an earlier walk found
+/// (`base`): the fuzzing harness walks patched memory without locating glibc again.
+#[doc(hidden)]
+pub fn walk_as(p: &Process, model: &GlibcModel, base: &GlibcHeap) -> GlibcHeap {
+    let r = Reader { space: &p.space };
+    let mp = base.mp.zip(base.mp_found_by);
+    walk(
+        p,
+        &r,
+        model,
+        base.main_arena,
+        base.main_arena_found_by,
+        mp,
+        &[],
+    )
 }
 
 fn bin_state(i: u64) -> ChunkState {
@@ -820,7 +838,8 @@ impl Walk<'_> {
         for (ai, &a) in arena_addrs.iter().enumerate() {
             for i in 1..128u64 {
                 let head = a.wrapping_add(ms.bins + 16 * (i - 1)).0.wrapping_sub(16);
-                let mut q = r.u64(Addr(head + 24)).unwrap_or(head);
+                // `a` is read from the arena ring in the core: wrapping, like the walk's reads.
+                let mut q = r.u64(Addr(head.wrapping_add(24))).unwrap_or(head);
                 let mut n = 0u64;
                 while q != head {
                     n += 1;
@@ -1021,7 +1040,7 @@ impl Walk<'_> {
                 ChunkState::SmallBin => a.free.smallbins.add(sz),
                 ChunkState::LargeBin => a.free.largebins.add(sz),
                 ChunkState::FreeUnlisted => a.free.unlisted.add(sz),
-                ChunkState::Top => a.top_bytes += sz,
+                ChunkState::Top => a.top_bytes = a.top_bytes.saturating_add(sz),
                 ChunkState::Mmapped => {}
             }
             if !matches!(st, ChunkState::InUse | ChunkState::Top) {
@@ -1037,10 +1056,14 @@ impl Walk<'_> {
     /// top; overhead is inside uordblks there), warned about when it fails.
     fn accounting(&mut self, arenas: &mut [Arena], covered_by_arena: &[u64]) {
         for (i, a) in arenas.iter_mut().enumerate() {
-            let accounted = a.in_use.bytes + a.free.total().bytes + a.top_bytes;
-            let span: u64 = a.heaps.iter().map(|h| h.size).sum();
+            let accounted = a
+                .in_use
+                .bytes
+                .saturating_add(a.free.total().bytes)
+                .saturating_add(a.top_bytes);
+            let span: u64 = a.heaps.iter().fold(0, |s, h| s.saturating_add(h.size));
             a.overhead_bytes = span.saturating_sub(covered_by_arena[i]);
-            a.identity_holds = a.system_bytes == accounted + a.overhead_bytes;
+            a.identity_holds = a.system_bytes == accounted.saturating_add(a.overhead_bytes);
             let free = a.free.total().bytes;
             a.fragmentation = if free == 0 {
                 0.0

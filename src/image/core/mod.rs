@@ -48,10 +48,12 @@ impl Arch {
     }
 }
 
-/// Bytes of the core: a map of the file, or owned bytes (tests, fuzzing).
+/// Bytes of the core: a map of the file, or owned bytes (tests), or an anonymous map the
+/// fuzzing harness overwrites between walks ([`CoreFile::overwrite`]).
 pub enum Backing {
     Mmap(Mmap),
     Owned(Vec<u8>),
+    Raw(memmap2::MmapRaw),
 }
 
 impl Backing {
@@ -60,6 +62,9 @@ impl Backing {
         match self {
             Backing::Mmap(m) => m,
             Backing::Owned(v) => v,
+            // SAFETY: the map is `len` bytes long and lives as long as `self`; it is only
+            // written by `CoreFile::overwrite`, whose caller guarantees no slice is alive.
+            Backing::Raw(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) },
         }
     }
 }
@@ -163,6 +168,59 @@ impl CoreFile {
     /// Parse a core held in memory (tests, fuzzing).
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<CoreFile> {
         Self::parse(PathBuf::from(name), Backing::Owned(bytes))
+    }
+
+    /// A core held in an anonymous map that [`CoreFile::overwrite`] may patch (fuzzing:
+    /// one parsed core, many overlays).
+    #[doc(hidden)]
+    pub fn from_bytes_writable(name: &str, bytes: &[u8]) -> Result<CoreFile> {
+        if bytes.is_empty() {
+            return Err(Error::bad_core(Path::new(name), "empty file"));
+        }
+        let mut m = memmap2::MmapMut::map_anon(bytes.len())
+            .map_err(|e| Error::Other(format!("{name}: anonymous map: {e}")))?;
+        m[..bytes.len()].copy_from_slice(bytes);
+        let raw = memmap2::MmapRaw::from(m);
+        Self::parse(PathBuf::from(name), Backing::Raw(raw))
+    }
+
+    /// A core file mapped copy-on-write (private): [`CoreFile::overwrite`] may patch it,
+    /// and only the pages patched are copied (fuzzing on cores of a GiB).
+    #[doc(hidden)]
+    pub fn open_writable(path: &Path) -> Result<CoreFile> {
+        let f = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: a private mapping: writes go to copies of the pages, never to the file;
+        // the file is a core nobody writes while it is analysed (as for `CoreFile::open`).
+        let m =
+            unsafe { memmap2::MmapOptions::new().map_copy(&f) }.map_err(|e| Error::io(path, e))?;
+        Self::parse(path.to_path_buf(), Backing::Raw(memmap2::MmapRaw::from(m)))
+    }
+
+    /// Overwrite the core's bytes at file offset `off` (clamped to the file); returns the
+    /// bytes replaced. Only cores made by [`CoreFile::from_bytes_writable`] can be patched
+    /// (others: nothing is written, empty result).
+    ///
+    /// # Safety
+    /// No slice of this core's bytes (from [`CoreFile::bytes`] or any reader over it) may be
+    /// alive, and no other thread may read the core during the call: the fuzzing harness
+    /// patches between two walks, which keep no borrowed bytes.
+    #[doc(hidden)]
+    pub unsafe fn overwrite(&self, off: usize, bytes: &[u8]) -> Vec<u8> {
+        let Backing::Raw(m) = &self.data else {
+            return Vec::new();
+        };
+        let end = off.saturating_add(bytes.len()).min(m.len());
+        if off >= end {
+            return Vec::new();
+        }
+        let n = end - off;
+        // SAFETY: [off, off + n) lies in the map; the caller guarantees exclusive access.
+        unsafe {
+            let p = m.as_mut_ptr().add(off);
+            let old = std::slice::from_raw_parts(p, n).to_vec();
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, n);
+            old
+        }
     }
 
     fn parse(path: PathBuf, data: Backing) -> Result<CoreFile> {

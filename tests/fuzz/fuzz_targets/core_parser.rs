@@ -1,6 +1,6 @@
 //! Coverage-guided fuzzing of the core parser, address space and `info` analysis:
-//! `cargo +nightly fuzz run core_parser` (or `cargo fuzz run core_parser` where the
-//! toolchain allows -Z flags). Crashes found here become regression tests in tests/.
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz core_parser` (README "Fuzzing").
+//! Crashes found here become regression tests in tests/.
 #![no_main]
 
 use coreheap::image::core::CoreFile;
@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
         let p = Process::from_core(core, &Options::default());
         let info = coreheap::analysis::info::info(&p);
         let mut sink = Vec::new();
-        let _ = coreheap::report::info::write_text(&mut sink, &info);
+        let _ = coreheap::report::info::write_text(&mut sink, &info, Default::default());
     }
 });
