@@ -375,7 +375,8 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     // Live allocations: objects (and the buffers they own) are not native memory.
     // (start, end) of every live allocation.
     let mut allocs: Vec<(u64, u64)> = Vec::new();
-    let mut object_allocs: FxHashSet<u64> = FxHashSet::default();
+    // Allocation starts of the objects, sorted (a hash set of 25 M of them cost seconds).
+    let mut object_allocs: Vec<u64> = Vec::with_capacity(c.objects().len());
     let mut buffers: Vec<u64> = Vec::new();
     let e = ownership::edges_of(a);
     let minor = e.as_ref().map_or(14, |e| e.minor);
@@ -397,7 +398,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
                 partial.push((m, end));
             }
         }
-        object_allocs.insert(m);
+        object_allocs.push(m);
         if let Some(e) = &e {
             e.buffers(o.addr.0, ti, &mut |b| buffers.push(b));
         }
@@ -406,13 +407,32 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
     // objects) are not native memory either; their stale fields point anywhere.
     for o in &c.free_objects {
         let ti = c.type_of(o);
-        object_allocs.insert(o.addr.0 - gc_head(ti.flags, &model.objects));
+        object_allocs.push(o.addr.0 - gc_head(ti.flags, &model.objects));
     }
+    object_allocs.sort_unstable();
     buffers.sort_unstable();
+    // The first entry of sorted `v` at or above `m`, from a cursor: mostly a few steps
+    // forward (allocations come in pool or chunk order), else a search.
+    fn seek(v: &[u64], cur: &mut usize, m: u64) -> Option<u64> {
+        if *cur > 0 && v[*cur - 1] >= m {
+            *cur = v.partition_point(|&x| x < m);
+        }
+        let mut steps = 0;
+        while *cur < v.len() && v[*cur] < m {
+            if steps == 8 {
+                *cur += v[*cur..].partition_point(|&x| x < m);
+                break;
+            }
+            *cur += 1;
+            steps += 1;
+        }
+        v.get(*cur).copied()
+    }
+    let (mut oc, mut bc) = (0usize, 0usize);
     let mut native_allocs: Vec<(u64, u64)> = Vec::new();
     let mut consider = |m: u64, usable: u64, pm: bool, allocs: &mut Vec<(u64, u64)>| {
         allocs.push((m, m + usable));
-        if object_allocs.contains(&m) {
+        if seek(&object_allocs, &mut oc, m) == Some(m) {
             return;
         }
         // Dead objects the census leaves out (3.8-3.10 zombie frames: refcount 0, kept
@@ -420,8 +440,7 @@ fn native_anchors(a: &Analysis, nodes: &[u32]) -> FxHashSet<u64> {
         if typer.classify(m, usable, pm).is_some() {
             return;
         }
-        let j = buffers.partition_point(|&b| b < m);
-        if buffers.get(j).is_some_and(|&b| b < m + usable.max(1)) {
+        if seek(&buffers, &mut bc, m).is_some_and(|b| b < m + usable.max(1)) {
             return;
         }
         native_allocs.push((m, m + usable));
