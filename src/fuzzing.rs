@@ -95,11 +95,16 @@ impl Target {
 /// The base core of a target: its file (zstd or plain) and sysroot.
 pub fn base_core(t: Target) -> (PathBuf, Option<PathBuf>) {
     let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora/reference/trixie");
+    // The generated corpora where tests/run-all puts them (and the tests read them):
+    // COREHEAP_CORPUS / COREHEAP_CORPUS_FT, else their default places in the cache.
     let cache = std::env::var_os("COREHEAP_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/coreheap")
         });
+    let corpus = |var: &str, default: &str| {
+        std::env::var_os(var).map_or_else(|| cache.join(default), PathBuf::from)
+    };
     match t {
         Target::Glibc => (
             reference.join("c_heap-kernel-0x33/core.zst"),
@@ -111,12 +116,12 @@ pub fn base_core(t: Target) -> (PathBuf, Option<PathBuf>) {
         ),
         // The py_trace scenario (tracemalloc on, several domains) of the host's CPython.
         Target::Traces => (
-            cache.join("corpus-test/host/py_trace-gcore-0x33/core"),
+            corpus("COREHEAP_CORPUS", "corpus-test").join("host/py_trace-gcore-0x33/core"),
             None,
         ),
         // A free-threaded CPython 3.13t core (corpora/make_corpus.py --envs ft-3.13).
         Target::Mimalloc => (
-            cache.join("corpus-ft/ft-3.13/py_heap-gcore-0x33/core"),
+            corpus("COREHEAP_CORPUS_FT", "corpus-ft").join("ft-3.13/py_heap-gcore-0x33/core"),
             None,
         ),
     }

@@ -98,20 +98,24 @@ pub fn reference_cases() -> Vec<Case> {
 }
 
 pub fn fresh_cases() -> Vec<Case> {
-    let dir = std::env::var_os("COREHEAP_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("COREHEAP_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap")
-                });
-            cache.join("corpus")
-        });
+    cases_in("COREHEAP_CORPUS", "corpus", "cores")
+}
+
+/// The cases of a generated corpus: the directory `var` names, else `default` in the cache
+/// (COREHEAP_CACHE, else ~/.cache/coreheap); its index must exist (`what` was generated).
+pub fn cases_in(var: &str, default: &str, what: &str) -> Vec<Case> {
+    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("COREHEAP_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap")
+            });
+        cache.join(default)
+    });
     let idx = dir.join("index.json");
     assert!(
         idx.exists(),
-        "{} is missing: generate cores first (tests/run-all does)",
+        "{} is missing: generate {what} first (tests/run-all does)",
         idx.display()
     );
     load_index(&idx)

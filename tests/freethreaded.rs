@@ -9,7 +9,6 @@
 use crate::corpus::{self, Case};
 use coreheap::analysis::{owner_diff, Analysis, Limits};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// The free-threaded cases; none when tests/run-all had no trixie root to build the
 /// interpreter in (COREHEAP_FT=0): then the tests pass without checking anything.
@@ -18,23 +17,20 @@ fn ft_cases() -> Vec<Case> {
         eprintln!("COREHEAP_FT=0: no free-threaded cores (no trixie root); skipped");
         return Vec::new();
     }
-    let dir = std::env::var_os("COREHEAP_CORPUS_FT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("COREHEAP_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/coreheap")
-                });
-            cache.join("corpus-ft")
-        });
-    let idx = dir.join("index.json");
-    assert!(
-        idx.exists(),
-        "{} is missing: generate the free-threaded cores first (tests/run-all does)",
-        idx.display()
-    );
-    corpus::load_index(&idx)
+    corpus::cases_in("COREHEAP_CORPUS_FT", "corpus-ft", "the free-threaded cores")
+}
+
+/// `check` on each free-threaded case `keep` selects, with its analysis.
+fn check_ft(keep: impl Fn(&Case) -> bool, check: impl Fn(&Case, &Analysis) -> Vec<String>) {
+    let cases = ft_cases();
+    if cases.is_empty() {
+        return;
+    }
+    corpus::check_cases(cases, "free-threaded", keep, |case| {
+        let p = corpus::open(case);
+        let a = analyze(case, &p);
+        check(case, &a)
+    });
 }
 
 fn analyze<'a>(case: &Case, p: &'a coreheap::Process) -> Analysis<'a> {
@@ -70,17 +66,9 @@ fn mimalloc_truth(case: &Case) -> BTreeMap<(u8, u64), u64> {
 #[test]
 #[ignore = "needs free-threaded cores generated on this machine: run tests/run-all"]
 fn fresh_ft_live_blocks_match_mimalloc() {
-    let cases = ft_cases();
-    if cases.is_empty() {
-        return;
-    }
-    corpus::check_cases(
-        cases,
-        "free-threaded",
+    check_ft(
         |_| true,
-        |case| {
-            let p = corpus::open(case);
-            let a = analyze(case, &p);
+        |case, a| {
             let Some(mi) = &a.mimalloc else {
                 return vec![format!("{}: no mimalloc heap", case.name)];
             };
@@ -122,24 +110,20 @@ fn fresh_ft_live_blocks_match_mimalloc() {
 #[test]
 #[ignore = "needs free-threaded cores generated on this machine: run tests/run-all"]
 fn fresh_ft_census_matches_gc() {
-    let cases = ft_cases();
-    if cases.is_empty() {
-        return;
-    }
-    corpus::check_cases(
-        cases,
-        "free-threaded",
+    check_ft(
         |_| true,
-        |case| {
-            let p = corpus::open(case);
-            let a = analyze(case, &p);
+        |case, a| {
             let t = corpus::truth(case);
             let Some(c) = &a.census else {
                 return vec![format!("{}: no census", case.name)];
             };
             let tracked = |o: u64| {
                 let mut b = [0u8; 1];
-                p.space.read(coreheap::addr::Addr(o + 0xb), &mut b).is_ok() && b[0] & 1 != 0
+                a.process
+                    .space
+                    .read(coreheap::addr::Addr(o + 0xb), &mut b)
+                    .is_ok()
+                    && b[0] & 1 != 0
             };
             let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
             for o in a.objects().expect("objects") {
@@ -242,19 +226,11 @@ fn fresh_ft_leak_pair_diff_names_type_and_owner() {
 #[test]
 #[ignore = "needs free-threaded cores generated on this machine: run tests/run-all"]
 fn fresh_ft_frag_objects_stacks() {
-    let cases = ft_cases();
-    if cases.is_empty() {
-        return;
-    }
-    corpus::check_cases(
-        cases,
-        "free-threaded",
+    check_ft(
         |c| c.scenario == "py_ft_threads",
-        |case| {
-            let p = corpus::open(case);
-            let a = analyze(case, &p);
+        |case, a| {
             let mut bad = Vec::new();
-            let f = coreheap::analysis::frag::frag(&a);
+            let f = coreheap::analysis::frag::frag(a);
             let mi = f.mimalloc.expect("frag has mimalloc");
             if mi.pages == 0 || mi.size_classes.iter().all(|c| c.heap != "gc_pre") {
                 bad.push(format!(
@@ -274,7 +250,7 @@ fn fresh_ft_frag_objects_stacks() {
                     case.name
                 ));
             }
-            let l = coreheap::analysis::objects::objects(&a, "__main__.FtItem", 3).unwrap();
+            let l = coreheap::analysis::objects::objects(a, "__main__.FtItem", 3).unwrap();
             if l.count != 10000
                 || !l
                     .objects
@@ -287,7 +263,7 @@ fn fresh_ft_frag_objects_stacks() {
                 ));
             }
             let s = coreheap::analysis::threads::stacks(
-                &p,
+                a.process,
                 crate::census::models(),
                 Default::default(),
             );
