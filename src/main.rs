@@ -3,6 +3,9 @@
 
 mod cli;
 
+#[global_allocator]
+static ALLOC: cli::alloc::HugeArrays = cli::alloc::HugeArrays;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -6,10 +6,10 @@
 
 /// Unreached nodes get this as their immediate dominator.
 pub const NONE: u32 = u32::MAX;
-/// Preorder mark of a leaf set aside (see `dominators`).
-const LEAF: u32 = u32::MAX - 1;
-/// Preorder mark, before the DFS, of a node that would be such a leaf if reached.
+/// Preorder mark, before the DFS, of a node that would be a leaf set aside if reached.
 const CANDIDATE: u32 = u32::MAX - 2;
+/// Preorder mark of a leaf set aside: this bit with its only predecessor's node id.
+const LEAF: u32 = 1 << 31;
 
 /// Successor lists: `adj[off[v] .. off[v+1]]`.
 pub struct Csr {
@@ -29,34 +29,45 @@ impl Csr {
 
 /// Immediate dominators by node (root 0 dominates itself; unreachable nodes are NONE), and
 /// the reached nodes in an order where each comes after its dominator: the inner nodes in
-/// DFS preorder from the root, then the single-predecessor leaves.
+/// DFS preorder from the root, then the leaves set aside, by node id.
 pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
+    // Leaves are set aside only while node ids stay below the LEAF bit and clear of the
+    // marks (2^31 - 4 nodes, a heap of some 100 GB; above it every node takes the general
+    // path, which gives the same tree).
+    dominators_with(g, g.nodes() <= (LEAF as usize) - 4)
+}
+
+fn dominators_with(g: &Csr, set_aside: bool) -> (Vec<u32>, Vec<u32>) {
     let n = g.nodes();
-    // Preorder numbers by DFS from the root.
-    let mut pre = vec![NONE; n];
-    let mut vertex: Vec<u32> = Vec::with_capacity(n);
-    let mut parent: Vec<u32> = Vec::with_capacity(n); // by preorder number, a preorder number
-    let mut stack: Vec<(u32, u32)> = Vec::new(); // (node, next edge index)
     if n == 0 {
         return (Vec::new(), Vec::new());
     }
     // Leaves with a single incoming edge (a float in a list, a str in a tuple: most
     // objects of a Python heap) are dominated by that edge's source and dominate nothing:
     // they are set aside during the DFS and take no part in the semidominator passes,
-    // which then run on the inner nodes only.
-    // Marked in `pre` before the DFS, so that the DFS reads one word per edge.
-    let mut indeg = vec![0u8; n];
-    for &w in &g.adj {
-        let d = &mut indeg[w as usize];
-        *d = d.saturating_add(1);
-    }
-    for (w, p) in pre.iter_mut().enumerate().skip(1) {
-        if indeg[w] == 1 && g.off[w] == g.off[w + 1] {
-            *p = CANDIDATE;
+    // which then run on the inner nodes only. A leaf's mark in `pre` holds its
+    // predecessor's node id under the LEAF bit (no list of leaves: 8 bytes a leaf on a
+    // heap of floats).
+    // Preorder numbers (and marks) by node; below `inner` a node is an inner node.
+    let inner = if set_aside { LEAF } else { CANDIDATE };
+    let mut pre = vec![NONE; n];
+    if set_aside {
+        // Marked before the DFS, so that the DFS reads one word per edge.
+        let mut indeg = vec![0u8; n];
+        for &w in &g.adj {
+            let d = &mut indeg[w as usize];
+            *d = d.saturating_add(1);
+        }
+        for (w, p) in pre.iter_mut().enumerate().skip(1) {
+            if indeg[w] == 1 && g.off[w] == g.off[w + 1] {
+                *p = CANDIDATE;
+            }
         }
     }
-    drop(indeg);
-    let mut leaves: Vec<(u32, u32)> = Vec::new(); // (leaf, its only predecessor)
+    // Preorder numbers by DFS from the root.
+    let mut vertex: Vec<u32> = Vec::with_capacity(n); // by preorder number, the node
+    let mut parent: Vec<u32> = Vec::with_capacity(n); // by preorder number, a preorder number
+    let mut stack: Vec<(u32, u32)> = Vec::new(); // (node, next edge index)
     pre[0] = 0;
     vertex.push(0);
     parent.push(0);
@@ -68,8 +79,7 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
             let w = g.adj[i as usize];
             let pw = pre[w as usize];
             if pw == CANDIDATE {
-                pre[w as usize] = LEAF;
-                leaves.push((w, v));
+                pre[w as usize] = LEAF | v;
             } else if pw == NONE {
                 pre[w as usize] = vertex.len() as u32;
                 parent.push(pre[v as usize]);
@@ -82,15 +92,15 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     }
     drop(stack);
     let m = vertex.len();
-    // Predecessors in preorder numbers, of reached nodes only.
+    // Predecessors in preorder numbers, of reached inner nodes only.
     let mut poff = vec![0u32; m + 1];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv >= CANDIDATE {
+        if pv >= inner {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw < CANDIDATE {
+            if pw < inner {
                 poff[pw as usize + 1] += 1;
             }
         }
@@ -102,12 +112,12 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     // down to the start of w's list, which is then `poff[w]`'s value shifted by one.
     let mut padj = vec![0u32; poff[m] as usize];
     for (v, &pv) in pre.iter().enumerate() {
-        if pv >= CANDIDATE {
+        if pv >= inner {
             continue;
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw < CANDIDATE {
+            if pw < inner {
                 poff[pw as usize + 1] -= 1;
                 padj[poff[pw as usize + 1] as usize] = pv;
             }
@@ -116,7 +126,6 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
     // Now poff[w + 1] is the start of w's list; shift back to start offsets.
     poff.copy_within(1..=m, 0);
     poff[m] = padj.len() as u32;
-    drop(pre);
     // Semidominators (simple Lengauer-Tarjan eval with path compression), in preorder
     // numbers.
     let mut semi: Vec<u32> = (0..m as u32).collect();
@@ -145,17 +154,21 @@ pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
         }
         idom[w] = d;
     }
-    // Back to node ids.
-    let mut out = vec![NONE; n];
-    for (i, &v) in vertex.iter().enumerate() {
-        out[v as usize] = vertex[idom[i] as usize];
-    }
-    // The leaves set aside: each after its dominator, which the preorder already lists.
+    drop(semi);
+    // Back to node ids, in place of the preorder numbers (one pass in node order); the
+    // leaves set aside follow the inner nodes in the order, each after its dominator.
     let mut order = vertex;
-    order.reserve_exact(leaves.len());
-    for (w, p) in leaves {
-        out[w as usize] = p;
-        order.push(w);
+    let mut out = pre;
+    for (v, x) in out.iter_mut().enumerate() {
+        let p = *x;
+        *x = if p < inner {
+            order[idom[p as usize] as usize]
+        } else if p == NONE || p == CANDIDATE {
+            NONE
+        } else {
+            order.push(v as u32);
+            p & !LEAF
+        };
     }
     (out, order)
 }
@@ -294,7 +307,22 @@ mod tests {
                 .map(|_| (rnd(n as u64) as u32, rnd(n as u64) as u32))
                 .collect();
             let g = csr(n, &e);
-            assert_eq!(dominators(&g).0, naive(&g), "{e:?}");
+            let (idom, order) = dominators(&g);
+            assert_eq!(idom, naive(&g), "{e:?}");
+            // Without leaves set aside (the path of graphs of 2^31 nodes): the same tree.
+            assert_eq!(dominators_with(&g, false).0, idom, "{e:?}");
+            // Every reached node once, each after its dominator.
+            let mut at = vec![usize::MAX; n];
+            for (i, &v) in order.iter().enumerate() {
+                assert_eq!(at[v as usize], usize::MAX, "{e:?}");
+                at[v as usize] = i;
+            }
+            for v in 0..n {
+                assert_eq!(at[v] != usize::MAX, idom[v] != NONE, "{e:?}");
+                if v > 0 && idom[v] != NONE {
+                    assert!(at[idom[v] as usize] < at[v], "{e:?}");
+                }
+            }
         }
     }
 

@@ -303,7 +303,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let mut rc: Vec<u32> = vec![0; n];
     // Per thread: its ranges' output slices, and (range, start, end) in its edge list.
     type Spans = Vec<(usize, usize, usize)>;
-    let parts: Vec<(EdgePart, Spans)> = {
+    let mut parts: Vec<(EdgePart, Spans)> = {
         let mut outs: Vec<Vec<(usize, Out)>> = (0..threads).map(|_| Vec::new()).collect();
         let (mut o_rest, mut s_rest, mut r_rest) = (&mut off[2..], &mut shallow[1..], &mut rc[1..]);
         for k in 0..nranges {
@@ -367,26 +367,10 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         ));
         return None;
     }
-    // The edge lists joined range by range in node order, each range's CSR ends moved from
-    // its thread's list to the joined one.
     let mut damaged = 0u64;
     let mut buffers: Vec<(u64, u32)> = Vec::new();
-    let mut adj: Vec<u32> = Vec::with_capacity(total as usize);
-    let mut at = vec![0usize; parts.len()];
-    for k in 0..nranges {
-        let w = k % threads;
-        let (part, spans) = &parts[w];
-        let (sk, s, e) = spans[at[w]];
-        debug_assert_eq!(sk, k);
-        at[w] += 1;
-        let shift = adj.len() as i64 - s as i64;
-        for x in &mut off[cuts[k] + 2..cuts[k + 1] + 2] {
-            *x = (*x as i64 + shift) as u32;
-        }
-        adj.extend_from_slice(&part.adj[s..e]);
-    }
-    for (p, _) in parts {
-        buffers.extend_from_slice(&p.buffers);
+    for (p, _) in &mut parts {
+        buffers.extend_from_slice(&std::mem::take(&mut p.buffers));
         damaged += p.damaged;
     }
     drop(phase);
@@ -417,8 +401,10 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
 
     // In-degrees, then the root's successors.
     let mut indeg = vec![0u32; n];
-    for &d in &adj {
-        indeg[d as usize] = indeg[d as usize].saturating_add(1);
+    for (p, _) in &parts {
+        for &d in &p.adj {
+            indeg[d as usize] = indeg[d as usize].saturating_add(1);
+        }
     }
     let mut named = Vec::new();
     let mut root_succ: Vec<u32> = Vec::new();
@@ -467,11 +453,34 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(indeg);
     root_succ.extend_from_slice(&native);
     root_succ.extend_from_slice(&immortal);
-    let k = root_succ.len() as u32;
-    for x in off.iter_mut().skip(1) {
-        *x += k;
+    if total + root_succ.len() as u64 >= u32::MAX as u64 {
+        diagnostics.push(Diagnostic::error(
+            "the reference graph has more than 4 billion edges; ownership is not computed",
+        ));
+        return None;
     }
-    adj.splice(0..0, root_succ);
+    // The root's edges first, then the edge lists joined range by range in node order,
+    // each range's CSR ends moved from its thread's list to the joined one. (Joined only
+    // now, with the roots known, so that nothing is shifted after: an insert at the front
+    // of the joined list moved all of it.)
+    let mut adj: Vec<u32> = Vec::with_capacity(total as usize + root_succ.len());
+    adj.extend_from_slice(&root_succ);
+    off[1] = adj.len() as u32;
+    drop(root_succ);
+    let mut at = vec![0usize; parts.len()];
+    for k in 0..nranges {
+        let w = k % threads;
+        let (part, spans) = &parts[w];
+        let (sk, s, e) = spans[at[w]];
+        debug_assert_eq!(sk, k);
+        at[w] += 1;
+        let shift = adj.len() as i64 - s as i64;
+        for x in &mut off[cuts[k] + 2..cuts[k + 1] + 2] {
+            *x = (*x as i64 + shift) as u32;
+        }
+        adj.extend_from_slice(&part.adj[s..e]);
+    }
+    drop(parts);
     let nedges = adj.len() as u64;
     let csr = Csr { off, adj };
     if damaged > 0 {
