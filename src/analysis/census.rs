@@ -503,6 +503,50 @@ pub fn threads_for(allocs: u64) -> usize {
         .clamp(1, 8)
 }
 
+/// How many ranges a scan on `threads` threads cuts its work into: each thread takes every
+/// `threads`-th (`thread_of`). Ranges of equal allocation counts do not take equal time (a
+/// run of floats is cheaper than one of dicts, one of tuples has the most edges); with
+/// RANGES_PER_THREAD times as many ranges as threads, spread over the whole heap, the
+/// threads are balanced without any order left to chance.
+pub fn ranges_for(threads: usize) -> usize {
+    if threads == 1 {
+        1
+    } else {
+        threads * RANGES_PER_THREAD
+    }
+}
+
+/// The thread that scans range `k` of a scan on `threads` threads (see `ranges_for`).
+#[inline]
+pub fn thread_of(k: usize, threads: usize) -> usize {
+    k % threads
+}
+
+/// Run `work` once per payload, each on its own thread with its own typer: the first on
+/// the calling thread with `typer`, the others with forks of it. Results in payload order.
+pub fn per_thread<P: Send, T: Send>(
+    typer: &Typer,
+    payloads: Vec<P>,
+    work: impl Fn(&Typer, P) -> T + Sync,
+) -> Vec<T> {
+    let mut payloads = payloads.into_iter();
+    let Some(first) = payloads.next() else {
+        return Vec::new();
+    };
+    let forks: Vec<Typer> = payloads.as_slice().iter().map(|_| typer.fork()).collect();
+    std::thread::scope(|sc| {
+        let work = &work;
+        let handles: Vec<_> = forks
+            .into_iter()
+            .zip(payloads)
+            .map(|(t, p)| sc.spawn(move || work(&t, p)))
+            .collect();
+        let mut out = vec![work(typer, first)];
+        out.extend(handles.into_iter().map(|h| h.join().expect("scan thread")));
+        out
+    })
+}
+
 /// Scan `src` in address ranges on as many threads, each with its own typer, and bring
 /// the parts to `typer`'s type indices. The ranges are contiguous and merged in address
 /// order, so indices come out as one scan in address order would give them.
@@ -516,39 +560,15 @@ fn scan_all<S: Source + ?Sized>(
     if threads == 1 {
         return scan(typer, src, &[(0, u64::MAX)], 0..1, float_free, listing);
     }
-    // Ranges of equal allocation counts do not take equal time (a run of floats is cheaper
-    // than one of dicts): each thread takes every `threads`-th of RANGES_PER_THREAD times
-    // as many ranges, spread over the whole heap — balanced without any order left to
-    // chance.
-    let ranges = src.split(threads * RANGES_PER_THREAD);
+    let ranges = src.split(ranges_for(threads));
     let n = ranges.len();
-    let forks: Vec<Typer> = (1..threads).map(|_| typer.fork()).collect();
-    let (first, rest) = std::thread::scope(|sc| {
-        let ranges = &ranges;
-        let handles: Vec<_> = forks
-            .into_iter()
-            .enumerate()
-            .map(|(w, t)| {
-                sc.spawn(move || {
-                    let mine = (w + 1..n).step_by(threads);
-                    scan(&t, src, ranges, mine, float_free, listing)
-                })
-            })
-            .collect();
-        let first = scan(
-            typer,
-            src,
-            ranges,
-            (0..n).step_by(threads),
-            float_free,
-            listing,
-        );
-        let rest: Vec<Part> = handles
-            .into_iter()
-            .map(|h| h.join().expect("census scan thread"))
-            .collect();
-        (first, rest)
-    });
+    let mine: Vec<_> = (0..threads).map(|w| (w..n).step_by(threads)).collect();
+    let mut parts = per_thread(typer, mine, |t, mine| {
+        scan(t, src, &ranges, mine, float_free, listing)
+    })
+    .into_iter();
+    let first = parts.next().expect("one thread at least");
+    let rest: Vec<Part> = parts.collect();
     let mut all = first;
     // The ordered outputs of each part (the first's by `typer`'s indices already; the
     // others' remapped below, u32::MAX marking a type `typer` does not know).
@@ -645,7 +665,7 @@ fn scan_all<S: Source + ?Sized>(
         .sum();
     let mut list: Option<Vec<Obj>> = listing.then(|| Vec::with_capacity(total));
     for k in 0..n {
-        let w = k % threads;
+        let w = thread_of(k, threads);
         let (l, f, segs) = &outs[w];
         let (j, li, fi) = at[w];
         let (sk, le, fe) = segs[j];

@@ -293,9 +293,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     };
     let threads = super::census::threads_for(n as u64);
     let m = n - 1;
-    // As the census: each thread takes every `threads`-th of 8 ranges per thread, spread
-    // over the heap (a run of floats has no edges, one of tuples many).
-    let nranges = if threads == 1 { 1 } else { threads * 8 };
+    // As the census: each thread takes every `threads`-th range, spread over the heap (a
+    // run of floats has no edges, one of tuples many).
+    let nranges = super::census::ranges_for(threads);
     let cuts: Vec<usize> = (0..=nranges).map(|k| m * k / nranges).collect();
     // Node v's edges end at off[v + 1]; node 0 (the root) gets its edges at the end.
     let mut off: Vec<u32> = vec![0; n + 1];
@@ -311,7 +311,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             let (o, o2) = std::mem::take(&mut o_rest).split_at_mut(len);
             let (s2, s3) = std::mem::take(&mut s_rest).split_at_mut(len);
             let (r2, r3) = std::mem::take(&mut r_rest).split_at_mut(len);
-            outs[k % threads].push((
+            outs[super::census::thread_of(k, threads)].push((
                 k,
                 Out {
                     off: o,
@@ -338,25 +338,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             }
             (part, spans)
         };
-        let mut outs = outs.into_iter();
-        let first = outs.next().expect("one thread at least");
-        let forks: Vec<crate::python::objects::Typer> =
-            (1..threads).map(|_| typer.fork()).collect();
-        std::thread::scope(|sc| {
-            let run = &run;
-            let handles: Vec<_> = forks
-                .into_iter()
-                .zip(outs)
-                .map(|(t, mine)| sc.spawn(move || run(&t, mine)))
-                .collect();
-            let mut parts = vec![run(typer, first)];
-            parts.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("edge scan thread")),
-            );
-            parts
-        })
+        super::census::per_thread(typer, outs, run)
     };
     let total: u64 = parts.iter().map(|p| p.0.adj.len() as u64).sum();
     let overflow =
@@ -469,7 +451,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(root_succ);
     let mut at = vec![0usize; parts.len()];
     for k in 0..nranges {
-        let w = k % threads;
+        let w = super::census::thread_of(k, threads);
         let (part, spans) = &parts[w];
         let (sk, s, e) = spans[at[w]];
         debug_assert_eq!(sk, k);
