@@ -39,15 +39,7 @@ def main():
     blocks_after = sys.getallocatedblocks()
 
     truth = {
-        "scenario": "py_frag",
-        "mode": args[0],
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_frag", args[0], tids, kernel),
         "objects_allocated": n,
         "stride": stride,
         "objects_kept": len(kept),

@@ -87,15 +87,7 @@ def main():
     tids.extend(READY)
     mine = [FtItem("main", i) for i in range(1000)]
     truth = {
-        "scenario": "py_ft_threads",
-        "mode": args[0],
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_ft_threads", args[0], tids, kernel),
         "expected": {"__main__.FtItem": 1000 + sum(1500 * (k + 1) for k in range(3)),
                      "__main__.FtSlot": 1200, "__main__.Orphaned": 900},
     }

@@ -341,15 +341,7 @@ def main():
                "chain_checked": chain_ok(chain)} for name, chain in chains]
     del chains, batch
     truth = {
-        "scenario": "py_graph",
-        "mode": mode,
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_graph", mode, tids, kernel),
         "owners": owners,
         "marked": marked,
         "cycles": {"count": K_CYCLES, "types": cycle_types()},

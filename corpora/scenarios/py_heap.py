@@ -175,15 +175,7 @@ def main():
     ev, threads, tids = coretruth.start_blocked_threads(2)
 
     truth = {
-        "scenario": "py_heap",
-        "mode": args[0],
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_heap", args[0], tids, kernel),
         "scale": scale,
         "populations": pops,
         "expected": {},

@@ -72,16 +72,8 @@ def part_sizes():
 
 def stage(name, kernel, tids, sizes, mode):
     truth = {
-        "scenario": "py_leak",
-        "mode": mode,
+        **coretruth.header("py_leak", mode, tids, kernel),
         "stage": name,
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
         "requests_served": SERVED[0],
         "leaked": len(REGISTRY),
         "expected": {"pyapp.models.LeakedResponse": len(REGISTRY)},

@@ -312,15 +312,7 @@ def main():
         if p["name"] in EXPECTED:
             expected[p["type"]] = expected.get(p["type"], 0) + p["count"]
     truth = {
-        "scenario": "py_libs",
-        "mode": args[0],
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_libs", args[0], tids, kernel),
         "prefix": sys.prefix,
         "libraries": have,
         "libraries_missing": missing,

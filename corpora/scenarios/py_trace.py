@@ -89,15 +89,7 @@ def main():
     KEEP.append(foreign_domain(9))
     ev, threads, tids = coretruth.start_blocked_threads(2)
     truth = {
-        "scenario": "py_trace",
-        "mode": args[0],
-        "pid": os.getpid(),
-        "tids": tids,
-        "exe": os.readlink("/proc/self/exe"),
-        "signal": None,
-        "signal_tid": tids[0] if kernel else None,
-        "glibc_version": coretruth.glibc_version(),
-        "python_version": coretruth.python_version(),
+        **coretruth.header("py_trace", args[0], tids, kernel),
         "expected": {"pyapp.models.Response": 777, "pyapp.models.Point": 333},
         "trace_files": [os.path.abspath(__file__), os.path.abspath(models.__file__)],
     }

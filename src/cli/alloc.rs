@@ -101,7 +101,11 @@ unsafe impl GlobalAlloc for HugeArrays {
                 // SAFETY: `p` is one whole mapping of `old_len` bytes (ours); the kernel
                 // moves it if it cannot grow in place, keeping its contents and advice.
                 let q = unsafe { libc::mremap(p.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
-                if q == libc::MAP_FAILED { null_mut() } else { q.cast() }
+                if q == libc::MAP_FAILED {
+                    null_mut()
+                } else {
+                    q.cast()
+                }
             }
             // Across the threshold: a new block of the other kind, the contents copied.
             _ => {
@@ -131,7 +135,9 @@ mod tests {
             let l = Layout::from_size_align(sizes[0], 8).unwrap();
             let mut p = a.alloc_zeroed(l);
             assert!(!p.is_null());
-            assert!(std::slice::from_raw_parts(p, sizes[0]).iter().all(|&b| b == 0));
+            assert!(std::slice::from_raw_parts(p, sizes[0])
+                .iter()
+                .all(|&b| b == 0));
             let mut cur = l;
             for (k, &n) in sizes.iter().enumerate().skip(1) {
                 let keep = cur.size().min(n);
@@ -149,7 +155,9 @@ mod tests {
             let big = Layout::from_size_align(2 * MIN, 4096).unwrap();
             let z = a.alloc_zeroed(big);
             assert_eq!(z as usize % 4096, 0);
-            assert!(std::slice::from_raw_parts(z, big.size()).iter().all(|&b| b == 0));
+            assert!(std::slice::from_raw_parts(z, big.size())
+                .iter()
+                .all(|&b| b == 0));
             a.dealloc(z, big);
         }
     }

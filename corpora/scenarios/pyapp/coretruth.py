@@ -34,6 +34,23 @@ def glibc_version():
     return v[len("glibc "):] if v.startswith("glibc ") else v
 
 
+def header(scenario, mode, tids, kernel):
+    """The fields every Python scenario's truth file starts with: what the tests match the
+    core against (pid, thread ids, executable, the signal's thread for a kernel core) and
+    the versions of the interpreter and glibc that made it."""
+    return {
+        "scenario": scenario,
+        "mode": mode,
+        "pid": os.getpid(),
+        "tids": tids,
+        "exe": os.readlink("/proc/self/exe"),
+        "signal": None,
+        "signal_tid": tids[0] if kernel else None,
+        "glibc_version": glibc_version(),
+        "python_version": python_version(),
+    }
+
+
 def start_blocked_threads(n=2):
     """Start n threads blocked on an Event; return (event, threads, tids).
 
