@@ -3,9 +3,6 @@
 
 mod cli;
 
-#[global_allocator]
-static ALLOC: cli::alloc::HugeArrays = cli::alloc::HugeArrays;
-
 fn main() -> std::process::ExitCode {
     cli::main()
 }

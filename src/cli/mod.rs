@@ -1,7 +1,6 @@
 //! The command line: clap definitions, one `run` per command, progress and colour, and the
 //! mapping of errors to exit codes (0 success, 2 error; a closed stdout pipe is success).
 
-pub mod alloc;
 mod progress;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
