@@ -219,7 +219,8 @@ impl Source for [Allocation] {
     fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
         let i = self.partition_point(|x| x.addr.0 <= a).checked_sub(1)?;
         let x = self[i];
-        (a < x.addr.0 + x.usable.max(1)).then_some((i as u64, x))
+        // The end of an allocation read from the core, clamped at the top of the space.
+        (a < x.addr.0.saturating_add(x.usable.max(1))).then_some((i as u64, x))
     }
     fn below(&self, a: u64) -> u64 {
         self.partition_point(|x| x.addr.0 < a) as u64
@@ -301,16 +302,18 @@ pub fn census_of_with(
 /// Allocation counts and bytes by allocator: [pymalloc count, bytes, glibc count, bytes].
 type Counts = [u64; 4];
 
+/// Wrapping, as `add`: the counters take claimed allocations back out (`n` = -1), and
+/// sizes come from the core; modular sums are exact whenever the true total fits.
 fn add4(into: &mut Counts, c: &Counts) {
     for (x, y) in into.iter_mut().zip(c) {
-        *x += y;
+        *x = x.wrapping_add(*y);
     }
 }
 
 fn add(c: &mut Counts, pm: bool, size: u64, n: i64) {
     let k = if pm { 0 } else { 2 };
     c[k] = c[k].wrapping_add(n as u64);
-    c[k + 1] = c[k + 1].wrapping_add((size as i64 * n) as u64);
+    c[k + 1] = c[k + 1].wrapping_add((size as i64).wrapping_mul(n) as u64);
 }
 
 /// What one thread's scan of an address range found, by its typer's own type indices.
@@ -744,16 +747,17 @@ fn census_with<S: Source + ?Sized>(
     }
     drop(dependents);
     drop(type_objects);
-    let mut dead_type_objects = 0;
+    let mut dead_type_objects = 0u64;
     let mut live: Vec<(u64, u64)> = vec![(0, 0); ntypes];
     let (mut object_count, mut live_object_bytes) = (0u64, 0u64);
     for (i, c) in per_type.iter().enumerate() {
         if alive[i] {
-            live[i] = (c[0] + c[2], c[1] + c[3]);
-            object_count += c[0] + c[2];
-            live_object_bytes += c[1] + c[3];
+            // Byte totals of sizes read from the core: saturating, never a panic.
+            live[i] = (c[0].saturating_add(c[2]), c[1].saturating_add(c[3]));
+            object_count = object_count.saturating_add(live[i].0);
+            live_object_bytes = live_object_bytes.saturating_add(live[i].1);
         } else {
-            dead_type_objects += c[0] + c[2];
+            dead_type_objects = dead_type_objects.saturating_add(c[0].saturating_add(c[2]));
             add4(&mut untyped, c);
         }
     }
@@ -768,7 +772,7 @@ fn census_with<S: Source + ?Sized>(
             add(&mut untyped, pm, o.alloc as u64, 1);
         } else if zombies.contains(&o.addr.0) {
             zombie_rows.0 += 1;
-            zombie_rows.1 += o.alloc as u64;
+            zombie_rows.1 = zombie_rows.1.saturating_add(o.alloc as u64);
         } else {
             free_count[o.ty as usize] += 1;
             free_objects.push(o);
@@ -829,14 +833,14 @@ fn census_with<S: Source + ?Sized>(
         add(&mut untyped, pm, a.size, -1);
         let e = &mut by_rank[r as usize];
         e.0 += 1;
-        e.1 += a.size;
+        e.1 = e.1.saturating_add(a.size);
     }
     let mut rows: FxHashMap<Owner, (u64, u64)> = FxHashMap::default();
     for (r, &(c, b)) in by_rank.iter().enumerate() {
         if c > 0 {
             let e = rows.entry(pairs[rank[r] as usize].0).or_default();
-            e.0 += c;
-            e.1 += b;
+            e.0 = e.0.saturating_add(c);
+            e.1 = e.1.saturating_add(b);
         }
     }
     drop(owned);
@@ -845,8 +849,8 @@ fn census_with<S: Source + ?Sized>(
     for (i, &(c, b)) in live.iter().enumerate() {
         if c > 0 {
             let e = counts.entry(type_infos[i].name.clone()).or_default();
-            e.0 += c;
-            e.1 += b;
+            e.0 = e.0.saturating_add(c);
+            e.1 = e.1.saturating_add(b);
         }
     }
     for (kind, (c, b)) in rows {
@@ -856,8 +860,8 @@ fn census_with<S: Source + ?Sized>(
             Owner::Native(r) => typer.native_rows()[r as usize].clone(),
         };
         let e = counts.entry(name).or_default();
-        e.0 += c;
-        e.1 += b;
+        e.0 = e.0.saturating_add(c);
+        e.1 = e.1.saturating_add(b);
     }
     for (name, c, b) in [
         (UNTYPED_PYMALLOC, untyped[0], untyped[1]),
@@ -865,8 +869,8 @@ fn census_with<S: Source + ?Sized>(
     ] {
         if c > 0 {
             let e = counts.entry(name.to_string()).or_default();
-            e.0 += c;
-            e.1 += b;
+            e.0 = e.0.saturating_add(c);
+            e.1 = e.1.saturating_add(b);
         }
     }
     if zombie_rows.0 > 0 {
@@ -1075,5 +1079,48 @@ mod tests {
         });
         assert_eq!(c.alloc_size(&objs[1]), big);
         assert_eq!(c.alloc_size(&objs[0]) + c.alloc_size(&objs[1]), big + 64);
+    }
+}
+
+#[cfg(test)]
+mod garbage_tests {
+    use super::*;
+    use crate::python::objects::tests::{model, typer, Fake, HEAP};
+
+    /// Allocation sizes and ends of garbage (2^63-byte allocations, an allocation reaching
+    /// the top of the space) sum and subtract without overflow: totals saturate, a claimed
+    /// allocation leaves the untyped row exactly.
+    #[test]
+    fn garbage_allocation_sizes_sum_without_overflow() {
+        let mut f = Fake::new();
+        let blob = f.static_type("blob", 24, 0, 0);
+        let list = f.static_type("list", 40, 0, 0);
+        f.obj(HEAP, 1, blob, 0);
+        f.obj(HEAP + 0x100, 1, blob, 0);
+        // A list (no GC head here) whose ob_item points into an untyped allocation.
+        f.obj(HEAP + 0x200, 1, list, 1);
+        f.core.u64(HEAP + 0x218, HEAP + 0x300);
+        let p = f.core.process();
+        let m = model("3.12");
+        let t = typer(&p, &m, vec![(list, Special::List)]);
+        let big = 1u64 << 63;
+        let allocs = [
+            (HEAP, 32, big, true),
+            (HEAP + 0x100, 32, big, false),
+            (HEAP + 0x200, 48, 48, true),
+            (HEAP + 0x300, u64::MAX - (HEAP + 0x300), big, false),
+        ];
+        let c = census_of(&t, allocs.into_iter());
+        let row = |n: &str| {
+            c.types
+                .iter()
+                .find(|r| r.name == n)
+                .map(|r| (r.count, r.bytes))
+        };
+        assert_eq!(row("blob"), Some((2, u64::MAX)));
+        assert_eq!(row(LIST_ITEMS), Some((1, big)));
+        assert_eq!(row(UNTYPED_GLIBC), None);
+        assert_eq!(c.object_count, 3);
+        assert_eq!(c.live_bytes(), u64::MAX);
     }
 }

@@ -148,7 +148,7 @@ impl<'a> Edges<'a> {
         let Some(n) = self.u64(self.f(o, 0x10)) else {
             return;
         };
-        if let Some(items) = self.words(o + self.om.tuple_items, n) {
+        if let Some(items) = self.words(o.wrapping_add(self.om.tuple_items), n) {
             for (i, v) in items.iter().copied().enumerate() {
                 f(v, Via::Item(i as u64));
             }
@@ -313,9 +313,11 @@ impl<'a> Edges<'a> {
 
     /// Shared keys of a heap type's instances (split dicts, inline and managed values).
     fn cached_keys(&self, t: u64) -> Option<(u64, u64)> {
-        let keys = self.u64(t + self.om.ht_cached_keys).filter(|&k| k != 0)?;
+        let keys = self
+            .u64(t.wrapping_add(self.om.ht_cached_keys))
+            .filter(|&k| k != 0)?;
         let (entries, n, es, ko, _) = self.keys_layout(keys)?;
-        Some((entries + ko, n.min(1 << 16) * (es / 8)))
+        Some((entries.wrapping_add(ko), n.min(1 << 16) * (es / 8)))
     }
 
     /// Attribute values of a values array, named by the type's shared keys.
@@ -407,9 +409,10 @@ impl<'a> Edges<'a> {
         // The weakref list is not ownership (typeobject.c subtype_traverse skips it).
         let wl = self.u64(self.f(t, TP_WEAKLISTOFFSET)).unwrap_or(0) as i64;
         if wl > 0 {
-            skip[1] = skip[1].min(o + wl as u64);
+            // tp_weaklistoffset is read from the core: the address wraps like any other.
+            skip[1] = skip[1].min(o.wrapping_add(wl as u64));
             if skip[0] == u64::MAX {
-                skip[0] = o + wl as u64;
+                skip[0] = o.wrapping_add(wl as u64);
             }
         }
         // The object's own memory: basicsize plus items, within its allocation. The
@@ -442,7 +445,8 @@ impl<'a> Edges<'a> {
                     if code && !self.is_code_part(v) {
                         continue;
                     }
-                    f(v, Via::Field(a - o));
+                    // `body_start` wraps with `o` near the top: so does the offset.
+                    f(v, Via::Field(a.wrapping_sub(o)));
                 }
             }
         }
@@ -462,7 +466,7 @@ impl<'a> Edges<'a> {
         if let Some(w) = self.words(a, (b - a) / 8) {
             for (i, v) in w.iter().copied().enumerate() {
                 if v != 0 && v % 8 == 0 {
-                    f(v, Via::Field(a + 8 * i as u64 - o));
+                    f(v, Via::Field((a + 8 * i as u64).wrapping_sub(o)));
                 }
             }
         }
@@ -496,17 +500,19 @@ impl<'a> Edges<'a> {
                 (0x50, 0x168)
             };
             self.scan(o, self.f(o, 0x18), self.f(o, 0x40), f);
-            self.scan(o, o + trace, o + trace + 8, f);
+            self.scan(o, o.wrapping_add(trace), o.wrapping_add(trace + 8), f);
             let Some(vs) = self.u64(self.f(o, 0x40)) else {
                 return;
             };
-            if vs < o + plus || vs > end {
+            // Bounds of an object read from the core: saturating (a frame ending past the
+            // top of the space has no value stack to read).
+            if vs < o.saturating_add(plus) || vs > end {
                 return;
             }
-            self.scan(o, o + plus, vs, f);
+            self.scan(o, o.wrapping_add(plus), vs, f);
             let top = if self.minor == 10 {
                 let depth = self.r.u32(crate::addr::Addr(self.f(o, 0x50))).unwrap_or(0) as u64;
-                vs + 8 * depth
+                vs.saturating_add(8 * depth)
             } else {
                 self.u64(self.f(o, 0x48)).unwrap_or(0)
             };
@@ -544,12 +550,17 @@ impl<'a> Edges<'a> {
             (0, &[][..])
         };
         for &off in fields {
-            self.scan(o, o + off, o + off + 8, f);
+            self.scan(o, o.wrapping_add(off), o.wrapping_add(off + 8), f);
         }
-        self.scan(o, self.f(o, 0x18) + shift, self.f(o, 0x40) + shift, f);
-        let state = self.u8(self.f(o, 0x43) + shift).unwrap_or(0) as i8;
+        self.scan(
+            o,
+            self.f(o, 0x18).wrapping_add(shift),
+            self.f(o, 0x40).wrapping_add(shift),
+            f,
+        );
+        let state = self.u8(self.f(o, 0x43).wrapping_add(shift)).unwrap_or(0) as i8;
         if state < 1 {
-            self.interp_frame(o, self.f(o, 0x48) + shift, end, f);
+            self.interp_frame(o, self.f(o, 0x48).wrapping_add(shift), end, f);
         }
     }
 
@@ -562,26 +573,31 @@ impl<'a> Edges<'a> {
             _ => (&[0x0, 0x10, 0x28], 0x50),
         };
         for &off in fields {
-            if let Some(v) = self.u64(fr + off) {
+            if let Some(v) = self.u64(fr.wrapping_add(off)) {
                 let v = self.stackref(v);
                 if v != 0 {
-                    f(v, Via::Field(fr + off - o));
+                    f(v, Via::Field(fr.wrapping_add(off).wrapping_sub(o)));
                 }
             }
         }
+        // `fr` is read from the core (or wraps with `o`): localsplus past the top of the
+        // space is an impossible frame.
+        let Some(base) = fr.checked_add(plus) else {
+            self.damage();
+            return;
+        };
         let n = if self.minor >= 14 {
             let sp = self.u64(fr.wrapping_add(0x40)).unwrap_or(0);
-            if sp < fr + plus || sp > end {
+            if sp < base || sp > end {
                 return;
             }
-            (sp - fr - plus) / 8
+            (sp - base) / 8
         } else {
             self.r
                 .u32(crate::addr::Addr(fr.wrapping_add(0x40)))
                 .unwrap_or(0) as u64
         };
-        let base = fr + plus;
-        if base + 8 * n > end {
+        if base.checked_add(8 * n).is_none_or(|e| e > end) {
             self.damage();
             return;
         }
@@ -589,7 +605,7 @@ impl<'a> Edges<'a> {
             for (i, v) in w.iter().copied().enumerate() {
                 let v = self.stackref(v);
                 if v != 0 {
-                    f(v, Via::Field(base + 8 * i as u64 - o));
+                    f(v, Via::Field((base + 8 * i as u64).wrapping_sub(o)));
                 }
             }
         }
@@ -692,7 +708,10 @@ impl<'a> Edges<'a> {
             }
         }
         if fl & F_TYPE_SUBCLASS != 0 {
-            if let Some(k) = self.u64(o + self.om.ht_cached_keys).filter(|&p| p != 0) {
+            if let Some(k) = self
+                .u64(o.wrapping_add(self.om.ht_cached_keys))
+                .filter(|&p| p != 0)
+            {
                 if self.u64(self.f(o, 0xa8)).unwrap_or(0) & F_HEAPTYPE != 0 {
                     f(k);
                 }
@@ -748,4 +767,57 @@ fn crate_str(s: &str) -> String {
         t.push('…');
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Addr;
+    use crate::image::testcore::RW;
+    use crate::python::objects::tests::{model, typer, Fake, BASE};
+    use crate::python::objects::SizeRule;
+
+    fn info(addr: u64, name: &str, flags: u64) -> TypeInfo {
+        TypeInfo {
+            addr: Addr(addr),
+            name: name.into(),
+            basicsize: 0x170,
+            itemsize: 8,
+            flags,
+            special: Special::None,
+            size_rule: SizeRule::Var,
+            freelist: false,
+            native: Vec::new(),
+        }
+    }
+
+    /// Objects at the top of the address space (fields past 2^64 wrap to the bottom, a
+    /// readable page here) and a tp_weaklistoffset of garbage: no overflow in the field
+    /// addresses, bounds or offsets (debug builds check).
+    #[test]
+    fn objects_at_the_top_of_the_space() {
+        let mut f = Fake::new();
+        f.core.segment(0, 0x1000, RW);
+        // Words at the bottom, where fields of an object near 2^64 wrap to.
+        for a in (0..0x100).step_by(8) {
+            f.core.u64(a, 0x2000 + a);
+        }
+        let t = f.static_type("blob", 0x20, 0, 0);
+        f.core.u64(t + TP_WEAKLISTOFFSET, i64::MAX as u64 & !7);
+        let p = f.core.process();
+        for v in ["3.10", "3.11", "3.12", "3.14"] {
+            let m = model(v);
+            let ty = typer(&p, &m, vec![]);
+            let e = Edges::new(&p, &m, &ty);
+            let mut n = 0;
+            let mut count = |_: u64, _: Via| n += 1;
+            for o in (1..0x20).map(|k| 0u64.wrapping_sub(8 * k)) {
+                for name in ["frame", "generator", "blob"] {
+                    e.for_each(o, &info(t, name, 0), u64::MAX, &mut count);
+                    e.for_each(o, &info(BASE + 0x7f00, name, 0), u64::MAX, &mut count);
+                }
+            }
+            e.for_each(1 << 63, &info(t, "blob", 0), u64::MAX, &mut count);
+        }
+    }
 }

@@ -783,7 +783,9 @@ impl<'a> Typer<'a> {
                 } else {
                     self.om.str_compact_data
                 };
-                Some(head + (len + 1) * kind)
+                // `len` is read from the core (bounded by `alloc` only): an impossible
+                // size makes no object, as a failed read does.
+                len.checked_add(1)?.checked_mul(kind)?.checked_add(head)
             }
             SizeRule::Int => {
                 let n = match self.om.int_size {
@@ -793,14 +795,15 @@ impl<'a> Typer<'a> {
                 if n > alloc {
                     return None;
                 }
-                Some(ti.basicsize + ti.itemsize.max(4) * n)
+                ti.itemsize.max(4).checked_mul(n)?.checked_add(ti.basicsize)
             }
             SizeRule::Var => {
                 let n = (self.u64(self.f(o, 0x10))? as i64).unsigned_abs();
-                if n.checked_mul(ti.itemsize)? > alloc {
+                let items = n.checked_mul(ti.itemsize)?;
+                if items > alloc {
                     return None;
                 }
-                Some(ti.basicsize + ti.itemsize * n)
+                ti.basicsize.checked_add(items)
             }
             SizeRule::Gen => {
                 let g = self.om.generator.as_ref()?;
@@ -935,7 +938,10 @@ impl<'a> Typer<'a> {
             let Some(size) = self.object_size(o, ti, alloc) else {
                 continue;
             };
-            let required = off + size;
+            // `size` follows size fields of the core: too large to add is no object.
+            let Some(required) = off.checked_add(size) else {
+                continue;
+            };
             // mimalloc (free-threaded builds) rounds to its size bins, up to 1/4 apart
             // (mimalloc page-queue.h _mi_bin: 4 bins per power of two above 64 bytes).
             let slack = if self.hs != 0 {
@@ -956,7 +962,7 @@ impl<'a> Typer<'a> {
             } else {
                 0
             };
-            if required <= alloc && alloc <= required + slack + extra {
+            if required <= alloc && alloc <= required.saturating_add(slack).saturating_add(extra) {
                 return Some((o, idx, rc == Rc0::Zero));
             }
         }
@@ -1163,7 +1169,9 @@ impl<'a> Typer<'a> {
                 {
                     self.separate_values(o, ti) // 3.11, 3.12
                 } else {
-                    Some(o + ti.basicsize + 8) // 3.13+: inline, values[] after an 8-byte header
+                    // 3.13+: inline, values[] after an 8-byte header (wrapping: an address
+                    // past the top is unreadable).
+                    Some(o.wrapping_add(ti.basicsize).wrapping_add(8))
                 };
                 let keys = self
                     .u64(ti.addr.0.wrapping_add(om.ht_cached_keys))
@@ -1288,6 +1296,135 @@ impl<'a> Typer<'a> {
                 }
                 n => format!("<{n}>"),
             },
+        }
+    }
+}
+
+/// Fake type objects and instances in a synthetic core (image::testcore), laid out as
+/// CPython lays them out (tp_name 0x18, tp_basicsize 0x20, tp_itemsize 0x28, tp_flags
+/// 0xa8: Include/cpython/object.h PyTypeObject); also used by the census's and the
+/// edges' unit tests.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::image::testcore::{TestCore, RW};
+    use crate::models::{cpython_models, CpythonModel};
+
+    /// The "module image" (static types and their names): [BASE, HEAP).
+    pub(crate) const BASE: u64 = 0x10_0000;
+    pub(crate) const HEAP: u64 = BASE + 0x8000;
+    const NAMES: u64 = BASE + 0x7000;
+    pub(crate) const TYPE_TYPE: u64 = BASE;
+    pub(crate) const STR_TYPE: u64 = BASE + 0x400;
+    pub(crate) const READY: u64 = F_READY;
+
+    pub(crate) struct Fake {
+        pub(crate) core: TestCore,
+        next_name: u64,
+        next_type: u64,
+    }
+
+    impl Fake {
+        /// `type` (its own type) and a static `str`, in a core of one 64 KiB segment.
+        pub(crate) fn new() -> Fake {
+            let mut core = TestCore::new();
+            core.segment(BASE, 0x1_0000, RW);
+            let mut f = Fake {
+                core,
+                next_name: NAMES,
+                next_type: BASE + 0x800,
+            };
+            f.type_at(
+                TYPE_TYPE,
+                "type",
+                0x3a0,
+                40,
+                READY | F_HAVE_GC | F_TYPE_SUBCLASS,
+            );
+            f.type_at(STR_TYPE, "str", 40, 0, READY | (1 << 28));
+            f
+        }
+        fn type_at(&mut self, t: u64, name: &str, basic: u64, item: u64, flags: u64) {
+            let n = self.next_name;
+            self.next_name += (name.len() as u64 + 16) & !15;
+            self.core.bytes(n, name.as_bytes());
+            self.core
+                .u64(t, 1)
+                .u64(t + 8, TYPE_TYPE)
+                .u64(t + TP_NAME, n);
+            self.core
+                .u64(t + TP_BASICSIZE, basic)
+                .u64(t + TP_ITEMSIZE, item);
+            self.core.u64(t + TP_FLAGS, flags);
+        }
+        /// A new static type in the image.
+        pub(crate) fn static_type(&mut self, name: &str, basic: u64, item: u64, flags: u64) -> u64 {
+            let t = self.next_type;
+            self.next_type += 0x400;
+            assert!(self.next_type <= NAMES);
+            self.type_at(t, name, basic, item, flags | READY);
+            t
+        }
+        /// An object header: refcount, type, and the word at +0x10 (ob_size, a str's length).
+        pub(crate) fn obj(&mut self, o: u64, rc: u64, t: u64, size: u64) -> &mut Self {
+            self.core.u64(o, rc).u64(o + 8, t).u64(o + 0x10, size);
+            self
+        }
+    }
+
+    pub(crate) fn model(v: &str) -> CpythonModel {
+        cpython_models(None)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == v)
+            .unwrap()
+    }
+
+    pub(crate) fn typer<'a>(
+        p: &'a Process,
+        m: &'a CpythonModel,
+        specials: Vec<(u64, Special)>,
+    ) -> Typer<'a> {
+        let mut specials = specials;
+        specials.push((STR_TYPE, Special::Str));
+        let syms = Symbols {
+            type_type: TYPE_TYPE,
+            str_type: STR_TYPE,
+            specials,
+            ..Default::default()
+        };
+        Typer::from_parts(&p.space, &m.objects, syms, vec![(BASE, HEAP)])
+    }
+
+    /// Size fields of garbage (an ob_size, a str length, an int's digit count near 2^64)
+    /// in allocations of any size make no object and no overflow (debug builds check).
+    #[test]
+    fn garbage_size_fields_make_no_object() {
+        let mut f = Fake::new();
+        let blob = f.static_type("blob", 24, 8, 0);
+        let int = f.static_type("myint", 24, 4, F_LONG_SUBCLASS);
+        // ob_size * 8 fits in 64 bits, tp_basicsize on top of it does not.
+        f.obj(HEAP, 1, blob, u64::MAX / 8);
+        // A compact ASCII str (state: kind 1, compact, ascii) of length 2^64 - 2.
+        f.obj(HEAP + 0x100, 1, STR_TYPE, u64::MAX - 1);
+        f.core.u32(HEAP + 0x120, (1 << 2) | (1 << 5) | (1 << 6));
+        // 3.8-3.11 ob_size / 3.12+ lv_tag of an int: digits * 4 beyond 64 bits.
+        f.obj(HEAP + 0x200, 1, int, 1 << 62);
+        // ob_size * 8 + tp_basicsize is 2^64 - 8: the slack beyond it does not fit.
+        f.obj(HEAP + 0x300, 1, blob, (u64::MAX - 31) / 8);
+        let p = f.core.process();
+        for v in ["3.8", "3.11", "3.12", "3.14"] {
+            let m = model(v);
+            let t = typer(&p, &m, vec![]);
+            for alloc in [48, 1 << 40, u64::MAX - 64, u64::MAX] {
+                for pm in [true, false] {
+                    for o in [HEAP, HEAP + 0x100, HEAP + 0x200] {
+                        assert_eq!(t.classify(o, alloc, pm), None, "{v} {o:#x} {alloc:#x}");
+                    }
+                    // Only an allocation as large as the space holds it; no panic either way.
+                    let _ = t.classify(HEAP + 0x300, alloc, pm);
+                }
+            }
         }
     }
 }
