@@ -36,7 +36,10 @@ pub struct Root {
 }
 
 pub struct Graph {
-    pub csr: Csr,
+    /// The references (root 0's first), unless the command said it reads none after the
+    /// dominator tree (`Needs::edges_unused`).
+    pub csr: Option<Csr>,
+    nodes: usize,
     /// Bytes of each node: its allocation plus the buffers it owns (saturating at 4 GiB).
     pub shallow: Vec<u32>,
     pub idom: Vec<u32>,
@@ -71,7 +74,7 @@ impl Graph {
     }
 
     pub fn nodes(&self) -> usize {
-        self.csr.nodes()
+        self.nodes
     }
 
     /// Is `n` reached from a root?
@@ -495,6 +498,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(phase);
     let _phase = a.phase("dominator tree");
     let (idom, order) = dominators::dominators(&csr);
+    let csr = (!a.needs.edges_unused).then_some(csr);
     let mut retained_bytes: Vec<u64> = shallow.iter().map(|&s| s as u64).collect();
     let mut retained_count = vec![1u32; n];
     retained_count[0] = 0;
@@ -505,6 +509,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     Some(Graph {
         csr,
+        nodes: n,
         shallow,
         idom,
         order,

@@ -378,7 +378,11 @@ fn bfs(g: &Graph) -> Vec<u32> {
         .filter(|r| r.kind != "interpreter")
         .map(|r| r.node)
         .collect();
-    let rest: Vec<u32> = g.csr.succ(0).to_vec();
+    // Built with its references (`why` runs on an analysis that keeps them).
+    let Some(csr) = g.csr.as_ref() else {
+        return parent;
+    };
+    let rest: Vec<u32> = csr.succ(0).to_vec();
     for group in [interp, named, rest] {
         for r in group {
             if parent[r as usize] == NONE {
@@ -387,7 +391,7 @@ fn bfs(g: &Graph) -> Vec<u32> {
             }
         }
         while let Some(v) = queue.pop_front() {
-            for &w in g.csr.succ(v) {
+            for &w in csr.succ(v) {
                 if parent[w as usize] == NONE {
                     parent[w as usize] = v;
                     queue.push_back(w);

@@ -548,6 +548,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 &bars,
                 Needs {
                     objects: *by == SummaryBy::Owner || *retained,
+                    edges_unused: true,
                 },
             )?;
             if *format == Format::Folded && *by != SummaryBy::Owner {
@@ -648,7 +649,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 }
                 None => (
                     None,
-                    Analysis::run_for(&po, &models, &bars, Needs { objects: true })?,
+                    Analysis::run_for(
+                        &po,
+                        &models,
+                        &bars,
+                        Needs {
+                            objects: true,
+                            edges_unused: false,
+                        },
+                    )?,
                 ),
             };
             let p = a.process;
@@ -703,7 +712,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run_for(&p, &models, &bars, Needs { objects: true })?;
+            let a = Analysis::run_for(
+                &p,
+                &models,
+                &bars,
+                Needs {
+                    objects: true,
+                    edges_unused: false,
+                },
+            )?;
             let po = match since {
                 Some(s) => Some(Process::open(s, &opts, &bars)?),
                 None => None,
@@ -713,7 +730,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     po,
                     &models,
                     &bars,
-                    Needs { objects: true },
+                    Needs {
+                        objects: true,
+                        edges_unused: false,
+                    },
                 )?),
                 None => None,
             };
@@ -733,7 +753,15 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Leaks { core, samples } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run_for(&p, &models, &bars, Needs { objects: true })?;
+            let a = Analysis::run_for(
+                &p,
+                &models,
+                &bars,
+                Needs {
+                    objects: true,
+                    edges_unused: false,
+                },
+            )?;
             let l = analysis::leaks::leaks(&a, *samples)?;
             print_diagnostics(g, &l.diagnostics.to_vec());
             if g.json {
