@@ -430,6 +430,14 @@ impl<'a> Edges<'a> {
             let n = (self.u64(self.f(o, 0x10)).unwrap_or(0) as i64).unsigned_abs();
             size = size.saturating_add(n.saturating_mul(ti.itemsize));
         }
+        // A code object's references all come before co_weakreflist (PyCode_Type's
+        // tp_weaklistoffset); after it are native pointers only (co_extra; 3.8-3.10
+        // co_opcache; 3.12+ co_executors, _co_cached, _co_monitoring: Include/cpython/
+        // code.h), which may still hold the address of a block freed and reused since —
+        // on a 3.14 core such a word named a Record's payload bytes as the code's.
+        if code && wl > 0 {
+            size = size.min(wl as u64);
+        }
         let stop = o.saturating_add(size).min(end);
         if stop <= body_start {
             return;
