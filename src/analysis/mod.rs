@@ -125,6 +125,21 @@ pub struct Needs {
     pub edges_unused: bool,
 }
 
+impl Needs {
+    /// The object list and the whole graph, references included (`why`, `leaks`, the
+    /// report).
+    pub const GRAPH: Needs = Needs {
+        objects: true,
+        edges_unused: false,
+    };
+    /// The object list and the dominator tree, no references after it (the owner
+    /// summaries and their diff).
+    pub const OWNERS: Needs = Needs {
+        objects: true,
+        edges_unused: true,
+    };
+}
+
 pub struct Analysis<'a> {
     pub process: &'a Process,
     pub glibc: Option<GlibcHeap>,

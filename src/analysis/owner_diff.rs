@@ -45,12 +45,7 @@ pub fn analyze_pair<'a>(
     progress: &'a dyn crate::progress::Progress,
 ) -> Result<(Analysis<'a>, Analysis<'a>)> {
     let run = |p: &'a crate::image::process::Process| -> Result<Analysis<'a>> {
-        // Owners and their retained sizes only: no references after the dominator tree.
-        let needs = super::Needs {
-            objects: true,
-            edges_unused: true,
-        };
-        let a = Analysis::run_for(p, models, progress, needs)?;
+        let a = Analysis::run_for(p, models, progress, super::Needs::OWNERS)?;
         // A core without a Python heap reports that error from owner_diff.
         let _ = a.graph();
         Ok(a)

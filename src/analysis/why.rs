@@ -76,6 +76,12 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     }
     let (c, _) = a.python()?;
     let g = a.graph()?;
+    if g.csr.is_none() {
+        // A command that runs `why` must keep the references (Needs::GRAPH).
+        return Err(Error::Other(
+            "the object graph was built without its references (Needs::edges_unused); why needs them".into(),
+        ));
+    }
     let targets: Vec<u32> = match target {
         Target::Address(x) => {
             let n = g.node_of(c, *x).ok_or_else(|| {

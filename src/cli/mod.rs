@@ -647,18 +647,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                     let (a, b) = analysis::owner_diff::analyze_pair(&po, pn, &models, &bars)?;
                     (Some(a), b)
                 }
-                None => (
-                    None,
-                    Analysis::run_for(
-                        &po,
-                        &models,
-                        &bars,
-                        Needs {
-                            objects: true,
-                            edges_unused: false,
-                        },
-                    )?,
-                ),
+                None => (None, Analysis::run_for(&po, &models, &bars, Needs::GRAPH)?),
             };
             let p = a.process;
             let core_of =
@@ -712,29 +701,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run_for(
-                &p,
-                &models,
-                &bars,
-                Needs {
-                    objects: true,
-                    edges_unused: false,
-                },
-            )?;
+            let a = Analysis::run_for(&p, &models, &bars, Needs::GRAPH)?;
             let po = match since {
                 Some(s) => Some(Process::open(s, &opts, &bars)?),
                 None => None,
             };
             let b = match &po {
-                Some(po) => Some(Analysis::run_for(
-                    po,
-                    &models,
-                    &bars,
-                    Needs {
-                        objects: true,
-                        edges_unused: false,
-                    },
-                )?),
+                Some(po) => Some(Analysis::run_for(po, &models, &bars, Needs::GRAPH)?),
                 None => None,
             };
             let target = match (address, type_name) {
@@ -753,15 +726,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Leaks { core, samples } => {
             let models = models()?;
             let p = Process::open(core, &opts, &bars)?;
-            let a = Analysis::run_for(
-                &p,
-                &models,
-                &bars,
-                Needs {
-                    objects: true,
-                    edges_unused: false,
-                },
-            )?;
+            let a = Analysis::run_for(&p, &models, &bars, Needs::GRAPH)?;
             let l = analysis::leaks::leaks(&a, *samples)?;
             print_diagnostics(g, &l.diagnostics.to_vec());
             if g.json {
