@@ -110,8 +110,6 @@ impl Limits {
     }
 }
 
-/// The walks of one process, the CPython model they were made with, its type reader, and
-/// the census; what every heap command starts from.
 /// What a command will ask of an [`Analysis`] beyond the census, so that `run` builds it
 /// in the same pass.
 #[derive(Clone, Copy, Debug, Default)]
@@ -140,6 +138,8 @@ impl Needs {
     };
 }
 
+/// The walks of one process, the CPython model they were made with, its type reader, and
+/// the census; what every heap command starts from.
 pub struct Analysis<'a> {
     pub process: &'a Process,
     pub glibc: Option<GlibcHeap>,
@@ -168,6 +168,15 @@ pub struct Analysis<'a> {
     pub progress: &'a dyn Progress,
     /// What the command said it will ask for.
     pub needs: Needs,
+}
+
+/// The core's file name, which the phases of its analysis are named after.
+fn core_name(p: &Process) -> String {
+    p.core
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The blocks on the float free lists (python/floats.rs): live pymalloc blocks of the
@@ -248,12 +257,7 @@ impl<'a> Analysis<'a> {
         progress: &'a dyn Progress,
         needs: Needs,
     ) -> Result<Self> {
-        let name = p
-            .core
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = core_name(p);
         let mut diagnostics = Diagnostics::default();
         diagnostics.extend(p.diagnostics.iter().cloned());
         let mut failures = Vec::new();
@@ -410,13 +414,7 @@ impl<'a> Analysis<'a> {
 
     /// A phase of a lazily built analysis, named after the core as the walks are.
     pub fn phase(&self, what: &str) -> Box<dyn crate::progress::Phase + '_> {
-        let name = self
-            .process
-            .core
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = core_name(self.process);
         self.progress
             .phase(&format!("{name}: {what}"), None, Unit::Items)
     }
