@@ -519,10 +519,11 @@ pub fn ranges_for(threads: usize) -> usize {
     }
 }
 
-/// The thread that scans range `k` of a scan on `threads` threads (see `ranges_for`).
+/// The thread that scans range `k` of a scan on `threads` threads (see `ranges_for`),
+/// and the range's place among that thread's ranges (each takes every `threads`-th).
 #[inline]
-pub fn thread_of(k: usize, threads: usize) -> usize {
-    k % threads
+pub fn thread_of(k: usize, threads: usize) -> (usize, usize) {
+    (k % threads, k / threads)
 }
 
 /// Run `work` once per payload, each on its own thread with its own typer: the first on
@@ -660,17 +661,17 @@ fn scan_all<S: Source + ?Sized>(
         );
     }
     // Objects and free-list residents back in address order: range by range, each from
-    // the part that scanned it.
-    let mut at: Vec<(usize, usize, usize)> = vec![(0, 0, 0); outs.len()]; // (segment, list, free)
+    // the part that scanned it (a range's outputs start where its thread's previous
+    // range's ended).
     let total: usize = outs
         .iter()
         .map(|o| o.0.as_ref().map_or(0, |l| l.len()))
         .sum();
     let mut list: Option<Vec<Obj>> = listing.then(|| Vec::with_capacity(total));
     for k in 0..n {
-        let w = thread_of(k, threads);
+        let (w, j) = thread_of(k, threads);
         let (l, f, segs) = &outs[w];
-        let (j, li, fi) = at[w];
+        let (li, fi) = j.checked_sub(1).map_or((0, 0), |p| (segs[p].1, segs[p].2));
         let (sk, le, fe) = segs[j];
         debug_assert_eq!(sk, k);
         if let (Some(out), Some(l)) = (&mut list, l) {
@@ -678,7 +679,6 @@ fn scan_all<S: Source + ?Sized>(
         }
         all.free
             .extend(f[fi..fe].iter().filter(|(o, _)| o.ty != u32::MAX));
-        at[w] = (j + 1, le, fe);
     }
     all.list = list;
     all

@@ -198,6 +198,10 @@ impl GranuleIndex {
     }
 }
 
+/// The refusal when the edges (and the root's) would not fit u32 CSR offsets.
+const TOO_MANY_EDGES: &str =
+    "the reference graph has more than 4 billion edges; ownership is not computed";
+
 /// One node range's references (graph::build's scan): its edge list and buffer pointers.
 struct EdgePart {
     adj: Vec<u32>,
@@ -239,11 +243,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         Some((addrs, ids))
     };
     // Address-sorted objects are found through an index of 256-byte granules, kept per
-    // 1 MiB bucket of the address space that holds objects: the bucket by a search in a
-    // few thousand keys (in cache), then the granule's first and end object indices, then
-    // at most 16 objects of 16 bytes (a pointer names an object's start). A search in a
-    // bucket's tens of thousands of objects was the edge scan's main cost (a cache miss
-    // per probe); the index takes 16 KiB per MiB of the heap (1.6 %).
+    // 1 MiB bucket of the address space that holds objects (see GranuleIndex): the
+    // bucket, then the granule's first and end object indices, then at most 16 objects of
+    // 16 bytes (a pointer names an object's start). A search in a bucket's tens of
+    // thousands of objects was the edge scan's main cost (a cache miss per probe); the
+    // index takes 16 KiB per MiB of the heap (1.6 %).
     let index = if sorted.is_none() {
         GranuleIndex::new(c.objects())
     } else {
@@ -321,7 +325,8 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // run of floats has no edges, one of tuples many).
     let nranges = super::census::ranges_for(threads);
     let cuts: Vec<usize> = (0..=nranges).map(|k| m * k / nranges).collect();
-    // Node v's edges end at off[v + 1]; node 0 (the root) gets its edges at the end.
+    // Node v's edges end at off[v + 1]; node 0's (the root's) are placed first, once the
+    // roots are known (off[1]).
     let mut off: Vec<u32> = vec![0; n + 1];
     let mut shallow: Vec<u32> = vec![0; n];
     let mut rc: Vec<u32> = vec![0; n];
@@ -335,7 +340,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             let (o, o2) = std::mem::take(&mut o_rest).split_at_mut(len);
             let (s2, s3) = std::mem::take(&mut s_rest).split_at_mut(len);
             let (r2, r3) = std::mem::take(&mut r_rest).split_at_mut(len);
-            outs[super::census::thread_of(k, threads)].push((
+            outs[super::census::thread_of(k, threads).0].push((
                 k,
                 Out {
                     off: o,
@@ -368,9 +373,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let overflow =
         parts.iter().any(|p| p.0.damaged == u64::MAX) || total >= u32::MAX as u64 - (n as u64 + 16);
     if overflow {
-        diagnostics.push(Diagnostic::error(
-            "the reference graph has more than 4 billion edges; ownership is not computed",
-        ));
+        diagnostics.push(Diagnostic::error(TOO_MANY_EDGES));
         return None;
     }
     let mut damaged = 0u64;
@@ -460,9 +463,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     root_succ.extend_from_slice(&native);
     root_succ.extend_from_slice(&immortal);
     if total + root_succ.len() as u64 >= u32::MAX as u64 {
-        diagnostics.push(Diagnostic::error(
-            "the reference graph has more than 4 billion edges; ownership is not computed",
-        ));
+        diagnostics.push(Diagnostic::error(TOO_MANY_EDGES));
         return None;
     }
     // The root's edges first, then the edge lists joined range by range in node order,
@@ -473,13 +474,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     adj.extend_from_slice(&root_succ);
     off[1] = adj.len() as u32;
     drop(root_succ);
-    let mut at = vec![0usize; parts.len()];
     for k in 0..nranges {
-        let w = super::census::thread_of(k, threads);
+        let (w, j) = super::census::thread_of(k, threads);
         let (part, spans) = &parts[w];
-        let (sk, s, e) = spans[at[w]];
+        let (sk, s, e) = spans[j];
         debug_assert_eq!(sk, k);
-        at[w] += 1;
         let shift = adj.len() as i64 - s as i64;
         for x in &mut off[cuts[k] + 2..cuts[k + 1] + 2] {
             *x = (*x as i64 + shift) as u32;

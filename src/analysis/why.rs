@@ -3,7 +3,7 @@
 //! it: the module global or class attribute the chain passes through, a root another
 //! analysis named (a thread frame), or "held from native code".
 
-use super::dominators::NONE;
+use super::dominators::{Csr, NONE};
 use super::graph::Graph;
 use super::ownership;
 use super::Analysis;
@@ -76,12 +76,12 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
     }
     let (c, _) = a.python()?;
     let g = a.graph()?;
-    if g.csr.is_none() {
-        // A command that runs `why` must keep the references (Needs::GRAPH).
+    // A command that runs `why` must keep the references (Needs::GRAPH).
+    let Some(csr) = g.csr.as_ref() else {
         return Err(Error::Other(
             "the object graph was built without its references (Needs::edges_unused); why needs them".into(),
         ));
-    }
+    };
     let targets: Vec<u32> = match target {
         Target::Address(x) => {
             let n = g.node_of(c, *x).ok_or_else(|| {
@@ -116,7 +116,7 @@ pub fn why(a: &Analysis, target: &Target, limit: usize, since: Option<&Analysis>
             v
         }
     };
-    let parent = bfs(g);
+    let parent = bfs(g, csr);
     let dicts = ownership::named_dicts(a, g);
     let e = ownership::edges_of(a).ok_or_else(|| Error::Other("no CPython model".into()))?;
     let hs = a.cpython_model.map_or(0, |m| m.objects.header_shift);
@@ -365,7 +365,7 @@ fn root_of(g: &Graph, n: u32) -> RootName {
 
 /// BFS parents from the root: named roots first, so a path through a module global wins
 /// over one through an object held from native code; then the other roots.
-fn bfs(g: &Graph) -> Vec<u32> {
+fn bfs(g: &Graph, csr: &Csr) -> Vec<u32> {
     let n = g.nodes();
     let mut parent = vec![NONE; n];
     parent[0] = 0;
@@ -384,10 +384,6 @@ fn bfs(g: &Graph) -> Vec<u32> {
         .filter(|r| r.kind != "interpreter")
         .map(|r| r.node)
         .collect();
-    // Built with its references (`why` runs on an analysis that keeps them).
-    let Some(csr) = g.csr.as_ref() else {
-        return parent;
-    };
     let rest: Vec<u32> = csr.succ(0).to_vec();
     for group in [interp, named, rest] {
         for r in group {
