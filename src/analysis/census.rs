@@ -316,6 +316,13 @@ fn add(c: &mut Counts, pm: bool, size: u64, n: i64) {
     c[k + 1] = c[k + 1].wrapping_add((size as i64).wrapping_mul(n) as u64);
 }
 
+/// A (count, bytes) row's totals, from sizes read from the core: saturating, never a
+/// panic.
+fn add_row(e: &mut (u64, u64), count: u64, bytes: u64) {
+    e.0 = e.0.saturating_add(count);
+    e.1 = e.1.saturating_add(bytes);
+}
+
 /// What one thread's scan of an address range found, by its typer's own type indices.
 struct Part {
     /// Per type index: live objects by allocator.
@@ -771,8 +778,7 @@ fn census_with<S: Source + ?Sized>(
             dead_type_objects += 1;
             add(&mut untyped, pm, o.alloc as u64, 1);
         } else if zombies.contains(&o.addr.0) {
-            zombie_rows.0 += 1;
-            zombie_rows.1 = zombie_rows.1.saturating_add(o.alloc as u64);
+            add_row(&mut zombie_rows, 1, o.alloc as u64);
         } else {
             free_count[o.ty as usize] += 1;
             free_objects.push(o);
@@ -831,16 +837,13 @@ fn census_with<S: Source + ?Sized>(
         claimed.set(id);
         let pm = a.allocator == Allocator::Pymalloc;
         add(&mut untyped, pm, a.size, -1);
-        let e = &mut by_rank[r as usize];
-        e.0 += 1;
-        e.1 = e.1.saturating_add(a.size);
+        add_row(&mut by_rank[r as usize], 1, a.size);
     }
     let mut rows: FxHashMap<Owner, (u64, u64)> = FxHashMap::default();
     for (r, &(c, b)) in by_rank.iter().enumerate() {
         if c > 0 {
             let e = rows.entry(pairs[rank[r] as usize].0).or_default();
-            e.0 = e.0.saturating_add(c);
-            e.1 = e.1.saturating_add(b);
+            add_row(e, c, b);
         }
     }
     drop(owned);
@@ -849,8 +852,7 @@ fn census_with<S: Source + ?Sized>(
     for (i, &(c, b)) in live.iter().enumerate() {
         if c > 0 {
             let e = counts.entry(type_infos[i].name.clone()).or_default();
-            e.0 = e.0.saturating_add(c);
-            e.1 = e.1.saturating_add(b);
+            add_row(e, c, b);
         }
     }
     for (kind, (c, b)) in rows {
@@ -860,8 +862,7 @@ fn census_with<S: Source + ?Sized>(
             Owner::Native(r) => typer.native_rows()[r as usize].clone(),
         };
         let e = counts.entry(name).or_default();
-        e.0 = e.0.saturating_add(c);
-        e.1 = e.1.saturating_add(b);
+        add_row(e, c, b);
     }
     for (name, c, b) in [
         (UNTYPED_PYMALLOC, untyped[0], untyped[1]),
@@ -869,8 +870,7 @@ fn census_with<S: Source + ?Sized>(
     ] {
         if c > 0 {
             let e = counts.entry(name.to_string()).or_default();
-            e.0 = e.0.saturating_add(c);
-            e.1 = e.1.saturating_add(b);
+            add_row(e, c, b);
         }
     }
     if zombie_rows.0 > 0 {
