@@ -340,16 +340,48 @@ struct Part {
     /// pairs: (row, owner's type index).
     owned: Vec<Vec<(u64, u32)>>,
     pairs: Vec<(Owner, u32)>,
-    /// Every typed object that is not a free-list resident, by this part's type indices,
-    /// when the object list is built with the census (types not yet known to be live).
-    list: Option<Vec<Obj>>,
+    /// Per range scanned (as `segments`), when the object list is built with the census:
+    /// the objects written to the range's slot, and any past its end (see [`Slot`]).
+    filled: Vec<(usize, Vec<Obj>)>,
     /// Objects in allocations of 4 GiB and more: (address, size, type index).
     big: Vec<(Addr, u64, u32)>,
-    /// The address ranges this part scanned, in order: (range index, end of its objects in
-    /// `list`, end of its residents in `free`) — the ordered outputs are put back in
-    /// address order by range.
-    segments: Vec<(usize, usize, usize)>,
+    /// The address ranges this part scanned, in order: (range index, end of its residents
+    /// in `free`) — the ordered outputs are put back in address order by range.
+    segments: Vec<(usize, usize)>,
 }
+
+/// One range's part of the object list (every typed object that is not a free-list
+/// resident, by the scanning thread's type indices; types not yet known to be live). The
+/// list is allocated once, before the scan, with a slot per range as large as the range's
+/// allocation count (`Source::below`, plus a pool's blocks that straddle the range's
+/// start); the slots are then closed up in place. Per-thread lists copied into a joined
+/// one wrote every object twice: on a 25 M-object heap 400 MB of fresh pages, a sixth of
+/// the owner view's page faults. Objects past a slot's end (a bound that did not hold)
+/// go to `over`, and the list is then joined by copying.
+struct Slot<'s> {
+    buf: &'s mut [std::mem::MaybeUninit<Obj>],
+    len: usize,
+    over: Vec<Obj>,
+}
+
+impl Slot<'_> {
+    #[inline]
+    fn push(&mut self, o: Obj) {
+        match self.buf.get_mut(self.len) {
+            Some(x) => {
+                x.write(o);
+                self.len += 1;
+            }
+            None => self.over.push(o),
+        }
+    }
+}
+
+/// Allocations a range's slot holds beyond its count by `Source::below`: the blocks of a
+/// pymalloc pool that straddles the range's start (`below` counts a pool whole, on the
+/// side of its start; a pool is at most 16 KiB of blocks of 16 bytes or more, 1024
+/// blocks). Only address space: a slot's pages are touched when written.
+const SLOT_SLACK: usize = 1 << 14;
 
 /// Allocations between two releases of the pages read (`Source::release`) in the scans
 /// that build the object graph (about 100 MB of a Python heap): the graph's arrays then
@@ -369,13 +401,12 @@ fn float_index(typer: &Typer, float_free: &FxHashSet<u64>) -> Option<u32> {
 }
 
 /// Scan the allocations of `[lo, hi)`: classify each, count it, keep its owner pointers.
-fn scan<S: Source + ?Sized>(
+fn scan<'s, S: Source + ?Sized>(
     typer: &Typer,
     src: &S,
     ranges: &[(u64, u64)],
-    mine: impl Iterator<Item = usize>,
+    mine: impl Iterator<Item = (usize, Option<&'s mut [std::mem::MaybeUninit<Obj>]>)>,
     float_free: &FxHashSet<u64>,
-    listing: bool,
 ) -> Part {
     let float_ty = float_index(typer, float_free);
     let type_type = typer.type_type();
@@ -390,7 +421,7 @@ fn scan<S: Source + ?Sized>(
         zombies: FxHashSet::default(),
         owned: vec![Vec::new()],
         pairs: Vec::new(),
-        list: listing.then(Vec::new),
+        filled: Vec::new(),
         big: Vec::new(),
         segments: Vec::new(),
     };
@@ -405,16 +436,22 @@ fn scan<S: Source + ?Sized>(
         zombies,
         owned,
         pairs,
-        list,
+        filled,
         big,
         segments,
     } = &mut part;
-    for k in mine {
+    for (k, slot) in mine {
         let (lo, hi) = ranges[k];
+        let listing = slot.is_some();
+        let mut list = slot.map(|buf| Slot {
+            buf,
+            len: 0,
+            over: Vec::new(),
+        });
         src.each_between(lo, hi, &mut |id, a| {
             // Listing: the graph's scans follow and read the objects again, so the pages are
             // released as with the object list's own scan (summary alone keeps them).
-            if list.is_some() && id % RELEASE_EVERY == 0 {
+            if listing && id % RELEASE_EVERY == 0 {
                 src.release();
             }
             let pm = a.allocator == Allocator::Pymalloc;
@@ -432,7 +469,7 @@ fn scan<S: Source + ?Sized>(
                 free.push((rec, pm));
                 return;
             }
-            if let Some(l) = list {
+            if let Some(l) = &mut list {
                 l.push(rec);
             }
             add(&mut per_type[ty as usize], pm, a.size, 1);
@@ -485,19 +522,22 @@ fn scan<S: Source + ?Sized>(
                 own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
             }
         });
-        segments.push((k, list.as_ref().map_or(0, |l| l.len()), free.len()));
+        segments.push((k, free.len()));
+        if let Some(l) = list {
+            filled.push((l.len, l.over));
+        }
     }
     // Sorted by pointer here, on this thread: the claims walk the heaps in address order.
     part.owned[0].sort_unstable_by_key(|e| e.0);
     part
 }
 
-/// A part's outputs whose order matters: its objects, its free-list residents and its
-/// range segments (`Part::segments`).
+/// A part's outputs whose order matters: its free-list residents, its range segments
+/// (`Part::segments`) and its slots' fill (`Part::filled`).
 type Ordered = (
-    Option<Vec<Obj>>,
     Vec<(Obj, bool)>,
-    Vec<(usize, usize, usize)>,
+    Vec<(usize, usize)>,
+    Vec<(usize, Vec<Obj>)>,
 );
 
 /// Address ranges per thread in the census's scan (see `scan_all`).
@@ -566,28 +606,60 @@ fn scan_all<S: Source + ?Sized>(
     src: &S,
     float_free: &FxHashSet<u64>,
     listing: bool,
-) -> Part {
+) -> (Part, Option<Vec<Obj>>) {
     let threads = threads_for(src.below(u64::MAX));
-    if threads == 1 {
-        return scan(typer, src, &[(0, u64::MAX)], 0..1, float_free, listing);
-    }
-    let ranges = src.split(ranges_for(threads));
+    let ranges = if threads == 1 {
+        vec![(0, u64::MAX)]
+    } else {
+        src.split(ranges_for(threads))
+    };
     let n = ranges.len();
-    let mine: Vec<_> = (0..threads).map(|w| (w..n).step_by(threads)).collect();
+    // The object list's slots, one per range in address order (see `Slot`).
+    let bounds: Vec<usize> = ranges
+        .iter()
+        .map(|&(lo, hi)| {
+            let c = src.below(hi).saturating_sub(src.below(lo));
+            usize::try_from(c)
+                .unwrap_or(usize::MAX)
+                .saturating_add(SLOT_SLACK)
+        })
+        .collect();
+    let capacity = bounds.iter().fold(0usize, |a, &b| a.saturating_add(b));
+    let mut buf: Vec<Obj> = if listing {
+        Vec::with_capacity(capacity)
+    } else {
+        Vec::new()
+    };
+    let mut mine: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    {
+        let mut rest = &mut buf.spare_capacity_mut()[..];
+        for (k, &b) in bounds.iter().enumerate() {
+            let slot = if listing {
+                let (s, r) = std::mem::take(&mut rest).split_at_mut(b);
+                rest = r;
+                Some(s)
+            } else {
+                None
+            };
+            mine[thread_of(k, threads).0].push((k, slot));
+        }
+    }
     let mut parts = per_thread(typer, mine, |t, mine| {
-        scan(t, src, &ranges, mine, float_free, listing)
+        scan(t, src, &ranges, mine.into_iter(), float_free)
     })
     .into_iter();
     let first = parts.next().expect("one thread at least");
     let rest: Vec<Part> = parts.collect();
     let mut all = first;
     // The ordered outputs of each part (the first's by `typer`'s indices already; the
-    // others' remapped below, u32::MAX marking a type `typer` does not know).
+    // others' remapped below, u32::MAX marking a type `typer` does not know), and each
+    // part's map to `typer`'s indices (None: the first's, the same).
     let mut outs: Vec<Ordered> = vec![(
-        all.list.take(),
         std::mem::take(&mut all.free),
         std::mem::take(&mut all.segments),
+        std::mem::take(&mut all.filled),
     )];
+    let mut maps: Vec<Option<Vec<Option<u32>>>> = vec![None];
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = all
         .pairs
         .iter()
@@ -626,11 +698,7 @@ fn scan_all<S: Source + ?Sized>(
                 }
             }
         }
-        let mut list = part.list;
-        for o in list.iter_mut().flatten() {
-            o.ty = map[o.ty as usize].unwrap_or(u32::MAX);
-        }
-        outs.push((list, free, part.segments));
+        outs.push((free, part.segments, part.filled));
         for (a, t) in part.type_objects {
             if let Some(g) = map[t as usize] {
                 all.type_objects.insert(a, g);
@@ -666,29 +734,73 @@ fn scan_all<S: Source + ?Sized>(
                 .into_iter()
                 .filter_map(|(a, n, t)| map[t as usize].map(|g| (a, n, g))),
         );
+        maps.push(Some(map));
     }
-    // Objects and free-list residents back in address order: range by range, each from
-    // the part that scanned it (a range's outputs start where its thread's previous
-    // range's ended).
-    let total: usize = outs
-        .iter()
-        .map(|o| o.0.as_ref().map_or(0, |l| l.len()))
-        .sum();
-    let mut list: Option<Vec<Obj>> = listing.then(|| Vec::with_capacity(total));
+    // Free-list residents back in address order: range by range, each from the part
+    // that scanned it (a range's outputs start where its thread's previous range's
+    // ended).
     for k in 0..n {
         let (w, j) = thread_of(k, threads);
-        let (l, f, segs) = &outs[w];
-        let (li, fi) = j.checked_sub(1).map_or((0, 0), |p| (segs[p].1, segs[p].2));
-        let (sk, le, fe) = segs[j];
+        let (f, segs, _) = &outs[w];
+        let fi = j.checked_sub(1).map_or(0, |p| segs[p].1);
+        let (sk, fe) = segs[j];
         debug_assert_eq!(sk, k);
-        if let (Some(out), Some(l)) = (&mut list, l) {
-            out.extend(l[li..le].iter().filter(|o| o.ty != u32::MAX));
-        }
         all.free
             .extend(f[fi..fe].iter().filter(|(o, _)| o.ty != u32::MAX));
     }
-    all.list = list;
-    all
+    if !listing {
+        return (all, None);
+    }
+    // The objects: each slot's, brought to `typer`'s type indices (u32::MAX: a type it
+    // does not know, dropped with the dead types), closed up in place in range order.
+    // Every slot starts at or after the end of the objects before it, so moving down
+    // never overwrites one not yet moved.
+    let remap = |o: &mut Obj, w: usize| {
+        if let Some(m) = &maps[w] {
+            o.ty = m[o.ty as usize].unwrap_or(u32::MAX);
+        }
+    };
+    let lens = |k: usize| {
+        let (w, j) = thread_of(k, threads);
+        (w, &outs[w].2[j])
+    };
+    if (0..n).any(|k| !lens(k).1 .1.is_empty()) {
+        // A slot's bound did not hold: joined by copying.
+        let mut list = Vec::new();
+        for k in 0..n {
+            let (w, (len, over)) = lens(k);
+            let start: usize = bounds[..k].iter().sum();
+            // SAFETY: the scan wrote (initialised) the first `len` entries of slot k,
+            // which starts `start` entries into `buf`'s capacity (see the split above).
+            let slot = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(start), *len) };
+            for o in slot.iter().chain(over) {
+                let mut o = *o;
+                remap(&mut o, w);
+                list.push(o);
+            }
+        }
+        return (all, Some(list));
+    }
+    let base = buf.as_mut_ptr();
+    let (mut start, mut end) = (0usize, 0usize);
+    for (k, bound) in bounds.iter().enumerate() {
+        let (w, (len, _)) = lens(k);
+        // SAFETY: slot k's first `len` entries (from `start`) were written by the scan;
+        // `end <= start` (each slot holds at most its bound), and the copy is a memmove.
+        unsafe {
+            let slot = std::slice::from_raw_parts_mut(base.add(start), *len);
+            for o in slot.iter_mut() {
+                remap(o, w);
+            }
+            std::ptr::copy(base.add(start), base.add(end), *len);
+        }
+        end += len;
+        start += bound;
+    }
+    // SAFETY: entries [0, end) are initialised (moved there above); Obj is Copy.
+    unsafe { buf.set_len(end) };
+    buf.shrink_to_fit();
+    (all, Some(buf))
 }
 
 /// The census of `src`: one pass over the allocations keeps counts per type, a bit per
@@ -709,6 +821,7 @@ fn census_with<S: Source + ?Sized>(
     listing: bool,
 ) -> Census {
     let float_ty = float_index(typer, float_free);
+    let (part, list) = scan_all(typer, src, float_free, listing);
     let Part {
         per_type,
         infos,
@@ -719,10 +832,10 @@ fn census_with<S: Source + ?Sized>(
         zombies,
         mut owned,
         pairs,
-        list,
+        filled: _,
         big,
         segments: _,
-    } = scan_all(typer, src, float_free, listing);
+    } = part;
     // Only objects of live types: static types in module images, heap types whose type
     // object is itself a live object of a live (meta)type — settled on the types alone,
     // by removing from the set every type whose metatype was removed (to a fixed point).

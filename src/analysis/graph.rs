@@ -408,11 +408,14 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     drop(buffers);
 
-    // In-degrees, then the root's successors.
-    let mut indeg = vec![0u32; n];
+    // Each node's reference count less the references found to it (in place: no array
+    // of in-degrees), then the root's successors. Immortal counts (u32::MAX) stay.
     for (p, _) in &parts {
         for &d in &p.adj {
-            indeg[d as usize] = indeg[d as usize].saturating_add(1);
+            let r = &mut rc[d as usize];
+            if *r != u32::MAX {
+                *r = r.saturating_sub(1);
+            }
         }
     }
     let mut named = Vec::new();
@@ -451,15 +454,14 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     root_succ = named.iter().map(|r| r.node).collect();
     let mut native = Vec::new();
     let mut immortal = Vec::new();
-    for v in 1..n {
-        if rc[v] == u32::MAX {
+    for (v, &r) in rc.iter().enumerate().skip(1) {
+        if r == u32::MAX {
             immortal.push(v as u32);
-        } else if rc[v] > indeg[v] {
+        } else if r > 0 {
             native.push(v as u32);
         }
     }
     drop(rc);
-    drop(indeg);
     root_succ.extend_from_slice(&native);
     root_succ.extend_from_slice(&immortal);
     if total + root_succ.len() as u64 >= u32::MAX as u64 {
@@ -497,9 +499,17 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(phase);
     let _phase = a.phase("dominator tree");
     let (idom, order) = dominators::dominators(&csr);
-    let csr = (!a.needs.edges_unused).then_some(csr);
+    // Retained counts in the edge offsets' memory when the edges go now (its pages are
+    // already the process's: fresh ones cost more than the pass over them).
+    let (csr, mut retained_count) = if a.needs.edges_unused {
+        let mut off = csr.off;
+        off.truncate(n);
+        off.fill(1);
+        (None, off)
+    } else {
+        (Some(csr), vec![1u32; n])
+    };
     let mut retained_bytes: Vec<u64> = shallow.iter().map(|&s| s as u64).collect();
-    let mut retained_count = vec![1u32; n];
     retained_count[0] = 0;
     for &v in order.iter().skip(1).rev() {
         let d = idom[v as usize] as usize;

@@ -77,12 +77,21 @@ impl Drop for Timed {
                 .and_then(|v| v.parse::<u64>().ok())
                 .map_or(String::new(), |v| format!("{} MiB", v / 1024))
         };
+        // Minor faults so far (field 10 of /proc/self/stat, after the parenthesised name):
+        // fresh pages cost more than the work on them in a VM, so each phase shows its count.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let faults = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(7))
+            .unwrap_or("?")
+            .to_string();
         eprintln!(
-            "coreheap: timing: {:>8.3} s  {}  (anonymous {}, file {})",
+            "coreheap: timing: {:>8.3} s  {}  (anonymous {}, file {}, {} faults)",
             self.2.elapsed().as_secs_f64(),
             coreheap::report::clean(&self.1),
             kb("RssAnon:"),
-            kb("RssFile:")
+            kb("RssFile:"),
+            faults
         );
     }
 }
