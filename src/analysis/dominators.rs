@@ -31,13 +31,20 @@ impl Csr {
 /// the reached nodes in an order where each comes after its dominator: the inner nodes in
 /// DFS preorder from the root, then the leaves set aside, by node id.
 pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
+    dominators_in(g, Vec::new())
+}
+
+/// [`dominators`], with the array of immediate dominators in `scratch`'s memory (a
+/// buffer of the caller's that is dead now: its pages are already the process's, where a
+/// fresh array of 4 bytes a node is as many page faults).
+pub fn dominators_in(g: &Csr, scratch: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
     // Leaves are set aside only while node ids stay below the LEAF bit and clear of the
     // marks (2^31 - 4 nodes, a heap of some 100 GB; above it every node takes the general
     // path, which gives the same tree).
-    dominators_with(g, g.nodes() <= (LEAF as usize) - 4)
+    dominators_with(g, g.nodes() <= (LEAF as usize) - 4, scratch)
 }
 
-fn dominators_with(g: &Csr, set_aside: bool) -> (Vec<u32>, Vec<u32>) {
+fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
     let n = g.nodes();
     if n == 0 {
         return (Vec::new(), Vec::new());
@@ -50,7 +57,9 @@ fn dominators_with(g: &Csr, set_aside: bool) -> (Vec<u32>, Vec<u32>) {
     // heap of floats).
     // Preorder numbers (and marks) by node; below `inner` a node is an inner node.
     let inner = if set_aside { LEAF } else { CANDIDATE };
-    let mut pre = vec![NONE; n];
+    let mut pre = scratch;
+    pre.clear();
+    pre.resize(n, NONE);
     if set_aside {
         // Marked before the DFS, so that the DFS reads one word per edge.
         let mut indeg = vec![0u8; n];
@@ -310,7 +319,7 @@ mod tests {
             let (idom, order) = dominators(&g);
             assert_eq!(idom, naive(&g), "{e:?}");
             // Without leaves set aside (the path of graphs of 2^31 nodes): the same tree.
-            assert_eq!(dominators_with(&g, false).0, idom, "{e:?}");
+            assert_eq!(dominators_with(&g, false, Vec::new()).0, idom, "{e:?}");
             // Every reached node once, each after its dominator.
             let mut at = vec![usize::MAX; n];
             for (i, &v) in order.iter().enumerate() {

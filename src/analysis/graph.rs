@@ -461,7 +461,6 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             native.push(v as u32);
         }
     }
-    drop(rc);
     root_succ.extend_from_slice(&native);
     root_succ.extend_from_slice(&immortal);
     if total + root_succ.len() as u64 >= u32::MAX as u64 {
@@ -498,7 +497,8 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     a.process.core.release_pages();
     drop(phase);
     let _phase = a.phase("dominator tree");
-    let (idom, order) = dominators::dominators(&csr);
+    // The dominator tree's node array in the reference counts' memory.
+    let (idom, order) = dominators::dominators_in(&csr, rc);
     // Retained counts in the edge offsets' memory when the edges go now (its pages are
     // already the process's: fresh ones cost more than the pass over them).
     let (csr, mut retained_count) = if a.needs.edges_unused {
