@@ -77,6 +77,11 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Ve
     let mut vertex: Vec<u32> = Vec::with_capacity(n); // by preorder number, the node
     let mut parent: Vec<u32> = Vec::with_capacity(n); // by preorder number, a preorder number
     let mut stack: Vec<(u32, u32)> = Vec::new(); // (node, next edge index)
+    // Predecessor counts of the reached inner nodes, counted as the DFS reads each of
+    // their edges (once each: a node's edges are read when it is on top of the stack),
+    // at `poff[number + 1]` — the layout the predecessor lists below start from. (A pass
+    // of its own over the edges was a sixth of this function's time on py20m.)
+    let mut poff: Vec<u32> = vec![0, 0];
     pre[0] = 0;
     vertex.push(0);
     parent.push(0);
@@ -93,7 +98,10 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Ve
                 pre[w as usize] = vertex.len() as u32;
                 parent.push(pre[v as usize]);
                 vertex.push(w);
+                poff.push(1);
                 stack.push((w, g.off[w as usize]));
+            } else if pw < inner {
+                poff[pw as usize + 1] += 1;
             }
         } else {
             stack.pop();
@@ -102,18 +110,7 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Ve
     drop(stack);
     let m = vertex.len();
     // Predecessors in preorder numbers, of reached inner nodes only.
-    let mut poff = vec![0u32; m + 1];
-    for (v, &pv) in pre.iter().enumerate() {
-        if pv >= inner {
-            continue;
-        }
-        for &w in g.succ(v as u32) {
-            let pw = pre[w as usize];
-            if pw < inner {
-                poff[pw as usize + 1] += 1;
-            }
-        }
-    }
+    debug_assert_eq!(poff.len(), m + 1);
     for i in 0..m {
         poff[i + 1] += poff[i];
     }
