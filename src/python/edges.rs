@@ -87,8 +87,9 @@ impl<'a> Edges<'a> {
         self.damaged.get()
     }
 
+    // Reads go through the thread's typer (its hot regions), not the shared space.
     fn u64(&self, a: u64) -> Option<u64> {
-        self.r.u64(crate::addr::Addr(a))
+        self.typer.u64_at(a)
     }
     fn u8(&self, a: u64) -> Option<u8> {
         self.r.u8(crate::addr::Addr(a))
@@ -106,7 +107,7 @@ impl<'a> Edges<'a> {
             return None;
         }
         #[cfg(target_endian = "little")]
-        if let Some(b) = self.r.space.slice(crate::addr::Addr(a), n * 8) {
+        if let Some(b) = self.typer.bytes_at(a, n * 8) {
             // SAFETY: u64 has no invalid bit patterns; align_to only returns the aligned
             // middle, used when it is the whole slice.
             let (pre, mid, post) = unsafe { b.align_to::<u64>() };

@@ -994,6 +994,32 @@ impl<'a> Typer<'a> {
         self.u64(a)
     }
 
+    /// `len` bytes at `a` when they lie in one region, through this typer's hot regions
+    /// (as `u64_at`): a thread's reader of object tables (python::edges) then does not
+    /// search the address space's regions, nor write its shared last-found index, per
+    /// container.
+    #[inline]
+    pub fn bytes_at(&self, a: u64, len: u64) -> Option<&'a [u8]> {
+        let hot = self.hot.get();
+        for &(start, n, ptr) in hot.iter() {
+            let off = a.wrapping_sub(start);
+            if off < n && n - off >= len {
+                // SAFETY: as in `u64`: `ptr`, `n` are a slice of the address space this
+                // typer borrows for 'a; `off + len <= n` keeps the slice inside it.
+                return Some(unsafe {
+                    std::slice::from_raw_parts((ptr as *const u8).add(off as usize), len as usize)
+                });
+            }
+        }
+        let (_, start, bytes) = self.r.space.region_at(Addr(a))?;
+        let off = (a - start) as usize;
+        let end = off.checked_add(usize::try_from(len).ok()?)?;
+        let out = bytes.get(off..end)?;
+        self.hot
+            .set([(start, bytes.len() as u64, bytes.as_ptr() as usize), hot[0]]);
+        Some(out)
+    }
+
     /// An instance's attribute values array when it is an allocation of its own: 3.11's
     /// values pointer at -32, 3.12's tagged `values - 1` at -24 (layouts.md §C.2); 3.13+
     /// keeps the values inline, inside the object's own allocation.
