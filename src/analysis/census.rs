@@ -1198,6 +1198,7 @@ mod tests {
 #[cfg(test)]
 mod garbage_tests {
     use super::*;
+    use crate::image::testcore::RW;
     use crate::python::objects::tests::{model, typer, Fake, HEAP};
 
     /// Allocation sizes and ends of garbage (2^63-byte allocations, an allocation reaching
@@ -1235,5 +1236,63 @@ mod garbage_tests {
         assert_eq!(row(UNTYPED_GLIBC), None);
         assert_eq!(c.object_count, 3);
         assert_eq!(c.live_bytes(), u64::MAX);
+    }
+
+    /// A source whose `below` undercounts (0 everywhere): the object list's slots are then
+    /// too small (`SLOT_SLACK` each) and the list is joined from their overflow.
+    struct Undercount<'s>(&'s [Allocation]);
+
+    impl Source for Undercount<'_> {
+        fn ids(&self) -> u64 {
+            self.0.ids()
+        }
+        fn each_between(&self, lo: u64, hi: u64, f: &mut dyn FnMut(u64, Allocation)) {
+            self.0.each_between(lo, hi, f)
+        }
+        fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
+            self.0.containing(a)
+        }
+        fn below(&self, _: u64) -> u64 {
+            0
+        }
+    }
+
+    /// The object list is the same, in address order, whether the slots hold every
+    /// range's objects (closed up in place) or overflow (joined by copying).
+    #[test]
+    fn object_list_survives_slot_overflow() {
+        let mut f = Fake::new();
+        let blob = f.static_type("blob", 24, 0, 0);
+        // Two thirds of them objects: more than one slot of slack holds.
+        let n = SLOT_SLACK as u64 * 3 / 2 + 1000;
+        // Past the fake's own segment (which ends at HEAP + 0x8000).
+        let heap = HEAP + 0x8000;
+        f.core.segment(heap, n * 32, RW);
+        let mut allocs = Vec::new();
+        for i in 0..n {
+            let o = heap + i * 32;
+            // Every third allocation is no object (refcount 0, not a free-list type).
+            f.obj(o, if i % 3 == 2 { 0 } else { 1 }, blob, 0);
+            allocs.push(Allocation {
+                addr: Addr(o),
+                usable: 32,
+                size: 32,
+                allocator: Allocator::Pymalloc,
+            });
+        }
+        let p = f.core.process();
+        let m = model("3.12");
+        let t = typer(&p, &m, vec![]);
+        let none = FxHashSet::default();
+        let (_, exact) = scan_all(&t, allocs.as_slice(), &none, true);
+        let (_, over) = scan_all(&t, &Undercount(&allocs), &none, true);
+        let want: Vec<u64> = (0..n)
+            .filter(|i| i % 3 != 2)
+            .map(|i| heap + i * 32)
+            .collect();
+        assert!(want.len() > SLOT_SLACK);
+        let addrs = |l: Option<Vec<Obj>>| l.unwrap().iter().map(|o| o.addr.0).collect::<Vec<_>>();
+        assert_eq!(addrs(exact), want);
+        assert_eq!(addrs(over), want);
     }
 }
