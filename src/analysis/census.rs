@@ -340,14 +340,22 @@ struct Part {
     /// pairs: (row, owner's type index).
     owned: Vec<Vec<(u64, u32)>>,
     pairs: Vec<(Owner, u32)>,
-    /// Per range scanned (as `segments`), when the object list is built with the census:
-    /// the objects written to the range's slot, and any past its end (see [`Slot`]).
-    filled: Vec<(usize, Vec<Obj>)>,
     /// Objects in allocations of 4 GiB and more: (address, size, type index).
     big: Vec<(Addr, u64, u32)>,
-    /// The address ranges this part scanned, in order: (range index, end of its residents
-    /// in `free`) — the ordered outputs are put back in address order by range.
-    segments: Vec<(usize, usize)>,
+    /// The address ranges this part scanned, in order: the ordered outputs are put back
+    /// in address order by range.
+    segments: Vec<Segment>,
+}
+
+/// One address range a part scanned.
+struct Segment {
+    range: usize,
+    /// The end of its residents in the part's `free`.
+    free_end: usize,
+    /// When the object list is built with the census: the objects written to the range's
+    /// slot, and any past its end (see [`Slot`]).
+    listed: usize,
+    over: Vec<Obj>,
 }
 
 /// One range's part of the object list (every typed object that is not a free-list
@@ -421,7 +429,6 @@ fn scan<'s, S: Source + ?Sized>(
         zombies: FxHashSet::default(),
         owned: vec![Vec::new()],
         pairs: Vec::new(),
-        filled: Vec::new(),
         big: Vec::new(),
         segments: Vec::new(),
     };
@@ -436,7 +443,6 @@ fn scan<'s, S: Source + ?Sized>(
         zombies,
         owned,
         pairs,
-        filled,
         big,
         segments,
     } = &mut part;
@@ -522,23 +528,22 @@ fn scan<'s, S: Source + ?Sized>(
                 own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
             }
         });
-        segments.push((k, free.len()));
-        if let Some(l) = list {
-            filled.push((l.len, l.over));
-        }
+        let (listed, over) = list.map_or((0, Vec::new()), |l| (l.len, l.over));
+        segments.push(Segment {
+            range: k,
+            free_end: free.len(),
+            listed,
+            over,
+        });
     }
     // Sorted by pointer here, on this thread: the claims walk the heaps in address order.
     part.owned[0].sort_unstable_by_key(|e| e.0);
     part
 }
 
-/// A part's outputs whose order matters: its free-list residents, its range segments
-/// (`Part::segments`) and its slots' fill (`Part::filled`).
-type Ordered = (
-    Vec<(Obj, bool)>,
-    Vec<(usize, usize)>,
-    Vec<(usize, Vec<Obj>)>,
-);
+/// A part's outputs whose order matters: its free-list residents and its range segments
+/// (`Part::segments`).
+type Ordered = (Vec<(Obj, bool)>, Vec<Segment>);
 
 /// Address ranges per thread in the census's scan (see `scan_all`).
 const RANGES_PER_THREAD: usize = 8;
@@ -631,9 +636,14 @@ fn scan_all<S: Source + ?Sized>(
         Vec::new()
     };
     let mut mine: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    // Where each slot starts in `buf`'s capacity.
+    let mut starts: Vec<usize> = Vec::with_capacity(n);
     {
         let mut rest = &mut buf.spare_capacity_mut()[..];
+        let mut at = 0usize;
         for (k, &b) in bounds.iter().enumerate() {
+            starts.push(at);
+            at = at.saturating_add(b);
             let slot = if listing {
                 let (s, r) = std::mem::take(&mut rest).split_at_mut(b);
                 rest = r;
@@ -657,7 +667,6 @@ fn scan_all<S: Source + ?Sized>(
     let mut outs: Vec<Ordered> = vec![(
         std::mem::take(&mut all.free),
         std::mem::take(&mut all.segments),
-        std::mem::take(&mut all.filled),
     )];
     let mut maps: Vec<Option<Vec<Option<u32>>>> = vec![None];
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = all
@@ -698,7 +707,7 @@ fn scan_all<S: Source + ?Sized>(
                 }
             }
         }
-        outs.push((free, part.segments, part.filled));
+        outs.push((free, part.segments));
         for (a, t) in part.type_objects {
             if let Some(g) = map[t as usize] {
                 all.type_objects.insert(a, g);
@@ -736,17 +745,23 @@ fn scan_all<S: Source + ?Sized>(
         );
         maps.push(Some(map));
     }
-    // Free-list residents back in address order: range by range, each from the part
-    // that scanned it (a range's outputs start where its thread's previous range's
-    // ended).
-    for k in 0..n {
+    // Range k's segment, from the part that scanned it (its thread's j-th range).
+    let seg = |k: usize| {
         let (w, j) = thread_of(k, threads);
-        let (f, segs, _) = &outs[w];
-        let fi = j.checked_sub(1).map_or(0, |p| segs[p].1);
-        let (sk, fe) = segs[j];
-        debug_assert_eq!(sk, k);
-        all.free
-            .extend(f[fi..fe].iter().filter(|(o, _)| o.ty != u32::MAX));
+        let sg = &outs[w].1[j];
+        debug_assert_eq!(sg.range, k);
+        (w, j, sg)
+    };
+    // Free-list residents back in address order: range by range (a range's residents
+    // start where its thread's previous range's ended).
+    for k in 0..n {
+        let (w, j, sg) = seg(k);
+        let fi = j.checked_sub(1).map_or(0, |p| outs[w].1[p].free_end);
+        all.free.extend(
+            outs[w].0[fi..sg.free_end]
+                .iter()
+                .filter(|(o, _)| o.ty != u32::MAX),
+        );
     }
     if !listing {
         return (all, None);
@@ -760,20 +775,15 @@ fn scan_all<S: Source + ?Sized>(
             o.ty = m[o.ty as usize].unwrap_or(u32::MAX);
         }
     };
-    let lens = |k: usize| {
-        let (w, j) = thread_of(k, threads);
-        (w, &outs[w].2[j])
-    };
-    if (0..n).any(|k| !lens(k).1 .1.is_empty()) {
+    if (0..n).any(|k| !seg(k).2.over.is_empty()) {
         // A slot's bound did not hold: joined by copying.
         let mut list = Vec::new();
-        for k in 0..n {
-            let (w, (len, over)) = lens(k);
-            let start: usize = bounds[..k].iter().sum();
-            // SAFETY: the scan wrote (initialised) the first `len` entries of slot k,
+        for (k, &start) in starts.iter().enumerate() {
+            let (w, _, sg) = seg(k);
+            // SAFETY: the scan wrote (initialised) the first `listed` entries of slot k,
             // which starts `start` entries into `buf`'s capacity (see the split above).
-            let slot = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(start), *len) };
-            for o in slot.iter().chain(over) {
+            let slot = unsafe { std::slice::from_raw_parts(buf.as_ptr().add(start), sg.listed) };
+            for o in slot.iter().chain(&sg.over) {
                 let mut o = *o;
                 remap(&mut o, w);
                 list.push(o);
@@ -782,20 +792,20 @@ fn scan_all<S: Source + ?Sized>(
         return (all, Some(list));
     }
     let base = buf.as_mut_ptr();
-    let (mut start, mut end) = (0usize, 0usize);
-    for (k, bound) in bounds.iter().enumerate() {
-        let (w, (len, _)) = lens(k);
+    let mut end = 0usize;
+    for (k, &start) in starts.iter().enumerate() {
+        let (w, _, sg) = seg(k);
+        let len = sg.listed;
         // SAFETY: slot k's first `len` entries (from `start`) were written by the scan;
         // `end <= start` (each slot holds at most its bound), and the copy is a memmove.
         unsafe {
-            let slot = std::slice::from_raw_parts_mut(base.add(start), *len);
+            let slot = std::slice::from_raw_parts_mut(base.add(start), len);
             for o in slot.iter_mut() {
                 remap(o, w);
             }
-            std::ptr::copy(base.add(start), base.add(end), *len);
+            std::ptr::copy(base.add(start), base.add(end), len);
         }
         end += len;
-        start += bound;
     }
     // SAFETY: entries [0, end) are initialised (moved there above); Obj is Copy.
     unsafe { buf.set_len(end) };
@@ -832,7 +842,6 @@ fn census_with<S: Source + ?Sized>(
         zombies,
         mut owned,
         pairs,
-        filled: _,
         big,
         segments: _,
     } = part;
