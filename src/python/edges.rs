@@ -92,7 +92,7 @@ impl<'a> Edges<'a> {
         self.typer.u64_at(a)
     }
     fn u8(&self, a: u64) -> Option<u8> {
-        self.r.u8(crate::addr::Addr(a))
+        self.typer.bytes_at(a, 1).map(|b| b[0])
     }
 
     /// `n` words at `a`, or None (and a damage count) when unreadable. Borrowed from the

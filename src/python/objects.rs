@@ -323,16 +323,11 @@ impl<'a> Typer<'a> {
     #[cold]
     #[inline(never)]
     fn u64_cold(&self, a: u64) -> Option<u64> {
-        let hot = self.hot.get();
-        if let Some((_, start, bytes)) = self.r.space.region_at(Addr(a)) {
-            let off = (a - start) as usize;
-            if off + 8 <= bytes.len() {
-                self.hot
-                    .set([(start, bytes.len() as u64, bytes.as_ptr() as usize), hot[0]]);
-                return Some(u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap()));
-            }
+        match self.bytes_at(a, 8) {
+            Some(b) => Some(u64::from_le_bytes(b.try_into().unwrap())),
+            // Spanning two regions (or in none).
+            None => self.r.u64(Addr(a)),
         }
-        self.r.u64(Addr(a))
     }
 
     /// The type at index `idx` of this typer, borrowed: no reference-count traffic per
