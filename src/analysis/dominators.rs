@@ -27,27 +27,40 @@ impl Csr {
     }
 }
 
-/// Immediate dominators by node (root 0 dominates itself; unreachable nodes are NONE), and
-/// the reached nodes in an order where each comes after its dominator: the inner nodes in
-/// DFS preorder from the root, then the leaves set aside, by node id.
-pub fn dominators(g: &Csr) -> (Vec<u32>, Vec<u32>) {
+/// A dominator tree: immediate dominators by node (root 0 dominates itself; unreachable
+/// nodes are NONE), and the reached nodes in an order where each comes after its
+/// dominator: the inner nodes in DFS preorder from the root, then the leaves set aside, by
+/// node id.
+pub struct Tree {
+    pub idom: Vec<u32>,
+    pub order: Vec<u32>,
+    /// `order[inner..]` are leaves set aside: they dominate no node, so a pass that only
+    /// reads what their dominators got can take them in any order, or in parallel.
+    pub inner: usize,
+}
+
+pub fn dominators(g: &Csr) -> Tree {
     dominators_in(g, Vec::new())
 }
 
 /// [`dominators`], with the array of immediate dominators in `scratch`'s memory (a
 /// buffer of the caller's that is dead now: its pages are already the process's, where a
 /// fresh array of 4 bytes a node is as many page faults).
-pub fn dominators_in(g: &Csr, scratch: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
+pub fn dominators_in(g: &Csr, scratch: Vec<u32>) -> Tree {
     // Leaves are set aside only while node ids stay below the LEAF bit and clear of the
     // marks (2^31 - 4 nodes, a heap of some 100 GB; above it every node takes the general
     // path, which gives the same tree).
     dominators_with(g, g.nodes() <= (LEAF as usize) - 4, scratch)
 }
 
-fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
+fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     let n = g.nodes();
     if n == 0 {
-        return (Vec::new(), Vec::new());
+        return Tree {
+            idom: Vec::new(),
+            order: Vec::new(),
+            inner: 0,
+        };
     }
     // Leaves with a single incoming edge (a float in a list, a str in a tuple: most
     // objects of a Python heap) are dominated by that edge's source and dominate nothing:
@@ -177,7 +190,11 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> (Vec<u32>, Ve
             p & !LEAF
         };
     }
-    (out, order)
+    Tree {
+        idom: out,
+        order,
+        inner: m,
+    }
 }
 
 /// `eval` of Lengauer-Tarjan: the vertex of minimum semidominator on the compressed
@@ -290,7 +307,7 @@ mod tests {
             (12, 8),
         ];
         let g = csr(13, &e);
-        let (idom, _) = dominators(&g);
+        let idom = dominators(&g).idom;
         assert_eq!(idom, naive(&g));
         assert_eq!(idom[11], 0);
         assert_eq!(idom[8], 0);
@@ -314,10 +331,16 @@ mod tests {
                 .map(|_| (rnd(n as u64) as u32, rnd(n as u64) as u32))
                 .collect();
             let g = csr(n, &e);
-            let (idom, order) = dominators(&g);
+            let Tree { idom, order, inner } = dominators(&g);
             assert_eq!(idom, naive(&g), "{e:?}");
             // Without leaves set aside (the path of graphs of 2^31 nodes): the same tree.
-            assert_eq!(dominators_with(&g, false, Vec::new()).0, idom, "{e:?}");
+            let general = dominators_with(&g, false, Vec::new());
+            assert_eq!(general.idom, idom, "{e:?}");
+            assert_eq!(general.inner, general.order.len(), "{e:?}");
+            // The leaves after `inner` dominate nothing.
+            for &v in &order[inner..] {
+                assert!(v != 0 && !idom.contains(&v), "{e:?}");
+            }
             // Every reached node once, each after its dominator.
             let mut at = vec![usize::MAX; n];
             for (i, &v) in order.iter().enumerate() {
@@ -338,7 +361,7 @@ mod tests {
         let n = 1_000_000u32;
         let e: Vec<(u32, u32)> = (0..n - 1).map(|i| (i, i + 1)).collect();
         let g = csr(n as usize, &e);
-        let (idom, order) = dominators(&g);
+        let Tree { idom, order, .. } = dominators(&g);
         assert_eq!(order.len(), n as usize);
         assert!((1..n).all(|i| idom[i as usize] == i - 1));
     }

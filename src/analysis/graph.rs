@@ -46,6 +46,8 @@ pub struct Graph {
     /// Reached nodes, each after its dominator (dominators::dominators: inner nodes in DFS
     /// preorder, then the single-predecessor leaves).
     pub order: Vec<u32>,
+    /// `order[inner..]` dominate no node (dominators::Tree::inner).
+    pub inner: usize,
     pub retained_bytes: Vec<u64>,
     pub retained_count: Vec<u32>,
     /// Named roots (first) and refcount-surplus roots, as the root's successors list them.
@@ -498,7 +500,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(phase);
     let _phase = a.phase("dominator tree");
     // The dominator tree's node array in the reference counts' memory.
-    let (idom, order) = dominators::dominators_in(&csr, rc);
+    let dominators::Tree { idom, order, inner } = dominators::dominators_in(&csr, rc);
     // Retained counts in the edge offsets' memory when the edges go now (its pages are
     // already the process's: fresh ones cost more than the pass over them).
     let (csr, mut retained_count) = if a.needs.edges_unused {
@@ -522,6 +524,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         shallow,
         idom,
         order,
+        inner,
         retained_bytes,
         retained_count,
         named,

@@ -589,7 +589,7 @@ impl NativeGraph {
         let mut adj = roots;
         adj.extend(self.csr.adj.iter().map(|w| w + 1));
         let csr = Csr { off, adj };
-        let (idom, order) = super::dominators::dominators(&csr);
+        let super::dominators::Tree { idom, order, .. } = super::dominators::dominators(&csr);
         drop(csr);
         let size = |v: u32| {
             if v == 0 {

@@ -159,75 +159,153 @@ fn class_name(c: &Census, node: u32) -> Option<String> {
         .map(|t| t.name.clone())
 }
 
-/// Types of the dominator subtree of each of `nodes`, largest bytes first.
-///
-/// One pass over the reached nodes in `g.order` (each after its immediate dominator)
-/// gives every node its nearest owner at or above it in the dominator tree; one pass in
-/// node order counts each node into that owner; then each owner's counts are added into
-/// the nearest owner above it, innermost first. A node is read once however deeply the
-/// owners nest (walking each owner's subtree would read it once per owner above it).
-pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> {
-    use super::dominators::NONE;
-    let objects = c.objects();
-    // Distinct owner nodes → slot (a node may be named twice).
-    let mut slot_of: FxHashMap<u32, u32> = FxHashMap::default();
-    let mut slots: Vec<u32> = Vec::new();
-    for &n in nodes {
-        slot_of.entry(n).or_insert_with(|| {
-            slots.push(n);
-            slots.len() as u32 - 1
-        });
-    }
-    let mut nearest = vec![NONE; g.nodes()];
-    let mut parent_slot = vec![NONE; slots.len()];
-    let mut inner_first: Vec<u32> = Vec::with_capacity(slots.len());
-    for &v in &g.order {
-        let d = g.idom[v as usize];
-        let above = if v == 0 || d == NONE {
-            NONE
-        } else {
-            nearest[d as usize]
-        };
-        nearest[v as usize] = match slot_of.get(&v) {
-            Some(&s) => {
-                parent_slot[s as usize] = above;
-                inner_first.push(s);
-                s
-            }
-            None => above,
-        };
-    }
-    inner_first.reverse();
-    // (count, bytes) by type index per slot; consecutive nodes mostly share owner and type.
-    let mut counts: Vec<FxHashMap<u32, (u64, u64)>> = vec![FxHashMap::default(); slots.len()];
-    let mut run: Option<(u32, u32, u64, u64)> = None;
-    let mut flush = |run: &mut Option<(u32, u32, u64, u64)>| {
-        if let Some((s, t, k, b)) = run.take() {
-            let e = counts[s as usize].entry(t).or_default();
-            e.0 += k;
-            e.1 += b;
+/// Counts and bytes by (owner slot, type index), added up a run at a time: consecutive
+/// nodes mostly share owner and type (objects of a pool, a list's items).
+struct Tally {
+    counts: Vec<FxHashMap<u32, (u64, u64)>>,
+    run: Option<(u32, u32, u64, u64)>,
+}
+
+impl Tally {
+    fn new(slots: usize) -> Tally {
+        Tally {
+            counts: vec![FxHashMap::default(); slots],
+            run: None,
         }
-    };
-    for v in 1..g.nodes() {
-        let s = nearest[v];
-        if s == NONE {
-            continue;
-        }
-        let t = objects[v - 1].ty;
-        let bytes = g.shallow[v] as u64;
-        match &mut run {
-            Some((rs, rt, k, b)) if *rs == s && *rt == t => {
+    }
+
+    #[inline]
+    fn add(&mut self, slot: u32, ty: u32, bytes: u64) {
+        match &mut self.run {
+            Some((rs, rt, k, b)) if *rs == slot && *rt == ty => {
                 *k += 1;
                 *b += bytes;
             }
             _ => {
-                flush(&mut run);
-                run = Some((s, t, 1, bytes));
+                self.flush();
+                self.run = Some((slot, ty, 1, bytes));
             }
         }
     }
-    flush(&mut run);
-    drop(nearest);
+
+    fn flush(&mut self) {
+        if let Some((s, t, k, b)) = self.run.take() {
+            let e = self.counts[s as usize].entry(t).or_default();
+            e.0 += k;
+            e.1 += b;
+        }
+    }
+
+    /// The counts, with `other`'s added.
+    fn merge(mut self, mut other: Tally) -> Tally {
+        self.flush();
+        other.flush();
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            for (t, (k, b)) in theirs {
+                let e = mine.entry(t).or_default();
+                e.0 += k;
+                e.1 += b;
+            }
+        }
+        self
+    }
+}
+
+/// Types of the dominator subtree of each of `nodes`, largest bytes first.
+///
+/// One pass over the reached nodes in `g.order` (each after its immediate dominator)
+/// gives every node its nearest owner at or above it in the dominator tree and counts it
+/// into that owner; then each owner's counts are added into the nearest owner above it,
+/// innermost first. A node is read once however deeply the owners nest (walking each
+/// owner's subtree would read it once per owner above it). The leaves set aside
+/// (`order[g.inner..]`, most nodes) dominate nothing: their nearest owner is their
+/// dominator's and is not stored, and they are counted on every core at once.
+pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> {
+    use super::dominators::NONE;
+    let objects = c.objects();
+    let n = g.nodes();
+    // Distinct owner nodes → slot (a node may be named twice), and a bit per owner node
+    // (a hash lookup per node was a fifth of this function).
+    let mut slot_of: FxHashMap<u32, u32> = FxHashMap::default();
+    let mut slots: Vec<u32> = Vec::new();
+    let mut is_slot = vec![0u64; n.div_ceil(64)];
+    for &v in nodes {
+        slot_of.entry(v).or_insert_with(|| {
+            slots.push(v);
+            slots.len() as u32 - 1
+        });
+        if (v as usize) < n {
+            is_slot[v as usize / 64] |= 1 << (v % 64);
+        }
+    }
+    let slot_at = |v: u32| -> Option<u32> {
+        match is_slot[v as usize / 64] >> (v % 64) & 1 {
+            0 => None,
+            _ => slot_of.get(&v).copied(),
+        }
+    };
+    let node_bytes = |v: u32| (objects[v as usize - 1].ty, g.shallow[v as usize] as u64);
+    // Nearest owner's slot + 1 by inner node (0: none). Zeroed memory: the pages of
+    // nodes never written (leaves) are never touched.
+    let mut nearest = vec![0u32; n];
+    let mut parent_slot = vec![NONE; slots.len()];
+    let mut inner_first: Vec<u32> = Vec::with_capacity(slots.len());
+    let mut placed = vec![false; slots.len()];
+    let mut tally = Tally::new(slots.len());
+    let (inner, leaves) = g.order.split_at(g.inner.min(g.order.len()));
+    for &v in inner {
+        let d = g.idom[v as usize];
+        let above = if v == 0 || d == NONE {
+            0
+        } else {
+            nearest[d as usize]
+        };
+        let s = match slot_at(v) {
+            Some(s) => {
+                parent_slot[s as usize] = above.wrapping_sub(1);
+                inner_first.push(s);
+                placed[s as usize] = true;
+                s + 1
+            }
+            None => above,
+        };
+        nearest[v as usize] = s;
+        if s != 0 && v != 0 {
+            let (t, b) = node_bytes(v);
+            tally.add(s - 1, t, b);
+        }
+    }
+    // Owners that are leaves: innermost, so after every inner one here (the list is
+    // reversed below).
+    for (s, &v) in slots.iter().enumerate() {
+        let d = g.idom.get(v as usize).copied().unwrap_or(NONE);
+        if !placed[s] && v != 0 && d != NONE {
+            parent_slot[s] = nearest[d as usize].wrapping_sub(1);
+            inner_first.push(s as u32);
+        }
+    }
+    let nearest = &nearest;
+    let count_leaves = |part: &[u32]| {
+        let mut t = Tally::new(slots.len());
+        for &v in part {
+            let s = match slot_at(v) {
+                Some(s) => s + 1,
+                None => nearest[g.idom[v as usize] as usize],
+            };
+            if s != 0 {
+                let (ty, b) = node_bytes(v);
+                t.add(s - 1, ty, b);
+            }
+        }
+        t
+    };
+    let half = leaves.len() / 2;
+    let (a, b) = rayon::join(
+        || count_leaves(&leaves[..half]),
+        || count_leaves(&leaves[half..]),
+    );
+    let mut counts = tally.merge(a).merge(b).counts;
+    inner_first.reverse();
     for &s in &inner_first {
         let p = parent_slot[s as usize];
         if p == NONE {
