@@ -491,10 +491,16 @@ impl<'a> Analysis<'a> {
         a: u64,
         hint: &mut [usize; 2],
     ) -> Option<(u64, crate::alloc::Allocation)> {
-        if self.mimalloc.is_some() {
-            return census::Source::containing(self.ft_allocs.as_slice(), a);
+        self.allocations().containing_near(a, hint)
+    }
+
+    /// The allocators' lookup of [`Analysis::containing_near`], apart from the analysis
+    /// (whose lazily built parts are not shared between threads): for threads.
+    pub fn allocations(&self) -> Allocations<'_> {
+        Allocations {
+            heaps: self.heaps(),
+            ft: self.mimalloc.is_some().then_some(self.ft_allocs.as_slice()),
         }
-        self.heaps().containing_near(a, hint)
     }
 
     /// Call `f` on every live object in address order until it returns false, without
@@ -528,6 +534,28 @@ impl<'a> Analysis<'a> {
             _ => Err(Error::Unsupported(
                 "CPython found, but its types cannot be read (see the warnings above)".into(),
             )),
+        }
+    }
+}
+
+/// See [`Analysis::allocations`].
+pub struct Allocations<'a> {
+    heaps: crate::alloc::Heaps<'a>,
+    /// Free-threaded builds: their mimalloc blocks and glibc chunks, in address order.
+    ft: Option<&'a [crate::alloc::Allocation]>,
+}
+
+impl Allocations<'_> {
+    /// The live allocation holding `a` (addresses asked in increasing order: `hint` is
+    /// the heaps' cursor).
+    pub fn containing_near(
+        &self,
+        a: u64,
+        hint: &mut [usize; 2],
+    ) -> Option<(u64, crate::alloc::Allocation)> {
+        match self.ft {
+            Some(ft) => census::Source::containing(ft, a),
+            None => self.heaps.containing_near(a, hint),
         }
     }
 }
