@@ -550,7 +550,13 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     drop(phase);
     let _phase = a.phase("dominator tree");
     // The dominator tree's node array in the reference counts' memory.
-    let dominators::Tree { idom, order, inner } = dominators::dominators_in(&csr, rc);
+    // The retained bytes start as the node bytes, written (8 fresh bytes a node: their
+    // page faults are most of it) on the other core while this one runs the dominator
+    // tree's serial DFS and semidominator passes.
+    let (dominators::Tree { idom, order, inner }, mut retained_bytes) = rayon::join(
+        || dominators::dominators_in(&csr, rc),
+        || shallow.iter().map(|&s| s as u64).collect::<Vec<u64>>(),
+    );
     // Retained counts in the edge offsets' memory when the edges go now (its pages are
     // already the process's: fresh ones cost more than the pass over them).
     let (csr, mut retained_count) = if a.needs.edges_unused {
@@ -560,11 +566,6 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         (None, off)
     } else {
         (Some(csr), vec![1u32; n])
-    };
-    // Written on both cores (8 fresh bytes a node: their page faults are most of it).
-    let mut retained_bytes: Vec<u64> = {
-        use rayon::prelude::*;
-        shallow.par_iter().map(|&s| s as u64).collect()
     };
     retained_count[0] = 0;
     // The leaves set aside first: their totals are their own, and consecutive ones (by
