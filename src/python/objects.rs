@@ -330,6 +330,25 @@ impl<'a> Typer<'a> {
         }
     }
 
+    /// A `u32` through the hot regions, as `u64` (a str's state word, an int's digits,
+    /// read per object: through the shared address space they were a region search each).
+    #[inline]
+    fn hot_u32(&self, a: u64) -> Option<u32> {
+        match self.bytes_at(a, 4) {
+            Some(b) => Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            None => self.r.u32(Addr(a)),
+        }
+    }
+
+    /// A byte through the hot regions, as `hot_u32`.
+    #[inline]
+    fn hot_u8(&self, a: u64) -> Option<u8> {
+        match self.bytes_at(a, 1) {
+            Some(b) => Some(b[0]),
+            None => self.r.u8(Addr(a)),
+        }
+    }
+
     /// The type at index `idx` of this typer, borrowed: no reference-count traffic per
     /// object classified.
     #[inline]
@@ -559,7 +578,7 @@ impl<'a> Typer<'a> {
 
     fn str_text(&self, o: u64, max: u64) -> Option<String> {
         let len = self.u64(self.f(o, 0x10))?;
-        let state = self.r.u32(Addr(self.f(o, 0x20)))?;
+        let state = self.hot_u32(self.f(o, 0x20))?;
         let kind = ((state >> 2) & 7) as u64;
         let compact = state & (1 << 5) != 0;
         let ascii = state & (1 << 6) != 0;
@@ -619,10 +638,10 @@ impl<'a> Typer<'a> {
                 (keys.wrapping_add(0x28 + size * ix), n, 24, 8, 16)
             }
             DictKeys::V2 => {
-                let Some(ib) = self.r.u8(Addr(keys.wrapping_add(9))) else {
+                let Some(ib) = self.hot_u8(keys.wrapping_add(9)) else {
                     return out;
                 };
-                let kind = self.r.u8(Addr(keys.wrapping_add(10))).unwrap_or(0);
+                let kind = self.hot_u8(keys.wrapping_add(10)).unwrap_or(0);
                 if ib > 40 {
                     return out;
                 }
@@ -765,7 +784,7 @@ impl<'a> Typer<'a> {
         match ti.size_rule {
             SizeRule::Str => {
                 let len = self.u64(self.f(o, 0x10))?;
-                let state = self.r.u32(Addr(self.f(o, 0x20)))?;
+                let state = self.hot_u32(self.f(o, 0x20))?;
                 let kind = ((state >> 2) & 7) as u64;
                 if state & (1 << 5) == 0 {
                     return Some(ti.basicsize); // legacy (non-compact): data elsewhere
@@ -813,7 +832,7 @@ impl<'a> Typer<'a> {
                 if self.code_type == 0 || self.u64(self.f(code, 8))? != self.code_type {
                     return None;
                 }
-                let int = |off: u64| self.r.u32(Addr(code.wrapping_add(off))).map(|v| v as i32);
+                let int = |off: u64| self.hot_u32(code.wrapping_add(off)).map(|v| v as i32);
                 let slots: i64 = match g.co_framesize {
                     Some(off) => int(off)? as i64 - g.frame_specials as i64,
                     None => {
@@ -830,7 +849,7 @@ impl<'a> Typer<'a> {
                 Some(ti.basicsize + 8 * slots as u64)
             }
             SizeRule::ByFlag { flag, small } => {
-                if self.r.u8(Addr(o.wrapping_add(flag)))? == 0 {
+                if self.hot_u8(o.wrapping_add(flag))? == 0 {
                     Some(small)
                 } else {
                     Some(ti.basicsize)
@@ -972,7 +991,7 @@ impl<'a> Typer<'a> {
         if self.om.refcount != Refcount::FreeThreaded {
             return self.u64(o).unwrap_or(0);
         }
-        let local = self.r.u32(Addr(o.wrapping_add(0xc))).unwrap_or(0) as i64;
+        let local = self.hot_u32(o.wrapping_add(0xc)).unwrap_or(0) as i64;
         if local == u32::MAX as i64 {
             return u32::MAX as u64;
         }
@@ -1118,7 +1137,7 @@ impl<'a> Typer<'a> {
         }
         let mut v: u128 = 0;
         for i in (0..n).rev() {
-            v = (v << 30) | self.r.u32(Addr(self.f(o, 0x18 + 4 * i)))? as u128;
+            v = (v << 30) | self.hot_u32(self.f(o, 0x18 + 4 * i))? as u128;
         }
         Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
     }
@@ -1231,7 +1250,7 @@ impl<'a> Typer<'a> {
             let Some(name) = self.u64(m).filter(|&n| n != 0) else {
                 break;
             };
-            let kind = self.r.u32(Addr(m.wrapping_add(8))).unwrap_or(0);
+            let kind = self.hot_u32(m.wrapping_add(8)).unwrap_or(0);
             let off = self.u64(m.wrapping_add(16)).unwrap_or(0);
             if !matches!(kind, 6 | 16) || off == 0 || off >= ti.basicsize {
                 continue;
@@ -1269,7 +1288,7 @@ impl<'a> Typer<'a> {
         if self.om.dict_keys != DictKeys::V2 {
             return Vec::new();
         }
-        let Some(ib) = self.r.u8(Addr(keys.wrapping_add(9))) else {
+        let Some(ib) = self.hot_u8(keys.wrapping_add(9)) else {
             return Vec::new();
         };
         if ib > 40 {
