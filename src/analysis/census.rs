@@ -797,13 +797,20 @@ fn scan_all<S: Source + ?Sized>(
         let (w, _, sg) = seg(k);
         let len = sg.listed;
         // SAFETY: slot k's first `len` entries (from `start`) were written by the scan;
-        // `end <= start` (each slot holds at most its bound), and the copy is a memmove.
+        // `end <= start` (each slot holds at most its bound): the copy is a memmove, and
+        // the remapping copy goes forward, reading each entry before anything is written
+        // over it. (Remapped as they move: one pass over the entries, not two.)
         unsafe {
-            let slot = std::slice::from_raw_parts_mut(base.add(start), len);
-            for o in slot.iter_mut() {
-                remap(o, w);
+            match &maps[w] {
+                None => std::ptr::copy(base.add(start), base.add(end), len),
+                Some(_) => {
+                    for i in 0..len {
+                        let mut o = base.add(start + i).read();
+                        remap(&mut o, w);
+                        base.add(end + i).write(o);
+                    }
+                }
             }
-            std::ptr::copy(base.add(start), base.add(end), len);
         }
         end += len;
     }
