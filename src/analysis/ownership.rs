@@ -429,7 +429,16 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
         })
         .collect();
     let nodes: Vec<u32> = named.iter().map(|o| o.node).collect();
-    for (o, mut t) in owners.iter_mut().zip(type_shares(c, g, &nodes)) {
+    // The unreachable nodes' count and bytes on the other core meanwhile.
+    let (shares, (unreachable_count, unreachable_bytes)) = rayon::join(
+        || type_shares(c, g, &nodes),
+        || {
+            (1..g.nodes())
+                .filter(|&v| !g.reached(v as u32))
+                .fold((0u64, 0u64), |(k, b), v| (k + 1, b + g.shallow[v] as u64))
+        },
+    );
+    for (o, mut t) in owners.iter_mut().zip(shares) {
         if let Some(k) = types_per_owner {
             t.truncate(k);
         }
@@ -440,17 +449,13 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
             .cmp(&x.retained_bytes)
             .then_with(|| x.owner.cmp(&y.owner))
     });
-    let unreachable: Vec<u32> = (1..g.nodes() as u32).filter(|&v| !g.reached(v)).collect();
     let mut diagnostics = a.diagnostics.clone();
     diagnostics.merge(&g.diagnostics);
     Ok(Owners {
         reachable_count: g.retained_count[0] as u64,
         reachable_bytes: g.retained_bytes[0],
-        unreachable_count: unreachable.len() as u64,
-        unreachable_bytes: unreachable
-            .iter()
-            .map(|&v| g.shallow[v as usize] as u64)
-            .sum(),
+        unreachable_count,
+        unreachable_bytes,
         edges: g.edges,
         owners,
         diagnostics,
