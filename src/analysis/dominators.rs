@@ -133,6 +133,18 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     let m = vertex.len();
     // Predecessors in preorder numbers, of reached inner nodes only.
     debug_assert_eq!(poff.len(), m + 1);
+    // A node whose only predecessor is its DFS parent (the tree edge is always counted;
+    // most inner nodes: a tuple in a list) has that parent as its semidominator — its
+    // parent is not yet linked when it is processed, so eval gives the parent itself. Its
+    // list is not stored.
+    let mut single = vec![0u64; m.div_ceil(64)];
+    for i in 0..m {
+        if poff[i + 1] == 1 {
+            single[i / 64] |= 1 << (i % 64);
+            poff[i + 1] = 0;
+        }
+    }
+    let is_single = |i: u32| single[i as usize / 64] >> (i % 64) & 1 != 0;
     for i in 0..m {
         poff[i + 1] += poff[i];
     }
@@ -145,7 +157,7 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
         }
         for &w in g.succ(v as u32) {
             let pw = pre[w as usize];
-            if pw < inner {
+            if pw < inner && !is_single(pw) {
                 poff[pw as usize + 1] -= 1;
                 padj[poff[pw as usize + 1] as usize] = pv;
             }
@@ -161,18 +173,23 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     let mut ancestor = vec![NONE; m];
     let mut path: Vec<u32> = Vec::new();
     for w in (1..m).rev() {
-        let mut s = semi[w];
-        for &v in &padj[poff[w] as usize..poff[w + 1] as usize] {
-            let u = eval(v, &mut ancestor, &mut label, &semi, &mut path);
-            s = s.min(semi[u as usize]);
+        if is_single(w as u32) {
+            semi[w] = parent[w];
+        } else {
+            let mut s = semi[w];
+            for &v in &padj[poff[w] as usize..poff[w + 1] as usize] {
+                let u = eval(v, &mut ancestor, &mut label, &semi, &mut path);
+                s = s.min(semi[u as usize]);
+            }
+            semi[w] = s;
         }
-        semi[w] = s;
         ancestor[w] = parent[w];
     }
     drop(ancestor);
     drop(label);
     drop(padj);
     drop(poff);
+    drop(single);
     // NCA step: idom is the nearest ancestor of the parent whose number is at most semi.
     let mut idom = parent;
     for w in 1..m {
