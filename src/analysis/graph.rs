@@ -164,11 +164,17 @@ impl GranuleIndex {
         let base = first.len() as u32;
         first.extend_from_slice(&hi_first);
         buckets.extend(hi_buckets.into_iter().map(|(k, b)| (k, b + base)));
+        Some(Self::from_parts(first, &buckets))
+    }
+
+    /// The index of granule entries `first` and their buckets (bucket number, start of
+    /// its entries), in bucket order: each bucket entered in its region's table.
+    fn from_parts(first: Vec<u32>, buckets: &[(u64, u32)]) -> GranuleIndex {
         let mut ix = GranuleIndex {
             first,
             ..Default::default()
         };
-        for &(k, base) in &buckets {
+        for &(k, base) in buckets {
             let r = k >> (REGION_SHIFT - BUCKET_SHIFT);
             if ix.regions.last() != Some(&r) {
                 ix.regions.push(r);
@@ -177,7 +183,7 @@ impl GranuleIndex {
             let at = (ix.regions.len() - 1) * REGION_BUCKETS + (k as usize & (REGION_BUCKETS - 1));
             ix.table[at] = base;
         }
-        Some(ix)
+        ix
     }
 
     /// The granule entries of `objects[range]` (whole buckets: the range ends where a
@@ -611,8 +617,13 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     retained_count[0] = 0;
     // The leaves set aside first: their totals are their own, and consecutive ones (by
     // node id) mostly share their dominator (a list's items), so a run is added at once.
+    let (inner_nodes, leaves) = order.split_at(inner.min(order.len()));
+    let mut add = |(d, b, k): (u32, u64, u32)| {
+        retained_bytes[d as usize] += b;
+        retained_count[d as usize] = retained_count[d as usize].saturating_add(k);
+    };
     let mut run: Option<(u32, u64, u32)> = None;
-    for &v in &order[inner.min(order.len())..] {
+    for &v in leaves {
         let d = idom[v as usize];
         let b = shallow[v as usize] as u64;
         match &mut run {
@@ -620,20 +631,12 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                 *rb += b;
                 *rk += 1;
             }
-            _ => {
-                if let Some((rd, rb, rk)) = run.replace((d, b, 1)) {
-                    retained_bytes[rd as usize] += rb;
-                    retained_count[rd as usize] = retained_count[rd as usize].saturating_add(rk);
-                }
-            }
+            _ => run.replace((d, b, 1)).into_iter().for_each(&mut add),
         }
     }
-    if let Some((rd, rb, rk)) = run {
-        retained_bytes[rd as usize] += rb;
-        retained_count[rd as usize] = retained_count[rd as usize].saturating_add(rk);
-    }
+    run.into_iter().for_each(add);
     // Then the inner nodes, each after every node it dominates.
-    for &v in order[..inner.min(order.len())].iter().skip(1).rev() {
+    for &v in inner_nodes.iter().skip(1).rev() {
         let d = idom[v as usize] as usize;
         retained_bytes[d] += retained_bytes[v as usize];
         retained_count[d] = retained_count[d].saturating_add(retained_count[v as usize]);
@@ -708,7 +711,6 @@ fn frame_roots(a: &Analysis, diagnostics: &mut Diagnostics) -> Vec<NamedRoot> {
     out
 }
 
-/// Is there an object in the allocation at `m` (at +0, +16 or +32)?
 /// Sorted lists merged into one sorted list.
 fn merge_sorted(mut lists: Vec<Vec<(u64, u32)>>) -> Vec<(u64, u32)> {
     while lists.len() > 1 {
@@ -732,6 +734,7 @@ fn merge_sorted(mut lists: Vec<Vec<(u64, u32)>>) -> Vec<(u64, u32)> {
     lists.pop().unwrap_or_default()
 }
 
+/// Is there an object in the allocation at `m` (at +0, +16 or +32)?
 fn lookup_alloc(lookup: &dyn Fn(u64) -> Option<u32>, m: u64, usable: u64) -> bool {
     [0u64, 16, 32]
         .iter()
@@ -842,21 +845,8 @@ mod tests {
             // The halves joined are the index one pass makes.
             let (first, buckets) = GranuleIndex::part(&objs, 0..objs.len()).unwrap();
             assert_eq!(ix.first, first, "seed {seed}");
-            let mut whole = GranuleIndex {
-                first,
-                ..Default::default()
-            };
-            for &(k, base) in &buckets {
-                let r = k >> (REGION_SHIFT - BUCKET_SHIFT);
-                if whole.regions.last() != Some(&r) {
-                    whole.regions.push(r);
-                    whole
-                        .table
-                        .resize(whole.table.len() + REGION_BUCKETS, NO_BUCKET);
-                }
-                whole.table[(whole.regions.len() - 1) * REGION_BUCKETS
-                    + (k as usize & (REGION_BUCKETS - 1))] = base;
-            }
+            // (The bucket bases of the second half, shifted, enter the same tables.)
+            let whole = GranuleIndex::from_parts(first, &buckets);
             assert_eq!(
                 (ix.regions.clone(), ix.table.clone()),
                 (whole.regions, whole.table)
