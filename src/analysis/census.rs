@@ -10,6 +10,7 @@
 //! them inline, in the instance's own allocation) and the native buffers of C types the
 //! model names (`<bytearray buffer>`, `<numpy.ndarray data>`, ...).
 
+use super::Bits;
 use crate::addr::Addr;
 use crate::alloc::{Allocation, Allocator, Heaps};
 use crate::python::objects::{Special, TypeInfo, Typer};
@@ -224,21 +225,6 @@ impl Source for [Allocation] {
     }
     fn below(&self, a: u64) -> u64 {
         self.partition_point(|x| x.addr.0 < a) as u64
-    }
-}
-
-/// One bit per allocation id.
-struct Bits(Vec<u64>);
-
-impl Bits {
-    fn new(n: u64) -> Bits {
-        Bits(vec![0; n.div_ceil(64) as usize])
-    }
-    fn set(&mut self, i: u64) {
-        self.0[(i / 64) as usize] |= 1 << (i % 64);
-    }
-    fn get(&self, i: u64) -> bool {
-        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
     }
 }
 

@@ -4,6 +4,8 @@
 //! and path compression with an explicit stack. About 7 u32 arrays of the node count
 //! plus the predecessor CSR.
 
+use super::Bits;
+
 /// Unreached nodes get this as their immediate dominator.
 pub const NONE: u32 = u32::MAX;
 /// Preorder mark, before the DFS, of a node that would be a leaf set aside if reached.
@@ -79,7 +81,7 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
         // miss per edge.
         let once = single_predecessor(&g.adj, n);
         pre.extend((0..n).map(|w| {
-            let leaf = w > 0 && once[w / 64] >> (w % 64) & 1 != 0 && g.off[w] == g.off[w + 1];
+            let leaf = w > 0 && once.get(w as u64) && g.off[w] == g.off[w + 1];
             if leaf {
                 CANDIDATE
             } else {
@@ -137,14 +139,14 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     // most inner nodes: a tuple in a list) has that parent as its semidominator — its
     // parent is not yet linked when it is processed, so eval gives the parent itself. Its
     // list is not stored.
-    let mut single = vec![0u64; m.div_ceil(64)];
+    let mut single = Bits::new(m as u64);
     for i in 0..m {
         if poff[i + 1] == 1 {
-            single[i / 64] |= 1 << (i % 64);
+            single.set(i as u64);
             poff[i + 1] = 0;
         }
     }
-    let is_single = |i: u32| single[i as usize / 64] >> (i % 64) & 1 != 0;
+    let is_single = |i: u32| single.get(i as u64);
     for i in 0..m {
         poff[i + 1] += poff[i];
     }
@@ -267,7 +269,7 @@ impl SplitSpare for Vec<u32> {
 }
 
 /// A bit per node: set when exactly one entry of `adj` names it.
-fn single_predecessor(adj: &[u32], n: usize) -> Vec<u64> {
+fn single_predecessor(adj: &[u32], n: usize) -> Bits {
     let words = n.div_ceil(64);
     // (seen once or more, seen twice or more) over a part of the edges.
     let count = |part: &[u32]| {
@@ -286,7 +288,7 @@ fn single_predecessor(adj: &[u32], n: usize) -> Vec<u64> {
     for i in 0..words {
         s0[i] = (s0[i] ^ s1[i]) & !(a0[i] | a1[i]);
     }
-    s0
+    Bits(s0)
 }
 
 /// `eval` of Lengauer-Tarjan: the vertex of minimum semidominator on the compressed

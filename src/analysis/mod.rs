@@ -559,3 +559,20 @@ impl Allocations<'_> {
         }
     }
 }
+
+/// One bit per index (an allocation id, a graph node).
+pub(crate) struct Bits(pub(crate) Vec<u64>);
+
+impl Bits {
+    pub(crate) fn new(n: u64) -> Bits {
+        Bits(vec![0; n.div_ceil(64) as usize])
+    }
+    #[inline]
+    pub(crate) fn set(&mut self, i: u64) {
+        self.0[(i / 64) as usize] |= 1 << (i % 64);
+    }
+    #[inline]
+    pub(crate) fn get(&self, i: u64) -> bool {
+        self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+}

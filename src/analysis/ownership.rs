@@ -228,20 +228,20 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
     // (a hash lookup per node was a fifth of this function).
     let mut slot_of: FxHashMap<u32, u32> = FxHashMap::default();
     let mut slots: Vec<u32> = Vec::new();
-    let mut is_slot = vec![0u64; n.div_ceil(64)];
+    let mut is_slot = super::Bits::new(n as u64);
     for &v in nodes {
         slot_of.entry(v).or_insert_with(|| {
             slots.push(v);
             slots.len() as u32 - 1
         });
         if (v as usize) < n {
-            is_slot[v as usize / 64] |= 1 << (v % 64);
+            is_slot.set(v as u64);
         }
     }
     let slot_at = |v: u32| -> Option<u32> {
-        match is_slot[v as usize / 64] >> (v % 64) & 1 {
-            0 => None,
-            _ => slot_of.get(&v).copied(),
+        match is_slot.get(v as u64) {
+            false => None,
+            true => slot_of.get(&v).copied(),
         }
     };
     let node_bytes = |v: u32| (objects[v as usize - 1].ty, g.shallow[v as usize] as u64);
