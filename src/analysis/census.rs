@@ -384,6 +384,16 @@ const SLOT_SLACK: usize = 1 << 14;
 /// more than their residency); the census that also builds the object list does.
 pub const RELEASE_EVERY: u64 = 1 << 21;
 
+/// How far ahead of the allocation being classified the scan asks for the memory it will
+/// read (`Typer::prefetch`): the classification's first read of each block waited for it
+/// (16.6 M allocations on 2 threads: 0.67 s of CPU without, 0.56 s with; 512 bytes to
+/// 8 KiB measured alike, 256 about half as good).
+const PREFETCH_AHEAD: u64 = 1024;
+
+/// Rows with a place in a part's per-type table of pair ids (`scan`): the four fixed
+/// buffer rows and the attribute values.
+const QUICK: usize = 5;
+
 /// The float type's index in `typer`, when the float free lists are known.
 fn float_index(typer: &Typer, float_free: &FxHashSet<u64>) -> Option<u32> {
     match float_free.is_empty() {
@@ -419,6 +429,10 @@ fn scan<'s, S: Source + ?Sized>(
         segments: Vec::new(),
     };
     let mut pair_ids: FxHashMap<(Owner, u32), u32> = FxHashMap::default();
+    // Per type index, the pair ids of its fixed rows and attribute values, once known:
+    // a lookup in `pair_ids` per owner pointer hashed the row's name (a 1.5 M-dict heap
+    // spent 5 % of the census there).
+    let mut quick: Vec<[u32; QUICK]> = Vec::new();
     let Part {
         per_type,
         infos,
@@ -447,6 +461,7 @@ fn scan<'s, S: Source + ?Sized>(
                 src.release();
             }
             let pm = a.allocator == Allocator::Pymalloc;
+            typer.prefetch(a.addr.0.wrapping_add(PREFETCH_AHEAD));
             let Some((o, ty, zero)) = classify(typer, &a, float_free, float_ty) else {
                 add(untyped, pm, a.size, 1);
                 return;
@@ -455,6 +470,7 @@ fn scan<'s, S: Source + ?Sized>(
             while infos.len() <= ty as usize {
                 infos.push(typer.type_by_index(infos.len() as u32));
                 per_type.push([0; 4]);
+                quick.push([u32::MAX; QUICK]);
             }
             let rec = Obj::in_alloc(o, ty, &a);
             if zero {
@@ -479,24 +495,44 @@ fn scan<'s, S: Source + ?Sized>(
                     }
                 }
             }
-            let mut own = |p: Option<u64>, row: Owner| {
+            // `q`: the row's place in `quick` (QUICK: none, a native row).
+            let mut own = |p: Option<u64>, row: Owner, q: usize| {
                 let Some(p) = p.filter(|&p| p != 0) else {
                     return;
                 };
-                let n = pairs.len() as u32;
-                let k = *pair_ids.entry((row, ty)).or_insert_with(|| {
-                    pairs.push((row, ty));
-                    n
-                });
+                let slot = quick[ty as usize].get_mut(q);
+                let k = match slot {
+                    Some(&mut k) if k != u32::MAX => k,
+                    slot => {
+                        let n = pairs.len() as u32;
+                        let k = *pair_ids.entry((row, ty)).or_insert_with(|| {
+                            pairs.push((row, ty));
+                            n
+                        });
+                        if let Some(s) = slot {
+                            *s = k;
+                        }
+                        k
+                    }
+                };
                 owned[0].push((p, k));
             };
             match ti.special {
-                Special::List => own(typer.u64_at(typer.field(o, 0x18)), Owner::Fixed(LIST_ITEMS)),
+                Special::List => own(
+                    typer.u64_at(typer.field(o, 0x18)),
+                    Owner::Fixed(LIST_ITEMS),
+                    0,
+                ),
                 Special::Dict => {
-                    own(typer.u64_at(typer.field(o, 0x20)), Owner::Fixed(DICT_KEYS));
+                    own(
+                        typer.u64_at(typer.field(o, 0x20)),
+                        Owner::Fixed(DICT_KEYS),
+                        1,
+                    );
                     own(
                         typer.u64_at(typer.field(o, 0x28)),
                         Owner::Fixed(DICT_VALUES),
+                        2,
                     );
                 }
                 Special::Set => own(
@@ -504,14 +540,15 @@ fn scan<'s, S: Source + ?Sized>(
                         .u64_at(typer.field(o, 0x28))
                         .filter(|&t| t != typer.field(o, 0x40)),
                     Owner::Fixed(SET_TABLE),
+                    3,
                 ),
                 _ => {}
             }
             if let Some(v) = typer.separate_values(o, ti) {
-                own(Some(v), Owner::Attrs(ty));
+                own(Some(v), Owner::Attrs(ty), 4);
             }
             for &(off, row) in &ti.native {
-                own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row));
+                own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row), QUICK);
             }
         });
         let (listed, over) = list.map_or((0, Vec::new()), |l| (l.len, l.over));
