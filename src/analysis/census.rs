@@ -951,46 +951,16 @@ fn census_with<S: Source + ?Sized>(
             e.1 = order[e.1 as usize];
         }
     }
-    let mut claimed = Bits::new(src.ids());
-    // Per row rank: allocations claimed and their bytes.
-    let mut by_rank: Vec<(u64, u64)> = vec![(0, 0); pairs.len()];
-    let mut heads: Vec<usize> = vec![0; owned.len()];
-    let mut hint = [0usize; 2];
-    // The smallest pointer at the runs' heads, and the best rank among its entries.
-    while let Some(p) = owned
-        .iter()
-        .zip(&heads)
-        .filter_map(|(run, &h)| run.get(h).map(|e| e.0))
-        .min()
-    {
-        let mut r = u32::MAX;
-        for (run, h) in owned.iter().zip(heads.iter_mut()) {
-            while let Some(&(q, k)) = run.get(*h) {
-                if q != p {
-                    break;
-                }
-                r = r.min(k);
-                *h += 1;
-            }
-        }
-        let Some((id, a)) = src.containing_near(p, &mut hint) else {
-            continue;
-        };
-        if claimed.get(id) {
-            continue;
-        }
-        if typed.get(id) {
-            // Typed: no owner's, unless its type turned out not to be live.
-            match classify(typer, &a, float_free, float_ty) {
-                Some((_, ty, _)) if alive.get(ty as usize).copied().unwrap_or(true) => continue,
-                _ => {}
-            }
-        }
-        claimed.set(id);
-        let pm = a.allocator == Allocator::Pymalloc;
-        add(&mut untyped, pm, a.size, -1);
-        add_row(&mut by_rank[r as usize], 1, a.size);
-    }
+    let runs: Vec<&[(u64, u32)]> = owned.iter().map(|r| r.as_slice()).collect();
+    let claims = Claims {
+        src,
+        float_free,
+        float_ty,
+        typed: &typed,
+        alive: &alive,
+        ranks: pairs.len(),
+    };
+    let by_rank = claims.all(typer, &runs, &mut untyped);
     let mut rows: FxHashMap<Owner, (u64, u64)> = FxHashMap::default();
     for (r, &(c, b)) in by_rank.iter().enumerate() {
         if c > 0 {
@@ -1066,6 +1036,131 @@ fn census_with<S: Source + ?Sized>(
         live_object_bytes,
         dead_type_objects,
         big_allocs: big,
+    }
+}
+
+/// The claims of untyped allocations by owner pointers (`census_with`): each allocation
+/// that is not a live object goes to the row of the first pointer into it (by address,
+/// then the row's rank).
+struct Claims<'c, S: Source + ?Sized> {
+    src: &'c S,
+    float_free: &'c FxHashSet<u64>,
+    float_ty: Option<u32>,
+    typed: &'c Bits,
+    alive: &'c [bool],
+    ranks: usize,
+}
+
+/// What the claims of some pointers found: the allocations claimed, the untyped counts
+/// they take back (wrapping, as `add`), and per rank the allocations and their bytes.
+struct Claimed {
+    claimed: Bits,
+    untyped: Counts,
+    by_rank: Vec<(u64, u64)>,
+}
+
+impl<S: Source + ?Sized> Claims<'_, S> {
+    /// Claim with every run of owner pointers (each sorted by pointer), on two threads
+    /// for many pointers: split at an allocation's start, no allocation holds pointers of
+    /// both halves, so each half claims its own allocations as one pass would. (Should
+    /// one allocation be claimed by both — allocations nesting, which the walks never
+    /// give — the claims are made again in one pass.) Takes the claimed allocations out
+    /// of `untyped`; the counts by rank.
+    fn all(&self, typer: &Typer, runs: &[&[(u64, u32)]], untyped: &mut Counts) -> Vec<(u64, u64)> {
+        let total: usize = runs.iter().map(|r| r.len()).sum();
+        let split = match total >= 1 << 16 && threads_for(self.src.ids()) > 1 {
+            // The pointer in the middle of the longest run, or the start of its allocation.
+            true => runs.iter().max_by_key(|r| r.len()).map(|r| {
+                let p = r[r.len() / 2].0;
+                self.src.containing(p).map_or(p, |(_, a)| a.addr.0)
+            }),
+            false => None,
+        };
+        let done = match split {
+            Some(b) => {
+                let halves: Vec<Vec<&[(u64, u32)]>> = vec![
+                    runs.iter()
+                        .map(|r| &r[..r.partition_point(|e| e.0 < b)])
+                        .collect(),
+                    runs.iter()
+                        .map(|r| &r[r.partition_point(|e| e.0 < b)..])
+                        .collect(),
+                ];
+                let mut parts = per_thread(typer, halves, |t, h| self.claim(t, &h)).into_iter();
+                match (parts.next(), parts.next()) {
+                    (Some(mut a), Some(b))
+                        if a.claimed
+                            .0
+                            .iter()
+                            .zip(&b.claimed.0)
+                            .all(|(x, y)| x & y == 0) =>
+                    {
+                        add4(&mut a.untyped, &b.untyped);
+                        for (x, y) in a.by_rank.iter_mut().zip(&b.by_rank) {
+                            add_row(x, y.0, y.1);
+                        }
+                        Some(a)
+                    }
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let c = done.unwrap_or_else(|| self.claim(typer, runs));
+        add4(untyped, &c.untyped);
+        c.by_rank
+    }
+
+    fn claim(&self, typer: &Typer, owned: &[&[(u64, u32)]]) -> Claimed {
+        let src = self.src;
+        let mut claimed = Bits::new(src.ids());
+        let mut untyped: Counts = [0; 4];
+        // Per row rank: allocations claimed and their bytes.
+        let mut by_rank: Vec<(u64, u64)> = vec![(0, 0); self.ranks];
+        let mut heads: Vec<usize> = vec![0; owned.len()];
+        let mut hint = [0usize; 2];
+        // The smallest pointer at the runs' heads, and the best rank among its entries.
+        while let Some(p) = owned
+            .iter()
+            .zip(&heads)
+            .filter_map(|(run, &h)| run.get(h).map(|e| e.0))
+            .min()
+        {
+            let mut r = u32::MAX;
+            for (run, h) in owned.iter().zip(heads.iter_mut()) {
+                while let Some(&(q, k)) = run.get(*h) {
+                    if q != p {
+                        break;
+                    }
+                    r = r.min(k);
+                    *h += 1;
+                }
+            }
+            let Some((id, a)) = src.containing_near(p, &mut hint) else {
+                continue;
+            };
+            if claimed.get(id) {
+                continue;
+            }
+            if self.typed.get(id) {
+                // Typed: no owner's, unless its type turned out not to be live.
+                match classify(typer, &a, self.float_free, self.float_ty) {
+                    Some((_, ty, _)) if self.alive.get(ty as usize).copied().unwrap_or(true) => {
+                        continue
+                    }
+                    _ => {}
+                }
+            }
+            claimed.set(id);
+            let pm = a.allocator == Allocator::Pymalloc;
+            add(&mut untyped, pm, a.size, -1);
+            add_row(&mut by_rank[r as usize], 1, a.size);
+        }
+        Claimed {
+            claimed,
+            untyped,
+            by_rank,
+        }
     }
 }
 
@@ -1333,5 +1428,96 @@ mod garbage_tests {
         let addrs = |l: Option<Vec<Obj>>| l.unwrap().iter().map(|o| o.addr.0).collect::<Vec<_>>();
         assert_eq!(addrs(exact), want);
         assert_eq!(addrs(over), want);
+    }
+
+    /// Allocations as the walks never give them but a damaged core might: one outer
+    /// allocation `[OUTER, OUTER + 4 MiB)` holding inner ones, found for a pointer when no
+    /// inner allocation holds it (as `Heaps::containing` tries pymalloc's blocks before
+    /// glibc's chunks). Ids: 0 the outer, 1.. the inner.
+    struct Nested {
+        outer: bool,
+        inner: Vec<Allocation>,
+    }
+
+    const OUTER: u64 = 0x7f00_0000_0000;
+
+    impl Source for Nested {
+        fn ids(&self) -> u64 {
+            self.inner.len() as u64 + 1
+        }
+        fn each_between(&self, _: u64, _: u64, _: &mut dyn FnMut(u64, Allocation)) {}
+        fn containing(&self, a: u64) -> Option<(u64, Allocation)> {
+            if let Some((i, x)) = self.inner.as_slice().containing(a) {
+                return Some((i + 1, x));
+            }
+            (self.outer && (OUTER..OUTER + (1 << 22)).contains(&a)).then_some((
+                0,
+                Allocation {
+                    addr: Addr(OUTER),
+                    usable: 1 << 22,
+                    size: 1 << 22,
+                    allocator: Allocator::Glibc,
+                },
+            ))
+        }
+        fn below(&self, a: u64) -> u64 {
+            self.inner.as_slice().below(a)
+        }
+    }
+
+    /// The claims split in two halves give what one pass gives: with allocations side by
+    /// side, and with an allocation that holds pointers of both halves (claimed once, by
+    /// its first pointer's row, as in one pass).
+    #[test]
+    fn claims_in_halves_are_one_pass() {
+        let f = Fake::new();
+        let p = f.core.process();
+        let m = model("3.12");
+        let t = typer(&p, &m, vec![]);
+        let none = FxHashSet::default();
+        let n = 1u64 << 16;
+        // Inner allocations of 32 bytes from OUTER + 4 KiB, each pointed at twice.
+        let inner: Vec<Allocation> = (0..n)
+            .map(|i| Allocation {
+                addr: Addr(OUTER + 0x1000 + i * 32),
+                usable: 32,
+                size: 32,
+                allocator: Allocator::Pymalloc,
+            })
+            .collect();
+        let end = OUTER + 0x1000 + n * 32;
+        for outer in [false, true] {
+            let src = Nested {
+                outer,
+                inner: inner.clone(),
+            };
+            let typed = Bits::new(src.ids());
+            let alive = vec![true; 1];
+            // Two runs, as two scan threads give them: rank 1 then 0 into the outer
+            // allocation's head and tail, ranks 2 and 3 into the inner ones.
+            let a: Vec<(u64, u32)> = std::iter::once((OUTER + 8, 1))
+                .chain((0..n).map(|i| (OUTER + 0x1000 + i * 32, 2)))
+                .chain(std::iter::once((end + 64, 0)))
+                .collect();
+            let b: Vec<(u64, u32)> = (0..n).map(|i| (OUTER + 0x1000 + i * 32 + 8, 3)).collect();
+            let runs = [a.as_slice(), b.as_slice()];
+            let c = Claims {
+                src: &src,
+                float_free: &none,
+                float_ty: None,
+                typed: &typed,
+                alive: &alive,
+                ranks: 4,
+            };
+            let mut split: Counts = [0; 4];
+            let by_rank = c.all(&t, &runs, &mut split);
+            let one = c.claim(&t, &runs);
+            assert_eq!(by_rank, one.by_rank, "outer {outer}");
+            assert_eq!(split, one.untyped, "outer {outer}");
+            let want_outer = if outer { (1, 1 << 22) } else { (0, 0) };
+            assert_eq!(by_rank[1], want_outer);
+            assert_eq!(by_rank[0], (0, 0));
+            assert_eq!(by_rank[2], (n, n * 32));
+        }
     }
 }
