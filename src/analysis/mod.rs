@@ -22,7 +22,7 @@ pub mod threads;
 pub mod traces;
 pub mod why;
 
-use crate::addr::Addr;
+use crate::addr::{Addr, Range};
 use crate::alloc::glibc::classes::{size_classes, SizeClass};
 use crate::alloc::glibc::GlibcHeap;
 use crate::alloc::mimalloc::MimallocHeap;
@@ -265,10 +265,84 @@ impl<'a> Analysis<'a> {
         // A free-threaded build has mimalloc heaps instead of pymalloc (ftheap.rs).
         let free_threaded =
             crate::image::version::detect_python(p).is_some_and(|py| py.free_threaded);
-        let phase = progress.phase(&format!("{name}: walking pymalloc"), None, Unit::Items);
-        let pymalloc = match free_threaded {
-            true => Ok(None),
-            false => crate::alloc::pymalloc::walk_process(p, &models.cpython, true),
+        // pymalloc's arenas and mimalloc's pages are CPython's own mappings (obmalloc.c's
+        // arena allocator and mimalloc's segments both mmap), never glibc chunks: glibc's
+        // search for mmapped chunks skips them.
+        let arenas_of = |py: &Option<crate::alloc::pymalloc::PymallocHeap>| -> Vec<Range> {
+            py.iter()
+                .flat_map(|h| {
+                    h.arena_list
+                        .iter()
+                        .map(|a| Range::new(a.address, a.address.wrapping_add(h.arena_size)))
+                })
+                .collect()
+        };
+        let walk_glibc = |exclude: &(dyn Fn() -> Vec<Range> + Sync)| {
+            let phase = progress.phase(
+                &format!("{name}: walking the glibc heap"),
+                None,
+                Unit::Items,
+            );
+            let g = crate::alloc::glibc::analyze_excluding_with(p, &models.glibc, exclude);
+            drop(phase);
+            g
+        };
+        let walk_pymalloc = || {
+            let _phase = progress.phase(&format!("{name}: walking pymalloc"), None, Unit::Items);
+            crate::alloc::pymalloc::walk_process(p, &models.cpython, true)
+        };
+        let (pymalloc, mimalloc, glibc) = if free_threaded {
+            // Free-threaded builds: mimalloc's heaps (walked before glibc, whose search for
+            // mmapped chunks then skips their segments).
+            let mimalloc = ftheap::walk(
+                p,
+                models,
+                name.as_str(),
+                progress,
+                &mut failures,
+                &mut diagnostics,
+            )?;
+            // Whole segments (MI_SEGMENT_SIZE-aligned, mimalloc types.h); a huge segment's
+            // tail beyond the first MI_SEGMENT_SIZE is still searched (nothing is lost).
+            let mut segments: Vec<Range> = Vec::new();
+            if let Some(mi) = &mimalloc {
+                let size = models
+                    .cpython_ft
+                    .iter()
+                    .find(|m| m.name == mi.model)
+                    .and_then(|m| m.mimalloc.as_ref())
+                    .map_or(0, |m| m.segment_size);
+                let mut segs: Vec<u64> = mi.page_list.iter().map(|pg| pg.segment.0).collect();
+                segs.sort_unstable();
+                segs.dedup();
+                segments.extend(
+                    segs.into_iter()
+                        .map(|sg| Range::new(Addr(sg), Addr(sg.saturating_add(size)))),
+                );
+            }
+            (Ok(None), mimalloc, walk_glibc(&|| segments.clone()))
+        } else {
+            // Both walks at once, on two threads: glibc's arenas and chunks while pymalloc
+            // is walked; its search for mmapped chunks (its last step) waits for pymalloc's
+            // arenas. (The walks are mostly the core's first page faults.)
+            // (Should the pymalloc walk unwind, its sender goes with it: the glibc thread
+            // gets no ranges instead of waiting for ever.)
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Range>>(1);
+            let rx = std::sync::Mutex::new(rx);
+            let (py, g) = std::thread::scope(|s| {
+                let tx = tx; // moved in: dropped on unwinding, before the scope joins
+                let g = s.spawn(|| {
+                    walk_glibc(&|| {
+                        rx.lock()
+                            .map(|r| r.recv().unwrap_or_default())
+                            .unwrap_or_default()
+                    })
+                });
+                let py = walk_pymalloc();
+                let _ = tx.send(py.as_ref().map(&arenas_of).unwrap_or_default());
+                (py, g.join().expect("glibc walk thread"))
+            });
+            (py, None, g)
         };
         let pymalloc = match pymalloc {
             Ok(h) => h,
@@ -281,53 +355,7 @@ impl<'a> Analysis<'a> {
                 None
             }
         };
-        drop(phase);
-        // Free-threaded builds: mimalloc's heaps (walked before glibc, whose search for
-        // mmapped chunks then skips their pages).
-        let mimalloc = match free_threaded {
-            true => ftheap::walk(
-                p,
-                models,
-                name.as_str(),
-                progress,
-                &mut failures,
-                &mut diagnostics,
-            )?,
-            false => None,
-        };
-        let phase = progress.phase(
-            &format!("{name}: walking the glibc heap"),
-            None,
-            Unit::Items,
-        );
-        // pymalloc's arenas and mimalloc's pages are CPython's own mappings (obmalloc.c's
-        // arena allocator and mimalloc's segments both mmap), never glibc chunks.
-        let mut arenas: Vec<crate::addr::Range> = pymalloc
-            .iter()
-            .flat_map(|h| {
-                h.arena_list.iter().map(|a| {
-                    crate::addr::Range::new(a.address, a.address.wrapping_add(h.arena_size))
-                })
-            })
-            .collect();
-        if let Some(mi) = &mimalloc {
-            // Whole segments (MI_SEGMENT_SIZE-aligned, mimalloc types.h); a huge segment's
-            // tail beyond the first MI_SEGMENT_SIZE is still searched (nothing is lost).
-            let size = models
-                .cpython_ft
-                .iter()
-                .find(|m| m.name == mi.model)
-                .and_then(|m| m.mimalloc.as_ref())
-                .map_or(0, |m| m.segment_size);
-            let mut segs: Vec<u64> = mi.page_list.iter().map(|pg| pg.segment.0).collect();
-            segs.sort_unstable();
-            segs.dedup();
-            arenas.extend(
-                segs.into_iter()
-                    .map(|sg| crate::addr::Range::new(Addr(sg), Addr(sg.saturating_add(size)))),
-            );
-        }
-        let glibc = match crate::alloc::glibc::analyze_excluding(p, &models.glibc, &arenas) {
+        let glibc = match glibc {
             Ok(h) => h,
             Err(e) => {
                 failures.push(e.to_string());
@@ -335,7 +363,6 @@ impl<'a> Analysis<'a> {
                 None
             }
         };
-        drop(phase);
         if glibc.is_none() && pymalloc.is_none() && mimalloc.is_none() {
             return Err(if failures.is_empty() {
                 Error::Unsupported(

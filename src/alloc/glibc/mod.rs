@@ -265,9 +265,25 @@ pub fn analyze_excluding(
     models: &[GlibcModel],
     exclude: &[Range],
 ) -> crate::Result<Option<GlibcHeap>> {
-    let mut exclude = exclude.to_vec();
-    exclude.sort();
-    let exclude = &exclude[..];
+    analyze_excluding_with(p, models, &|| exclude.to_vec())
+}
+
+/// [`analyze_excluding`], with the ranges asked for only when the search for mmapped
+/// chunks needs them (the last step of a walk): the arenas and chunks can be walked while
+/// another thread walks pymalloc, whose arenas are the ranges.
+pub fn analyze_excluding_with(
+    p: &Process,
+    models: &[GlibcModel],
+    exclude: &(dyn Fn() -> Vec<Range> + Sync),
+) -> crate::Result<Option<GlibcHeap>> {
+    let sorted = std::sync::OnceLock::new();
+    let exclude = &|| -> &[Range] {
+        sorted.get_or_init(|| {
+            let mut v = exclude();
+            v.sort();
+            v
+        })
+    };
     let Some(libc) = crate::image::version::libc_module(p) else {
         return Ok(None);
     };
@@ -364,7 +380,7 @@ pub fn walk_as(p: &Process, model: &GlibcModel, base: &GlibcHeap) -> GlibcHeap {
         base.main_arena,
         base.main_arena_found_by,
         mp,
-        &[],
+        &|| &[],
     )
 }
 
@@ -622,14 +638,14 @@ fn follow(
 /// the arena ring, each arena's heaps, the linear chunk walk of every heap, the bins, the
 /// singly linked lists (fastbins, tcaches) with the safe-linking decision, the chunks'
 /// final states and per-arena sums, the accounting identity, and the mmapped chunks.
-fn walk(
+fn walk<'e>(
     p: &Process,
     r: &Reader,
     model: &GlibcModel,
     main: Addr,
     how: FoundBy,
     mp: Option<(Addr, FoundBy)>,
-    exclude: &[Range],
+    exclude: &dyn Fn() -> &'e [Range],
 ) -> GlibcHeap {
     let mut w = Walk {
         r,
@@ -652,7 +668,7 @@ fn walk(
         w.singly_linked(&lists, &chunks, &mut listed, tcaches.len());
     w.final_states(&mut chunks, &listed, &heap_ranges, &mut arenas);
     w.accounting(&mut arenas, &covered_by_arena);
-    let mmapped = w.mmapped(p, mp.map(|m| m.0), &heap_ranges, exclude, &mut chunks);
+    let mmapped = w.mmapped(p, mp.map(|m| m.0), &heap_ranges, exclude(), &mut chunks);
 
     let tcache_info = tcaches
         .iter()

@@ -184,7 +184,7 @@ impl G {
             Addr(ARENA),
             FoundBy::Symbol,
             mp.map(|a| (a, FoundBy::Symbol)),
-            &[],
+            &|| &[],
         )
     }
 }
