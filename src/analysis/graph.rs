@@ -325,15 +325,23 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         shallow: &'o mut [u32],
         rc: &'o mut [u32],
     }
+    // The object this many places ahead is asked for (`Typer::prefetch`) while one is
+    // read: "reading references" on py20m 0.57 s -> 0.52 s, mixed 0.48 s -> 0.44 s (64
+    // ahead measured alike, 4 and 128 worse).
+    const PF_AHEAD: usize = 32;
     let scan_nodes = |typer: &crate::python::objects::Typer,
                       range: std::ops::Range<usize>,
                       out: Out,
                       part: &mut EdgePart| {
         let edges = Edges::new(a.process, model, typer);
+        let ahead = &objects[(range.start + PF_AHEAD).min(range.end)..range.end];
         for (i, o) in objects[range.clone()].iter().enumerate() {
             let node = (range.start + i) as u32 + 1;
             if node as u64 % super::census::RELEASE_EVERY == 0 {
                 a.process.core.release_pages();
+            }
+            if let Some(x) = ahead.get(i) {
+                typer.prefetch(x.addr.0);
             }
             let ti = c.type_of(o);
             let head = gc_head(ti.flags, &model.objects);
