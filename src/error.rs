@@ -173,6 +173,14 @@ impl Diagnostics {
         self.items.extend(other.items.iter().cloned());
         self.suppressed += other.suppressed;
     }
+    /// Add another collector's diagnostics as if they had been pushed here after these
+    /// (the cap holds over both; the other's uncounted ones are counted).
+    pub fn append(&mut self, other: &Diagnostics) {
+        for d in &other.items {
+            self.push(d.clone());
+        }
+        self.suppressed += other.suppressed;
+    }
     /// Diagnostics that were counted but not listed.
     pub fn suppressed(&self) -> u64 {
         self.suppressed

@@ -313,3 +313,40 @@ fn a_model_whose_pool_geometry_does_not_fit_fails_the_walk() {
     assert_eq!(h.diagnostics.len(), 3, "{:?}", warnings(&h));
     assert_eq!(class(&h, 32), (FULL_32 - 2, 510 * (FULL_32 - 2), 0));
 }
+
+/// The arenas walked in two halves and joined (as a large heap is, on two threads) give
+/// what one walk gives: block positions and free bitmaps renumbered, counts added, in
+/// order. The same arena listed 70 times stands for 70 arenas.
+#[test]
+fn arenas_walked_in_two_halves_join_as_one_walk() {
+    let (mut p, _) = standard();
+    // A second pool with free blocks, so that the second half has a bitmap of its own.
+    pool(&mut p, 2, 2, 9, &[0, 8]);
+    p.finish();
+    let proc = p.tc.process();
+    let m = model("3.12");
+    let r = Reader { space: &proc.space };
+    let order: Vec<(u64, u64)> = (0..70).map(|_| (ARENA, 0)).collect();
+    let walk = |o: &[(u64, u64)]| walk_arenas(&r, &m, Addr(TABLE), o, None, true);
+    let one = walk(&order);
+    let mut two = walk(&order[..35]);
+    two.append(walk(&order[35..]));
+    assert!(one.free_bits.len() > 2 && one.positions > 0);
+    assert_eq!(
+        format!("{:?}", two.pool_blocks),
+        format!("{:?}", one.pool_blocks)
+    );
+    assert_eq!(two.free_bits, one.free_bits);
+    assert_eq!(two.positions, one.positions);
+    assert_eq!(format!("{:?}", two.classes), format!("{:?}", one.classes));
+    assert_eq!(format!("{:?}", two.states), format!("{:?}", one.states));
+    assert_eq!(
+        format!("{:?}", two.arena_list),
+        format!("{:?}", one.arena_list)
+    );
+    assert_eq!(
+        (two.narenas, two.pools_checked, two.pools_bad),
+        (one.narenas, one.pools_checked, one.pools_bad)
+    );
+    assert_eq!(two.diags.to_vec().len(), one.diags.to_vec().len());
+}
