@@ -51,6 +51,13 @@ pub struct AddressSpace {
 }
 
 impl AddressSpace {
+    /// Drop this process's page-table entries for the core's pages
+    /// ([`CoreFile::release_pages`]): address-ordered walks over a large heap call it
+    /// every so many bytes behind them, so that what they read does not stay resident.
+    pub fn release_pages(&self) {
+        self.core.release_pages();
+    }
+
     /// Only the bytes present in the core.
     pub fn new(core: Arc<CoreFile>) -> AddressSpace {
         let mut regions = Vec::with_capacity(core.segments.len());

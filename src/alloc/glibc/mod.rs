@@ -458,8 +458,15 @@ impl Walk<'_> {
         // do_check_malloc_state walks the chunks up to top): a size that runs over it is
         // damage, or top's bytes would silently be counted as that chunk's.
         let holds_top = reg.first_chunk <= top && top < reg.end;
+        // Behind the walk, the core's page-table entries are dropped every 64 MiB (a heap
+        // of 10 M chunks would otherwise stay resident as the core's pages).
+        let mut release_at = p.0.saturating_add(64 << 20);
         while p < reg.end && steps < max_steps {
             steps += 1;
+            if p.0 >= release_at {
+                r.space.release_pages();
+                release_at = p.0.saturating_add(64 << 20);
+            }
             let Some(raw) = rd(p.0.wrapping_add(8)) else {
                 self.warn(
                     p,
