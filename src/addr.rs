@@ -5,6 +5,7 @@ use std::fmt;
 
 /// A virtual address in the analysed process.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
 pub struct Addr(pub u64);
 
 impl Addr {

@@ -31,6 +31,7 @@ pub mod models;
 pub mod progress;
 pub mod python;
 pub mod report;
+pub mod spill;
 pub mod units;
 
 pub use addr::{Addr, Range};

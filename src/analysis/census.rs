@@ -35,12 +35,18 @@ pub struct FreeCount {
 
 /// One typed object: 16 bytes, its type by index into `Census::type_infos`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct Obj {
     pub addr: Addr,
     /// Size of the allocation holding it (block or chunk).
     pub alloc: u32,
     pub ty: u32,
 }
+
+// SAFETY: three integer fields in C layout (u64, u32, u32: 16 bytes, no padding); every
+// bit pattern is a value (an out-of-range type index is checked where it is used).
+unsafe impl crate::spill::Plain for Obj {}
+const _: () = assert!(std::mem::size_of::<Obj>() == 16);
 
 /// The census: counts per row, and what is needed to list the objects again. The census
 /// itself keeps no per-object record (a summary of 20 M objects needs none): the object
@@ -49,8 +55,9 @@ pub struct Obj {
 pub struct Census {
     pub types: Vec<TypeCount>,
     pub freelists: Vec<FreeCount>,
-    /// Live objects in address order; filled by `Analysis::objects` on first use.
-    objects: std::sync::OnceLock<Vec<Obj>>,
+    /// Live objects in address order; filled by `Analysis::objects` on first use, and
+    /// kept in a file when it is large (`crate::spill`).
+    objects: std::sync::OnceLock<crate::spill::Spilled<Obj>>,
     /// Free-list residents (refcount 0, type intact, a free-list type of the version).
     pub free_objects: Vec<Obj>,
     pub type_infos: Vec<Arc<TypeInfo>>,
@@ -104,7 +111,26 @@ impl Census {
     }
     /// Fill the object list once (see `objects`).
     pub fn objects_with(&self, build: impl FnOnce() -> Vec<Obj>) -> &[Obj] {
-        self.objects.get_or_init(build)
+        self.objects
+            .get_or_init(|| crate::spill::Spilled::new(build()))
+    }
+    /// Is the object list in a file (a large heap: `crate::spill`)? The graph's large
+    /// arrays follow it there.
+    pub fn objects_spilled(&self) -> bool {
+        self.objects.get().is_some_and(|l| l.is_file())
+    }
+    /// Lookups in a spilled object list ahead (`Spilled::random_access`).
+    pub fn objects_random_access(&self, on: bool) {
+        if let Some(l) = self.objects.get() {
+            l.random_access(on);
+        }
+    }
+    /// Drop the page-table entries of a spilled object list (`Spilled::release`): passes
+    /// over the whole list call it every so often, as they release the core's pages.
+    pub fn release_objects(&self) {
+        if let Some(l) = self.objects.get() {
+            l.release();
+        }
     }
     /// Is the object list built?
     pub fn has_objects(&self) -> bool {
@@ -1062,7 +1088,7 @@ fn census_with<S: Source + ?Sized>(
     let objects = std::sync::OnceLock::new();
     if let Some(mut l) = list {
         l.retain(|o| alive.get(o.ty as usize).copied().unwrap_or(false));
-        let _ = objects.set(l);
+        let _ = objects.set(crate::spill::Spilled::new(l));
     }
     Census {
         types,
@@ -1217,7 +1243,7 @@ pub fn objects_of<S: Source + ?Sized>(
     census: &Census,
 ) -> Vec<Obj> {
     if let Some(list) = census.objects.get() {
-        return list.clone();
+        return list.to_vec();
     }
     let ranges = src.split(threads_for(census.object_count));
     let live_types: &[bool] = &census.alive;
@@ -1288,7 +1314,7 @@ pub fn each_object<S: Source + ?Sized>(
     f: &mut dyn FnMut(Obj) -> bool,
 ) {
     if let Some(list) = census.objects.get() {
-        for &o in list {
+        for &o in list.iter() {
             if !f(o) {
                 return;
             }

@@ -5,6 +5,10 @@
 //! plus the predecessor CSR.
 
 use super::Bits;
+use crate::spill::Spilled;
+
+/// Steps between two `Csr::release` calls of a long pass.
+pub const RELEASE_EVERY: usize = 1 << 21;
 
 /// Unreached nodes get this as their immediate dominator.
 pub const NONE: u32 = u32::MAX;
@@ -13,13 +17,20 @@ const CANDIDATE: u32 = u32::MAX - 2;
 /// Preorder mark of a leaf set aside: this bit with its only predecessor's node id.
 const LEAF: u32 = 1 << 31;
 
-/// Successor lists: `adj[off[v] .. off[v+1]]`.
+/// Successor lists: `adj[off[v] .. off[v+1]]`, in memory or, for a large heap, in files
+/// (`crate::spill`).
 pub struct Csr {
-    pub off: Vec<u32>,
-    pub adj: Vec<u32>,
+    pub off: Spilled<u32>,
+    pub adj: Spilled<u32>,
 }
 
 impl Csr {
+    /// Drop the page-table entries of spilled lists (`Spilled::release`): passes over
+    /// the whole graph call it every [`RELEASE_EVERY`] steps.
+    pub fn release(&self) {
+        self.off.release();
+        self.adj.release();
+    }
     #[inline]
     pub fn succ(&self, v: u32) -> &[u32] {
         &self.adj[self.off[v as usize] as usize..self.off[v as usize + 1] as usize]
@@ -79,8 +90,11 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
         // incoming edge are found with two bits a node (seen, seen again) on each core,
         // for its half of the edges: 6 MB for 25 M nodes, where a byte a node was a cache
         // miss per edge.
-        let once = single_predecessor(&g.adj, n);
+        let once = single_predecessor(&g.adj, n, &|| g.release());
         pre.extend((0..n).map(|w| {
+            if w % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                g.release();
+            }
             let leaf = w > 0 && once.get(w as u64) && g.off[w] == g.off[w + 1];
             if leaf {
                 CANDIDATE
@@ -109,7 +123,13 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     vertex.push(0);
     parent.push(0);
     stack.push((0, g.off[0]));
+    // Edges read, for `Csr::release` (a spilled graph's pages are dropped behind).
+    let mut steps = 0usize;
     while let Some(top) = stack.last_mut() {
+        steps += 1;
+        if steps % RELEASE_EVERY == 0 {
+            g.release();
+        }
         let (v, i) = *top;
         if i < g.off[v as usize + 1] {
             top.1 += 1;
@@ -154,6 +174,9 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
     // down to the start of w's list, which is then `poff[w]`'s value shifted by one.
     let mut padj = vec![0u32; poff[m] as usize];
     for (v, &pv) in pre.iter().enumerate() {
+        if v % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            g.release();
+        }
         if pv >= inner {
             continue;
         }
@@ -187,6 +210,7 @@ fn dominators_with(g: &Csr, set_aside: bool, scratch: Vec<u32>) -> Tree {
         }
         ancestor[w] = parent[w];
     }
+    g.release();
     drop(ancestor);
     drop(label);
     drop(padj);
@@ -268,14 +292,18 @@ impl SplitSpare for Vec<u32> {
     }
 }
 
-/// A bit per node: set when exactly one entry of `adj` names it.
-fn single_predecessor(adj: &[u32], n: usize) -> Bits {
+/// A bit per node: set when exactly one entry of `adj` names it (`release` called every
+/// [`RELEASE_EVERY`] entries).
+fn single_predecessor(adj: &[u32], n: usize, release: &(dyn Fn() + Sync)) -> Bits {
     let words = n.div_ceil(64);
     // (seen once or more, seen twice or more) over a part of the edges.
     let count = |part: &[u32]| {
         let mut seen = vec![0u64; words];
         let mut again = vec![0u64; words];
-        for &w in part {
+        for (k, &w) in part.iter().enumerate() {
+            if k % RELEASE_EVERY == RELEASE_EVERY - 1 {
+                release();
+            }
             let (i, b) = (w as usize / 64, 1u64 << (w % 64));
             again[i] |= seen[i] & b;
             seen[i] |= b;
@@ -333,7 +361,10 @@ mod tests {
             adj[fill[a as usize] as usize] = b;
             fill[a as usize] += 1;
         }
-        Csr { off, adj }
+        Csr {
+            off: off.into(),
+            adj: adj.into(),
+        }
     }
 
     /// Dominators by definition: d dominates v when v is unreachable from 0 without d.

@@ -19,6 +19,7 @@ use crate::error::{Diagnostic, Diagnostics};
 use crate::python::edges::{Edges, Via};
 use crate::python::objects::Special;
 use crate::python::roots::NamedRoot;
+use crate::spill::Spilled;
 
 /// Roots that other analyses supply (thread frames, thread-state dicts): addresses of
 /// objects with how a Python programmer names them.
@@ -41,14 +42,15 @@ pub struct Graph {
     pub csr: Option<Csr>,
     nodes: usize,
     /// Bytes of each node: its allocation plus the buffers it owns (saturating at 4 GiB).
-    pub shallow: Vec<u32>,
+    pub shallow: Spilled<u32>,
     pub idom: Vec<u32>,
     /// Reached nodes, each after its dominator (dominators::dominators: inner nodes in DFS
     /// preorder, then the single-predecessor leaves).
     pub order: Vec<u32>,
     /// `order[inner..]` dominate no node (dominators::Tree::inner).
     pub inner: usize,
-    pub retained_bytes: Vec<u64>,
+    /// Retained bytes by node (`Graph::retained_bytes`).
+    retained: RetainedBytes,
     pub retained_count: Vec<u32>,
     /// Named roots (first) and refcount-surplus roots, as the root's successors list them.
     pub named: Vec<Root>,
@@ -62,7 +64,46 @@ pub struct Graph {
     pub diagnostics: Diagnostics,
 }
 
+/// Retained bytes by node in 4 bytes a node: u32, with the few nodes that retain 4 GiB
+/// and more (the root, a registry of a 10 GB heap) in a side table. A u64 a node was 1.4
+/// GB of a 10 GB core's 175 M nodes, the largest array of the owner view.
+struct RetainedBytes {
+    low: Vec<u32>,
+    /// Exact totals of the nodes whose `low` is `u32::MAX`.
+    high: rustc_hash::FxHashMap<u32, u64>,
+}
+
+impl RetainedBytes {
+    #[inline]
+    fn get(&self, v: u32) -> u64 {
+        match self.low[v as usize] {
+            u32::MAX => self.high.get(&v).copied().unwrap_or(u32::MAX as u64),
+            x => x as u64,
+        }
+    }
+    #[inline]
+    fn add(&mut self, v: u32, b: u64) {
+        let x = self.low[v as usize];
+        if x != u32::MAX {
+            let t = x as u64 + b;
+            if t < u32::MAX as u64 {
+                self.low[v as usize] = t as u32;
+                return;
+            }
+        }
+        let t = self.get(v) + b;
+        self.low[v as usize] = u32::MAX;
+        self.high.insert(v, t);
+    }
+}
+
 impl Graph {
+    /// Bytes node `v` retains: its own and those of every node it dominates.
+    #[inline]
+    pub fn retained_bytes(&self, v: u32) -> u64 {
+        self.retained.get(v)
+    }
+
     /// The node of the object at `addr`.
     pub fn node_of(&self, c: &Census, addr: u64) -> Option<u32> {
         match &self.sorted {
@@ -104,7 +145,10 @@ impl Graph {
             adj[fill[d] as usize] = v;
             fill[d] += 1;
         }
-        Csr { off, adj }
+        Csr {
+            off: off.into(),
+            adj: adj.into(),
+        }
     }
 
     /// Nodes of the dominator subtree of `n` (n first), iteratively.
@@ -143,8 +187,9 @@ impl GranuleIndex {
     /// The index of `objects`, or None when they are not in strictly increasing address
     /// order (checked in the same pass). Built in two halves on two cores, cut where a
     /// bucket starts (one core took 0.1 s on py20m, and a pass of its own for the order
-    /// check 60 ms more).
-    fn new(objects: &[Obj]) -> Option<GranuleIndex> {
+    /// check 60 ms more). `release` is called every so many objects (a spilled object
+    /// list's pages are dropped behind the pass: `Census::release_objects`).
+    fn new(objects: &[Obj], release: &(dyn Fn() + Sync)) -> Option<GranuleIndex> {
         let bucket = |i: usize| objects[i].addr.0 >> BUCKET_SHIFT;
         let cut = match objects.len() {
             0 => 0,
@@ -157,8 +202,8 @@ impl GranuleIndex {
             return None;
         }
         let (lo, hi) = rayon::join(
-            || Self::part(objects, 0..cut),
-            || Self::part(objects, cut..objects.len()),
+            || Self::part(objects, 0..cut, release),
+            || Self::part(objects, cut..objects.len(), release),
         );
         let ((mut first, mut buckets), (hi_first, hi_buckets)) = (lo?, hi?);
         let base = first.len() as u32;
@@ -190,7 +235,11 @@ impl GranuleIndex {
     /// bucket does) and its buckets with the start of their entries, or None when the
     /// objects are not in strictly increasing order.
     #[allow(clippy::type_complexity)]
-    fn part(objects: &[Obj], range: std::ops::Range<usize>) -> Option<(Vec<u32>, Vec<(u64, u32)>)> {
+    fn part(
+        objects: &[Obj],
+        range: std::ops::Range<usize>,
+        release: &(dyn Fn() + Sync),
+    ) -> Option<(Vec<u32>, Vec<(u64, u32)>)> {
         let mut first: Vec<u32> = Vec::new();
         // (bucket number, start of its entries in `first`), in bucket order.
         let mut buckets: Vec<(u64, u32)> = Vec::new();
@@ -199,6 +248,9 @@ impl GranuleIndex {
         let mut prev = 0u64;
         for (i, o) in objects[range.clone()].iter().enumerate() {
             let i = range.start + i;
+            if i as u64 % super::census::RELEASE_EVERY == 0 {
+                release();
+            }
             let a = o.addr.0;
             if i > range.start && a <= prev {
                 return None;
@@ -287,7 +339,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // in a bucket's tens of thousands of objects was the edge scan's main cost (a cache
     // miss per probe); the index takes 16 KiB per MiB of the heap (1.6 %). Objects out of
     // order are searched in a sorted copy of their addresses.
-    let index = GranuleIndex::new(c.objects());
+    let index = GranuleIndex::new(c.objects(), &|| c.release_objects());
     let sorted = if index.is_some() {
         None
     } else {
@@ -329,6 +381,15 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // read: "reading references" on py20m 0.57 s -> 0.52 s, mixed 0.48 s -> 0.44 s (64
     // ahead measured alike, 4 and 128 worse).
     const PF_AHEAD: usize = 32;
+    // A spilled object list is read all over by the address lookups: its pages (and the
+    // core's) are dropped more often than behind a sequential pass, or a few million
+    // nodes' lookups map most of it again.
+    let spilled = c.objects_spilled();
+    let release_every = match spilled {
+        true => 1 << 15,
+        false => super::census::RELEASE_EVERY,
+    };
+    c.objects_random_access(true);
     let scan_nodes = |typer: &crate::python::objects::Typer,
                       range: std::ops::Range<usize>,
                       out: Out,
@@ -337,8 +398,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         let ahead = &objects[(range.start + PF_AHEAD).min(range.end)..range.end];
         for (i, o) in objects[range.clone()].iter().enumerate() {
             let node = (range.start + i) as u32 + 1;
-            if node as u64 % super::census::RELEASE_EVERY == 0 {
+            if node as u64 % release_every == 0 {
                 a.process.core.release_pages();
+                c.release_objects();
             }
             if let Some(x) = ahead.get(i) {
                 typer.prefetch(x.addr.0);
@@ -351,6 +413,12 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                 if t >= lo && t <= hi {
                     if let Some(d) = lookup(t) {
                         adj.push(d);
+                        // One container's items (a list of 50 M floats) are as many
+                        // lookups: a spilled list's pages are dropped within it too.
+                        if spilled && adj.len() % (1 << 15) == 0 {
+                            a.process.core.release_pages();
+                            c.release_objects();
+                        }
                     }
                 }
             });
@@ -455,10 +523,15 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     }
     let buffers = merge_sorted(lists);
     let allocations = a.allocations();
+    let core = &a.process.core;
     let attribute = |part: &[(u64, u32)], mut last: Option<u64>| {
         let mut hint = [0usize; 2];
         let mut adds: Vec<(u32, u64)> = Vec::new();
-        for &(p, node) in part {
+        for (i, &(p, node)) in part.iter().enumerate() {
+            if spilled && i % (1 << 15) == (1 << 15) - 1 {
+                c.release_objects();
+                core.release_pages();
+            }
             let Some((_, al)) = allocations.containing_near(p, &mut hint) else {
                 continue;
             };
@@ -565,14 +638,16 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // now, with the roots known, so that nothing is shifted after: an insert at the front
     // of the joined list moved all of it.) The ranges are copied on every core, into
     // zeroed memory whose pages are first touched by the copy: one core writing the
-    // whole list took 0.1 s on py20m, mostly in page faults.
+    // whole list took 0.1 s on py20m, mostly in page faults. On a heap whose object list
+    // is spilled (`crate::spill`), the joined list is written to its file (each range's
+    // pages dropped behind it), and the offsets and node sizes follow it there: a 10 GB
+    // core's graph then holds about 8 bytes a node in memory fewer.
+    let spill = c.objects_spilled();
     let r = root_succ.len();
-    let mut adj: Vec<u32> = vec![0; total as usize + r];
-    adj[..r].copy_from_slice(&root_succ);
-    off[1] = r as u32;
-    drop(root_succ);
-    {
+    let adj = Spilled::filled(total as usize + r, spill, |adj, release| {
         use rayon::prelude::*;
+        adj[..r].copy_from_slice(&root_succ);
+        off[1] = r as u32;
         let mut copies = Vec::with_capacity(nranges);
         let (mut to_rest, mut off_rest) = (&mut adj[r..], &mut off[2..]);
         let mut at = r;
@@ -588,12 +663,16 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         }
         copies.into_par_iter().for_each(|(to, from, ends, shift)| {
             to.copy_from_slice(from);
+            release();
             for x in ends {
                 *x = (*x as i64 + shift) as u32;
             }
         });
-    }
+    });
+    drop(root_succ);
     drop(parts);
+    let off = Spilled::with(off, spill);
+    let shallow = Spilled::with(shallow, spill);
     let nedges = adj.len() as u64;
     let csr = Csr { off, adj };
     if damaged > 0 {
@@ -602,23 +681,47 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         )));
     }
     a.process.core.release_pages();
+    c.objects_random_access(false);
+    c.release_objects();
     drop(phase);
     let _phase = a.phase("dominator tree");
     // The dominator tree's node array in the reference counts' memory.
     // The retained bytes start as the node bytes, written (8 fresh bytes a node: their
     // page faults are most of it) on the other core while this one runs the dominator
     // tree's serial DFS and semidominator passes.
-    let (dominators::Tree { idom, order, inner }, mut retained_bytes) = rayon::join(
-        || dominators::dominators_in(&csr, rc),
-        || shallow.iter().map(|&s| s as u64).collect::<Vec<u64>>(),
-    );
+    let node_bytes = || {
+        let mut low: Vec<u32> = Vec::with_capacity(n);
+        // A node size saturated at u32::MAX is that many bytes, in the side table.
+        let mut high = rustc_hash::FxHashMap::default();
+        for part in shallow.chunks(dominators::RELEASE_EVERY) {
+            if part.contains(&u32::MAX) {
+                for (i, &b) in part.iter().enumerate() {
+                    if b == u32::MAX {
+                        high.insert((low.len() + i) as u32, b as u64);
+                    }
+                }
+            }
+            low.extend_from_slice(part);
+            shallow.release();
+        }
+        (low, high)
+    };
+    // (Copied after the dominator tree instead, on a spilled 10 GB graph, the peak moved
+    // to the owners' pass and did not go down: left beside it.)
+    let (dominators::Tree { idom, order, inner }, (low, high)) =
+        rayon::join(|| dominators::dominators_in(&csr, rc), node_bytes);
+    let mut retained = RetainedBytes { low, high };
     // Retained counts in the edge offsets' memory when the edges go now (its pages are
     // already the process's: fresh ones cost more than the pass over them).
     let (csr, mut retained_count) = if a.needs.edges_unused {
-        let mut off = csr.off;
-        off.truncate(n);
-        off.fill(1);
-        (None, off)
+        match csr.off {
+            Spilled::Memory(mut off) => {
+                off.truncate(n);
+                off.fill(1);
+                (None, off)
+            }
+            Spilled::File { .. } => (None, vec![1u32; n]),
+        }
     } else {
         (Some(csr), vec![1u32; n])
     };
@@ -627,11 +730,14 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     // node id) mostly share their dominator (a list's items), so a run is added at once.
     let (inner_nodes, leaves) = order.split_at(inner.min(order.len()));
     let mut add = |(d, b, k): (u32, u64, u32)| {
-        retained_bytes[d as usize] += b;
+        retained.add(d, b);
         retained_count[d as usize] = retained_count[d as usize].saturating_add(k);
     };
     let mut run: Option<(u32, u64, u32)> = None;
-    for &v in leaves {
+    for (i, &v) in leaves.iter().enumerate() {
+        if i % dominators::RELEASE_EVERY == dominators::RELEASE_EVERY - 1 {
+            shallow.release();
+        }
         let d = idom[v as usize];
         let b = shallow[v as usize] as u64;
         match &mut run {
@@ -645,8 +751,9 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     run.into_iter().for_each(add);
     // Then the inner nodes, each after every node it dominates.
     for &v in inner_nodes.iter().skip(1).rev() {
-        let d = idom[v as usize] as usize;
-        retained_bytes[d] += retained_bytes[v as usize];
+        let d = idom[v as usize];
+        retained.add(d, retained.get(v));
+        let d = d as usize;
         retained_count[d] = retained_count[d].saturating_add(retained_count[v as usize]);
     }
     Some(Graph {
@@ -656,7 +763,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         idom,
         order,
         inner,
-        retained_bytes,
+        retained,
         retained_count,
         named,
         native,
@@ -788,7 +895,7 @@ impl Graph {
             }
             if let Some(t) = ty {
                 if open[t] == 0 {
-                    by[t] += self.retained_bytes[v as usize];
+                    by[t] += self.retained_bytes(v);
                 }
                 open[t] += 1;
                 stack.push((v, true));
@@ -849,9 +956,9 @@ mod tests {
             (6, 3),
         ] {
             let objs = objects(seed, len);
-            let ix = GranuleIndex::new(&objs).expect("in order");
+            let ix = GranuleIndex::new(&objs, &|| {}).expect("in order");
             // The halves joined are the index one pass makes.
-            let (first, buckets) = GranuleIndex::part(&objs, 0..objs.len()).unwrap();
+            let (first, buckets) = GranuleIndex::part(&objs, 0..objs.len(), &|| {}).unwrap();
             assert_eq!(ix.first, first, "seed {seed}");
             // (The bucket bases of the second half, shifted, enter the same tables.)
             let whole = GranuleIndex::from_parts(first, &buckets);
@@ -871,13 +978,13 @@ mod tests {
     fn granule_index_refuses_objects_out_of_order() {
         let mut objs = objects(7, 5000);
         objs.swap(100, 101);
-        assert!(GranuleIndex::new(&objs).is_none());
+        assert!(GranuleIndex::new(&objs, &|| {}).is_none());
         let mut objs = objects(8, 5000);
         let last = objs.len() - 1;
         objs.swap(0, last);
-        assert!(GranuleIndex::new(&objs).is_none());
+        assert!(GranuleIndex::new(&objs, &|| {}).is_none());
         let mut objs = objects(9, 5000);
         objs[2500] = objs[2499];
-        assert!(GranuleIndex::new(&objs).is_none());
+        assert!(GranuleIndex::new(&objs, &|| {}).is_none());
     }
 }

@@ -361,7 +361,10 @@ pub fn build(a: &Analysis) -> Option<NativeGraph> {
         }
         adj.extend_from_slice(&a);
     }
-    let csr = Csr { off, adj };
+    let csr = Csr {
+        off: off.into(),
+        adj: adj.into(),
+    };
 
     // Roots, in the order `why` prefers them: statics, stacks, registers, Python objects,
     // other writable memory, the allocator's own.
@@ -588,7 +591,10 @@ impl NativeGraph {
         off.extend(self.csr.off[1..].iter().map(|o| o + k));
         let mut adj = roots;
         adj.extend(self.csr.adj.iter().map(|w| w + 1));
-        let csr = Csr { off, adj };
+        let csr = Csr {
+            off: off.into(),
+            adj: adj.into(),
+        };
         let super::dominators::Tree { idom, order, .. } = super::dominators::dominators(&csr);
         drop(csr);
         let size = |v: u32| {

@@ -131,10 +131,10 @@ pub fn named_owners(a: &Analysis, g: &Graph) -> Vec<NamedOwner> {
     }
     // Large objects held from native code (the refcount-surplus roots): each is an owner
     // when it retains at least 1% of the reached bytes.
-    let total = g.retained_bytes[0];
+    let total = g.retained_bytes(0);
     let dicts = named_dicts(a, g);
     for &n in &g.native {
-        if g.idom[n as usize] == 0 && g.retained_bytes[n as usize] * 100 >= total.max(1) {
+        if g.idom[n as usize] == 0 && g.retained_bytes(n) * 100 >= total.max(1) {
             let o = &c.objects()[n as usize - 1];
             let name = match dicts.get(&n) {
                 Some((m, kind)) => format!("{m} ({kind} dict, held from native code)"),
@@ -253,7 +253,15 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
     let mut placed = vec![false; slots.len()];
     let mut tally = Tally::new(slots.len());
     let (inner, leaves) = g.order.split_at(g.inner.min(g.order.len()));
-    for &v in inner {
+    // The object list's types are read in the order's sequence, all over the list: a
+    // spilled list's pages are dropped every so many nodes (`Census::release_objects`;
+    // inner nodes come in DFS order, a page of the list each at worst).
+    let release_every = 1 << 18;
+    for (i, &v) in inner.iter().enumerate() {
+        if i % release_every == release_every - 1 {
+            c.release_objects();
+            g.shallow.release();
+        }
         let d = g.idom[v as usize];
         let above = if v == 0 || d == NONE {
             0
@@ -287,7 +295,11 @@ pub fn type_shares(c: &Census, g: &Graph, nodes: &[u32]) -> Vec<Vec<TypeShare>> 
     let nearest = &nearest;
     let count_leaves = |part: &[u32]| {
         let mut t = Tally::new(slots.len());
-        for &v in part {
+        for (i, &v) in part.iter().enumerate() {
+            if i % release_every == release_every - 1 {
+                c.release_objects();
+                g.shallow.release();
+            }
             let s = match slot_at(v) {
                 Some(s) => s + 1,
                 None => nearest[g.idom[v as usize] as usize],
@@ -424,7 +436,7 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
             address: address(c, o.node),
             type_name: c.type_of(&c.objects()[o.node as usize - 1]).name.clone(),
             retained_count: g.retained_count[o.node as usize] as u64,
-            retained_bytes: g.retained_bytes[o.node as usize],
+            retained_bytes: g.retained_bytes(o.node),
             types: Vec::new(),
         })
         .collect();
@@ -453,7 +465,7 @@ pub fn all_owners(a: &Analysis, types_per_owner: Option<usize>) -> Result<Owners
     diagnostics.merge(&g.diagnostics);
     Ok(Owners {
         reachable_count: g.retained_count[0] as u64,
-        reachable_bytes: g.retained_bytes[0],
+        reachable_bytes: g.retained_bytes(0),
         unreachable_count,
         unreachable_bytes,
         edges: g.edges,
