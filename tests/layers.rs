@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Layers, lowest first; a module may use its own layer and the ones before it.
 const LAYERS: &[&[&str]] = &[
-    &["addr", "error", "progress", "units"],
+    &["addr", "error", "progress", "spill", "units"],
     &["image"],
     &["models"],
     &["alloc"],
