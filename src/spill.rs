@@ -86,17 +86,22 @@ impl<T: Plain> Spilled<T> {
         if !spill || v.is_empty() {
             return Spilled::Memory(v);
         }
-        match Self::filled(v.len(), true, |dst, release| {
-            // In 64 MiB steps, each step's pages dropped behind it.
-            let step = ((64 << 20) / std::mem::size_of::<T>().max(1)).max(1);
-            for (d, s) in dst.chunks_mut(step).zip(v.chunks(step)) {
-                d.copy_from_slice(s);
-                release();
-            }
-        }) {
-            f @ Spilled::File { .. } => f,
-            Spilled::Memory(_) => Spilled::Memory(v),
+        let Some(map) = Self::file_map(v.len()) else {
+            return Spilled::Memory(v);
+        };
+        let mut s = Spilled::File {
+            map,
+            len: v.len(),
+            _t: PhantomData,
+        };
+        let (dst, release) = s.writable();
+        // In 64 MiB steps, each step's pages dropped behind it.
+        let step = ((64 << 20) / std::mem::size_of::<T>().max(1)).max(1);
+        for (d, x) in dst.chunks_mut(step).zip(v.chunks(step)) {
+            d.copy_from_slice(x);
+            release.release();
         }
+        s
     }
 
     /// An array of `len` values written by `fill` — in a file when `spill` and the file
@@ -108,33 +113,60 @@ impl<T: Plain> Spilled<T> {
         spill: bool,
         fill: impl FnOnce(&mut [T], &(dyn Fn() + Sync)),
     ) -> Spilled<T> {
+        let mut s = Spilled::zeroed(len, spill);
+        let (dst, release) = s.writable();
+        fill(dst, &|| release.release());
+        s.release();
+        s
+    }
+
+    /// `len` zeros — in a file when `spill` and the file can be made, else in memory
+    /// (zeroed pages, mapped as they are written). Written through [`writable`].
+    ///
+    /// [`writable`]: Spilled::writable
+    pub fn zeroed(len: usize, spill: bool) -> Spilled<T> {
         if spill && len > 0 {
             if let Some(map) = Self::file_map(len) {
-                // SAFETY: the map is `len * size_of::<T>()` bytes of a fresh file (zeros,
-                // a valid `T: Plain` value), page-aligned, and nothing else refers to its
-                // bytes while `fill` runs.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<T>(), len) };
-                let s = Spilled::File {
+                return Spilled::File {
                     map,
                     len,
                     _t: PhantomData,
                 };
-                fill(dst, &|| s.release());
-                s.release();
-                return s;
             }
         }
-        // Zeroed memory (a valid `T: Plain`): its pages are mapped as `fill` writes them.
-        let mut v: Vec<T> = Vec::with_capacity(len);
-        // SAFETY: all-zero bytes are a value of `T: Plain`; `write_bytes` initialises
-        // exactly the `len` values set below.
-        unsafe {
-            std::ptr::write_bytes(v.as_mut_ptr(), 0, len);
-            v.set_len(len);
+        if len == 0 || std::mem::size_of::<T>() == 0 {
+            return Spilled::Memory(Vec::new());
         }
-        fill(&mut v, &|| {});
+        let layout = std::alloc::Layout::array::<T>(len).expect("an array that fits memory");
+        // SAFETY: `layout` is non-zero in size; the allocation is `len` zeroed values (a
+        // value of `T: Plain`), freed by the Vec with the same layout. A large one is
+        // fresh zero pages (calloc), mapped only as they are written.
+        let v = unsafe {
+            let p = std::alloc::alloc_zeroed(layout).cast::<T>();
+            if p.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Vec::from_raw_parts(p, len, len)
+        };
         Spilled::Memory(v)
+    }
+
+    /// The array to write, and what drops the page-table entries of what was written so
+    /// far (usable from any thread while the array is being written: the written data
+    /// stays in the page cache).
+    pub fn writable(&mut self) -> (&mut [T], Releaser<'_>) {
+        match self {
+            Spilled::Memory(v) => (v.as_mut_slice(), Releaser(None)),
+            Spilled::File { map, len, .. } => {
+                // SAFETY: the map holds `len` values of `T` (`file_map` checked the
+                // length), is page-aligned and is this array's alone; the `&mut self`
+                // borrow makes the slice the only access to its bytes, and the releaser
+                // only drops page-table entries (`release`), which changes no byte.
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<T>(), *len) };
+                (dst, Releaser(Some(&*map)))
+            }
+        }
     }
 
     /// A shared map of a fresh unlinked file of `len` values. (Writing through a map
@@ -159,8 +191,19 @@ impl<T: Plain> Spilled<T> {
     /// the page cache and are mapped again when read; nothing changes for an array in
     /// memory. Long passes over a spilled array call it every so often.
     pub fn release(&self) {
-        #[cfg(unix)]
         if let Spilled::File { map, .. } = self {
+            Releaser(Some(map)).release();
+        }
+    }
+}
+
+/// Drops the page-table entries of a spilled array being written (`Spilled::writable`).
+pub struct Releaser<'a>(Option<&'a memmap2::MmapRaw>);
+
+impl Releaser<'_> {
+    pub fn release(&self) {
+        #[cfg(unix)]
+        if let Some(map) = self.0 {
             // SAFETY: a shared file mapping: dropping its page-table entries discards no
             // data (written pages stay in the page cache, dirty until written back), and
             // every slice into it reads the same bytes after the next fault.
