@@ -176,6 +176,20 @@ impl<T: Plain> Spilled<T> {
         let bytes = len.checked_mul(std::mem::size_of::<T>())?;
         let f = tempfile::tempfile_in(directory()).ok()?;
         f.set_len(bytes as u64).ok()?;
+        // The file's blocks reserved now: a sparse file's write fault on a full disk is
+        // SIGBUS, not an error (`COREHEAP_SPILL_DIR` on a 1 MiB tmpfs crashed the owner
+        // view). Without the space, or on a file system that cannot reserve it, the array
+        // stays in memory.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fallocate on a file descriptor this function owns; no memory is
+            // passed.
+            let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, bytes as libc::off_t) };
+            if r != 0 {
+                return None;
+            }
+        }
         // The file is unlinked and this process's only handle to it is dropped after
         // mapping: nothing else can change or truncate it while it is mapped.
         let map = memmap2::MmapRaw::map_raw(&f).ok()?;

@@ -309,3 +309,44 @@ fn spilled_graph_answers_as_in_memory() {
     // The files are unlinked as they are made: nothing is left behind.
     assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
 }
+
+/// A spill directory without room: the arrays that do not fit stay in memory and the
+/// answer is the same (a sparse file's write fault on a full disk was SIGBUS: the owner
+/// view crashed with `COREHEAP_SPILL_DIR` on a full file system). The full file system is
+/// a 64 KiB tmpfs in a mount namespace of its own (`unshare`, util-linux).
+#[test]
+fn a_full_spill_directory_keeps_arrays_in_memory() {
+    let cases = corpus::reference_cases();
+    let a = cases
+        .iter()
+        .find(|c| c.scenario == "py_leak" && c.name.ends_with('B'))
+        .unwrap();
+    let bin = env!("CARGO_BIN_EXE_coreheap");
+    let mem = std::process::Command::new(bin)
+        .args(["summary", "--by", "owner", "--json", "--quiet"])
+        .arg(&a.core)
+        .env_remove("COREHEAP_SPILL_MIN")
+        .output()
+        .unwrap();
+    assert_eq!(mem.status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs '{d}' && COREHEAP_SPILL_MIN=0 COREHEAP_SPILL_DIR='{d}' '{bin}' summary --by owner --json --quiet '{core}'",
+        d = dir.path().display(),
+        core = a.core.display(),
+    );
+    let full = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) runs");
+    assert_eq!(
+        full.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&full.stderr)
+    );
+    assert!(
+        mem.stdout == full.stdout,
+        "the output differs with a full spill directory"
+    );
+}
