@@ -86,13 +86,8 @@ impl<T: Plain> Spilled<T> {
         if !spill || v.is_empty() {
             return Spilled::Memory(v);
         }
-        let Some(map) = Self::file_map(v.len()) else {
+        let Some(mut s) = Self::in_file(v.len()) else {
             return Spilled::Memory(v);
-        };
-        let mut s = Spilled::File {
-            map,
-            len: v.len(),
-            _t: PhantomData,
         };
         let (dst, release) = s.writable();
         // In 64 MiB steps, each step's pages dropped behind it.
@@ -126,12 +121,8 @@ impl<T: Plain> Spilled<T> {
     /// [`writable`]: Spilled::writable
     pub fn zeroed(len: usize, spill: bool) -> Spilled<T> {
         if spill && len > 0 {
-            if let Some(map) = Self::file_map(len) {
-                return Spilled::File {
-                    map,
-                    len,
-                    _t: PhantomData,
-                };
+            if let Some(s) = Self::in_file(len) {
+                return s;
             }
         }
         if len == 0 || std::mem::size_of::<T>() == 0 {
@@ -167,6 +158,15 @@ impl<T: Plain> Spilled<T> {
                 (dst, Releaser(Some(&*map)))
             }
         }
+    }
+
+    /// `len` zeros in a fresh unlinked file, if one can be made.
+    fn in_file(len: usize) -> Option<Spilled<T>> {
+        Some(Spilled::File {
+            map: Self::file_map(len)?,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// A shared map of a fresh unlinked file of `len` values. (Writing through a map

@@ -391,11 +391,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     };
     c.objects_random_access(true);
     // Node v's edges end at off[v + 1]; node 0's (the root's) are placed first, once the
-    // roots are known (off[1]).
-    // On a heap whose object list is spilled (`crate::spill`) the offsets and node sizes
-    // are written into their files as the scan goes, their pages dropped with the
-    // core's: in memory beside the thread's edge lists and the reference counts, they
-    // were the owner view's peak on a 10 GB core (2.98 GB anonymous).
+    // roots are known (off[1]). On a heap whose object list is spilled (`crate::spill`)
+    // the offsets and node sizes are written into their files as the scan goes, their
+    // pages dropped with the core's: in memory beside the threads' edge lists and the
+    // reference counts, they were the owner view's peak on a 10 GB core (2.98 GB
+    // anonymous).
     let mut off_array = Spilled::<u32>::zeroed(n + 1, spilled);
     let mut shallow_array = Spilled::<u32>::zeroed(n, spilled);
     let (off, off_release) = off_array.writable();
