@@ -129,19 +129,21 @@ fn fresh_graph_matches_process_ownership() {
     corpus::check_cases(cases, "py_graph", |c| c.scenario == "py_graph", check_graph);
 }
 
+/// Core `side` ('A' or 'B') of the committed reference leak pair.
+fn leak_case(cases: &[Case], side: char) -> &Case {
+    cases
+        .iter()
+        .find(|c| c.scenario == "py_leak" && c.name.ends_with(side))
+        .expect("the reference leak pair")
+}
+
 /// The reference leak pair: the registry first, its retained count grown by the objects
 /// of the requests served between the cores, innocent churn at 0.
 #[test]
 fn reference_leak_pair_diff_by_owner() {
     let cases = corpus::reference_cases();
-    let a = cases
-        .iter()
-        .find(|c| c.scenario == "py_leak" && c.name.ends_with('A'))
-        .unwrap();
-    let b = cases
-        .iter()
-        .find(|c| c.scenario == "py_leak" && c.name.ends_with('B'))
-        .unwrap();
+    let a = leak_case(&cases, 'A');
+    let b = leak_case(&cases, 'B');
     let (pa, pb) = (corpus::open(a), corpus::open(b));
     let (x, y) =
         coreheap::analysis::diff::analyze_pair(&pa, &pb, crate::census::models(), &NoProgress)
@@ -174,10 +176,7 @@ fn reference_leak_pair_diff_by_owner() {
 fn damaged_graph_is_reported_not_a_panic() {
     use coreheap::image::core::CoreFile;
     let cases = corpus::reference_cases();
-    let case = cases
-        .iter()
-        .find(|c| c.scenario == "py_leak" && c.name.ends_with('B'))
-        .unwrap();
+    let case = leak_case(&cases, 'B');
     let raw = zstd::decode_all(std::fs::File::open(&case.core).unwrap()).unwrap();
     let (list, dict, ty) = {
         let p = corpus::open(case);
@@ -268,10 +267,7 @@ fn damaged_graph_is_reported_not_a_panic() {
 #[test]
 fn spilled_graph_answers_as_in_memory() {
     let cases = corpus::reference_cases();
-    let a = cases
-        .iter()
-        .find(|c| c.scenario == "py_leak" && c.name.ends_with('B'))
-        .unwrap();
+    let a = leak_case(&cases, 'B');
     let spill = tempfile::tempdir().unwrap();
     let run = |args: &[&str], spilled: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_coreheap"));
@@ -317,10 +313,7 @@ fn spilled_graph_answers_as_in_memory() {
 #[test]
 fn a_full_spill_directory_keeps_arrays_in_memory() {
     let cases = corpus::reference_cases();
-    let a = cases
-        .iter()
-        .find(|c| c.scenario == "py_leak" && c.name.ends_with('B'))
-        .unwrap();
+    let a = leak_case(&cases, 'B');
     let bin = env!("CARGO_BIN_EXE_coreheap");
     let mem = std::process::Command::new(bin)
         .args(["summary", "--by", "owner", "--json", "--quiet"])
