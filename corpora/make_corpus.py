@@ -38,6 +38,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,7 +156,16 @@ def apt_mirror():
                   "set COREHEAP_MIRROR")
 
 
+# Lines logged by an environment's preparation on the background thread (Ahead): held
+# and printed when the main thread reaches that environment, so the log reads in order.
+_HELD = threading.local()
+
+
 def log(msg):
+    held = getattr(_HELD, "lines", None)
+    if held is not None:
+        held.append(msg)
+        return
     sys.stdout.write(msg + "\n")
     sys.stdout.flush()
 
@@ -559,15 +569,20 @@ def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
         out, _ = run(env.wrap(["g++", "--version"]), T_PROBE, "g++ --version")
         info["g++"] = out.splitlines()[0] if out else None
         info[scen] = exe
+    probe_python(env)
+    out, _ = run(env.wrap(["gdb", "--version"]), T_PROBE, "gdb --version in " + env.name)
+    info["gdb"] = out.splitlines()[0] if out else None
+
+
+def probe_python(env):
+    """The environment's Python and glibc versions, into env.info."""
     out, _ = run(env.wrap([env.python, "-c",
                            "import sys,os;print(sys.version.split()[0]);"
                            "print(os.confstr('CS_GNU_LIBC_VERSION'))"]), T_PROBE, "probe " + env.name)
     lines = out.split("\n")
-    info["python"] = env.python
-    info["python_version"] = lines[0].strip()
-    info["glibc_version"] = lines[1].strip().replace("glibc ", "")
-    out, _ = run(env.wrap(["gdb", "--version"]), T_PROBE, "gdb --version in " + env.name)
-    info["gdb"] = out.splitlines()[0] if out else None
+    env.info["python"] = env.python
+    env.info["python_version"] = lines[0].strip()
+    env.info["glibc_version"] = lines[1].strip().replace("glibc ", "")
 
 
 # ------------------------------------------------------------------ py_libs venvs
@@ -1082,8 +1097,71 @@ def kind_applicable(scen, kind):
     return not (scen in CRASH_SCENARIOS and kind != "kernel")
 
 
-def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=None):
-    """Run the matrix; returns (entries, failures)."""
+def prepare_env(env, scen_here, logdir):
+    """The slow, cached part of an environment's preparation: its Debian root (debootstrap,
+    gdb and compilers; the free-threaded build of an ft-* environment) and its py_libs venv.
+    Raises Failure when the environment cannot run at all; returns the venv's stamp, or the
+    Failure that kept it from being made (py_libs then runs without libraries), or None."""
+    if env.chroot:
+        ensure_root(env, need_cpp=any(s in CPP_SCENARIOS for s in scen_here))
+        if env.name in FT_ENVS:
+            ensure_ft(env, logdir)
+    elif not os.path.exists(env.python):
+        raise Failure("%s: %s not found" % (env.name, env.python))
+    if "py_libs" not in scen_here:
+        return None
+    probe_python(env)
+    try:
+        return ensure_libs_venv(env, logdir)
+    except Failure as e:
+        return e
+
+
+class Ahead(object):
+    """Prepares the environments on a background thread, each while the previous one's cases
+    run: on a machine without the cache, the roots (debootstrap, apt), the venvs (pip) and
+    the free-threaded build are minutes of mostly network and disk work each, which then
+    overlap the cores' CPU work instead of adding to it. One ahead, never more: an
+    environment's root is only changed (apt, a build) once the cases before it are done, so
+    `ahead` environments listed after the last one — the free-threaded build in the trixie
+    root — wait for every case in that root. The main thread takes each environment's
+    result in order (`take`); the lines its preparation logged are printed then."""
+
+    def __init__(self, jobs, logdir):
+        self.jobs = jobs  # [(env, scenarios it runs)]
+        self.logdir = logdir
+        self.results = [None] * len(jobs)
+        self.done = [threading.Event() for _ in jobs]
+        self.taken = [threading.Event() for _ in jobs]
+        self.thread = threading.Thread(target=self._run, name="prepare", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for i, (env, scen) in enumerate(self.jobs):
+            if i > 0:
+                self.taken[i - 1].wait()
+            _HELD.lines = []
+            try:
+                r = (None, prepare_env(env, scen, self.logdir))
+            except BaseException as e:  # handed to the main thread, raised there
+                r = (e, None)
+            self.results[i] = (r, _HELD.lines)
+            _HELD.lines = None
+            self.done[i].set()
+
+    def take(self, i):
+        """Environment i's preparation: (exception or None, venv result), once it is done."""
+        self.done[i].wait()
+        r, lines = self.results[i]
+        for line in lines:
+            log(line)
+        self.taken[i].set()
+        return r
+
+
+def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=None, ahead=()):
+    """Run the matrix; returns (entries, failures). `ahead`: environments only prepared (their
+    roots, builds and venvs), after the others, for a later run (see Ahead)."""
     os.makedirs(out, exist_ok=True)
     logdir = os.path.join(out, "logs")
     os.makedirs(logdir, exist_ok=True)
@@ -1094,38 +1172,38 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
     try:
         if "kernel" in kinds:
             cp.setup()
+        jobs = []
         for env in envs:
-            t_env = time.time()
             scen_here = [s for s in scenarios if applicable(env, s)]
             for s in scenarios:
                 if s not in scen_here:
                     log("[%s] %s: not applicable (the pyenv environments share the host's "
                         "glibc: c_heap runs in 'host')" % (env.name, s))
-            if not scen_here:
-                continue
+            if scen_here:
+                jobs.append((env, scen_here))
+        prep = Ahead(jobs + [(env, []) for env in ahead], logdir)
+        for i, (env, scen_here) in enumerate(jobs):
+            t_env = time.time()
             log("[%s] preparing" % env.name)
+            err, libs = prep.take(i)
+            if err is not None and not isinstance(err, Failure):
+                raise err
             try:
-                cpp = [s for s in scen_here if s in CPP_SCENARIOS]
-                if env.chroot:
-                    ensure_root(env, need_cpp=bool(cpp))
-                    if env.name in FT_ENVS:
-                        ensure_ft(env, logdir)
-                elif not os.path.exists(env.python):
-                    raise Failure("%s: %s not found" % (env.name, env.python))
+                if err is not None:
+                    raise err
                 install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here,
-                                  cpp)
+                                  [s for s in scen_here if s in CPP_SCENARIOS])
             except Failure as e:
                 failures.append({"env": env.name, "error": str(e)})
                 log("[%s] FAILED to prepare: %s" % (env.name, e))
                 continue
-            if "py_libs" in scen_here:
-                try:
-                    env.info["libs"] = ensure_libs_venv(env, logdir)
-                except Failure as e:
-                    # py_libs still runs, with the stdlib populations only; the failure is recorded.
-                    failures.append({"env": env.name, "error": "py_libs venv: %s" % e})
-                    log("[%s] FAILED to make the py_libs venv (py_libs runs without libraries): %s"
-                        % (env.name, e))
+            if isinstance(libs, Failure):
+                # py_libs still runs, with the stdlib populations only; the failure is recorded.
+                failures.append({"env": env.name, "error": "py_libs venv: %s" % libs})
+                log("[%s] FAILED to make the py_libs venv (py_libs runs without libraries): %s"
+                    % (env.name, libs))
+            elif libs is not None:
+                env.info["libs"] = libs
             env_info[env.name] = dict(env.info, kind=env.kind, suite=env.suite, sysroot=env.root)
             for scen in scen_here:
                 for kind in kinds:
@@ -1148,6 +1226,16 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
                         finally:
                             kill_ours()
             log("[%s] done in %.1fs" % (env.name, time.time() - t_env))
+        for i, env in enumerate(ahead, start=len(jobs)):
+            t_env = time.time()
+            log("[%s] preparing for a later run" % env.name)
+            err, _ = prep.take(i)
+            if isinstance(err, Failure):
+                # Not this run's failure: the later run prepares it again and reports it.
+                log("[%s] FAILED to prepare: %s" % (env.name, err))
+            elif err is not None:
+                raise err
+            log("[%s] prepared in %.1fs" % (env.name, time.time() - t_env))
     finally:
         kill_ours()
         cp.restore()
@@ -1364,6 +1452,9 @@ def main():
     g.add_argument("--scenarios", default=",".join(ALL_SCENARIOS))
     g.add_argument("--py-scale", type=float, default=None,
                    help="population scale of py_heap (default: its own 1.0)")
+    g.add_argument("--prepare-ahead", default="",
+                   help="environments only to prepare (roots, builds, venvs), after the others, "
+                        "for a later run: tests/run-all's free-threaded build")
     r = sub.add_parser("reference", help="regenerate corpora/reference (committed: not casually)")
     r.add_argument("--force", action="store_true", help="replace an existing reference set")
     r.add_argument("--scenarios", default=None,
@@ -1403,8 +1494,10 @@ def main():
                 if s not in ALL_SCENARIOS:
                     raise Failure("unknown scenario %r (have %s)" % (s, ", ".join(ALL_SCENARIOS)))
             envs = resolve_envs(args.envs)
+            ahead = [e for e in resolve_envs(args.prepare_ahead) if e.name not in
+                     {x.name for x in envs}] if args.prepare_ahead else []
             _, failures = generate(os.path.abspath(args.out), envs, kinds, filters, scenarios,
-                                   args.py_scale)
+                                   args.py_scale, ahead=ahead)
             if failures:
                 log("FAILURES:")
                 for fl in failures:
