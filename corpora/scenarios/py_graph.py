@@ -13,6 +13,8 @@ with:
                     keys, which dict_traverse skips but which own memory),
                     rooted at sys.modules, the sys dict, builtins and every
                     thread's frames
+                    (weak references are no references: HOLD_WEAK's weakrefs
+                    to HOLD_LIST's records leave those records HOLD_LIST's)
   marked            one object per holder and its chain of referrers from the
                     holder (checked with gc.get_referrers)
   cycles            K reference cycles made after the last collection (gc is
@@ -28,6 +30,7 @@ import gc
 import os
 import sys
 import threading
+import weakref
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +44,7 @@ N_LRU = 131
 N_BATCH = 257
 K_CYCLES = 37
 M_EXCESS = 23
+N_WEAK = 307
 
 
 class Record:
@@ -85,6 +89,12 @@ class Item:
 
 HOLD_LIST = [Record(i) for i in range(N_LIST)]
 HOLD_DICT = {"key-%05d" % i: (70000 + i, "value-%05d" % i) for i in range(N_DICT)}
+# Weak references to records HOLD_LIST holds, plain ones and KeyedRefs (what a
+# WeakValueDictionary keeps, with a strong `key` slot): a weakref's gc_traverse visits its
+# callback only, so the records stay HOLD_LIST's, and HOLD_WEAK holds its weakrefs and keys.
+HOLD_WEAK = ([weakref.ref(r) for r in HOLD_LIST[:N_WEAK]]
+             + [weakref.KeyedRef(r, None, "weak-key-%d" % i)
+                for i, r in enumerate(HOLD_LIST[N_WEAK:2 * N_WEAK])])
 for _i in range(N_CACHE):
     Cache.store["cache-%d" % _i] = ["entry-%d" % _i]
 del _i
@@ -319,6 +329,7 @@ def main():
     holders = [
         ("__main__.HOLD_LIST", "module global", HOLD_LIST),
         ("__main__.HOLD_DICT", "module global", HOLD_DICT),
+        ("__main__.HOLD_WEAK", "module global", HOLD_WEAK),
         ("__main__.Cache.store", "class attribute", Cache.store),
         ("__main__.CLOSURE", "module global", CLOSURE),
         ("__main__.lookup", "module global", lookup),
@@ -331,6 +342,7 @@ def main():
     chains = [
         ("__main__.HOLD_LIST", [HOLD_LIST, HOLD_LIST[700]]),
         ("__main__.HOLD_DICT", [HOLD_DICT, HOLD_DICT["key-00350"]]),
+        ("__main__.HOLD_WEAK", [HOLD_WEAK, HOLD_WEAK[N_WEAK + 5]]),
         ("__main__.Cache.store", [Cache.store, Cache.store["cache-100"]]),
         ("__main__.CLOSURE", [CLOSURE, CLOSURE.__closure__, CLOSURE.__closure__[0],
                               CLOSURE.__closure__[0].cell_contents]),

@@ -521,6 +521,10 @@ pub struct Objects {
     /// Native buffers a C type's instance points to: charged to a row of their own.
     #[serde(default)]
     pub native_buffers: Vec<NativeBuffer>,
+    /// C types whose instances keep pointers that are no references: a weak reference's
+    /// referent and its neighbours on the referent's list of weak references.
+    #[serde(default)]
+    pub weak_fields: Vec<WeakFields>,
     /// Offset of `co_zombieframe` in code objects (3.8-3.10): the dead frame each code
     /// object keeps for its next call, which is on no free list.
     #[serde(default)]
@@ -590,6 +594,14 @@ pub struct Generator {
     pub co_framesize: Option<u64>,
     #[serde(default)]
     pub frame_specials: u64,
+    /// Offset of `f_frame` in a frame object (3.11+ PyFrameObject, which is allocated with
+    /// room for the slots of the code of the frame it was made for).
+    #[serde(default)]
+    pub frame_object_f_frame: Option<u64>,
+    /// Offset of the code object pointer in `_PyInterpreterFrame` (`f_code`,
+    /// `f_executable`).
+    #[serde(default)]
+    pub frame_code: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -612,6 +624,17 @@ pub struct NativeBuffer {
     pub pointer: u64,
     /// Census row for the buffers, e.g. "<bytearray buffer>".
     pub row: String,
+}
+
+/// Pointer fields of a C type's instances that hold no reference (`tp_traverse` does not
+/// visit them and no reference count was taken for them): the reference graph leaves them
+/// out, where a conservative scan of the object would take them for references.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WeakFields {
+    /// `tp_name` of the type (its subclasses share the layout).
+    pub type_name: String,
+    /// Offsets of the fields in the object (the build's own, as every model offset).
+    pub offsets: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -940,6 +963,16 @@ impl Epoch for CpythonModel {
                     "native_buffers {}: bad pointer offset or row",
                     b.type_name
                 ));
+            }
+        }
+        for w in &self.objects.weak_fields {
+            if w.offsets.is_empty()
+                || w.offsets.len() > 8
+                || w.offsets
+                    .iter()
+                    .any(|&o| !(16..=1 << 12).contains(&o) || o % 8 != 0)
+            {
+                return Err(format!("weak_fields {}: bad offsets", w.type_name));
             }
         }
         if let Some(f) = &self.frames {

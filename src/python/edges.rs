@@ -447,7 +447,11 @@ impl<'a> Edges<'a> {
         if let Some(w) = self.words(body_start, (stop - body_start) / 8) {
             for (i, v) in w.iter().copied().enumerate() {
                 let a = body_start + 8 * i as u64;
-                if v != 0 && v % 8 == 0 && !skip.contains(&a) {
+                if v != 0
+                    && v % 8 == 0
+                    && !skip.contains(&a)
+                    && !ti.weak.contains(&a.wrapping_sub(o))
+                {
                     // A code object references only tuples, bytes and strs (co_consts,
                     // co_names, co_filename, co_linetable ...: code.h); its other words
                     // are counters, ids and native pointers.
@@ -797,6 +801,7 @@ mod tests {
             size_rule: SizeRule::Var,
             freelist: false,
             native: Vec::new(),
+            weak: Vec::new(),
         }
     }
 
@@ -827,6 +832,54 @@ mod tests {
                 }
             }
             e.for_each(1 << 63, &info(t, "blob", 0), u64::MAX, &mut count);
+        }
+    }
+
+    /// A weak reference holds its callback only (weakref's gc_traverse): its referent
+    /// (wr_object, a stealth reference) and its neighbours on the referent's list
+    /// (wr_prev, wr_next) are no references, also in a subclass (KeyedRef, WeakMethod);
+    /// the hash and the vectorcall pointer are words the graph then finds no object at.
+    #[test]
+    fn weak_references_hold_their_callback_only() {
+        let heap = BASE + 0x2_0000;
+        for v in ["3.8", "3.10", "3.11", "3.14"] {
+            let names = match v {
+                "3.8" => "weakref",
+                _ => "weakref.ReferenceType",
+            };
+            let mut f = Fake::new();
+            f.core.segment(heap, 0x1000, RW);
+            let wr = f.static_type(names, 0x40, 0, 1 << 14);
+            let sub = f.static_type("app.MyRef", 0x48, 0, 1 << 14);
+            f.core.u64(sub + crate::python::typeobj::TP_BASE, wr);
+            for (k, t) in [wr, sub].into_iter().enumerate() {
+                let o = heap + 0x100 * k as u64;
+                f.obj(o, 1, t, 0x7000_0010);
+                for (i, w) in [0x18u64, 0x20, 0x28, 0x30, 0x38, 0x40]
+                    .into_iter()
+                    .enumerate()
+                {
+                    f.core.u64(o + w, 0x7000_0018 + 8 * i as u64);
+                }
+            }
+            let p = f.core.process();
+            let m = model(v);
+            let ty = typer(&p, &m, vec![]);
+            let e = Edges::new(&p, &m, &ty);
+            for (k, t) in [wr, sub].into_iter().enumerate() {
+                let ti = ty.type_info(t).unwrap();
+                assert_eq!(ti.weak, [0x10, 0x28, 0x30], "{v} {}", ti.name);
+                let o = heap + 0x100 * k as u64;
+                let mut got = Vec::new();
+                e.for_each(o, &ti, u64::MAX, &mut |_, via| got.push(via));
+                let size = if k == 0 { 0x40 } else { 0x48 };
+                let want: Vec<Via> = [0x18u64, 0x20, 0x38, 0x40]
+                    .into_iter()
+                    .filter(|&w| w < size)
+                    .map(Via::Field)
+                    .collect();
+                assert_eq!(got, want, "{v} {}", ti.name);
+            }
         }
     }
 }

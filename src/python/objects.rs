@@ -25,7 +25,7 @@
 use crate::addr::Addr;
 use crate::image::memory::{AddressSpace, Reader};
 use crate::image::process::Process;
-use crate::models::{CpythonModel, DictKeys, IntSize, Objects, Refcount};
+use crate::models::{CpythonModel, DictKeys, Generator, IntSize, Objects, Refcount};
 use crate::python::typeobj::{
     F_HAVE_GC, F_HEAPTYPE, F_INLINE_VALUES, F_LONG_SUBCLASS, F_READY, F_TYPE_SUBCLASS, TP_BASE,
     TP_BASICSIZE, TP_DICT, TP_DICTOFFSET, TP_FLAGS, TP_ITEMSIZE, TP_NAME,
@@ -62,6 +62,9 @@ pub enum SizeRule {
     Int,
     /// Generator/coroutine/async generator with an embedded frame (model `generator`).
     Gen,
+    /// 3.11+ frame object: room for its frame's slots (model `generator`'s
+    /// `frame_object_f_frame`).
+    Frame,
     /// `size_if_clear` bytes when the flag byte at `flag` is 0, else `tp_basicsize`.
     ByFlag { flag: u64, small: u64 },
 }
@@ -79,6 +82,9 @@ pub struct TypeInfo {
     pub freelist: bool,
     /// Native buffers of the instances: (pointer offset, index into `native_rows`).
     pub native: Vec<(u64, u32)>,
+    /// Offsets of the instances' pointer fields that hold no reference (model
+    /// `weak_fields`; a weak reference's referent and list links), own or inherited.
+    pub weak: Vec<u64>,
 }
 
 /// Addresses of the interpreter's static types the typer needs (from symbols).
@@ -494,6 +500,11 @@ impl<'a> Typer<'a> {
         }
         self.depth.set(self.depth.get() + 1);
         let name = self.type_name(t, flags);
+        let base = || {
+            self.u64(self.f(t, TP_BASE))
+                .filter(|&b| b != 0 && b != t)
+                .and_then(|b| self.type_info(b))
+        };
         // Native buffers: the type's own entries, else its base's (subclasses share the layout).
         let native = match &name {
             Some(n) if self.om.native_buffers.iter().any(|b| &b.type_name == n) => self
@@ -504,13 +515,21 @@ impl<'a> Typer<'a> {
                 .filter(|(_, b)| &b.type_name == n)
                 .map(|(i, b)| (b.pointer, i as u32))
                 .collect(),
-            Some(_) => self
-                .u64(self.f(t, TP_BASE))
-                .filter(|&b| b != 0 && b != t)
-                .and_then(|b| self.type_info(b))
-                .map(|b| b.native.clone())
-                .unwrap_or_default(),
+            Some(_) => base().map(|b| b.native.clone()).unwrap_or_default(),
             None => Vec::new(),
+        };
+        // Fields that hold no reference: a static type's own (by its tp_name), else its
+        // base's (weakref.KeyedRef and WeakMethod subclass weakref.ReferenceType).
+        let own_weak = (flags & F_HEAPTYPE == 0)
+            .then(|| {
+                let n = name.as_ref()?;
+                self.om.weak_fields.iter().find(|w| &w.type_name == n)
+            })
+            .flatten();
+        let weak = match (own_weak, &name) {
+            (Some(w), _) => w.offsets.clone(),
+            (None, Some(_)) => base().map(|b| b.weak.clone()).unwrap_or_default(),
+            (None, None) => Vec::new(),
         };
         self.depth.set(self.depth.get() - 1);
         let name = name?;
@@ -522,6 +541,15 @@ impl<'a> Typer<'a> {
             SizeRule::Int
         } else if self.om.generator.is_some() && self.gen_types.contains(&t) {
             SizeRule::Gen
+        } else if flags & F_HEAPTYPE == 0
+            && name == "frame"
+            && self
+                .om
+                .generator
+                .as_ref()
+                .is_some_and(|g| g.frame_object_f_frame.is_some() && g.frame_code.is_some())
+        {
+            SizeRule::Frame
         } else if let Some(a) = by_flag {
             SizeRule::ByFlag {
                 flag: a.flag,
@@ -545,6 +573,7 @@ impl<'a> Typer<'a> {
             size_rule,
             freelist,
             native,
+            weak,
         })
     }
 
@@ -848,26 +877,16 @@ impl<'a> Typer<'a> {
                         .wrapping_add(ti.basicsize)
                         .wrapping_sub(g.frame_localsplus),
                 };
-                // 3.14's f_executable is a _PyStackRef: tag bits below the alignment.
-                let code = self.u64(at)? & !7;
-                if self.code_type == 0 || self.u64(self.f(code, 8))? != self.code_type {
-                    return None;
-                }
-                let int = |off: u64| self.hot_u32(code.wrapping_add(off)).map(|v| v as i32);
-                let slots: i64 = match g.co_framesize {
-                    Some(off) => int(off)? as i64 - g.frame_specials as i64,
-                    None => {
-                        let mut n = 0i64;
-                        for &off in &g.slots_sum {
-                            n += int(off)? as i64;
-                        }
-                        n
-                    }
-                };
-                if !(0..1 << 20).contains(&slots) {
-                    return None;
-                }
-                Some(ti.basicsize + 8 * slots as u64)
+                let slots = self.frame_slots(g, at)?;
+                Some(ti.basicsize + 8 * slots)
+            }
+            SizeRule::Frame => {
+                // The frame object was made for the frame at f_frame, its own inline copy
+                // or a frame its thread still runs: sized by that frame's code.
+                let g = self.om.generator.as_ref()?;
+                let f_frame = self.u64(o.wrapping_add(g.frame_object_f_frame?))?;
+                let slots = self.frame_slots(g, f_frame.wrapping_add(g.frame_code?))?;
+                Some(ti.basicsize + 8 * slots)
             }
             SizeRule::ByFlag { flag, small } => {
                 if self.hot_u8(o.wrapping_add(flag))? == 0 {
@@ -878,6 +897,29 @@ impl<'a> Typer<'a> {
             }
             SizeRule::Basic => Some(ti.basicsize),
         }
+    }
+
+    /// The slots (locals and value stack) of a frame whose code object pointer is at
+    /// `at`: what a generator or frame object allocates for them. None unless `at` holds
+    /// a code object.
+    fn frame_slots(&self, g: &Generator, at: u64) -> Option<u64> {
+        // 3.14's f_executable is a _PyStackRef: tag bits below the alignment.
+        let code = self.u64(at)? & !7;
+        if self.code_type == 0 || self.u64(self.f(code, 8))? != self.code_type {
+            return None;
+        }
+        let int = |off: u64| self.hot_u32(code.wrapping_add(off)).map(|v| v as i32);
+        let slots: i64 = match g.co_framesize {
+            Some(off) => int(off)? as i64 - g.frame_specials as i64,
+            None => {
+                let mut n = 0i64;
+                for &off in &g.slots_sum {
+                    n += int(off)? as i64;
+                }
+                n
+            }
+        };
+        (0..1 << 20).contains(&slots).then_some(slots as u64)
     }
 
     /// A GC object's links (Include/internal/pycore_gc.h): untracked, `_gc_next` is 0 and
@@ -1486,6 +1528,53 @@ pub(crate) mod tests {
                     let _ = t.classify(HEAP + 0x300, alloc, pm);
                 }
             }
+        }
+    }
+
+    /// A 3.11+ frame object is sized by the code of the frame it was made for
+    /// (_PyFrame_New_NoTrack): not by the word at 0x10, which is f_back (a pointer, or 0
+    /// for an outermost frame) and made most frame objects no object at all.
+    #[test]
+    fn frame_objects_are_sized_by_their_frames_code() {
+        const SLOTS: u64 = 20;
+        for v in ["3.11", "3.12", "3.13", "3.14"] {
+            let mut f = Fake::new();
+            let code_t = f.static_type("code", 0xc8, 1, 0);
+            let frame_t = f.static_type("frame", 0x78, 8, F_HAVE_GC);
+            let m = model(v);
+            let g = m.objects.generator.clone().unwrap();
+            let code = HEAP + 0x1000;
+            f.obj(code, 1, code_t, 0);
+            match g.co_framesize {
+                Some(off) => {
+                    f.core.u32(code + off, (SLOTS + g.frame_specials) as u32);
+                }
+                None => {
+                    f.core.u32(code + g.slots_sum[0], 15);
+                    f.core.u32(code + g.slots_sum[1], (SLOTS - 15) as u32);
+                }
+            }
+            // The frame its thread runs, its code at frame_code (3.14: a tagged stack ref).
+            let frame = HEAP + 0x1800;
+            f.core
+                .u64(frame + g.frame_code.unwrap(), code | (v == "3.14") as u64);
+            // The frame object, untracked (its GC head zero), outermost (f_back 0).
+            let o = HEAP + 16;
+            f.obj(o, 1, frame_t, 0);
+            f.core.u64(o + g.frame_object_f_frame.unwrap(), frame);
+            let p = f.core.process();
+            let syms = Symbols {
+                type_type: TYPE_TYPE,
+                str_type: STR_TYPE,
+                code_type: code_t,
+                specials: vec![(STR_TYPE, Special::Str)],
+                ..Default::default()
+            };
+            let t = Typer::from_parts(&p.space, &m.objects, syms, vec![(BASE, HEAP)]);
+            let need = 16 + 0x78 + 8 * SLOTS;
+            assert_eq!(t.classify(HEAP, need, true).map(|c| c.0), Some(o), "{v}");
+            assert_eq!(t.classify(HEAP, need + 64, true), None, "{v}");
+            assert_eq!(t.classify(HEAP, need - 16, true), None, "{v}");
         }
     }
 }
