@@ -104,6 +104,21 @@ fn truncated_core_warns_and_succeeds() {
     assert_eq!(v["pid"], synth::PID);
 }
 
+/// A heap command on a truncated core with no heap left in it says, in its one line, that
+/// the core is truncated (the warning is not printed on an error).
+#[test]
+fn no_heap_in_a_truncated_core_says_truncated() {
+    let d = tempfile::tempdir().unwrap();
+    let s = synth::core();
+    let cut = s.load_offsets[0] as usize + 0x1800;
+    let p = write(&d, "cut", &s.bytes[..cut]);
+    let (code, stdout, stderr) = run(&["summary", "--quiet", p.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no heap found"), "{stderr}");
+    assert!(stderr.contains("the core is truncated"), "{stderr}");
+}
+
 #[test]
 fn compressed_cores_are_read_directly() {
     let d = tempfile::tempdir().unwrap();

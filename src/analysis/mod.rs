@@ -365,9 +365,17 @@ impl<'a> Analysis<'a> {
         };
         if glibc.is_none() && pymalloc.is_none() && mimalloc.is_none() {
             return Err(if failures.is_empty() {
-                Error::Unsupported(
-                    "no heap found in this core: neither glibc malloc nor CPython's pymalloc is mapped".into(),
-                )
+                // A truncated core's heaps are mostly in the part that is missing: say so
+                // in the one line the user sees (the warning is not printed on an error).
+                let cut = match p.core.truncated {
+                    Some((want, have)) => format!(
+                        " (the core is truncated: its headers describe {want} bytes but the file has {have})"
+                    ),
+                    None => String::new(),
+                };
+                Error::Unsupported(format!(
+                    "no heap found in this core: neither glibc malloc nor CPython's pymalloc is mapped{cut}"
+                ))
             } else {
                 Error::Other(failures.join("; "))
             });
