@@ -514,7 +514,7 @@ def ensure_ft(env, logdir):
 
 def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
     """Copy the scenarios to /opt/coreheap/scenarios and build c_heap (and c_crash, and the
-    C++ scenario's builds)."""
+    C++ scenario's builds). The Python and glibc versions are probed by prepare_env."""
     dst = env.host_path(IN_ROOT_PREFIX + "/scenarios")
     if os.path.exists(dst):
         shutil.rmtree(dst)
@@ -569,7 +569,6 @@ def install_scenarios(env, need_c, logdir, need_crash=False, need_cpp=()):
         out, _ = run(env.wrap(["g++", "--version"]), T_PROBE, "g++ --version")
         info["g++"] = out.splitlines()[0] if out else None
         info[scen] = exe
-    probe_python(env)
     out, _ = run(env.wrap(["gdb", "--version"]), T_PROBE, "gdb --version in " + env.name)
     info["gdb"] = out.splitlines()[0] if out else None
 
@@ -1099,18 +1098,19 @@ def kind_applicable(scen, kind):
 
 def prepare_env(env, scen_here, logdir):
     """The slow, cached part of an environment's preparation: its Debian root (debootstrap,
-    gdb and compilers; the free-threaded build of an ft-* environment) and its py_libs venv.
-    Raises Failure when the environment cannot run at all; returns the venv's stamp, or the
-    Failure that kept it from being made (py_libs then runs without libraries), or None."""
+    gdb and compilers; the free-threaded build of an ft-* environment), its Python and glibc
+    versions (env.info; the venv's stamp needs them) and its py_libs venv. Raises Failure
+    when the environment cannot run at all; returns the venv's stamp, or the Failure that
+    kept it from being made (py_libs then runs without libraries), or None."""
     if env.chroot:
         ensure_root(env, need_cpp=any(s in CPP_SCENARIOS for s in scen_here))
         if env.name in FT_ENVS:
             ensure_ft(env, logdir)
     elif not os.path.exists(env.python):
         raise Failure("%s: %s not found" % (env.name, env.python))
+    probe_python(env)
     if "py_libs" not in scen_here:
         return None
-    probe_python(env)
     try:
         return ensure_libs_venv(env, logdir)
     except Failure as e:
@@ -1186,9 +1186,8 @@ def generate(out, envs, kinds, filters, scenarios, py_scale=None, index_extra=No
             t_env = time.time()
             log("[%s] preparing" % env.name)
             err, libs = prep.take(i)
-            if err is not None and not isinstance(err, Failure):
-                raise err
             try:
+                # Any other exception than a Failure goes on up, as it did unprepared.
                 if err is not None:
                     raise err
                 install_scenarios(env, "c_heap" in scen_here, logdir, "c_crash" in scen_here,
