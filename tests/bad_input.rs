@@ -90,12 +90,17 @@ fn garbage_compressed_core() {
     check_error(&write(&d, "bad.zst", &b), "cannot decompress");
 }
 
+/// The synthetic core cut inside its first loaded segment.
+fn cut_core(d: &tempfile::TempDir) -> std::path::PathBuf {
+    let s = synth::core();
+    let cut = s.load_offsets[0] as usize + 0x1800;
+    write(d, "cut", &s.bytes[..cut])
+}
+
 #[test]
 fn truncated_core_warns_and_succeeds() {
     let d = tempfile::tempdir().unwrap();
-    let s = synth::core();
-    let cut = s.load_offsets[0] as usize + 0x1800;
-    let p = write(&d, "cut", &s.bytes[..cut]);
+    let p = cut_core(&d);
     let (code, stdout, stderr) = run(&["info", "--json", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("truncated"), "{stderr}");
@@ -109,9 +114,7 @@ fn truncated_core_warns_and_succeeds() {
 #[test]
 fn no_heap_in_a_truncated_core_says_truncated() {
     let d = tempfile::tempdir().unwrap();
-    let s = synth::core();
-    let cut = s.load_offsets[0] as usize + 0x1800;
-    let p = write(&d, "cut", &s.bytes[..cut]);
+    let p = cut_core(&d);
     let (code, stdout, stderr) = run(&["summary", "--quiet", p.to_str().unwrap()]);
     assert_eq!(code, 2, "{stdout}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

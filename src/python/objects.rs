@@ -500,11 +500,12 @@ impl<'a> Typer<'a> {
         }
         self.depth.set(self.depth.get() + 1);
         let name = self.type_name(t, flags);
-        let base = || {
+        // What a type not named in the model inherits (native buffers, weak fields).
+        let base = name.as_ref().and_then(|_| {
             self.u64(self.f(t, TP_BASE))
                 .filter(|&b| b != 0 && b != t)
                 .and_then(|b| self.type_info(b))
-        };
+        });
         // Native buffers: the type's own entries, else its base's (subclasses share the layout).
         let native = match &name {
             Some(n) if self.om.native_buffers.iter().any(|b| &b.type_name == n) => self
@@ -515,8 +516,7 @@ impl<'a> Typer<'a> {
                 .filter(|(_, b)| &b.type_name == n)
                 .map(|(i, b)| (b.pointer, i as u32))
                 .collect(),
-            Some(_) => base().map(|b| b.native.clone()).unwrap_or_default(),
-            None => Vec::new(),
+            _ => base.as_ref().map(|b| b.native.clone()).unwrap_or_default(),
         };
         // Fields that hold no reference: a static type's own (by its tp_name), else its
         // base's (weakref.KeyedRef and WeakMethod subclass weakref.ReferenceType).
@@ -526,10 +526,9 @@ impl<'a> Typer<'a> {
                 self.om.weak_fields.iter().find(|w| &w.type_name == n)
             })
             .flatten();
-        let weak = match (own_weak, &name) {
-            (Some(w), _) => w.offsets.clone(),
-            (None, Some(_)) => base().map(|b| b.weak.clone()).unwrap_or_default(),
-            (None, None) => Vec::new(),
+        let weak = match own_weak {
+            Some(w) => w.offsets.clone(),
+            None => base.as_ref().map(|b| b.weak.clone()).unwrap_or_default(),
         };
         self.depth.set(self.depth.get() - 1);
         let name = name?;
