@@ -14,7 +14,9 @@ with:
                     rooted at sys.modules, the sys dict, builtins and every
                     thread's frames
                     (weak references are no references: HOLD_WEAK's weakrefs
-                    to HOLD_LIST's records leave those records HOLD_LIST's)
+                    to HOLD_LIST's records leave those records HOLD_LIST's;
+                    a dict subclass owns its keys as a dict does, and an
+                    OrderedDict's nodes reference them a second time)
   marked            one object per holder and its chain of referrers from the
                     holder (checked with gc.get_referrers)
   cycles            K reference cycles made after the last collection (gc is
@@ -24,6 +26,7 @@ with:
                     per type
 """
 
+import collections
 import ctypes
 import functools
 import gc
@@ -45,6 +48,8 @@ N_BATCH = 257
 K_CYCLES = 37
 M_EXCESS = 23
 N_WEAK = 307
+N_DEQUE = 301
+N_ODICT = 113
 
 
 class Record:
@@ -95,6 +100,24 @@ HOLD_DICT = {"key-%05d" % i: (70000 + i, "value-%05d" % i) for i in range(N_DICT
 HOLD_WEAK = ([weakref.ref(r) for r in HOLD_LIST[:N_WEAK]]
              + [weakref.KeyedRef(r, None, "weak-key-%d" % i)
                 for i, r in enumerate(HOLD_LIST[N_WEAK:2 * N_WEAK])])
+# Containers whose contents live outside the object: a deque's blocks (items spread over
+# several, the first from a left index past 0), an OrderedDict's nodes (each holds a second
+# reference to its key), a defaultdict's and a set subclass's tables (their base's layout).
+HOLD_DEQUE = collections.deque(Item(30000 + i) for i in range(N_DEQUE))
+for _i in range(N_DEQUE // 3):
+    HOLD_DEQUE.popleft()
+    HOLD_DEQUE.append(Item(40000 + _i))
+HOLD_ODICT = collections.OrderedDict(("odict-%05d" % i, Item(50000 + i)) for i in range(N_ODICT))
+HOLD_DDICT = collections.defaultdict(list)
+for _i in range(N_ODICT):
+    HOLD_DDICT["ddict-%d" % (_i % 17)].append(Item(60000 + _i))
+
+
+class TagSet(set):
+    pass
+
+
+HOLD_SETSUB = TagSet("tag-%05d" % i for i in range(N_ODICT))
 for _i in range(N_CACHE):
     Cache.store["cache-%d" % _i] = ["entry-%d" % _i]
 del _i
@@ -154,7 +177,7 @@ def instance_dict_id(o):
 
 def referents(o):
     r = gc.get_referents(o)
-    if type(o) is dict and id(o) not in INSTANCE_DICTS:
+    if isinstance(o, dict) and id(o) not in INSTANCE_DICTS:
         # dict_traverse skips str keys (they are not GC objects), but a dict owns them.
         # An instance __dict__ shares its keys with the class (split table): its
         # attribute names belong to the type's cached keys, not to the dict.
@@ -330,6 +353,10 @@ def main():
         ("__main__.HOLD_LIST", "module global", HOLD_LIST),
         ("__main__.HOLD_DICT", "module global", HOLD_DICT),
         ("__main__.HOLD_WEAK", "module global", HOLD_WEAK),
+        ("__main__.HOLD_DEQUE", "module global", HOLD_DEQUE),
+        ("__main__.HOLD_ODICT", "module global", HOLD_ODICT),
+        ("__main__.HOLD_DDICT", "module global", HOLD_DDICT),
+        ("__main__.HOLD_SETSUB", "module global", HOLD_SETSUB),
         ("__main__.Cache.store", "class attribute", Cache.store),
         ("__main__.CLOSURE", "module global", CLOSURE),
         ("__main__.lookup", "module global", lookup),
@@ -343,6 +370,8 @@ def main():
         ("__main__.HOLD_LIST", [HOLD_LIST, HOLD_LIST[700]]),
         ("__main__.HOLD_DICT", [HOLD_DICT, HOLD_DICT["key-00350"]]),
         ("__main__.HOLD_WEAK", [HOLD_WEAK, HOLD_WEAK[N_WEAK + 5]]),
+        ("__main__.HOLD_DEQUE", [HOLD_DEQUE, HOLD_DEQUE[150]]),
+        ("__main__.HOLD_ODICT", [HOLD_ODICT, HOLD_ODICT["odict-00077"]]),
         ("__main__.Cache.store", [Cache.store, Cache.store["cache-100"]]),
         ("__main__.CLOSURE", [CLOSURE, CLOSURE.__closure__, CLOSURE.__closure__[0],
                               CLOSURE.__closure__[0].cell_contents]),

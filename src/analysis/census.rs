@@ -13,6 +13,7 @@
 use super::Bits;
 use crate::addr::Addr;
 use crate::alloc::{Allocation, Allocator, Heaps};
+use crate::python::containers::Layout;
 use crate::python::objects::{Special, TypeInfo, Typer};
 use crate::python::typeobj::F_TYPE_SUBCLASS;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -477,6 +478,7 @@ fn scan<'s, S: Source + ?Sized>(
     let floats = FloatFree::new(typer, float_free);
     let type_type = typer.type_type();
     let code_zombie = typer.layout().code_zombieframe;
+    let om = typer.layout();
     let mut part = Part {
         per_type: Vec::new(),
         infos: Vec::new(),
@@ -579,13 +581,14 @@ fn scan<'s, S: Source + ?Sized>(
                 };
                 owned[0].push((p, k));
             };
-            match ti.special {
-                Special::List => own(
+            // By layout: a subclass of list, dict or set owns its base's buffers too.
+            match ti.layout {
+                Layout::List => own(
                     typer.u64_at(typer.field(o, 0x18)),
                     Owner::Fixed(LIST_ITEMS),
                     0,
                 ),
-                Special::Dict => {
+                Layout::Dict | Layout::Odict => {
                     own(
                         typer.u64_at(typer.field(o, 0x20)),
                         Owner::Fixed(DICT_KEYS),
@@ -597,13 +600,22 @@ fn scan<'s, S: Source + ?Sized>(
                         2,
                     );
                 }
-                Special::Set => own(
+                Layout::Set => own(
                     typer
                         .u64_at(typer.field(o, 0x28))
                         .filter(|&t| t != typer.field(o, 0x40)),
                     Owner::Fixed(SET_TABLE),
                     3,
                 ),
+                Layout::Deque | Layout::Plain => {}
+            }
+            match (ti.layout, &om.deque, &om.odict) {
+                (Layout::Deque, Some(d), _) => typer.deque_blocks(o, d, &mut |b| {
+                    own(Some(b), Owner::Native(typer.deque_row()), QUICK)
+                }),
+                (Layout::Odict, _, Some(od)) => typer.odict_nodes(o, od, &mut |n, _| {
+                    own(Some(n), Owner::Native(typer.odict_row()), QUICK)
+                }),
                 _ => {}
             }
             if let Some(v) = typer.separate_values(o, ti) {

@@ -525,6 +525,12 @@ pub struct Objects {
     /// referent and its neighbours on the referent's list of weak references.
     #[serde(default)]
     pub weak_fields: Vec<WeakFields>,
+    /// `collections.deque`: its items live in a linked list of fixed blocks.
+    #[serde(default)]
+    pub deque: Option<DequeLayout>,
+    /// `collections.OrderedDict`: a dict plus a linked list of nodes that hold the keys.
+    #[serde(default)]
+    pub odict: Option<OdictLayout>,
     /// Offset of `co_zombieframe` in code objects (3.8-3.10): the dead frame each code
     /// object keeps for its next call, which is on no free list.
     #[serde(default)]
@@ -635,6 +641,47 @@ pub struct WeakFields {
     pub type_name: String,
     /// Offsets of the fields in the object (the build's own, as every model offset).
     pub offsets: Vec<u64>,
+}
+
+/// `dequeobject` and its `block`s (Modules/_collectionsmodule.c): the items are
+/// `data[leftindex]` of `leftblock` to `data[rightindex]` of `rightblock`, the blocks linked
+/// by `rightlink`, which follows the `block_len` item slots. Offsets are the object's own
+/// (the build's, as every model offset); the block's are from its start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DequeLayout {
+    pub type_name: String,
+    pub left_block: u64,
+    pub right_block: u64,
+    pub left_index: u64,
+    pub right_index: u64,
+    /// Item slots per block (BLOCKLEN).
+    pub block_len: u64,
+    /// `numfreeblocks`, and the `freeblocks` array after it (3.11+: kept per deque; 3.8-3.10
+    /// the free blocks are a module static and nobody's).
+    #[serde(default)]
+    pub free_count: Option<u64>,
+    #[serde(default)]
+    pub free_blocks: Option<u64>,
+    #[serde(default)]
+    pub free_max: u64,
+    /// Census row of the blocks.
+    pub row: String,
+}
+
+/// `PyODictObject` and its `_odictnode`s (Objects/odictobject.c): after the dict,
+/// `od_first` heads a list of nodes {key, hash, next, prev}, each holding a reference to its
+/// key; `od_fast_nodes` is an array of node pointers by hash slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OdictLayout {
+    pub type_name: String,
+    pub first: u64,
+    pub fast_nodes: u64,
+    pub node_key: u64,
+    pub node_next: u64,
+    /// Census row of the nodes and the node array.
+    pub row: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -963,6 +1010,35 @@ impl Epoch for CpythonModel {
                     "native_buffers {}: bad pointer offset or row",
                     b.type_name
                 ));
+            }
+        }
+        if let Some(d) = &self.objects.deque {
+            let free_ok = match (d.free_count, d.free_blocks) {
+                (None, None) => true,
+                (Some(c), Some(b)) => b > c && b <= 1 << 12 && d.free_max <= 64,
+                _ => false,
+            };
+            let offs = [d.left_block, d.right_block, d.left_index, d.right_index];
+            if !(2..=1024).contains(&d.block_len)
+                || offs
+                    .iter()
+                    .any(|&o| !(16..=1 << 12).contains(&o) || o % 8 != 0)
+                || !free_ok
+                || !d.row.starts_with('<')
+            {
+                return Err("deque: offsets, block_len or row out of range".into());
+            }
+        }
+        if let Some(o) = &self.objects.odict {
+            if [o.first, o.fast_nodes]
+                .iter()
+                .any(|&x| !(16..=1 << 12).contains(&x) || x % 8 != 0)
+                || o.node_key > 64
+                || o.node_next > 64
+                || o.node_key == o.node_next
+                || !o.row.starts_with('<')
+            {
+                return Err("odict: offsets or row out of range".into());
             }
         }
         for w in &self.objects.weak_fields {

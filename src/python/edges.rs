@@ -14,6 +14,7 @@
 use crate::image::memory::Reader;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Objects};
+use crate::python::containers::{Layout, SET_BASICSIZE};
 use crate::python::objects::{Special, TypeInfo, Typer};
 use crate::python::typeobj::{
     F_DICT_SUBCLASS, F_HEAPTYPE, F_INLINE_VALUES, F_LIST_SUBCLASS, F_MANAGED_DICT,
@@ -379,6 +380,27 @@ impl<'a> Edges<'a> {
         } else if fl & F_TUPLE_SUBCLASS != 0 {
             self.tuple(o, f);
             body_start = self.f(o, 0x10);
+        } else if ti.layout == Layout::Set {
+            // A set subclass (no flag says so: the layout is its base's): its members,
+            // then its own fields after the set struct (whose small table the scan would
+            // read as references to stale keys).
+            self.set(o, f);
+            body_start = self.f(o, SET_BASICSIZE);
+        }
+        match (ti.layout, &self.om.deque, &self.om.odict) {
+            // The items in the deque's blocks (deque_traverse visits them in order); the
+            // struct's own words are block pointers and indices, no references.
+            (Layout::Deque, Some(d), _) => {
+                self.typer.deque_items(o, d, &mut |v, i| f(v, Via::Item(i)));
+            }
+            // Each node holds a reference to its key beside the dict's table (odict_traverse
+            // visits the node keys, then dict_traverse the table).
+            (Layout::Odict, _, Some(od)) => self.typer.odict_nodes(o, od, &mut |_, k| {
+                if k != 0 {
+                    f(k, Via::Key)
+                }
+            }),
+            _ => {}
         }
         if self.minor >= 11 && fl & F_MANAGED_DICT != 0 {
             self.managed(o, ti, f);
@@ -696,8 +718,8 @@ impl<'a> Edges<'a> {
     /// the allocation (3.11+ values arrays have a prefix).
     pub fn buffers(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64)) {
         let fl = ti.flags;
-        let dict = ti.special == Special::Dict || fl & F_DICT_SUBCLASS != 0;
-        let list = ti.special == Special::List || fl & F_LIST_SUBCLASS != 0;
+        let dict = ti.layout.is_dict() || fl & F_DICT_SUBCLASS != 0;
+        let list = ti.layout == Layout::List || fl & F_LIST_SUBCLASS != 0;
         if list {
             if let Some(p) = self.u64(self.f(o, 0x18)).filter(|&p| p != 0) {
                 f(p);
@@ -713,12 +735,24 @@ impl<'a> Edges<'a> {
                 f(values);
             }
         }
-        if ti.special == Special::Set {
+        if ti.layout == Layout::Set {
             if let Some(t) = self.u64(self.f(o, 0x28)) {
                 if t != 0 && t != self.f(o, 0x40) {
                     f(t);
                 }
             }
+        }
+        // What the census charges to native rows: a bytearray's or array's buffer, a
+        // deque's blocks, an OrderedDict's nodes.
+        for &(off, _) in &ti.native {
+            if let Some(p) = self.u64(o.wrapping_add(off)).filter(|&p| p != 0) {
+                f(p);
+            }
+        }
+        match (ti.layout, &self.om.deque, &self.om.odict) {
+            (Layout::Deque, Some(d), _) => self.typer.deque_blocks(o, d, f),
+            (Layout::Odict, _, Some(od)) => self.typer.odict_nodes(o, od, &mut |n, _| f(n)),
+            _ => {}
         }
         if fl & F_TYPE_SUBCLASS != 0 {
             if let Some(k) = self
@@ -802,6 +836,7 @@ mod tests {
             freelist: false,
             native: Vec::new(),
             weak: Vec::new(),
+            layout: Layout::Plain,
         }
     }
 
@@ -880,6 +915,109 @@ mod tests {
                     .collect();
                 assert_eq!(got, want, "{v} {}", ti.name);
             }
+        }
+    }
+
+    /// A deque's items are read from its blocks in order, from leftindex of the left block
+    /// to the count, and its blocks (3.11+: and its free blocks) are its buffers; an
+    /// OrderedDict's node keys are references beside its table, and its nodes and node
+    /// array are buffers. A block linked to itself and a node list in a loop end the walks.
+    #[test]
+    fn deque_items_and_odict_nodes() {
+        let heap = BASE + 0x2_0000;
+        for v in ["3.8", "3.11", "3.14"] {
+            let m = model(v);
+            let dl = m.objects.deque.clone().unwrap();
+            let od = m.objects.odict.clone().unwrap();
+            let mut f = Fake::new();
+            f.core.segment(heap, 0x4000, RW);
+            let dt = f.static_type("collections.deque", 0xd8, 0, 1 << 14);
+            let ot = f.static_type("collections.OrderedDict", 0x70, 0, 1 << 14 | 1 << 29);
+            let (d, b1, b2, b3) = (heap, heap + 0x400, heap + 0x800, heap + 0xc00);
+            // 70 items: 4 in the first block (from index 60), 64, then 2.
+            f.obj(d, 1, dt, 70);
+            f.core
+                .u64(d + dl.left_block, b1)
+                .u64(d + dl.right_block, b3)
+                .u64(d + dl.left_index, 60)
+                .u64(d + dl.right_index, 1);
+            f.core
+                .u64(b1 + 0x208, b2)
+                .u64(b2 + 0x208, b3)
+                .u64(b3 + 0x208, 0);
+            let item = |i: u64| 0x7000_0000 + 8 * i;
+            for i in 0..70u64 {
+                let (b, k) = match i {
+                    0..=3 => (b1, 60 + i),
+                    4..=67 => (b2, i - 4),
+                    _ => (b3, i - 68),
+                };
+                f.core.u64(b + 8 + 8 * k, item(i));
+            }
+            if let (Some(c), Some(fb)) = (dl.free_count, dl.free_blocks) {
+                f.core
+                    .u64(d + c, 2)
+                    .u64(d + fb, heap + 0x1800)
+                    .u64(d + fb + 8, heap + 0x1c00);
+            }
+            // A second deque whose left block links to itself, claiming 200 items.
+            let d2 = heap + 0x1000;
+            f.obj(d2, 1, dt, 200);
+            f.core
+                .u64(d2 + dl.left_block, heap + 0x1400)
+                .u64(d2 + dl.right_block, b3)
+                .u64(d2 + dl.left_index, 0)
+                .u64(heap + 0x1400 + 0x208, heap + 0x1400);
+            // OrderedDict: 3 used, nodes at 0x2000.. with keys, the last linked back to the
+            // first; a node array.
+            let o = heap + 0x3000;
+            f.obj(o, 1, ot, 3);
+            let node = |i: u64| heap + 0x2000 + 0x40 * i;
+            f.core
+                .u64(o + od.first, node(0))
+                .u64(o + od.fast_nodes, heap + 0x2400);
+            for i in 0..3 {
+                f.core
+                    .u64(node(i) + od.node_key, 0x7100_0000 + 8 * i)
+                    .u64(node(i) + od.node_next, node((i + 1) % 3));
+            }
+            let p = f.core.process();
+            let ty = typer(&p, &m, vec![]);
+            let e = Edges::new(&p, &m, &ty);
+            let ti = ty.type_info(dt).unwrap();
+            assert_eq!(ti.layout, Layout::Deque, "{v}");
+            let mut got = Vec::new();
+            e.for_each(d, &ti, u64::MAX, &mut |t, via| {
+                if let Via::Item(_) = via {
+                    got.push((t, via))
+                }
+            });
+            let want: Vec<_> = (0..70).map(|i| (item(i), Via::Item(i))).collect();
+            assert_eq!(got, want, "{v}");
+            let mut bufs = Vec::new();
+            e.buffers(d, &ti, &mut |b| bufs.push(b));
+            let mut want = vec![b1, b2, b3];
+            if dl.free_count.is_some() {
+                want.extend([heap + 0x1800, heap + 0x1c00]);
+            }
+            assert_eq!(bufs, want, "{v}");
+            let mut n = 0;
+            e.for_each(d2, &ti, u64::MAX, &mut |_, via| {
+                n += matches!(via, Via::Item(_)) as u32
+            });
+            assert_eq!(n, 64, "{v}: the self-linked block is read once");
+            let ti = ty.type_info(ot).unwrap();
+            assert_eq!(ti.layout, Layout::Odict, "{v}");
+            let mut keys = Vec::new();
+            e.for_each(o, &ti, u64::MAX, &mut |t, via| {
+                if via == Via::Key {
+                    keys.push(t)
+                }
+            });
+            assert_eq!(keys, [0x7100_0000, 0x7100_0008, 0x7100_0010], "{v}");
+            let mut bufs = Vec::new();
+            e.buffers(o, &ti, &mut |b| bufs.push(b));
+            assert_eq!(bufs, [node(0), node(1), node(2), heap + 0x2400], "{v}");
         }
     }
 }

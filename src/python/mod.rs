@@ -1,6 +1,7 @@
 //! CPython objects: the type reader, object validation and previews, over the allocations
 //! the walkers in `alloc` found; and the interpreter's threads and frames.
 
+pub mod containers;
 pub mod edges;
 pub mod floats;
 pub mod frames;

@@ -26,6 +26,7 @@ use crate::addr::Addr;
 use crate::image::memory::{AddressSpace, Reader};
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Generator, IntSize, Objects, Refcount};
+use crate::python::containers::Layout;
 use crate::python::typeobj::{
     F_HAVE_GC, F_HEAPTYPE, F_INLINE_VALUES, F_LONG_SUBCLASS, F_READY, F_TYPE_SUBCLASS, TP_BASE,
     TP_BASICSIZE, TP_DICT, TP_DICTOFFSET, TP_FLAGS, TP_ITEMSIZE, TP_NAME,
@@ -85,6 +86,8 @@ pub struct TypeInfo {
     /// Offsets of the instances' pointer fields that hold no reference (model
     /// `weak_fields`; a weak reference's referent and list links), own or inherited.
     pub weak: Vec<u64>,
+    /// The builtin container struct the instances start with, own or inherited.
+    pub layout: Layout,
 }
 
 /// Addresses of the interpreter's static types the typer needs (from symbols).
@@ -213,7 +216,14 @@ impl<'a> Typer<'a> {
             specials: syms.specials.into_iter().collect(),
             gen_types: syms.gen_types,
             images,
-            native_rows: om.native_buffers.iter().map(|b| b.row.clone()).collect(),
+            native_rows: om
+                .native_buffers
+                .iter()
+                .map(|b| &b.row)
+                .chain(om.deque.as_ref().map(|d| &d.row))
+                .chain(om.odict.as_ref().map(|d| &d.row))
+                .cloned()
+                .collect(),
             depth: Cell::new(0),
             cache: RefCell::new(FxHashMap::default()),
             types: RefCell::new(Vec::new()),
@@ -275,9 +285,20 @@ impl<'a> Typer<'a> {
         self.om
     }
 
-    /// Census rows of native buffers (`TypeInfo::native` indexes them).
+    /// Census rows of native buffers (`TypeInfo::native` indexes them), then the deque's
+    /// blocks and the OrderedDict's nodes (`deque_row`, `odict_row`).
     pub fn native_rows(&self) -> &[String] {
         &self.native_rows
+    }
+
+    /// The native row of a deque's blocks.
+    pub fn deque_row(&self) -> u32 {
+        self.om.native_buffers.len() as u32
+    }
+
+    /// The native row of an OrderedDict's nodes.
+    pub fn odict_row(&self) -> u32 {
+        (self.om.native_buffers.len() + self.om.deque.is_some() as usize) as u32
     }
 
     /// Is `a` inside a mapped module image (where static types live)? Without any known
@@ -518,14 +539,12 @@ impl<'a> Typer<'a> {
                 .collect(),
             _ => base.as_ref().map(|b| b.native.clone()).unwrap_or_default(),
         };
-        // Fields that hold no reference: a static type's own (by its tp_name), else its
-        // base's (weakref.KeyedRef and WeakMethod subclass weakref.ReferenceType).
-        let own_weak = (flags & F_HEAPTYPE == 0)
-            .then(|| {
-                let n = name.as_ref()?;
-                self.om.weak_fields.iter().find(|w| &w.type_name == n)
-            })
-            .flatten();
+        // Fields that hold no reference: the type's own (by its name: static, or a C type
+        // made from a spec, as 3.10+'s _thread._localdummy), else its base's
+        // (weakref.KeyedRef and WeakMethod subclass weakref.ReferenceType).
+        let own_weak = name
+            .as_ref()
+            .and_then(|n| self.om.weak_fields.iter().find(|w| &w.type_name == n));
         let weak = match own_weak {
             Some(w) => w.offsets.clone(),
             None => base.as_ref().map(|b| b.weak.clone()).unwrap_or_default(),
@@ -533,6 +552,16 @@ impl<'a> Typer<'a> {
         self.depth.set(self.depth.get() - 1);
         let name = name?;
         let special = self.specials.get(&t).copied().unwrap_or(Special::None);
+        // By name, static or heap type: 3.12+ builds collections.deque from a spec.
+        let named = |m: Option<&str>| m == Some(name.as_str());
+        let layout = match special {
+            Special::List => Layout::List,
+            Special::Dict => Layout::Dict,
+            Special::Set => Layout::Set,
+            _ if named(self.om.deque.as_ref().map(|d| d.type_name.as_str())) => Layout::Deque,
+            _ if named(self.om.odict.as_ref().map(|d| d.type_name.as_str())) => Layout::Odict,
+            _ => base.as_ref().map_or(Layout::Plain, |b| b.layout),
+        };
         let by_flag = (flags & F_HEAPTYPE == 0)
             .then(|| self.om.alloc_by_flag.iter().find(|a| a.type_name == name))
             .flatten();
@@ -573,6 +602,7 @@ impl<'a> Typer<'a> {
             freelist,
             native,
             weak,
+            layout,
         })
     }
 
