@@ -525,6 +525,10 @@ pub struct Objects {
     /// referent and its neighbours on the referent's list of weak references.
     #[serde(default)]
     pub weak_fields: Vec<WeakFields>,
+    /// C types (by name) whose items (the `tp_itemsize` part) are numbers, never
+    /// references: a conservative scan stops at `tp_basicsize` for them.
+    #[serde(default)]
+    pub scalar_items: Vec<String>,
     /// `collections.deque`: its items live in a linked list of fixed blocks.
     #[serde(default)]
     pub deque: Option<DequeLayout>,

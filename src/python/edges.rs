@@ -449,7 +449,11 @@ impl<'a> Edges<'a> {
         // caches hold borrowed pointers (3.12+ LOAD_ATTR_CLASS keeps the attribute):
         // only the fixed fields are references.
         let code = fl & F_HEAPTYPE == 0 && ti.name == "code";
-        if ti.itemsize > 0 && !code && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0 {
+        if ti.itemsize > 0
+            && !code
+            && !ti.scalar_items
+            && fl & (F_TUPLE_SUBCLASS | F_LIST_SUBCLASS) == 0
+        {
             let n = (self.u64(self.f(o, 0x10)).unwrap_or(0) as i64).unsigned_abs();
             size = size.saturating_add(n.saturating_mul(ti.itemsize));
         }
@@ -837,6 +841,7 @@ mod tests {
             native: Vec::new(),
             weak: Vec::new(),
             layout: Layout::Plain,
+            scalar_items: false,
         }
     }
 
@@ -1018,6 +1023,32 @@ mod tests {
             let mut bufs = Vec::new();
             e.buffers(o, &ti, &mut |b| bufs.push(b));
             assert_eq!(bufs, [node(0), node(1), node(2), heap + 0x2400], "{v}");
+        }
+    }
+
+    /// 3.8/3.9 generators keep a `running` byte at 0x18 whose padding holds what the block
+    /// held before: never a reference (a Debian 3.9.2 core had a live list's address there).
+    /// 3.10 has gi_code at 0x18.
+    #[test]
+    fn generator_running_byte_is_no_reference() {
+        let heap = BASE + 0x2_0000;
+        for (v, want) in [("3.8", false), ("3.9", false), ("3.10", true)] {
+            let mut f = Fake::new();
+            f.core.segment(heap, 0x1000, RW);
+            let g = f.static_type("generator", 0x60, 0, 1 << 14);
+            f.obj(heap, 1, g, 0x7000_0010);
+            f.core
+                .u64(heap + 0x18, 0x7000_0100)
+                .u64(heap + 0x20, 0x7000_0200);
+            let p = f.core.process();
+            let m = model(v);
+            let ty = typer(&p, &m, vec![]);
+            let e = Edges::new(&p, &m, &ty);
+            let ti = ty.type_info(g).unwrap();
+            let mut got = Vec::new();
+            e.for_each(heap, &ti, u64::MAX, &mut |t, _| got.push(t));
+            assert_eq!(got.contains(&0x7000_0100), want, "{v}: {got:x?}");
+            assert!(got.contains(&0x7000_0200), "{v}");
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct TypeInfo {
     pub weak: Vec<u64>,
     /// The builtin container struct the instances start with, own or inherited.
     pub layout: Layout,
+    /// The items hold numbers only (model `scalar_items`): no references past basicsize.
+    pub scalar_items: bool,
 }
 
 /// Addresses of the interpreter's static types the typer needs (from symbols).
@@ -591,6 +593,7 @@ impl<'a> Typer<'a> {
             SizeRule::Basic
         };
         let freelist = self.om.freelist_types.contains(&name);
+        let scalar_items = flags & F_HEAPTYPE == 0 && self.om.scalar_items.contains(&name);
         Some(TypeInfo {
             addr: Addr(t),
             name,
@@ -603,6 +606,7 @@ impl<'a> Typer<'a> {
             native,
             weak,
             layout,
+            scalar_items,
         })
     }
 
