@@ -13,7 +13,7 @@
 use super::Bits;
 use crate::addr::Addr;
 use crate::alloc::{Allocation, Allocator, Heaps};
-use crate::python::containers::Layout;
+use crate::python::containers::Buffer;
 use crate::python::objects::{Special, TypeInfo, Typer};
 use crate::python::typeobj::F_TYPE_SUBCLASS;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -478,7 +478,6 @@ fn scan<'s, S: Source + ?Sized>(
     let floats = FloatFree::new(typer, float_free);
     let type_type = typer.type_type();
     let code_zombie = typer.layout().code_zombieframe;
-    let om = typer.layout();
     let mut part = Part {
         per_type: Vec::new(),
         infos: Vec::new(),
@@ -581,48 +580,15 @@ fn scan<'s, S: Source + ?Sized>(
                 };
                 owned[0].push((p, k));
             };
-            // By layout: a subclass of list, dict or set owns its base's buffers too.
-            match ti.layout {
-                Layout::List => own(
-                    typer.u64_at(typer.field(o, 0x18)),
-                    Owner::Fixed(LIST_ITEMS),
-                    0,
-                ),
-                Layout::Dict | Layout::Odict => {
-                    own(
-                        typer.u64_at(typer.field(o, 0x20)),
-                        Owner::Fixed(DICT_KEYS),
-                        1,
-                    );
-                    own(
-                        typer.u64_at(typer.field(o, 0x28)),
-                        Owner::Fixed(DICT_VALUES),
-                        2,
-                    );
-                }
-                Layout::Set => own(
-                    typer
-                        .u64_at(typer.field(o, 0x28))
-                        .filter(|&t| t != typer.field(o, 0x40)),
-                    Owner::Fixed(SET_TABLE),
-                    3,
-                ),
-                Layout::Deque | Layout::Plain => {}
-            }
-            match (ti.layout, &om.deque, &om.odict) {
-                (Layout::Deque, Some(d), _) => typer.deque_blocks(o, d, &mut |b| {
-                    own(Some(b), Owner::Native(typer.deque_row()), QUICK)
-                }),
-                (Layout::Odict, _, Some(od)) => typer.odict_nodes(o, od, &mut |n, _| {
-                    own(Some(n), Owner::Native(typer.odict_row()), QUICK)
-                }),
-                _ => {}
-            }
+            typer.owned_buffers(o, ti, |p, b| match b {
+                Buffer::ListItems => own(Some(p), Owner::Fixed(LIST_ITEMS), 0),
+                Buffer::DictKeys => own(Some(p), Owner::Fixed(DICT_KEYS), 1),
+                Buffer::DictValues => own(Some(p), Owner::Fixed(DICT_VALUES), 2),
+                Buffer::SetTable => own(Some(p), Owner::Fixed(SET_TABLE), 3),
+                Buffer::Native(r) => own(Some(p), Owner::Native(r), QUICK),
+            });
             if let Some(v) = typer.separate_values(o, ti) {
                 own(Some(v), Owner::Attrs(ty), 4);
-            }
-            for &(off, row) in &ti.native {
-                own(typer.u64_at(o.wrapping_add(off)), Owner::Native(row), QUICK);
             }
         });
         let (listed, over) = list.map_or((0, Vec::new()), |l| (l.len, l.over));

@@ -14,7 +14,7 @@ use super::{Analysis, Limits};
 use crate::error::{Diagnostic, Diagnostics, Error, Result};
 use crate::image::version::detect_python;
 use crate::models::{CpythonModel, Version};
-use crate::python::containers::Layout;
+use crate::python::containers::Buffer;
 use crate::python::tracemalloc::{self, Recovered, State, Trace, Traces};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -352,33 +352,17 @@ impl BlockTypes {
                 0
             };
             objs.push((o.addr.0 - gc - pre, o.ty));
-            let at = |off: u64| typer.u64_at(o.addr.0.wrapping_add(off)).filter(|&p| p != 0);
-            // The census's owned buffers (census::scan): by layout, so that subclasses of
-            // list, dict and set own theirs too; then the native rows.
-            match ti.layout {
-                Layout::List => owned.extend(at(0x18).map(|p| (p, li))),
-                Layout::Dict | Layout::Odict => {
-                    owned.extend(at(0x20).map(|p| (p, dk)));
-                    owned.extend(at(0x28).map(|p| (p, dv)));
-                }
-                Layout::Set => {
-                    owned.extend(at(0x28).filter(|&p| p != o.addr.0 + 0x40).map(|p| (p, st)))
-                }
-                Layout::Deque | Layout::Plain => {}
-            }
-            for &(off, row) in &ti.native {
-                owned.extend(at(off).map(|p| (p, native + row)));
-            }
-            let om = &model.objects;
-            match (ti.layout, &om.deque, &om.odict) {
-                (Layout::Deque, Some(d), _) => typer.deque_blocks(o.addr.0, d, &mut |b| {
-                    owned.push((b, native + typer.deque_row()))
-                }),
-                (Layout::Odict, _, Some(od)) => typer.odict_nodes(o.addr.0, od, &mut |n, _| {
-                    owned.push((n, native + typer.odict_row()))
-                }),
-                _ => {}
-            }
+            // The census's owned buffers (census::scan), named by its rows.
+            typer.owned_buffers(o.addr.0, ti, |p, b| {
+                let name = match b {
+                    Buffer::ListItems => li,
+                    Buffer::DictKeys => dk,
+                    Buffer::DictValues => dv,
+                    Buffer::SetTable => st,
+                    Buffer::Native(r) => native + r,
+                };
+                owned.push((p, name));
+            });
         }
         objs.sort_unstable();
         owned.sort_unstable();

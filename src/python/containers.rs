@@ -8,7 +8,7 @@
 //! or count ends it early, never loops.
 
 use crate::models::{DequeLayout, OdictLayout};
-use crate::python::objects::Typer;
+use crate::python::objects::{TypeInfo, Typer};
 
 /// Largest item count walked (as `edges::MAX_ITEMS`): a garbage count reads no more.
 const MAX_ITEMS: u64 = 1 << 27;
@@ -69,7 +69,70 @@ impl Cycle {
     }
 }
 
+/// A buffer an object owns, as the census names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    ListItems,
+    DictKeys,
+    DictValues,
+    SetTable,
+    /// A native row (`Typer::native_rows`).
+    Native(u32),
+}
+
 impl Typer<'_> {
+    /// The buffers the census charges to the object at `o` (of type `ti`): its layout's
+    /// tables (a subclass of list, dict or set owns its base's), then `native_owned`'s.
+    /// `f(pointer, buffer)`, pointers non-zero. The census and the trace views use it alike.
+    pub fn owned_buffers(&self, o: u64, ti: &TypeInfo, mut f: impl FnMut(u64, Buffer)) {
+        let mut at = |off: u64, b: Buffer| {
+            if let Some(p) = self.u64_at(self.field(o, off)).filter(|&p| p != 0) {
+                f(p, b)
+            }
+        };
+        match ti.layout {
+            Layout::List => at(0x18, Buffer::ListItems),
+            Layout::Dict | Layout::Odict => {
+                at(0x20, Buffer::DictKeys);
+                at(0x28, Buffer::DictValues);
+            }
+            // Not the small table inside the object.
+            Layout::Set => {
+                if let Some(t) = self
+                    .u64_at(self.field(o, 0x28))
+                    .filter(|&t| t != 0 && t != self.field(o, 0x40))
+                {
+                    f(t, Buffer::SetTable)
+                }
+            }
+            Layout::Deque | Layout::Plain => {}
+        }
+        self.native_owned(o, ti, &mut |p, r| f(p, Buffer::Native(r)));
+    }
+
+    /// What an object owns on native rows: a deque's blocks, an OrderedDict's nodes and
+    /// node array, and the type's native buffers (a bytearray's or array's data):
+    /// `f(pointer, row)`, pointers non-zero.
+    pub fn native_owned(&self, o: u64, ti: &TypeInfo, f: &mut dyn FnMut(u64, u32)) {
+        let om = self.layout();
+        match (ti.layout, &om.deque, &om.odict) {
+            (Layout::Deque, Some(d), _) => {
+                let row = self.deque_row();
+                self.deque_blocks(o, d, &mut |b| f(b, row))
+            }
+            (Layout::Odict, _, Some(od)) => {
+                let row = self.odict_row();
+                self.odict_nodes(o, od, &mut |n, _| f(n, row))
+            }
+            _ => {}
+        }
+        for &(off, row) in &ti.native {
+            if let Some(p) = self.u64_at(o.wrapping_add(off)).filter(|&p| p != 0) {
+                f(p, row);
+            }
+        }
+    }
+
     /// The deque's items in order: `f(item, index)`.
     pub fn deque_items(&self, o: u64, d: &DequeLayout, f: &mut dyn FnMut(u64, u64)) {
         let Some((mut block, mut idx, n)) = self.deque_start(o, d) else {

@@ -748,16 +748,7 @@ impl<'a> Edges<'a> {
         }
         // What the census charges to native rows: a bytearray's or array's buffer, a
         // deque's blocks, an OrderedDict's nodes.
-        for &(off, _) in &ti.native {
-            if let Some(p) = self.u64(o.wrapping_add(off)).filter(|&p| p != 0) {
-                f(p);
-            }
-        }
-        match (ti.layout, &self.om.deque, &self.om.odict) {
-            (Layout::Deque, Some(d), _) => self.typer.deque_blocks(o, d, f),
-            (Layout::Odict, _, Some(od)) => self.typer.odict_nodes(o, od, &mut |n, _| f(n)),
-            _ => {}
-        }
+        self.typer.native_owned(o, ti, &mut |p, _| f(p));
         if fl & F_TYPE_SUBCLASS != 0 {
             if let Some(k) = self
                 .u64(o.wrapping_add(self.om.ht_cached_keys))
