@@ -305,12 +305,48 @@ impl GranuleIndex {
 const TOO_MANY_EDGES: &str =
     "the reference graph has more than 4 billion edges; ownership is not computed";
 
+/// Per thread: (range, start, end) of each of its ranges in its edge list.
+type Spans = Vec<(usize, usize, usize)>;
+
 /// One node range's references (graph::build's scan): its edge list and buffer pointers.
 struct EdgePart {
     adj: Vec<u32>,
     buffers: Vec<(u64, u32)>,
     /// Containers whose tables were unreadable (u64::MAX: too many edges).
     damaged: u64,
+    /// The largest dicts whose every value is its own key: candidates for the interned
+    /// strings' dict (`drop_uncounted_interned`).
+    self_maps: Vec<SelfMap>,
+}
+
+/// A dict whose every entry maps its key to itself, and where its edges are in its
+/// thread's edge list.
+#[derive(Debug, Clone, Copy)]
+struct SelfMap {
+    entries: u64,
+    node: u32,
+    start: usize,
+    end: usize,
+}
+
+impl EdgePart {
+    /// Keep the few largest: a user's dict {1: 1, 2: 2, ...} may be larger than the
+    /// interned dict, not several of them.
+    fn note_self_map(&mut self, m: SelfMap) {
+        const KEEP: usize = 4;
+        self.self_maps.push(m);
+        if self.self_maps.len() > KEEP {
+            let least = (0..self.self_maps.len())
+                .min_by_key(|&i| {
+                    (
+                        self.self_maps[i].entries,
+                        std::cmp::Reverse(self.self_maps[i].node),
+                    )
+                })
+                .unwrap_or(0);
+            self.self_maps.swap_remove(least);
+        }
+    }
 }
 
 /// Build the graph of the analysed process (None without a CPython census).
@@ -424,7 +460,8 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             let head = gc_head(ti.flags, &model.objects);
             let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
             let adj = &mut part.adj;
-            edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| {
+            let start = adj.len();
+            let mut push = |t: u64| {
                 if t >= lo && t <= hi {
                     if let Some(d) = lookup(t) {
                         adj.push(d);
@@ -436,12 +473,38 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                         }
                     }
                 }
-            });
+            };
+            // A dict mapping each key to itself may be the interned strings' dict. (Its
+            // own closure: the check in every object's made the scan 10 % slower.)
+            let plain_dict = ti.special == Special::Dict && ti.name == "dict";
+            let (mut selfs, mut others) = (0u64, 0u64);
+            if plain_dict {
+                edges.for_each(o.addr.0, ti, end, &mut |t, via: Via| {
+                    if let Via::Value(k) = via {
+                        match k == t {
+                            true => selfs += 1,
+                            false => others += 1,
+                        }
+                    }
+                    push(t)
+                });
+            } else {
+                edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| push(t));
+            }
             if adj.len() >= u32::MAX as usize - (n + 16) {
                 part.damaged = u64::MAX;
                 break;
             }
-            out.off[i] = adj.len() as u32;
+            let end = adj.len();
+            out.off[i] = end as u32;
+            if plain_dict && others == 0 && selfs > 0 {
+                part.note_self_map(SelfMap {
+                    entries: selfs,
+                    node,
+                    start,
+                    end,
+                });
+            }
             out.shallow[i] = c.alloc_size(o).min(u32::MAX as u64) as u32;
             edges.buffers(o.addr.0, ti, &mut |p| part.buffers.push((p, node)));
             let r = typer.refcount_word(o.addr.0);
@@ -467,7 +530,6 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
     let cuts: Vec<usize> = (0..=nranges).map(|k| m * k / nranges).collect();
     let mut rc: Vec<u32> = vec![0; n];
     // Per thread: its ranges' output slices, and (range, start, end) in its edge list.
-    type Spans = Vec<(usize, usize, usize)>;
     let mut parts: Vec<(EdgePart, Spans)> = {
         let mut outs: Vec<Vec<(usize, Out)>> = (0..threads).map(|_| Vec::new()).collect();
         let (mut o_rest, mut s_rest, mut r_rest) = (&mut off[2..], &mut shallow[1..], &mut rc[1..]);
@@ -491,6 +553,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                 adj: Vec::new(),
                 buffers: Vec::new(),
                 damaged: 0,
+                self_maps: Vec::new(),
             };
             let mut spans = Vec::new();
             for (k, out) in mine {
@@ -505,10 +568,13 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         };
         super::census::per_thread(typer, outs, run)
     };
+    if parts.iter().any(|p| p.0.damaged == u64::MAX) {
+        diagnostics.push(Diagnostic::error(TOO_MANY_EDGES));
+        return None;
+    }
+    let interned = drop_uncounted_interned(typer, objects, &mut parts, off, &cuts, threads);
     let total: u64 = parts.iter().map(|p| p.0.adj.len() as u64).sum();
-    let overflow =
-        parts.iter().any(|p| p.0.damaged == u64::MAX) || total >= u32::MAX as u64 - (n as u64 + 16);
-    if overflow {
+    if total >= u32::MAX as u64 - (n as u64 + 16) {
         diagnostics.push(Diagnostic::error(TOO_MANY_EDGES));
         return None;
     }
@@ -605,6 +671,11 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         edges.minor,
         a.cpython_model.is_some_and(|m| m.free_threaded),
     );
+    roots.extend(interned.map(|addr| NamedRoot {
+        addr,
+        kind: "interpreter",
+        name: "interned strings".into(),
+    }));
     roots.extend(frame_roots(a, &mut diagnostics));
     roots.extend(extra.named.iter().cloned());
     for r in roots {
@@ -787,6 +858,90 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         edges: nedges,
         diagnostics,
     })
+}
+
+/// The interned strings' dict, found without symbols as the largest dict whose every
+/// entry maps an interned str to itself (`PyDict_SetDefault(interned, s, s)`: 3.8-3.11's
+/// static `interned` in Objects/unicodeobject.c, 3.12+'s per-interpreter
+/// `cached_objects.interned_strings`), and its references to mortal interned strings
+/// taken out of its edge list: their reference counts leave those two out
+/// (`Typer::str_interned`), so the dict no more holds them than a weak reference would.
+/// With the references, a string only one object uses (an attrgetter's attribute names)
+/// was nobody's; the process's own dominators, over `gc.get_referents` (which never sees
+/// the untracked interned dict), give it to its user. Returns the dict's address.
+fn drop_uncounted_interned(
+    typer: &crate::python::objects::Typer,
+    objects: &[Obj],
+    parts: &mut [(EdgePart, Spans)],
+    off: &mut [u32],
+    cuts: &[usize],
+    threads: usize,
+) -> Option<u64> {
+    let mut cands: Vec<(usize, SelfMap)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(w, p)| p.0.self_maps.iter().map(move |&m| (w, m)))
+        .collect();
+    cands.sort_unstable_by_key(|(_, m)| (std::cmp::Reverse(m.entries), m.node));
+    let addr = |node: u32| objects[node as usize - 1].addr.0;
+    let (w, m) = cands.into_iter().find(|(_, m)| {
+        let items = typer.dict_items(addr(m.node), m.entries as usize + 1);
+        items.len() as u64 == m.entries
+            && items
+                .iter()
+                .all(|&(k, _)| typer.str_interned(k).is_some_and(|s| s != 0))
+    })?;
+    let (part, spans) = &mut parts[w];
+    let mortal = |d: u32| typer.str_interned(addr(d)) == Some(1);
+    remove_edges(&mut part.adj, spans, off, cuts, &m, mortal);
+    debug_assert_eq!(
+        super::census::thread_of(cuts.partition_point(|&c| c < m.node as usize) - 1, threads).0,
+        w
+    );
+    Some(addr(m.node))
+}
+
+/// Take the edges of `m.node` that `drop` names out of its thread's edge list `adj`:
+/// everything after them moves down, so the ends of the node's range's later nodes (node
+/// v's end is `off[v + 1]`, relative to the thread's list; the node's own too), those of
+/// the thread's later ranges, and those ranges' spans move with it.
+fn remove_edges(
+    adj: &mut Vec<u32>,
+    spans: &mut Spans,
+    off: &mut [u32],
+    cuts: &[usize],
+    m: &SelfMap,
+    drop: impl Fn(u32) -> bool,
+) {
+    let mut kept = m.start;
+    for i in m.start..m.end {
+        let d = adj[i];
+        if !drop(d) {
+            adj[kept] = d;
+            kept += 1;
+        }
+    }
+    let dropped = m.end - kept;
+    if dropped == 0 {
+        return;
+    }
+    adj.copy_within(m.end.., kept);
+    adj.truncate(adj.len() - dropped);
+    let k = cuts.partition_point(|&c| c < m.node as usize) - 1;
+    for (rk, s, e) in spans.iter_mut() {
+        let first = if *rk == k {
+            m.node as usize
+        } else if *s >= m.end {
+            *s -= dropped;
+            cuts[*rk] + 1
+        } else {
+            continue;
+        };
+        *e -= dropped;
+        for x in &mut off[first + 1..=cuts[*rk + 1] + 1] {
+            *x -= dropped as u32;
+        }
+    }
 }
 
 /// Every thread's Python frames' local variables (the stacks analysis, round2-facts.md
@@ -987,6 +1142,65 @@ mod tests {
             }
             assert_eq!(ix.find(&objs, 0x1000), None);
         }
+    }
+
+    /// Two threads, four ranges of two nodes each (thread 0: ranges 0 and 2, thread 1:
+    /// 1 and 3); node 3 (range 1, thread 1) loses two of its three edges. Joined as the
+    /// graph joins them, the lists must be the same as if they had never been there.
+    #[test]
+    fn removed_edges_leave_a_consistent_csr() {
+        let cuts = [0usize, 2, 4, 6, 8];
+        // Edges by node (1-based); node 3's 50 and 60 go.
+        let edges: [&[u32]; 8] = [
+            &[10],
+            &[],
+            &[40, 50, 60],
+            &[70],
+            &[80, 81],
+            &[],
+            &[90],
+            &[91, 92],
+        ];
+        let mut off = vec![0u32; 10];
+        let mut parts: Vec<(Vec<u32>, Spans)> = vec![(vec![], vec![]), (vec![], vec![])];
+        for k in 0..4 {
+            let (adj, spans) = &mut parts[k % 2];
+            let s = adj.len();
+            for v in cuts[k] + 1..=cuts[k + 1] {
+                adj.extend_from_slice(edges[v - 1]);
+                off[v + 1] = adj.len() as u32;
+            }
+            spans.push((k, s, adj.len()));
+        }
+        let m = SelfMap {
+            entries: 3,
+            node: 3,
+            start: 0,
+            end: 3,
+        };
+        let (adj, spans) = &mut parts[1];
+        remove_edges(adj, spans, &mut off, &cuts, &m, |d| d == 50 || d == 60);
+        // Join as `build` does: range by range, each range's ends shifted to the joined list.
+        let mut joined = Vec::new();
+        let mut ends = [0u32; 9];
+        for k in 0..4 {
+            let (adj, spans) = &parts[k % 2];
+            let (_, s, e) = spans[k / 2];
+            let shift = joined.len() as i64 - s as i64;
+            joined.extend_from_slice(&adj[s..e]);
+            for v in cuts[k] + 1..=cuts[k + 1] {
+                ends[v] = (off[v + 1] as i64 + shift) as u32;
+            }
+        }
+        let mut want: Vec<u32> = Vec::new();
+        for (v, e) in edges.iter().enumerate() {
+            want.extend(e.iter().copied().filter(|&d| d != 50 && d != 60));
+            let start = if v == 0 { 0 } else { ends[v] as usize };
+            let got = &joined[start..ends[v + 1] as usize];
+            let exp: Vec<u32> = e.iter().copied().filter(|&d| d != 50 && d != 60).collect();
+            assert_eq!(got, &exp[..], "node {}", v + 1);
+        }
+        assert_eq!(joined, want);
     }
 
     #[test]

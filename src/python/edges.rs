@@ -322,6 +322,33 @@ impl<'a> Edges<'a> {
         Some((entries.wrapping_add(ko), n.min(1 << 16) * (es / 8)))
     }
 
+    /// The names in a heap type's shared keys (bounded as `cached_keys`). Out of line:
+    /// inlined, it made the scan of every other object slower.
+    #[cold]
+    #[inline(never)]
+    fn cached_key_names(&self, t: u64, f: &mut dyn FnMut(u64, Via)) {
+        if self.u64(self.f(t, 0xa8)).unwrap_or(0) & F_HEAPTYPE == 0 {
+            return;
+        }
+        let Some(keys) = self
+            .u64(t.wrapping_add(self.om.ht_cached_keys))
+            .filter(|&k| k != 0)
+        else {
+            return;
+        };
+        let Some((entries, n, es, ko, _)) = self.keys_layout(keys) else {
+            return;
+        };
+        let stride = (es / 8) as usize;
+        if let Some(w) = self.words(entries, n.min(1 << 16) * (es / 8)) {
+            for k in w.iter().skip((ko / 8) as usize).step_by(stride.max(1)) {
+                if *k != 0 {
+                    f(*k, Via::Key);
+                }
+            }
+        }
+    }
+
     /// Attribute values of a values array, named by the type's shared keys.
     fn values(&self, t: u64, values: u64, cap: Option<u64>, f: &mut dyn FnMut(u64, Via)) {
         let Some((keys, nwords)) = self.cached_keys(t) else {
@@ -367,6 +394,11 @@ impl<'a> Edges<'a> {
             // weakrefs to the subclasses) is not traversed either, but the type owns
             // that dict.
             skip = [self.f(o, TP_WEAKLIST), u64::MAX, u64::MAX];
+            // A heap type's shared keys (ht_cached_keys, the attribute names of its
+            // instances' split dicts and inline values) hold a reference to each name
+            // (dictobject.c dictkeys_decref); no traverse visits them, and without them a
+            // name only the instances use has more references than are found.
+            self.cached_key_names(o, f);
         }
         if fl & F_HEAPTYPE != 0 {
             f(t, Via::Type);
