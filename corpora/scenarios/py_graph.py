@@ -7,7 +7,11 @@ references, and writes, before its core (pyapp.coretruth.finish), truth.json
 with:
   owners            for each holder (module global list and dict, class
                     attribute cache, closure, lru_cache, a worker thread's
-                    frame local) its address and the per-type counts of the
+                    frame local, containers whose contents live outside the
+                    object, strings interned at run time, C objects holding
+                    references in their own fields: a suspended generator, an
+                    iterator, a partial, a chain, a mapping proxy, a queue) its
+                    address and the per-type counts of the
                     objects reachable only through it: a dominator computation
                     of the scenario's own over gc.get_referents (plus dict
                     keys, which dict_traverse skips but which own memory),
@@ -30,9 +34,13 @@ import collections
 import ctypes
 import functools
 import gc
+import itertools
+import operator
 import os
+import queue
 import sys
 import threading
+import types
 import weakref
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +58,8 @@ M_EXCESS = 23
 N_WEAK = 307
 N_DEQUE = 301
 N_ODICT = 113
+N_NAMES = 41
+N_KINDS = 29
 
 
 class Record:
@@ -120,6 +130,31 @@ class TagSet(set):
 HOLD_SETSUB = TagSet("tag-%05d" % i for i in range(N_ODICT))
 for _i in range(N_CACHE):
     Cache.store["cache-%d" % _i] = ["entry-%d" % _i]
+# Strings interned at run time that only their holder uses: a mortal interned string's
+# reference count leaves out the interpreter's interned dict (3.8-3.11, 3.13+), so they
+# are their holder's (3.12 makes interned strings immortal: then nobody's, here too).
+HOLD_INTERNED = [sys.intern("interned_%05d" % _i) for _i in range(N_NAMES)]
+HOLD_GETTER = operator.attrgetter(*("field_%03d.part_%03d" % (_i, _i) for _i in range(N_NAMES)))
+
+
+# C objects whose references are in their own struct fields, or in a suspended frame.
+def _suspended(n):
+    kept = [Item(80000 + i) for i in range(n)]
+    yield len(kept)
+    yield kept
+
+
+HOLD_GEN = _suspended(N_KINDS)
+next(HOLD_GEN)
+HOLD_ITER = iter([Item(81000 + _i) for _i in range(N_KINDS)])
+next(HOLD_ITER)
+HOLD_PARTIAL = functools.partial(Item, [Item(82000 + _i) for _i in range(N_KINDS)],
+                                 extra=[Item(83000 + _i) for _i in range(N_KINDS)])
+HOLD_CHAIN = itertools.chain([Item(84000 + _i) for _i in range(N_KINDS)], [Item(84500)])
+HOLD_PROXY = types.MappingProxyType({"proxy-%d" % _i: [Item(85000 + _i)] for _i in range(N_KINDS)})
+HOLD_QUEUE = queue.Queue()
+for _i in range(N_KINDS):
+    HOLD_QUEUE.put(Item(86000 + _i))
 del _i
 
 
@@ -357,6 +392,14 @@ def main():
         ("__main__.HOLD_ODICT", "module global", HOLD_ODICT),
         ("__main__.HOLD_DDICT", "module global", HOLD_DDICT),
         ("__main__.HOLD_SETSUB", "module global", HOLD_SETSUB),
+        ("__main__.HOLD_INTERNED", "module global", HOLD_INTERNED),
+        ("__main__.HOLD_GETTER", "module global", HOLD_GETTER),
+        ("__main__.HOLD_GEN", "module global", HOLD_GEN),
+        ("__main__.HOLD_ITER", "module global", HOLD_ITER),
+        ("__main__.HOLD_PARTIAL", "module global", HOLD_PARTIAL),
+        ("__main__.HOLD_CHAIN", "module global", HOLD_CHAIN),
+        ("__main__.HOLD_PROXY", "module global", HOLD_PROXY),
+        ("__main__.HOLD_QUEUE", "module global", HOLD_QUEUE),
         ("__main__.Cache.store", "class attribute", Cache.store),
         ("__main__.CLOSURE", "module global", CLOSURE),
         ("__main__.lookup", "module global", lookup),
@@ -378,6 +421,9 @@ def main():
         ("__main__.lookup", [lookup]),
         (owners[-1]["owner"], [batch, batch[128]]),
     ]
+    if sys.version_info[:2] != (3, 12):
+        # (3.12's interned strings are immortal: what keeps one alive is the interned dict.)
+        chains.append(("__main__.HOLD_INTERNED", [HOLD_INTERNED, HOLD_INTERNED[17]]))
     marked = [{"owner": name, "target": id(chain[-1]), "chain": [id(x) for x in chain],
                "chain_checked": chain_ok(chain)} for name, chain in chains]
     del chains, batch
