@@ -440,6 +440,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
         off_release.release();
         shallow_release.release();
     };
+    let dict_type = typer.special_type(Special::Dict);
     let scan_nodes = |typer: &crate::python::objects::Typer,
                       range: std::ops::Range<usize>,
                       out: Out,
@@ -461,7 +462,18 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
             let end = (o.addr.0 - head).saturating_add(c.alloc_size(o));
             let adj = &mut part.adj;
             let start = adj.len();
-            let mut push = |t: u64| {
+            // A dict mapping each key to itself may be the interned strings' dict.
+            let plain_dict = dict_type == Some(ti.addr.0);
+            let (mut selfs, mut others) = (0u64, 0u64);
+            edges.for_each(o.addr.0, ti, end, &mut |t, via: Via| {
+                if plain_dict {
+                    if let Via::Value(k) = via {
+                        match k == t {
+                            true => selfs += 1,
+                            false => others += 1,
+                        }
+                    }
+                }
                 if t >= lo && t <= hi {
                     if let Some(d) = lookup(t) {
                         adj.push(d);
@@ -473,24 +485,7 @@ pub fn build(a: &Analysis, extra: &Roots) -> Option<Graph> {
                         }
                     }
                 }
-            };
-            // A dict mapping each key to itself may be the interned strings' dict. (Its
-            // own closure: the check in every object's made the scan 10 % slower.)
-            let plain_dict = ti.special == Special::Dict && ti.name == "dict";
-            let (mut selfs, mut others) = (0u64, 0u64);
-            if plain_dict {
-                edges.for_each(o.addr.0, ti, end, &mut |t, via: Via| {
-                    if let Via::Value(k) = via {
-                        match k == t {
-                            true => selfs += 1,
-                            false => others += 1,
-                        }
-                    }
-                    push(t)
-                });
-            } else {
-                edges.for_each(o.addr.0, ti, end, &mut |t, _via: Via| push(t));
-            }
+            });
             if adj.len() >= u32::MAX as usize - (n + 16) {
                 part.damaged = u64::MAX;
                 break;

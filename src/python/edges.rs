@@ -313,37 +313,33 @@ impl<'a> Edges<'a> {
         }
     }
 
-    /// Shared keys of a heap type's instances (split dicts, inline and managed values).
-    fn cached_keys(&self, t: u64) -> Option<(u64, u64)> {
+    /// Shared keys of a heap type's instances (split dicts, inline and managed values):
+    /// the address of the first entry's key, the entry count (at most 65536) and the
+    /// entry size in words.
+    fn cached_keys(&self, t: u64) -> Option<(u64, u64, u64)> {
         let keys = self
             .u64(t.wrapping_add(self.om.ht_cached_keys))
             .filter(|&k| k != 0)?;
         let (entries, n, es, ko, _) = self.keys_layout(keys)?;
-        Some((entries.wrapping_add(ko), n.min(1 << 16) * (es / 8)))
+        Some((entries.wrapping_add(ko), n.min(1 << 16), es / 8))
     }
 
-    /// The names in a heap type's shared keys (bounded as `cached_keys`). Out of line:
-    /// inlined, it made the scan of every other object slower.
-    #[cold]
-    #[inline(never)]
+    /// The names in a heap type's shared keys.
     fn cached_key_names(&self, t: u64, f: &mut dyn FnMut(u64, Via)) {
         if self.u64(self.f(t, 0xa8)).unwrap_or(0) & F_HEAPTYPE == 0 {
             return;
         }
-        let Some(keys) = self
-            .u64(t.wrapping_add(self.om.ht_cached_keys))
-            .filter(|&k| k != 0)
-        else {
+        let Some((keys, n, stride)) = self.cached_keys(t) else {
             return;
         };
-        let Some((entries, n, es, ko, _)) = self.keys_layout(keys) else {
+        if n == 0 {
             return;
-        };
-        let stride = (es / 8) as usize;
-        if let Some(w) = self.words(entries, n.min(1 << 16) * (es / 8)) {
-            for k in w.iter().skip((ko / 8) as usize).step_by(stride.max(1)) {
-                if *k != 0 {
-                    f(*k, Via::Key);
+        }
+        // Up to the last entry's key, not past the table's end.
+        if let Some(w) = self.words(keys, (n - 1) * stride + 1) {
+            for &k in w.iter().step_by(stride.max(1) as usize) {
+                if k != 0 {
+                    f(k, Via::Key);
                 }
             }
         }
@@ -351,9 +347,10 @@ impl<'a> Edges<'a> {
 
     /// Attribute values of a values array, named by the type's shared keys.
     fn values(&self, t: u64, values: u64, cap: Option<u64>, f: &mut dyn FnMut(u64, Via)) {
-        let Some((keys, nwords)) = self.cached_keys(t) else {
+        let Some((keys, entries, entry_words)) = self.cached_keys(t) else {
             return;
         };
+        let nwords = entries * entry_words;
         let n = nwords
             / if self.om.dict_keys == DictKeys::V2 {
                 2

@@ -661,8 +661,8 @@ impl<'a> Typer<'a> {
 
     /// The interning state of the exact str at `o` (None: no str): 0 not interned, 1
     /// mortal, 2 immortal, 3 immortal static — the `interned` bits, the low two of the
-    /// state byte at 0x20 (Include/cpython/
-    /// unicodeobject.h PyASCIIObject, 3.8-3.14; SSTATE_INTERNED_MORTAL = 1). A mortal
+    /// state byte at 0x20 (Include/cpython/unicodeobject.h PyASCIIObject, 3.8-3.14;
+    /// SSTATE_INTERNED_MORTAL = 1). A mortal
     /// interned string's reference count leaves out the interned dict's two references,
     /// key and value (Objects/unicodeobject.c PyUnicode_InternInPlace 3.8-3.11, 3.13+
     /// intern_common; measured with ctypes: `sys.getrefcount` of a fresh `sys.intern`ed
