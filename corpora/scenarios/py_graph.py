@@ -10,7 +10,15 @@ with:
                     frame local, containers whose contents live outside the
                     object, strings interned at run time, C objects holding
                     references in their own fields: a suspended generator, an
-                    iterator, a partial, a chain, a mapping proxy, a queue) its
+                    iterator, a partial, a chain, a mapping proxy, a queue; and
+                    23 more of less common kinds: a suspended coroutine and
+                    async generator, nested and self-recursive closures, a
+                    chained exception's tracebacks, a WeakKeyDictionary, a
+                    bound method, a contextvars Context, a namespace, a
+                    methodcaller, map/enumerate/zip, a dynamic class and
+                    module, a function's defaults and __dict__, a frozenset,
+                    a struct sequence with hidden fields, a dict view, a
+                    cell, a memoryview, an array, a generator expression) its
                     address and the per-type counts of the
                     objects reachable only through it: a dominator computation
                     of the scenario's own over gc.get_referents (plus dict
@@ -30,7 +38,9 @@ with:
                     per type
 """
 
+import array
 import collections
+import contextvars
 import ctypes
 import functools
 import gc
@@ -155,6 +165,131 @@ HOLD_PROXY = types.MappingProxyType({"proxy-%d" % _i: [Item(85000 + _i)] for _i 
 HOLD_QUEUE = queue.Queue()
 for _i in range(N_KINDS):
     HOLD_QUEUE.put(Item(86000 + _i))
+del _i
+
+# Holders whose references go through frames, cells and C structs of less common kinds:
+# a suspended coroutine and async generator, nested closures and a self-recursive one, a
+# chained exception whose tracebacks keep finished frames (and their locals), a
+# WeakKeyDictionary's values, a bound method, a context's HAMT, a namespace, a
+# methodcaller, builtin iterators, a dynamically made class and module, a function's
+# defaults and __dict__, a frozenset, a struct sequence, a dict view, a cell, a memoryview
+# and a generator expression.
+class _Suspend:
+    def __await__(self):
+        yield
+
+
+async def _coro(n):
+    kept = [Item(87000 + i) for i in range(n)]
+    await _Suspend()
+    return kept
+
+
+HOLD_CORO = _coro(N_KINDS)
+HOLD_CORO.send(None)
+
+
+async def _agen(n):
+    kept = [Item(88000 + i) for i in range(n)]
+    yield len(kept)
+    yield kept
+
+
+HOLD_AGEN = _agen(N_KINDS)
+try:
+    HOLD_AGEN.asend(None).send(None)
+except StopIteration:
+    pass
+
+
+def _outer(n):
+    a = [Item(89000 + i) for i in range(n)]
+
+    def middle():
+        b = [Item(89500 + i) for i in range(n)]
+
+        def inner():
+            return a, b
+        return inner
+    return middle()
+
+
+HOLD_NESTED = _outer(N_KINDS)
+
+
+def _recursive(n):
+    data = [Item(89800 + i) for i in range(n)]
+
+    def walk(k):
+        return walk(k - 1) if k else data
+    return walk
+
+
+HOLD_RECURSIVE = _recursive(N_KINDS)
+
+
+def _fail(n):
+    local = [Item(90000 + i) for i in range(n)]
+    raise ValueError("inner", len(local))
+
+
+def _raise_chain(n):
+    try:
+        try:
+            _fail(n)
+        except ValueError as e:
+            raise KeyError("outer") from e
+    except KeyError as e:
+        return e
+
+
+HOLD_EXC = _raise_chain(N_KINDS)
+HOLD_WKD = weakref.WeakKeyDictionary()
+for _i in range(N_KINDS):
+    HOLD_WKD[HOLD_LIST[2 * N_WEAK + _i]] = Item(91000 + _i)
+
+
+class _Box:
+    def __init__(self, items):
+        self.items = items
+
+    def get(self):
+        return self.items
+
+
+HOLD_BOUND = _Box([Item(91500 + _i) for _i in range(N_KINDS)]).get
+_VAR = contextvars.ContextVar("probe")
+HOLD_CTX = contextvars.copy_context()
+HOLD_CTX.run(_VAR.set, [Item(92000 + _i) for _i in range(N_KINDS)])
+HOLD_NS = types.SimpleNamespace(items=[Item(92500 + _i) for _i in range(N_KINDS)])
+HOLD_CALLER = operator.methodcaller("index", [Item(93000 + _i) for _i in range(N_KINDS)],
+                                    key=[Item(93500 + _i) for _i in range(N_KINDS)])
+HOLD_MAP = map(repr, [Item(94000 + _i) for _i in range(N_KINDS)])
+HOLD_ENUM = enumerate([Item(94500 + _i) for _i in range(N_KINDS)])
+HOLD_ZIP = zip([Item(95000 + _i) for _i in range(N_KINDS)], (Item(95500),))
+HOLD_CLASS = type("Dynamic", (object,), {"items": [Item(96000 + _i) for _i in range(N_KINDS)]})
+HOLD_MODULE = types.ModuleType("probe_module")
+HOLD_MODULE.items = [Item(96500 + _i) for _i in range(N_KINDS)]
+
+
+def _make_func(n):
+    def f(a=[Item(97000 + i) for i in range(n)], *, b=[Item(97500)]):
+        return a, b
+    f.extra = [Item(97600 + i) for i in range(n)]
+    return f
+
+
+HOLD_FUNC = _make_func(N_KINDS)
+HOLD_FROZEN = frozenset(Item(98000 + _i) for _i in range(N_KINDS))
+# Ten visible fields and three of the hidden ones (after ob_size's count).
+HOLD_STRUCTSEQ = os.stat_result(tuple(Item(98500 + _i) for _i in range(10)),
+                                {"st_atime": Item(98510), "st_mtime": Item(98511),
+                                 "st_ctime_ns": Item(98512)})
+HOLD_VIEW = {"view-%d" % _i: Item(99000 + _i) for _i in range(N_KINDS)}.values()
+HOLD_CELL = types.CellType([Item(99500 + _i) for _i in range(N_KINDS)])
+HOLD_MEMORYVIEW = memoryview(bytearray(b"m" * 3000))
+HOLD_ARRAY = array.array("d", range(N_KINDS))
+HOLD_GENEXPR = (x for x in [Item(99700 + _i) for _i in range(N_KINDS)])
 del _i
 
 
@@ -400,6 +535,29 @@ def main():
         ("__main__.HOLD_CHAIN", "module global", HOLD_CHAIN),
         ("__main__.HOLD_PROXY", "module global", HOLD_PROXY),
         ("__main__.HOLD_QUEUE", "module global", HOLD_QUEUE),
+        ("__main__.HOLD_CORO", "module global", HOLD_CORO),
+        ("__main__.HOLD_AGEN", "module global", HOLD_AGEN),
+        ("__main__.HOLD_NESTED", "module global", HOLD_NESTED),
+        ("__main__.HOLD_RECURSIVE", "module global", HOLD_RECURSIVE),
+        ("__main__.HOLD_EXC", "module global", HOLD_EXC),
+        ("__main__.HOLD_WKD", "module global", HOLD_WKD),
+        ("__main__.HOLD_BOUND", "module global", HOLD_BOUND),
+        ("__main__.HOLD_CTX", "module global", HOLD_CTX),
+        ("__main__.HOLD_NS", "module global", HOLD_NS),
+        ("__main__.HOLD_CALLER", "module global", HOLD_CALLER),
+        ("__main__.HOLD_MAP", "module global", HOLD_MAP),
+        ("__main__.HOLD_ENUM", "module global", HOLD_ENUM),
+        ("__main__.HOLD_ZIP", "module global", HOLD_ZIP),
+        ("__main__.HOLD_CLASS", "module global", HOLD_CLASS),
+        ("__main__.HOLD_MODULE", "module global", HOLD_MODULE),
+        ("__main__.HOLD_FUNC", "module global", HOLD_FUNC),
+        ("__main__.HOLD_FROZEN", "module global", HOLD_FROZEN),
+        ("__main__.HOLD_STRUCTSEQ", "module global", HOLD_STRUCTSEQ),
+        ("__main__.HOLD_VIEW", "module global", HOLD_VIEW),
+        ("__main__.HOLD_CELL", "module global", HOLD_CELL),
+        ("__main__.HOLD_MEMORYVIEW", "module global", HOLD_MEMORYVIEW),
+        ("__main__.HOLD_ARRAY", "module global", HOLD_ARRAY),
+        ("__main__.HOLD_GENEXPR", "module global", HOLD_GENEXPR),
         ("__main__.Cache.store", "class attribute", Cache.store),
         ("__main__.CLOSURE", "module global", CLOSURE),
         ("__main__.lookup", "module global", lookup),

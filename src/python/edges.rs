@@ -15,7 +15,7 @@ use crate::image::memory::Reader;
 use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Objects};
 use crate::python::containers::{Layout, SET_BASICSIZE};
-use crate::python::objects::{Special, TypeInfo, Typer};
+use crate::python::objects::{SizeRule, Special, TypeInfo, Typer};
 use crate::python::typeobj::{
     F_DICT_SUBCLASS, F_HEAPTYPE, F_INLINE_VALUES, F_LIST_SUBCLASS, F_MANAGED_DICT,
     F_TUPLE_SUBCLASS, F_TYPE_SUBCLASS, TP_BASICSIZE, TP_DICTOFFSET, TP_WEAKLIST, TP_WEAKLISTOFFSET,
@@ -406,6 +406,15 @@ impl<'a> Edges<'a> {
         } else if fl & F_LIST_SUBCLASS != 0 {
             self.list(o, f);
             body_start = self.f(o, 0x28);
+        } else if let SizeRule::StructSeq { fields } = ti.size_rule {
+            // All n_fields items, the hidden ones after ob_size's visible count too
+            // (structseq_traverse); nothing else in the struct is a reference.
+            if let Some(items) = self.words(o.wrapping_add(self.om.tuple_items), fields) {
+                for (i, v) in items.iter().copied().enumerate() {
+                    f(v, Via::Item(i as u64));
+                }
+            }
+            return;
         } else if fl & F_TUPLE_SUBCLASS != 0 {
             self.tuple(o, f);
             body_start = self.f(o, 0x10);
@@ -846,7 +855,6 @@ mod tests {
     use crate::addr::Addr;
     use crate::image::testcore::RW;
     use crate::python::objects::tests::{model, typer, Fake, BASE};
-    use crate::python::objects::SizeRule;
 
     fn info(addr: u64, name: &str, flags: u64) -> TypeInfo {
         TypeInfo {
@@ -899,6 +907,64 @@ mod tests {
     /// (wr_object, a stealth reference) and its neighbours on the referent's list
     /// (wr_prev, wr_next) are no references, also in a subclass (KeyedRef, WeakMethod);
     /// the hash and the vectorcall pointer are words the graph then finds no object at.
+    /// A struct sequence (os.stat_result) allocates n_fields items, ob_size counts the
+    /// visible ones: it is sized by n_fields (else the census finds no object in its block)
+    /// and its hidden fields are references too (structseq_traverse). Here a static type
+    /// (no tp_dict, as 3.12+ builtins): n_fields from its last named member.
+    #[test]
+    fn struct_sequences_hold_their_hidden_fields() {
+        use crate::python::typeobj::{TP_BASE, TP_MEMBERS};
+        let heap = BASE + 0x2_0000;
+        for v in ["3.8", "3.12", "3.13", "3.14"] {
+            let m = model(v);
+            let items = m.objects.tuple_items;
+            let mut f = Fake::new();
+            f.core.segment(heap, 0x1000, RW);
+            let tuple = f.static_type("tuple", items - 8, 8, (1 << 14) | F_TUPLE_SUBCLASS);
+            // Two visible fields, two hidden; members for fields 0 and 3 (1 and 2 unnamed).
+            let hidden = if v == "3.8" || v == "3.12" { 0 } else { 2 };
+            let ss = f.static_type(
+                "os.stat_result",
+                items + 8 * hidden,
+                8,
+                (1 << 14) | F_TUPLE_SUBCLASS,
+            );
+            f.core.u64(ss + TP_BASE, tuple);
+            let members = heap + 0x800;
+            f.core.u64(ss + TP_MEMBERS, members);
+            for (k, field) in [0u64, 3].into_iter().enumerate() {
+                let md = members + 40 * k as u64;
+                f.core
+                    .u64(md, heap + 0xf00)
+                    .u32(md + 8, 6)
+                    .u64(md + 16, items + 8 * field);
+            }
+            f.core.bytes(heap + 0xf00, b"st_x\0");
+            // The object after its GC head.
+            let o = heap + 16;
+            f.obj(o, 1, ss, 2);
+            f.core.u64(o - 16, 0).u64(o - 8, 0);
+            for i in 0..4u64 {
+                f.core.u64(o + items + 8 * i, 0x7000_0000 + 0x40 * i);
+            }
+            let p = f.core.process();
+            let ty = typer(&p, &m, vec![(tuple, Special::Tuple)]);
+            let ti = ty.type_info(ss).unwrap();
+            assert_eq!(ti.size_rule, SizeRule::StructSeq { fields: 4 }, "{v}");
+            // tp_basicsize + 8 * n_fields: the hidden fields' room twice on 3.13+.
+            let need = 16 + items + 8 * hidden + 8 * 4;
+            assert_eq!(ty.classify(heap, need, true).map(|c| c.0), Some(o), "{v}");
+            assert_eq!(ty.classify(heap, 16 + items + 8 * 2, true), None, "{v}");
+            let e = Edges::new(&p, &m, &ty);
+            let mut got = Vec::new();
+            e.for_each(o, &ti, u64::MAX, &mut |a, via| got.push((a, via)));
+            let want: Vec<(u64, Via)> = (0..4u64)
+                .map(|i| (0x7000_0000 + 0x40 * i, Via::Item(i)))
+                .collect();
+            assert_eq!(got, want, "{v}");
+        }
+    }
+
     #[test]
     fn weak_references_hold_their_callback_only() {
         let heap = BASE + 0x2_0000;

@@ -28,13 +28,18 @@ use crate::image::process::Process;
 use crate::models::{CpythonModel, DictKeys, Generator, IntSize, Objects, Refcount};
 use crate::python::containers::Layout;
 use crate::python::typeobj::{
-    F_HAVE_GC, F_HEAPTYPE, F_INLINE_VALUES, F_LONG_SUBCLASS, F_READY, F_TYPE_SUBCLASS, TP_BASE,
-    TP_BASICSIZE, TP_DICT, TP_DICTOFFSET, TP_FLAGS, TP_ITEMSIZE, TP_NAME,
+    F_HAVE_GC, F_HEAPTYPE, F_INLINE_VALUES, F_LONG_SUBCLASS, F_READY, F_TUPLE_SUBCLASS,
+    F_TYPE_SUBCLASS, TP_BASE, TP_BASICSIZE, TP_DICT, TP_DICTOFFSET, TP_FLAGS, TP_ITEMSIZE,
+    TP_MEMBERS, TP_NAME,
 };
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Fields of a struct sequence read at most (far above CPython's largest: os.stat_result,
+/// 19 on Linux).
+const MAX_STRUCT_FIELDS: u64 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
@@ -68,6 +73,13 @@ pub enum SizeRule {
     Frame,
     /// `size_if_clear` bytes when the flag byte at `flag` is 0, else `tp_basicsize`.
     ByFlag { flag: u64, small: u64 },
+    /// A struct sequence (os.stat_result, time.struct_time, sys.flags): a tuple whose
+    /// `ob_size` counts the visible fields only; `fields` (its type's n_fields) items follow
+    /// the tuple header, the hidden ones too, and structseq_traverse and structseq_dealloc
+    /// visit all of them. PyStructSequence_New (Objects/structseq.c) allocates
+    /// `tp_basicsize + 8 * n_fields` — on 3.13+, whose tp_basicsize already holds the
+    /// hidden fields, that is room for them twice.
+    StructSeq { fields: u64 },
 }
 
 #[derive(Debug)]
@@ -587,6 +599,8 @@ impl<'a> Typer<'a> {
             }
         } else if special == Special::Str && itemsize == 0 && basicsize >= 40 {
             SizeRule::Str
+        } else if let Some(fields) = self.struct_seq_fields(t, flags, itemsize) {
+            SizeRule::StructSeq { fields }
         } else if itemsize > 0 {
             SizeRule::Var
         } else {
@@ -608,6 +622,52 @@ impl<'a> Typer<'a> {
             layout,
             scalar_items,
         })
+    }
+
+    /// The n_fields of a struct sequence type, None for any other type. A struct sequence
+    /// type subclasses tuple directly and has a member (T_OBJECT, Include/descrobject.h
+    /// PyMemberDef {name, type, offset, flags, doc}, 40 bytes) for each named field at
+    /// `offsetof(PyStructSequence, ob_item) + 8 * i` (PyStructSequence_InitType2); a Python
+    /// subclass of tuple can have no such member (nonempty __slots__ are refused). n_fields
+    /// is the type dict's "n_fields" (REAL_SIZE_TP); 3.12+ static builtin types (sys.flags)
+    /// keep their dict in the interpreter, not in tp_dict: there, the last named field.
+    fn struct_seq_fields(&self, t: u64, flags: u64, itemsize: u64) -> Option<u64> {
+        if flags & F_TUPLE_SUBCLASS == 0 || itemsize != 8 {
+            return None;
+        }
+        let tuple = self.special_type(Special::Tuple)?;
+        if self.u64(self.f(t, TP_BASE))? != tuple {
+            return None;
+        }
+        let members = self.u64(self.f(t, TP_MEMBERS)).filter(|&m| m != 0)?;
+        let items = self.om.tuple_items;
+        let mut named = 0u64;
+        for i in 0..MAX_STRUCT_FIELDS {
+            let m = members.wrapping_add(40 * i);
+            if self.u64(m).is_none_or(|n| n == 0) {
+                break;
+            }
+            let kind = self.hot_u32(m.wrapping_add(8))?;
+            let off = self.u64(m.wrapping_add(16))?;
+            if kind == 6 && off >= items && (off - items) % 8 == 0 {
+                named = named.max((off - items) / 8 + 1);
+            }
+        }
+        if named == 0 || named > MAX_STRUCT_FIELDS {
+            return None;
+        }
+        let real = self
+            .u64(self.f(t, TP_DICT))
+            .filter(|&d| d != 0)
+            .and_then(|d| self.dict_get_str(d, "n_fields"))
+            .filter(|&v| {
+                self.u64(self.f(v, 8))
+                    .is_some_and(|vt| self.specials.get(&vt) == Some(&Special::Int))
+            })
+            .and_then(|v| self.int_parts(v))
+            .filter(|&(neg, v)| !neg && v <= MAX_STRUCT_FIELDS as u128)
+            .map(|(_, v)| v as u64);
+        Some(real.unwrap_or(0).max(named))
     }
 
     fn type_name(&self, t: u64, flags: u64) -> Option<String> {
@@ -946,6 +1006,7 @@ impl<'a> Typer<'a> {
                     Some(ti.basicsize)
                 }
             }
+            SizeRule::StructSeq { fields } => Some(ti.basicsize + 8 * fields),
             SizeRule::Basic => Some(ti.basicsize),
         }
     }
@@ -1236,6 +1297,12 @@ impl<'a> Typer<'a> {
     }
 
     fn int_value(&self, o: u64) -> Option<String> {
+        let (neg, v) = self.int_parts(o)?;
+        Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
+    }
+
+    /// An int of at most two 30-bit digits: (negative, magnitude).
+    fn int_parts(&self, o: u64) -> Option<(bool, u128)> {
         let (neg, n) = match self.om.int_size {
             IntSize::ObSize => {
                 let s = self.u64(self.f(o, 0x10))? as i64;
@@ -1253,7 +1320,7 @@ impl<'a> Typer<'a> {
         for i in (0..n).rev() {
             v = (v << 30) | self.hot_u32(self.f(o, 0x18 + 4 * i))? as u128;
         }
-        Some(format!("{}{v}", if neg && v != 0 { "-" } else { "" }))
+        Some((neg, v))
     }
 
     fn keys_text(&self, items: &[(u64, u64)], total: u64) -> String {
@@ -1354,7 +1421,6 @@ impl<'a> Typer<'a> {
     /// `__slots__` values: the type's `tp_members` (PyMemberDef {name, type, offset, flags,
     /// doc}, 40 bytes, Include/descrobject.h) of kind T_OBJECT (6) / T_OBJECT_EX (16).
     fn slots_preview(&self, o: u64, ti: &TypeInfo) -> String {
-        const TP_MEMBERS: u64 = 0xf0;
         let Some(members) = self.u64(self.f(ti.addr.0, TP_MEMBERS)).filter(|&m| m != 0) else {
             return String::new();
         };

@@ -9,6 +9,7 @@ pub const TP_BASICSIZE: u64 = 0x20;
 pub const TP_ITEMSIZE: u64 = 0x28;
 pub const TP_FLAGS: u64 = 0xa8;
 pub const TP_WEAKLISTOFFSET: u64 = 0xd0;
+pub const TP_MEMBERS: u64 = 0xf0;
 pub const TP_BASE: u64 = 0x100;
 pub const TP_DICT: u64 = 0x108;
 pub const TP_DICTOFFSET: u64 = 0x120;
